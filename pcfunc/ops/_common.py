@@ -1,0 +1,105 @@
+"""Helpers shared by the neighbour-search kernels: argument resolution and packed <-> padded layouts."""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from .. import _compat
+from .._validation import check_batch, check_points
+from ..manifolds import Euclidean, Manifold, resolve_manifold
+
+BACKENDS = ("auto", "torch", "torch_cluster")
+
+
+def resolve_metric(
+    manifold: Optional[Union[str, Manifold]], p: Optional[Union[float, str]], dim: int
+) -> Manifold:
+    """The manifold from ``manifold=`` or the ``p=`` shortcut (Euclidean lp); Euclidean l2 by default."""
+    if manifold is not None and p is not None:
+        raise ValueError("give either manifold= or p=, not both")
+    if p is not None:
+        return Euclidean(dim, p=p)
+    if manifold is None:
+        return Euclidean(dim)
+    if isinstance(manifold, str) and manifold.lower() == "euclidean":
+        return Euclidean(dim)
+    m = resolve_manifold(manifold)
+    if m.ambient_dim != dim:
+        raise ValueError(f"points have {dim} coordinates but manifold {m!r} has ambient_dim={m.ambient_dim}")
+    return m
+
+
+def use_torch_cluster(manifold: Manifold, backend: str, pos: Tensor) -> bool:
+    """Whether to dispatch to torch_cluster: only where the metric orders points like ambient l2."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "torch":
+        return False
+    if backend == "torch_cluster":
+        _compat.require("torch_cluster", "backend='torch_cluster'")
+        if not manifold.ambient_euclidean_order:
+            raise ValueError(
+                f"backend='torch_cluster' computes ambient l2 neighbours, which differ from those of {manifold!r}; "
+                "use backend='auto' or 'torch'"
+            )
+        return True
+    return _compat.WITH_TORCH_CLUSTER and manifold.ambient_euclidean_order and pos.dtype in (torch.float32, torch.float64)
+
+
+def batch_counts(batch: Optional[Tensor], n: int, device: torch.device, num_clouds: Optional[int] = None) -> Tensor:
+    """Points per cloud (int64, shape [B])."""
+    if batch is None:
+        return torch.full((1 if num_clouds is None else num_clouds,), n, dtype=torch.long, device=device) if n else \
+            torch.zeros(1, dtype=torch.long, device=device)
+    size = int(batch.max()) + 1 if batch.numel() else 0
+    if num_clouds is not None:
+        size = max(size, num_clouds)
+    return torch.bincount(batch, minlength=size)
+
+
+def checked_inputs(pos: Tensor, name: str, batch: Optional[Tensor], batch_name: str) -> None:
+    check_points(pos, name)
+    check_batch(batch, pos.size(0), batch_name, name)
+
+
+def to_padded(pos: Tensor, counts: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """Packed ``[N, D]`` to padded ``[B, L, D]``, the validity mask ``[B, L]`` and the cloud offsets ``[B + 1]``.
+
+    Padding slots hold a copy of the cloud's first point, so that any manifold's distance is finite there
+    (a zero vector could give NaN); callers mask them out.
+    """
+    B = counts.numel()
+    L = int(counts.max()) if B else 0
+    ptr = torch.zeros(B + 1, dtype=torch.long, device=pos.device)
+    ptr[1:] = torch.cumsum(counts, 0)
+    cloud = torch.repeat_interleave(torch.arange(B, device=pos.device), counts)
+    slot = torch.arange(pos.size(0), device=pos.device) - ptr[cloud]
+    first = pos[ptr[:-1].clamp(max=max(pos.size(0) - 1, 0))] if pos.size(0) else pos.new_zeros(B, pos.size(1))
+    out = first.unsqueeze(1).expand(B, L, pos.size(1)).clone()
+    out[cloud, slot] = pos
+    mask = torch.zeros(B, L, dtype=torch.bool, device=pos.device)
+    mask[cloud, slot] = True
+    return out, mask, ptr
+
+
+def num_per_cloud(counts: Tensor, ratio: Optional[float], num: Optional[int], what: str = "num") -> Tensor:
+    """Samples per cloud from ``ratio`` (ceil(ratio * n)) or ``num``; errors name the argument."""
+    if (ratio is None) == (num is None):
+        raise ValueError("give exactly one of ratio= or num=")
+    if ratio is not None:
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not (0.0 < float(ratio) <= 1.0):
+            raise ValueError(f"ratio must be a number in (0, 1], got {ratio!r}")
+        # Tiny slack so that ratio * n computed in floating point never rounds up past an integer.
+        return torch.ceil(counts.double() * float(ratio) - 1e-9).long().clamp_min(1).minimum(counts)
+    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+        raise ValueError(f"{what} must be a positive integer, got {num!r}")
+    small = counts < num
+    if bool(small.any()):
+        b = int(small.nonzero()[0])
+        raise ValueError(f"{what}={num} is larger than cloud {b}, which has {int(counts[b])} points")
+    return torch.full_like(counts, num)
+
+

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+from torch import Tensor
+
+from ..manifolds import Manifold
+from ._common import batch_counts, checked_inputs, num_per_cloud, resolve_metric, to_padded, use_torch_cluster
+
+__all__ = ["fps"]
+
+
+def fps(
+    pos: Tensor,
+    batch: Optional[Tensor] = None,
+    ratio: Optional[float] = None,
+    num: Optional[int] = None,
+    manifold: Optional[Union[str, Manifold]] = None,
+    p: Optional[Union[float, str]] = None,
+    random_start: bool = False,
+    generator: Optional[torch.Generator] = None,
+    backend: str = "auto",
+) -> Tensor:
+    r"""Farthest point sampling on a manifold (Eldar et al. 1997; PointNet++).
+
+    For each cloud, starting from its first point (or a random one), repeatedly
+    add the point farthest from those already chosen:
+
+    .. math::
+        s_{t+1} = \operatorname*{arg\,max}_{i}\ \min_{u \le t} d(x_i, x_{s_u}).
+
+    Ties go to the lowest index, so the result is deterministic. A chosen point
+    is never chosen again, so with duplicated coordinates (e.g. 90 copies of a
+    pole) every distinct location is taken before any copy, and the indices
+    are always distinct.
+
+    Backends: ``"torch_cluster"`` (compiled; used by ``"auto"`` when installed
+    and the metric orders points like the ambient :math:`\ell_2` distance, e.g.
+    :class:`~pcfunc.manifolds.Euclidean` with ``p=2`` and
+    :class:`~pcfunc.manifolds.Sphere`) and ``"torch"``, the pure-PyTorch
+    reference for any manifold, memory :math:`O(N)`.
+
+    Args:
+        pos (Tensor): Packed points, shape :math:`(N, D)`.
+        batch (Tensor, optional): Sorted cloud index of each point, shape :math:`(N,)`.
+        ratio (float, optional): Fraction of each cloud to keep, :math:`\lceil r\, n_b \rceil` points.
+        num (int, optional): Points to keep per cloud (give ``ratio`` or ``num``).
+        manifold (Manifold or str, optional): Metric space of ``pos``
+            (default: Euclidean :math:`\ell_2`).
+        p (float or "inf", optional): Shortcut for ``manifold=Euclidean(D, p)``.
+        random_start (bool): Start each cloud at a random point. (default: ``False``)
+        generator (torch.Generator, optional): Source of the random start (reference backend).
+        backend (str): ``"auto"``, ``"torch"`` or ``"torch_cluster"``.
+
+    Returns:
+        Tensor: Indices into ``pos`` (int64), cloud by cloud, in selection order;
+        shape :math:`(\sum_b m_b,)`.
+    """
+    checked_inputs(pos, "pos", batch, "batch")
+    m = resolve_metric(manifold, p, pos.size(1))
+    counts = batch_counts(batch, pos.size(0), pos.device)
+    if pos.size(0) == 0:
+        raise ValueError("pos has no points")
+    if bool((counts == 0).any()):
+        raise ValueError(f"batch has empty clouds (cloud {int((counts == 0).nonzero()[0])} has no points)")
+    k = num_per_cloud(counts, ratio, num)
+    if use_torch_cluster(m, backend, pos):
+        return _fps_torch_cluster(pos, batch, counts, k, random_start)
+    return _fps_reference(pos, counts, k, m, random_start, generator)
+
+
+def _fps_torch_cluster(pos: Tensor, batch: Optional[Tensor], counts: Tensor, k: Tensor, random_start: bool) -> Tensor:
+    import torch_cluster
+
+    # torch_cluster keeps ceil(ratio * n) points; aim half a point below k so rounding cannot add one.
+    ratio = ((k.double() - 0.5) / counts.double()).to(pos.dtype)
+    if batch is None:
+        ratio = ratio[:1]
+        batch_arg = None
+    else:
+        batch_arg = batch.long()
+    idx = torch_cluster.fps(pos, batch_arg, ratio, random_start)
+    if idx.numel() != int(k.sum()):  # guard the rounding assumption above
+        raise RuntimeError(f"torch_cluster.fps returned {idx.numel()} points, expected {int(k.sum())}")
+    return idx
+
+
+def _fps_reference(
+    pos: Tensor, counts: Tensor, k: Tensor, manifold: Manifold, random_start: bool,
+    generator: Optional[torch.Generator],
+) -> Tensor:
+    padded, mask, ptr = to_padded(pos, counts)
+    B, L, _ = padded.shape
+    steps = int(k.max())
+    ar = torch.arange(B, device=pos.device)
+    # Padding slots get -inf so they are never the farthest; chosen slots get -1 (below any distance).
+    mind = torch.full((B, L), float("inf"), dtype=pos.dtype, device=pos.device).masked_fill_(~mask, float("-inf"))
+    if random_start:
+        u = torch.rand(B, generator=generator, dtype=torch.float64, device="cpu").to(pos.device)
+        cur = (u * counts.double()).long().minimum(counts - 1)
+    else:
+        cur = torch.zeros(B, dtype=torch.long, device=pos.device)
+    out = torch.empty(B, steps, dtype=torch.long, device=pos.device)
+    for t in range(steps):
+        out[:, t] = cur
+        d = manifold.cdist(padded[ar, cur].unsqueeze(1), padded).squeeze(1)
+        mind = torch.minimum(mind, d)
+        mind[ar, cur] = -1.0
+        cur = mind.argmax(dim=1)
+    keep = torch.arange(steps, device=pos.device)[None, :] < k[:, None]
+    return (out + ptr[:-1, None])[keep]

@@ -1,0 +1,154 @@
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+from torch import Tensor
+
+from ..manifolds import Manifold
+from .._validation import check_positive_int
+from ._common import batch_counts, checked_inputs, resolve_metric, to_padded, use_torch_cluster
+
+__all__ = ["knn", "DEFAULT_CHUNK_ELEMENTS"]
+
+#: Largest distance block (elements) the reference kNN materialises at once: 2**22 = 16 MiB in float32.
+DEFAULT_CHUNK_ELEMENTS = 1 << 22
+
+
+def knn(
+    x: Tensor,
+    y: Tensor,
+    k: int,
+    batch_x: Optional[Tensor] = None,
+    batch_y: Optional[Tensor] = None,
+    manifold: Optional[Union[str, Manifold]] = None,
+    p: Optional[Union[float, str]] = None,
+    backend: str = "auto",
+    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+) -> Tensor:
+    r"""The ``k`` nearest points of ``x`` for every query point of ``y``, within each cloud.
+
+    .. math::
+        \mathcal{N}_k(y_j) = \operatorname*{arg\,min}_{S \subseteq \{i : b^x_i = b^y_j\},\ |S| = k}
+        \ \sum_{i \in S} d(x_i, y_j)
+
+    The result follows PyG's convention: ``edge_index[0]`` is the query (index
+    into ``y``), ``edge_index[1]`` the neighbour (index into ``x``); the ``k``
+    entries of each query are consecutive and sorted by increasing distance.
+
+    Backends: ``"torch_cluster"`` (compiled; used by ``"auto"`` when installed
+    and the metric orders points like the ambient :math:`\ell_2` distance), and
+    ``"torch"``, the pure-PyTorch reference for any :math:`\ell_p` and any
+    manifold. The reference is chunked over queries and points and keeps a
+    running top-``k``, so memory is :math:`O((N + M) k)` plus one block of at
+    most ``chunk_elements`` distances: it never forms the :math:`M \times N`
+    matrix.
+
+    Args:
+        x (Tensor): Points searched, shape :math:`(N, D)`.
+        y (Tensor): Query points, shape :math:`(M, D)`.
+        k (int): Neighbours per query; at most the size of the query's cloud in ``x``.
+        batch_x (Tensor, optional): Sorted cloud index of each point of ``x``, shape :math:`(N,)`.
+        batch_y (Tensor, optional): Sorted cloud index of each point of ``y``, shape :math:`(M,)`.
+        manifold (Manifold or str, optional): Metric space (default: Euclidean :math:`\ell_2`).
+        p (float or "inf", optional): Shortcut for ``manifold=Euclidean(D, p)``.
+        backend (str): ``"auto"``, ``"torch"`` or ``"torch_cluster"``.
+        chunk_elements (int): Distance block size of the reference backend.
+
+    Returns:
+        Tensor: ``edge_index`` of shape :math:`(2, M k)`, int64.
+    """
+    checked_inputs(x, "x", batch_x, "batch_x")
+    checked_inputs(y, "y", batch_y, "batch_y")
+    if x.size(1) != y.size(1):
+        raise ValueError(f"x and y must have the same number of coordinates, got {x.size(1)} and {y.size(1)}")
+    if x.dtype != y.dtype:
+        raise TypeError(f"x and y must have the same dtype, got {x.dtype} and {y.dtype}")
+    if (batch_x is None) != (batch_y is None):
+        raise ValueError("give both batch_x and batch_y, or neither")
+    k = check_positive_int(k, "k")
+    chunk_elements = check_positive_int(chunk_elements, "chunk_elements")
+    m = resolve_metric(manifold, p, x.size(1))
+    num_clouds = 1
+    if batch_y is not None and batch_y.numel():
+        num_clouds = int(batch_y.max()) + 1
+    cx = batch_counts(batch_x, x.size(0), x.device, num_clouds)
+    cy = batch_counts(batch_y, y.size(0), y.device, cx.numel())
+    if cx.numel() > cy.numel():
+        cy = torch.cat((cy, cy.new_zeros(cx.numel() - cy.numel())))
+    short = (cx < k) & (cy > 0)
+    if bool(short.any()):
+        b = int(short.nonzero()[0])
+        raise ValueError(f"k={k} is larger than cloud {b} of x, which has {int(cx[b])} points")
+    if y.size(0) == 0:
+        return torch.empty(2, 0, dtype=torch.long, device=y.device)
+    if use_torch_cluster(m, backend, x):
+        return _knn_torch_cluster(x, y, k, batch_x, batch_y, m)
+    return _knn_reference(x, y, k, cx, cy, m, chunk_elements)
+
+
+def _sort_rows(x: Tensor, y: Tensor, k: int, col: Tensor, manifold: Manifold) -> Tensor:
+    """Order each query's k neighbours by distance (stable, ties by index)."""
+    M = y.size(0)
+    col = col.view(M, k)
+    col, _ = col.sort(dim=1)  # ties then fall back to the lower index
+    d = manifold.dist(y.unsqueeze(1), x[col])
+    order = d.argsort(dim=1, stable=True)
+    return col.gather(1, order).reshape(-1)
+
+
+def _knn_torch_cluster(
+    x: Tensor, y: Tensor, k: int, batch_x: Optional[Tensor], batch_y: Optional[Tensor], manifold: Manifold
+) -> Tensor:
+    import torch_cluster
+
+    bx = None if batch_x is None else batch_x.long()
+    by = None if batch_y is None else batch_y.long()
+    row, col = torch_cluster.knn(x, y, k, bx, by, num_workers=torch.get_num_threads())
+    if row.numel() != y.size(0) * k:
+        raise RuntimeError(f"torch_cluster.knn returned {row.numel()} pairs, expected {y.size(0) * k}")
+    # Group by query (stable, torch_cluster's own order within a query is not part of its contract).
+    order = torch.argsort(row, stable=True)
+    col = _sort_rows(x, y, k, col[order], manifold)
+    row = torch.arange(y.size(0), device=y.device).repeat_interleave(k)
+    return torch.stack((row, col))
+
+
+def _knn_reference(
+    x: Tensor, y: Tensor, k: int, cx: Tensor, cy: Tensor, manifold: Manifold, chunk_elements: int
+) -> Tensor:
+    xp, xmask, xptr = to_padded(x, cx)
+    yp, ymask, _ = to_padded(y, cy)
+    B, L, _ = xp.shape
+    Q = yp.size(1)
+    inf = torch.tensor(float("inf"), dtype=x.dtype, device=x.device)
+    # Block sizes: B * qc * pc <= chunk_elements, with at least k columns to merge into.
+    qc = max(1, min(Q, 1024, chunk_elements // max(1, B * max(k, 1))))
+    pc = max(k, min(L, chunk_elements // max(1, B * qc)))
+    best_d_all = []
+    best_i_all = []
+    for q0 in range(0, Q, qc):
+        yq = yp[:, q0:q0 + qc]
+        best_d = x.new_full((B, yq.size(1), 0), float("inf"))
+        best_i = torch.empty(B, yq.size(1), 0, dtype=torch.long, device=x.device)
+        for p0 in range(0, L, pc):
+            d = manifold.cdist(yq, xp[:, p0:p0 + pc])
+            d = torch.where(xmask[:, None, p0:p0 + pc], d, inf)
+            idx = torch.arange(p0, p0 + d.size(2), device=x.device).expand_as(d)
+            cand_d = torch.cat((best_d, d), dim=2)
+            cand_i = torch.cat((best_i, idx), dim=2)
+            kk = min(k, cand_d.size(2))
+            best_d, sel = cand_d.topk(kk, dim=2, largest=False, sorted=False)
+            best_i = cand_i.gather(2, sel)
+        best_d_all.append(best_d)
+        best_i_all.append(best_i)
+    best_d = torch.cat(best_d_all, dim=1)
+    best_i = torch.cat(best_i_all, dim=1)
+    # Sort each query's neighbours by (distance, index), like the compiled path.
+    best_i, o = best_i.sort(dim=2)
+    best_d = best_d.gather(2, o)
+    best_d, o = best_d.sort(dim=2, stable=True)
+    best_i = best_i.gather(2, o)
+    col = (best_i + xptr[:-1, None, None])[ymask]
+    row = torch.arange(y.size(0), device=y.device).repeat_interleave(k)
+    return torch.stack((row, col.reshape(-1)))
