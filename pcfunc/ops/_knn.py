@@ -34,7 +34,9 @@ def knn(
 
     The result follows PyG's convention: ``edge_index[0]`` is the query (index
     into ``y``), ``edge_index[1]`` the neighbour (index into ``x``); the ``k``
-    entries of each query are consecutive and sorted by increasing distance.
+    entries of each query are consecutive and sorted by increasing distance
+    (among points at exactly equal distance, such as duplicated coordinates,
+    which ones are kept is deterministic but unspecified).
 
     Backends: ``"torch_cluster"`` (compiled; used by ``"auto"`` when installed
     and the metric orders points like the ambient :math:`\ell_2` distance), and

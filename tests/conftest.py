@@ -1,0 +1,20 @@
+import pytest
+import torch
+
+from pcfunc import _compat
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+# Backends to test: the pure-PyTorch reference always, the compiled one where installed (CI installs it).
+BACKENDS = ["torch"] + (["torch_cluster"] if _compat.WITH_TORCH_CLUSTER else [])
+
+
+def pytest_report_header(config):
+    return (
+        f"pcfunc compiled packages: torch_cluster={_compat.WITH_TORCH_CLUSTER} "
+        f"torch_scatter={_compat.WITH_TORCH_SCATTER} pytorch3d={_compat.WITH_PYTORCH3D}"
+    )

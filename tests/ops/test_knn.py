@@ -1,0 +1,115 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pcfunc.manifolds import Euclidean, Sphere, Torus
+from pcfunc.ops import knn
+
+from ..conftest import BACKENDS
+from . import _brute
+
+METRICS = [Euclidean(3), Euclidean(3, p=1), Euclidean(2, p=3), Euclidean(3, p=math.inf), Sphere(), Torus(2)]
+
+
+def _backends(manifold):
+    return [b for b in BACKENDS if b == "torch" or manifold.ambient_euclidean_order]
+
+
+def _check_against_brute(edge_index, manifold, x, y, bx, by, k):
+    M = y.size(0)
+    assert edge_index.shape == (2, M * k)
+    assert torch.equal(edge_index[0], torch.arange(M).repeat_interleave(k))
+    col = edge_index[1].view(M, k)
+    for b in by.unique().tolist():
+        qs = (by == b).nonzero().squeeze(1)
+        xs = (bx == b).nonzero().squeeze(1)
+        ref_idx, ref_d = _brute.knn(manifold, x[xs].numpy(), y[qs].numpy(), k)
+        got = col[qs]
+        assert bool((bx[got] == b).all()), "neighbour taken from another cloud"
+        np.testing.assert_array_equal(got.numpy() - int(xs[0]), ref_idx)
+        d = _brute.distance_matrix(manifold, y[qs].numpy(), x.numpy())[np.arange(len(qs))[:, None], got.numpy()]
+        np.testing.assert_allclose(d, ref_d, atol=1e-12)
+
+
+@pytest.mark.parametrize("manifold", METRICS, ids=repr)
+@pytest.mark.parametrize("chunk_elements", [1 << 22, 97])
+def test_knn_equals_brute_force(manifold, chunk_elements):
+    x, bx = _brute.clouds(manifold, [60, 45, 80], seed=1)
+    y, by = _brute.clouds(manifold, [10, 7, 12], seed=2)
+    for backend in _backends(manifold):
+        e = knn(x, y, 9, bx, by, manifold=manifold, backend=backend, chunk_elements=chunk_elements)
+        _check_against_brute(e, manifold, x, y, bx, by, 9)
+
+
+@pytest.mark.skipif("torch_cluster" not in BACKENDS, reason="torch_cluster not installed")
+@pytest.mark.parametrize("manifold", [Euclidean(3), Sphere()], ids=repr)
+def test_fast_path_equals_reference_float32(manifold):
+    x, bx = _brute.clouds(manifold, [500, 300], seed=4)
+    y, by = _brute.clouds(manifold, [40, 50], seed=5)
+    x, y = x.float(), y.float()
+    a = knn(x, y, 16, bx, by, manifold=manifold, backend="torch_cluster")
+    b = knn(x, y, 16, bx, by, manifold=manifold, backend="torch")
+    assert torch.equal(a, b)
+
+
+def test_knn_query_cloud_missing_from_y_and_p_shortcut():
+    x, bx = _brute.clouds(Euclidean(2), [20, 20, 20])
+    y, by = x[40:45], bx[40:45]  # queries only in cloud 2
+    e = knn(x, y, 3, bx, by, p=1)
+    _check_against_brute(e, Euclidean(2, p=1), x, y, bx, by, 3)
+
+
+def test_knn_with_duplicates():
+    x = torch.cat((torch.zeros(90, 3), torch.eye(3))).double()
+    x[:90, 2] = 1.0  # 90 copies of the north pole
+    for backend in BACKENDS:
+        e = knn(x, x[:1], 5, manifold=Sphere(), backend=backend)
+        assert bool((e[1] < 90).all()) and e[1].unique().numel() == 5  # five distinct copies of the pole
+    assert knn(x, x[90:92], 1, manifold=Sphere())[1].tolist() == [90, 91]
+
+
+class _RecordingSphere(Sphere):
+    """Records the largest distance block the reference kernel asks for."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def cdist(self, x, y):
+        out = super().cdist(x, y)
+        self.largest = max(self.largest, out.numel())
+        return out
+
+
+def test_reference_knn_never_forms_the_full_matrix():
+    m = _RecordingSphere()
+    x = Sphere().random(50_000)
+    y = Sphere().random(300)
+    e = knn(x, y, 9, manifold=m, backend="torch", chunk_elements=1 << 16)
+    assert m.largest <= 1 << 16 < 50_000 * 300
+    ref = knn(x, y, 9, manifold=Sphere(), backend="torch")
+    assert torch.equal(e, ref)
+
+
+def test_knn_errors():
+    x = torch.rand(10, 3)
+    with pytest.raises(ValueError, match="k=11 is larger than cloud 0 of x"):
+        knn(x, x, 11)
+    with pytest.raises(ValueError, match="k=6 is larger than cloud 1 of x, which has 3"):
+        knn(x, x, 6, torch.tensor([0] * 7 + [1] * 3), torch.tensor([0] * 7 + [1] * 3))
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        knn(x, x, 0)
+    with pytest.raises(ValueError, match="y contains NaN"):
+        knn(x, torch.full((2, 3), float("inf")), 2)
+    with pytest.raises(ValueError, match="same number of coordinates"):
+        knn(x, torch.rand(4, 2), 2)
+    with pytest.raises(ValueError, match="give both batch_x and batch_y"):
+        knn(x, x, 2, batch_x=torch.zeros(10, dtype=torch.long))
+    with pytest.raises(ValueError, match="batch_y has 3 entries but y has 10"):
+        knn(x, x, 2, torch.zeros(10, dtype=torch.long), torch.zeros(3, dtype=torch.long))
+    with pytest.raises(TypeError, match="same dtype"):
+        knn(x, x.double(), 2)
+    with pytest.raises(ValueError, match="unknown manifold"):
+        knn(x, x, 2, manifold="poincare")
