@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 # Import pcfunc from this checkout, whatever the current directory.
-sys.path.insert(0, os.path.abspath(".."))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pcfunc  # noqa: E402
 
@@ -41,6 +42,8 @@ html_title = f"pcfunc {release}"
 # Google-style docstrings only (Args:, Returns:, Raises:, Example:).
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
+# "Shapes:" (input/output shapes, as in PyG's docstrings) is rendered as its own section.
+napoleon_custom_sections = ["Shapes"]
 # "Attributes:" become :ivar: fields rather than separate attribute entries, so a dataclass
 # field described there is not documented twice.
 napoleon_use_ivar = True
@@ -77,3 +80,12 @@ if os.environ.get("PCFUNC_DOCS_INTERSPHINX") == "1":
         "numpy": ("https://numpy.org/doc/stable/", None),
         "torch_geometric": ("https://pytorch-geometric.readthedocs.io/en/latest/", None),
     }
+
+# -- doctest -----------------------------------------------------------------------
+# ">>>" examples in docstrings use the public names without imports; check them with
+#   python -m sphinx -b doctest docs docs/_build/doctest
+doctest_global_setup = """
+import torch
+from pcfunc.manifolds import *
+from pcfunc.ops import *
+"""

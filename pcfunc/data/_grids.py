@@ -166,7 +166,7 @@ class LatLonGrid(Grid):
 
     Args:
         lat (array): Latitudes in degrees, strictly monotone, in :math:`[-90, 90]`.
-        lon (array): Longitudes in degrees, strictly monotone, distinct modulo 360.
+        lon (array): Longitudes in degrees, distinct modulo 360 (any order, e.g. 0..360 or -180..180).
         collapse_poles (bool): Merge each pole row into one point. (default: ``True``)
     """
 
@@ -177,9 +177,9 @@ class LatLonGrid(Grid):
             if a.numel() < 1:
                 raise ValueError(f"{name} must not be empty")
             check_finite(a, name)
-            d = a.diff()
-            if a.numel() > 1 and not (bool((d > 0).all()) or bool((d < 0).all())):
-                raise ValueError(f"{name} must be strictly monotone")
+        d = lat_t.diff()
+        if lat_t.numel() > 1 and not (bool((d > 0).all()) or bool((d < 0).all())):
+            raise ValueError("lat must be strictly monotone")
         if bool((lat_t.abs() > 90.0 + 1e-9).any()):
             raise ValueError(f"lat must lie in [-90, 90] degrees, got range [{float(lat_t.min())}, {float(lat_t.max())}]")
         wrapped = torch.remainder(lon_t, 360.0)
