@@ -34,12 +34,16 @@ class Grid:
     :mod:`pcfunc.ops` computes their neighbour hierarchy once.
     """
 
+    #: The manifold the points live on.
     manifold: Manifold
+    #: Spatial shape of the arrays (e.g. ``(H, W)`` or ``(n_lat, n_lon)``).
     shape: Tuple[int, ...]
+    #: The points, shape :math:`(N, D)`.
     pos: Tensor
 
     @property
     def num_points(self) -> int:
+        """Number of points :math:`N` (fewer than array cells when poles are collapsed)."""
         return self.pos.size(0)
 
     # -- subclasses map array cells to points ---------------------------------------

@@ -39,6 +39,7 @@ class Level:
 
     @property
     def num_centroids(self) -> int:
+        """Number of centroids :math:`M` over the whole batch."""
         return self.pos.size(0)
 
 
@@ -69,11 +70,13 @@ class NeighborCache:
 
     @staticmethod
     def signature(pos: Tensor, spec: Hashable) -> Hashable:
+        """Cheap key of a point set: shape, dtype, device, ``spec`` and two checksums of the coordinates."""
         w = torch.arange(1, pos.numel() + 1, device=pos.device, dtype=pos.dtype).view_as(pos)
         sums = torch.stack((pos.sum(), (pos * w).sum())).tolist() if pos.numel() else [0.0, 0.0]
         return (tuple(pos.shape), pos.dtype, str(pos.device), spec, tuple(sums))
 
     def get(self, pos: Tensor, spec: Hashable) -> Any:
+        """The value stored for exactly these coordinates and ``spec``, or ``None``."""
         key = self.signature(pos, spec)
         with self._lock:
             entry = self._store.get(key)
@@ -85,6 +88,7 @@ class NeighborCache:
             return None
 
     def put(self, pos: Tensor, spec: Hashable, value: Any) -> None:
+        """Store ``value`` for these coordinates and ``spec`` (a copy of ``pos`` is kept for the exact check)."""
         n = pos.size(0)
         if n > self.max_points:
             return
@@ -100,6 +104,7 @@ class NeighborCache:
                 self._points -= p.size(0)
 
     def clear(self) -> None:
+        """Drop every entry and reset the hit/miss counters."""
         with self._lock:
             self._store.clear()
             self._points = 0
@@ -112,7 +117,7 @@ class NeighborCache:
         return f"NeighborCache(entries={len(self)}, points={self._points}, hits={self.hits}, misses={self.misses})"
 
 
-#: The process-wide cache used when ``cache=None`` is not given explicitly.
+#: The process-wide cache, used unless another cache (or ``cache=None``) is passed.
 default_cache = NeighborCache()
 
 
