@@ -19,6 +19,7 @@ falls back to an analytic smooth field and says so.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
 from pathlib import Path
@@ -32,7 +33,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from pytorch3d.renderer import (  # noqa: E402
-    FoVPerspectiveCameras, HardPhongShader, MeshRasterizer, MeshRenderer, PointLights,
+    HardPhongShader, MeshRasterizer, MeshRenderer, PerspectiveCameras, PointLights,
     RasterizationSettings, TexturesVertex, look_at_view_transform,
 )
 from pytorch3d.structures import Meshes, join_meshes_as_scene  # noqa: E402
@@ -44,10 +45,11 @@ from pcfunc.ops import build_hierarchy, knn  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 LEVELS = [(1024, 9), (256, 9), (64, 9), (32, 9), (16, 9)]
-# level size -> (marker colour, marker radius); coarser levels get bigger markers drawn over the finer ones
-MARKERS = {1024: ("black", 0.011), 256: ("white", 0.019), 64: ("magenta", 0.030), 16: ("lime", 0.044)}
-VIEWS = [("lat 30, lon 0", 30.0, 0.0), ("lat 30, lon 120", 30.0, 120.0), ("north pole", 90.0, 0.0)]
-CMAP = "RdYlBu_r"
+# level size -> (colour, radius, icosphere level) of its markers; coarser levels get bigger markers over the finer ones
+MARKERS = {1024: ("black", 0.008, 0), 256: ("white", 0.019, 0), 64: ("magenta", 0.030, 1), 16: ("blue", 0.044, 1)}
+VIEWS = [("lat 30, lon 0", 30.0, 0.0), ("lat 30, lon 120", 30.0, 120.0), ("north pole, lon 0 down", 90.0, 0.0)]
+CMAP = "turbo"
+FOV, TILE = 45.0, 32  # camera field of view (degrees); rasterizer tile (pixels)
 
 
 def default_data() -> Optional[Path]:
@@ -60,7 +62,8 @@ def load_t2m(path: Optional[Path]) -> Tuple[np.ndarray, np.ndarray, np.ndarray, 
     """``t2m`` (T, 181, 360) in kelvin with its latitude (90..-90) and longitude (0..359) axes."""
     if path is not None and path.is_file():
         with np.load(path) as f:
-            return f["t2m"].astype(np.float32), f["latitude"], f["longitude"], f"ERA5 sample {path.name}"
+            source = f"ERA5 sample {path.name}\ncontains modified Copernicus C3S information (CC-BY 4.0)"
+            return f["t2m"].astype(np.float32), f["latitude"], f["longitude"], source
     print("ERA5 sample not found (--data / PCFUNC_ERA5_SAMPLE): using an analytic smooth field instead")
     lat, lon = np.linspace(90.0, -90.0, 181), np.arange(360.0)
     phi, lam = np.deg2rad(lat)[None, :, None], np.deg2rad(lon)[None, None, :]
@@ -69,9 +72,10 @@ def load_t2m(path: Optional[Path]) -> Tuple[np.ndarray, np.ndarray, np.ndarray, 
     return t2m.astype(np.float32), lat, lon, "analytic field"
 
 
-def marker_mesh(centres: torch.Tensor, radius: float, colour: Sequence[float], height: float = 1.012) -> Meshes:
+def marker_mesh(centres: torch.Tensor, radius: float, subdiv: int, colour: Sequence[float],
+                height: float = 1.012) -> Meshes:
     """One mesh of small spheres at ``centres`` (unit vectors), lifted to ``height``; no loop over points."""
-    tmpl = ico_sphere(1, centres.device)
+    tmpl = ico_sphere(subdiv, centres.device)
     v, f = tmpl.verts_packed() * radius, tmpl.faces_packed()
     verts = (centres[:, None, :] * height + v[None]).reshape(-1, 3)
     faces = (f[None] + v.size(0) * torch.arange(centres.size(0), device=centres.device)[:, None, None]).reshape(-1, 3)
@@ -80,23 +84,53 @@ def marker_mesh(centres: torch.Tensor, radius: float, colour: Sequence[float], h
 
 
 def render_views(scene: Meshes, image_size: int, device: torch.device) -> List[np.ndarray]:
-    eyes, ups = [], []
-    for _, lat, lon in VIEWS:
-        eyes.append(3.2 * latlon_to_xyz(torch.tensor(lat), torch.tensor(lon)))
-        # looking straight down the pole, "up" in the image is longitude 180 (lon 0 at the bottom)
-        ups.append(torch.tensor([-1.0, 0.0, 0.0]) if abs(lat) > 89 else torch.tensor([0.0, 0.0, 1.0]))
-    eye, up = torch.stack(eyes).float(), torch.stack(ups)
+    """The :data:`VIEWS` of ``scene``, white background, each as an ``(S, S, 3)`` array in [0, 1].
+
+    PyTorch3D's CPU rasterizer tests every pixel against every face, so each view is cut into tiles of about
+    :data:`TILE` pixels, rendered as one batch with a camera per tile and only the front faces that overlap it.
+    """
+    n = max(1, math.ceil(image_size / TILE))
+    s = math.ceil(image_size / n)
+    s += (n * s) % 2  # even canvas: no pixel centre on the image's centre line, where icosphere edges run
+    V = len(VIEWS)
+    eye = torch.stack([3.2 * latlon_to_xyz(torch.tensor(lat), torch.tensor(lon)) for _, lat, lon in VIEWS]).float()
+    # looking straight down the pole, "up" in the image is longitude 180 (longitude 0 at the bottom)
+    up = torch.tensor([[-1.0, 0.0, 0.0] if abs(lat) > 89 else [0.0, 0.0, 1.0] for _, lat, _ in VIEWS])
+    eye, up = eye.to(device), up.to(device)
     R, T = look_at_view_transform(eye=eye, at=torch.zeros_like(eye), up=up, device=device)
-    cameras = FoVPerspectiveCameras(R=R, T=T, fov=45.0, device=device)
-    lights = PointLights(location=eye.to(device) + 2.0 * up.to(device), ambient_color=((0.45,) * 3,),
-                         diffuse_color=((0.6,) * 3,), specular_color=((0.08,) * 3,), device=device)
-    settings = RasterizationSettings(image_size=image_size, blur_radius=0.0, faces_per_pixel=1,
-                                     bin_size=0 if device.type == "cpu" else None)
-    renderer = MeshRenderer(MeshRasterizer(cameras=cameras, raster_settings=settings),
-                            HardPhongShader(device=device, cameras=cameras, lights=lights))
+    focal = 1.0 / math.tan(math.radians(FOV / 2))
+    full = PerspectiveCameras(focal_length=focal, R=R, T=T, device=device)
+    verts, faces = scene.verts_packed(), scene.faces_packed()
+    colours = scene.textures.verts_features_packed()
+    corner = full.transform_points(verts.expand(V, -1, -1))[..., :2][:, faces]  # (V, F, 3, 2) NDC, +x left, +y up
+    lo, hi = corner.amin(2), corner.amax(2)
+    tri = verts[faces]
+    normal = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    front = ((eye[:, None] - tri.mean(1)[None]) * normal[None]).sum(-1) > 0  # (V, F)
+    c = 1.0 - (2.0 * torch.arange(n, device=device) + 1.0) / n  # NDC centre of tile row i (y) / column j (x)
+    h = (1.0 + 2.0 / s) / n  # half tile width plus a pixel
+    over = [(hi[:, None, :, a] >= (c - h)[:, None]) & (lo[:, None, :, a] <= (c + h)[:, None]) for a in (0, 1)]
+    mask = (over[1][:, :, None] & over[0][:, None] & front[:, None, None]).reshape(V * n * n, -1)
+    tid = mask.any(1).nonzero().squeeze(1)  # tiles with something in them
+    vl, fl, cl = [], [], []
+    for b in tid.tolist():  # per tile, not per point: keep the tile's faces and the vertices they use
+        used, local = torch.unique(faces[mask[b]], return_inverse=True)
+        vl.append(verts[used]), fl.append(local.view(-1, 3)), cl.append(colours[used])
+    view, i, j = tid // (n * n), tid % (n * n) // n, tid % n
+    cams = PerspectiveCameras(focal_length=focal * n, principal_point=torch.stack((-c[j] * n, -c[i] * n), 1),
+                              R=R[view], T=T[view], device=device)
+    lights = PointLights(location=(eye + 2.0 * up)[view], ambient_color=((0.6,) * 3,),
+                         diffuse_color=((0.45,) * 3,), specular_color=((0.05,) * 3,), device=device)
+    settings = RasterizationSettings(image_size=s, blur_radius=0.0, faces_per_pixel=1, bin_size=0)
+    renderer = MeshRenderer(MeshRasterizer(cameras=cams, raster_settings=settings),
+                            HardPhongShader(device=device, cameras=cams, lights=lights))
     with torch.no_grad():
-        images = renderer(scene.extend(len(VIEWS)))
-    return [img[..., :3].clamp(0, 1).cpu().numpy() for img in images]
+        rendered = renderer(Meshes(vl, fl, TexturesVertex(cl)))[..., :3].clamp(0, 1)
+    out = torch.ones(V * n * n, s, s, 3, device=device)
+    out[tid] = rendered
+    out = out.view(V, n, n, s, s, 3).permute(0, 1, 3, 2, 4, 5).reshape(V, n * s, n * s, 3)
+    o = (n * s - image_size) // 2
+    return list(out[:, o:o + image_size, o:o + image_size].cpu().numpy())
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Path:
@@ -112,8 +146,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     t2m4, lat4, lon4 = t2m[:, ::4, ::4], lat[::4], lon[::4]  # 181 x 360 -> 46 x 90, both poles kept
     grid = LatLonGrid(lat4, lon4)
     data = grid.to_batch(t2m4[:4]).to(device)
-    print(f"{source}: 1-degree {t2m.shape[1:]} -> 4-degree {t2m4.shape[1:]} -> {grid.num_points} points, "
-          f"batch of {int(data.batch.max()) + 1} clouds ({data.pos.size(0)} points)")
+    B = data.num_graphs
+    print(f"{source.splitlines()[0]}: 1-degree {t2m.shape[1:]} -> 4-degree {t2m4.shape[1:]} -> {grid.num_points} points, "
+          f"batch of {B} clouds ({data.pos.size(0)} points)")
 
     sphere = Sphere()
     for call in ("first", "second (cached)"):
@@ -121,10 +156,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
         levels = build_hierarchy(data.pos, data.batch, LEVELS, manifold=sphere)
         print(f"build_hierarchy {call} call: {1e3 * (time.perf_counter() - t0):8.1f} ms")
     print("levels (centroids per cloud / total, k):",
-          ", ".join(f"{lv.num_centroids // 4}/{lv.num_centroids} k={lv.k}" for lv in levels))
+          ", ".join(f"{lv.num_centroids // B}/{lv.num_centroids} k={lv.k}" for lv in levels))
 
     # Globe: t2m of the first step at the icosphere vertices (nearest 4-degree grid point, great-circle kNN).
-    globe = ico_sphere(6, device)
+    globe = ico_sphere(5, device)  # 10242 vertices, about 2 degrees apart
     verts = globe.verts_packed()
     values = grid.to_data(t2m4[0]).x[:, 0].to(device)
     nearest = knn(grid.pos.to(device), verts, k=1, manifold=sphere)[1]
@@ -133,16 +168,16 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     globe.textures = TexturesVertex([torch.as_tensor(rgb, dtype=verts.dtype, device=device)])
 
     # Markers: centroids of the first cloud at each drawn level.
-    by_size = {lv.num_centroids // 4: lv for lv in levels}
-    parts = [globe] + [marker_mesh(by_size[n].pos[by_size[n].batch == 0], r, matplotlib.colors.to_rgb(c))
-                       for n, (c, r) in MARKERS.items()]
+    by_size = {lv.num_centroids // B: lv for lv in levels}
+    parts = [globe] + [marker_mesh(by_size[n].pos[by_size[n].batch == 0], r, d, matplotlib.colors.to_rgb(c))
+                       for n, (c, r, d) in MARKERS.items()]
     t0 = time.perf_counter()
     images = render_views(join_meshes_as_scene(parts), args.image_size, device)
     print(f"rendered {len(images)} views at {args.image_size}x{args.image_size} in {time.perf_counter() - t0:.1f} s")
 
     # Compose: title on top, the views side by side, colorbar and legend below.
     S, n = args.image_size, len(images)
-    top, bottom = round(0.14 * S), round(0.22 * S)
+    top, bottom = round(0.17 * S), round(0.22 * S)
     fig = plt.figure(figsize=(n * S / 100, (S + top + bottom) / 100), dpi=100)
     H, fs = S + top + bottom, max(5.0, 13.0 * S / 512)
     for i, (img, (name, _, _)) in enumerate(zip(images, VIEWS)):
@@ -151,14 +186,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
         ax.set_axis_off()
         ax.text(0.5, 0.02, name, transform=ax.transAxes, ha="center", va="bottom", fontsize=fs, color="0.2")
     fig.suptitle(f"FPS hierarchy of the ERA5 4° grid ({grid.num_points} points) on the sphere\n"
-                 f"{source}, 2 m temperature, time step 0", fontsize=fs, y=1 - 0.08 * top / H)
+                 f"2 m temperature, time step 0, {source}", fontsize=fs, y=1 - 0.08 * top / H)
     cax = fig.add_axes((0.05, 0.55 * bottom / H, 0.4, 0.18 * bottom / H))
     sm = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(vmin, vmax), cmap=CMAP)
     cb = fig.colorbar(sm, cax=cax, orientation="horizontal")
     cb.set_label("t2m [K]", fontsize=fs * 0.85, labelpad=1)
     cb.ax.tick_params(labelsize=fs * 0.75, length=2, pad=1)
     handles = [Line2D([], [], ls="", marker="o", mfc=c, mec="0.3", ms=fs * 0.6, label=f"{k} centroids")
-               for k, (c, _) in MARKERS.items()]
+               for k, (c, _, _) in MARKERS.items()]
     fig.legend(handles=handles, loc="center", bbox_to_anchor=(0.74, 0.5 * bottom / H), ncol=2, fontsize=fs * 0.8,
                frameon=False, handletextpad=0.2, columnspacing=0.8)
     args.out.parent.mkdir(parents=True, exist_ok=True)
