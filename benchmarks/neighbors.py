@@ -12,9 +12,13 @@ The naive reference is written in the style of the GASP/VaMoH code: a Python loo
 padded batch and a full ``torch.cdist`` + ``topk`` for kNN; on a fixed grid it computes on the first
 cloud once and reuses the result (as the original code does), so its one computation is its cost.
 
+pcfunc rows: "auto" (on the CPU: the Numba FPS kernel and torch_cluster's kNN), each backend forced
+("fps=numba" leaves kNN on auto), all on a cold cache, and "auto, cached" (the grid seen before).
+
 Run: ``bash scripts/run python benchmarks/neighbors.py`` (``--help`` for options; ``--cases`` and
-``--methods`` pick rows). Times are medians over ``--repeat`` runs; "peak MiB" is the largest
-resident-memory increase during one call (CUDA: the allocator's peak).
+``--methods`` pick rows). Times are medians over ``--repeat`` runs (one run, after no warm-up, for
+the 0.25 degree grid); "peak MiB" is the largest resident-memory increase during one more call,
+measured by a sampling thread (CUDA: the allocator's peak).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -106,55 +111,50 @@ def era5_4deg(device: str) -> Dict[str, Callable[[], object]]:
     batch = torch.arange(B, device=device).repeat_interleave(grid.num_points)
     padded = pos.view(B, grid.num_points, 3)
     sphere = Sphere()
-    caches = {"auto": NeighborCache(), "torch": NeighborCache()}
+    return {**_pcfunc_rows(lambda backend, cache: build_hierarchy(pos, batch, LEVELS, manifold=sphere, cache=cache,
+                                                                  backend=backend)),
+            **_peer_rows(pos, batch, padded, LEVELS, naive_name="naive (once, on cloud 0)",
+                         naive=lambda: naive_hierarchy(padded[:1], LEVELS),
+                         naive_all=lambda: naive_hierarchy(padded, LEVELS))}
 
-    def pcfunc(backend: str, cold: bool) -> Callable[[], object]:
-        def run():
-            if cold:
-                caches[backend].clear()
-            return build_hierarchy(pos, batch, LEVELS, manifold=sphere, cache=caches[backend], backend=backend)
-        return run
 
-    rows = {
-        "pcfunc auto, cold": pcfunc("auto", True),
-        "pcfunc auto, cached": pcfunc("auto", False),
-        "pcfunc torch (reference), cold": pcfunc("torch", True),
-        "pcfunc torch (reference), cached": pcfunc("torch", False),
-        "naive (once, on cloud 0)": lambda: naive_hierarchy(padded[:1], LEVELS),
-        "naive (every cloud)": lambda: naive_hierarchy(padded, LEVELS),
-    }
+def _pcfunc_rows(run: Callable[[str, Optional[NeighborCache]], object]) -> Dict[str, Callable[[], object]]:
+    """pcfunc with each backend on a cold cache, and on a warm one."""
+    cache = NeighborCache()
+
+    def cold(backend: str) -> Callable[[], object]:
+        return lambda: run(backend, None)
+
+    def cached() -> object:
+        return run("auto", cache)
+
+    rows = {"pcfunc auto, cold": cold("auto"), "pcfunc auto, cached": cached}
+    if _compat.WITH_NUMBA:
+        rows["pcfunc fps=numba, cold"] = cold("numba")
     if _compat.WITH_TORCH_CLUSTER:
-        rows["raw torch_cluster (every cloud)"] = lambda: cluster_hierarchy(pos, batch, LEVELS)
+        rows["pcfunc torch_cluster, cold"] = cold("torch_cluster")
+    rows["pcfunc torch (reference), cold"] = cold("torch")
+    return rows
+
+
+def _peer_rows(pos, batch, padded, levels, naive_name, naive, naive_all=None) -> Dict[str, Callable[[], object]]:
+    rows = {naive_name: naive}
+    if naive_all is not None:
+        rows["naive (every cloud)"] = naive_all
+    if _compat.WITH_TORCH_CLUSTER:
+        rows["raw torch_cluster"] = lambda: cluster_hierarchy(pos, batch, levels)
     if _compat.WITH_PYTORCH3D:
-        rows["pytorch3d.ops (every cloud)"] = lambda: p3d_hierarchy(padded, LEVELS)
+        rows["raw pytorch3d.ops"] = lambda: p3d_hierarchy(padded, levels)
     return rows
 
 
 def one_level(pos: torch.Tensor, num: int, k: int) -> Dict[str, Callable[[], object]]:
     sphere = Sphere()
     lv = [(num, k)]
-    caches = {"auto": NeighborCache(), "torch": NeighborCache()}
-
-    def pcfunc(backend: str, cold: bool) -> Callable[[], object]:
-        def run():
-            if cold:
-                caches[backend].clear()
-            return build_hierarchy(pos, None, lv, manifold=sphere, cache=caches[backend], backend=backend)
-        return run
-
-    rows = {
-        "pcfunc auto, cold": pcfunc("auto", True),
-        "pcfunc auto, cached": pcfunc("auto", False),
-        "pcfunc torch (reference), cold": pcfunc("torch", True),
-        "pcfunc torch (reference), cached": pcfunc("torch", False),
-        "naive": lambda: naive_hierarchy(pos[None], lv),
-    }
-    if _compat.WITH_TORCH_CLUSTER:
-        rows["raw torch_cluster"] = lambda: cluster_hierarchy(pos, torch.zeros(pos.size(0), dtype=torch.long,
-                                                                                device=pos.device), lv)
-    if _compat.WITH_PYTORCH3D:
-        rows["pytorch3d.ops"] = lambda: p3d_hierarchy(pos[None], lv)
-    return rows
+    batch = torch.zeros(pos.size(0), dtype=torch.long, device=pos.device)
+    return {**_pcfunc_rows(lambda backend, cache: build_hierarchy(pos, None, lv, manifold=sphere, cache=cache,
+                                                                  backend=backend)),
+            **_peer_rows(pos, batch, pos[None], lv, naive_name="naive", naive=lambda: naive_hierarchy(pos[None], lv))}
 
 
 def sphere_16k(device: str):
@@ -189,13 +189,16 @@ def main(argv: Optional[List[str]] = None) -> None:
         results = {}
         for name, fn in rows.items():
             if repeat > 1 or "cached" in name:
-                measure(fn, args.device)  # warm-up (and fills the caches for the "cached" rows)
-            times, peaks = [], []
+                fn()  # warm-up (and fills the cache of the "cached" row)
+            times = []
             for _ in range(repeat):
-                _, dt, peak = measure(fn, args.device)
-                times.append(dt)
-                peaks.append(peak)
-            results[name] = (statistics.median(times), min(times), max(peaks))
+                t = time.perf_counter()
+                fn()
+                if args.device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - t)
+            _, _, peak = measure(fn, args.device)  # memory in a separate run: the sampler thread perturbs timing
+            results[name] = (statistics.median(times), min(times), peak)
         naive = next(v[0] for k, v in results.items() if k.startswith("naive"))
         for name, (med, mn, peak) in results.items():
             print(f"{case:<14} {name:<36} {med:>10.4f} {mn:>9.4f} {peak / 2**20:>9.1f} {naive / med:>8.1f}x")

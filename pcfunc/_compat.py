@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 
-__all__ = ["WITH_TORCH_CLUSTER", "WITH_TORCH_SCATTER", "WITH_PYTORCH3D", "require"]
+__all__ = ["WITH_TORCH_CLUSTER", "WITH_TORCH_SCATTER", "WITH_PYTORCH3D", "WITH_NUMBA", "require"]
 
 
 def _importable(name: str) -> bool:
@@ -26,6 +26,7 @@ def _importable(name: str) -> bool:
 WITH_TORCH_CLUSTER: bool = _importable("torch_cluster")
 WITH_TORCH_SCATTER: bool = _importable("torch_scatter")
 WITH_PYTORCH3D: bool = _importable("pytorch3d")
+WITH_NUMBA: bool = _importable("numba")
 
 _HINTS = {
     "torch_cluster": (
@@ -40,11 +41,13 @@ _HINTS = {
         "PyTorch3D built for your torch; with torch 2.12 on Linux: pip install easypytorch3d==0.7.9.post1 "
         "(see the install page of the docs)"
     ),
+    "numba": "numba: pip install numba",
 }
 _AVAILABLE = {
     "torch_cluster": WITH_TORCH_CLUSTER,
     "torch_scatter": WITH_TORCH_SCATTER,
     "pytorch3d": WITH_PYTORCH3D,
+    "numba": WITH_NUMBA,
 }
 
 

@@ -11,7 +11,8 @@ from .. import _compat
 from .._validation import check_batch, check_points
 from ..manifolds import Euclidean, Manifold, resolve_manifold
 
-BACKENDS = ("auto", "torch", "torch_cluster")
+FPS_BACKENDS = ("auto", "torch", "torch_cluster", "numba")
+KNN_BACKENDS = ("auto", "torch", "torch_cluster")
 
 
 def resolve_metric(
@@ -32,12 +33,24 @@ def resolve_metric(
     return m
 
 
-def use_torch_cluster(manifold: Manifold, backend: str, pos: Tensor) -> bool:
-    """Whether to dispatch to torch_cluster: only where the metric orders points like ambient l2."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "torch":
-        return False
+def _lp_exponent(manifold: Manifold) -> Optional[float]:
+    """The p of an lp metric that orders points like ``manifold.cdist``, or None."""
+    if isinstance(manifold, Euclidean):
+        return manifold.p
+    return 2.0 if manifold.ambient_euclidean_order else None
+
+
+def select_backend(op: str, manifold: Manifold, backend: str, pos: Tensor) -> str:
+    """Resolve ``backend`` for ``op`` ("fps" or "knn") to "torch", "torch_cluster" or "numba".
+
+    "auto" prefers, on the CPU, the Numba FPS kernel (any lp, and manifolds ordered like ambient l2), then
+    torch_cluster (ambient-l2-ordered metrics), then the pure-PyTorch reference; on other devices torch_cluster
+    where the metric allows, else the reference.
+    """
+    allowed = FPS_BACKENDS if op == "fps" else KNN_BACKENDS
+    if backend not in allowed:
+        raise ValueError(f"backend must be one of {allowed} for {op}, got {backend!r}")
+    float_ok = pos.dtype in (torch.float32, torch.float64)
     if backend == "torch_cluster":
         _compat.require("torch_cluster", "backend='torch_cluster'")
         if not manifold.ambient_euclidean_order:
@@ -45,8 +58,19 @@ def use_torch_cluster(manifold: Manifold, backend: str, pos: Tensor) -> bool:
                 f"backend='torch_cluster' computes ambient l2 neighbours, which differ from those of {manifold!r}; "
                 "use backend='auto' or 'torch'"
             )
-        return True
-    return _compat.WITH_TORCH_CLUSTER and manifold.ambient_euclidean_order and pos.dtype in (torch.float32, torch.float64)
+        return backend
+    if backend == "numba":
+        _compat.require("numba", "backend='numba'")
+        if _lp_exponent(manifold) is None:
+            raise ValueError(f"backend='numba' supports lp metrics and ambient-l2-ordered manifolds, not {manifold!r}")
+        return backend
+    if backend == "torch":
+        return backend
+    if op == "fps" and pos.device.type == "cpu" and _compat.WITH_NUMBA and _lp_exponent(manifold) is not None:
+        return "numba"
+    if _compat.WITH_TORCH_CLUSTER and manifold.ambient_euclidean_order and float_ok:
+        return "torch_cluster"
+    return "torch"
 
 
 def batch_counts(batch: Optional[Tensor], n: int, device: torch.device, num_clouds: Optional[int] = None) -> Tensor:

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from ..manifolds import Manifold
-from ._common import batch_counts, checked_inputs, num_per_cloud, resolve_metric, to_padded, use_torch_cluster
+from ._common import _lp_exponent, batch_counts, checked_inputs, num_per_cloud, resolve_metric, select_backend, to_padded
 
 __all__ = ["fps"]
 
@@ -35,11 +35,20 @@ def fps(
     pole) every distinct location is taken before any copy, and the indices
     are always distinct.
 
-    Backends: ``"torch_cluster"`` (compiled; used by ``"auto"`` when installed
-    and the metric orders points like the ambient :math:`\ell_2` distance, e.g.
-    :class:`~pcfunc.manifolds.Euclidean` with ``p=2`` and
-    :class:`~pcfunc.manifolds.Sphere`) and ``"torch"``, the pure-PyTorch
-    reference for any manifold, memory :math:`O(N)`.
+    Backends (``"auto"`` picks the first that applies):
+
+    * ``"numba"`` (CPU): an exact bucketed FPS compiled with Numba, for any
+      :class:`~pcfunc.manifolds.Euclidean` :math:`\ell_p` metric and any
+      manifold whose metric orders points like the ambient :math:`\ell_2`
+      distance (e.g. :class:`~pcfunc.manifolds.Sphere`). A spatial bucket is
+      skipped when its bounding box is farther from the new centroid than its
+      farthest point, so late steps touch only nearby points.
+    * ``"torch_cluster"``: the compiled kernel of ``torch_cluster`` (CPU and
+      CUDA) for metrics ordered like ambient :math:`\ell_2`.
+    * ``"torch"``: the pure-PyTorch reference for any manifold, memory :math:`O(N)`.
+
+    All three return the same indices (up to exact ties; ``"numba"`` and
+    ``"torch"`` break ties identically).
 
     Args:
         pos (Tensor): Packed points, shape :math:`(N, D)`.
@@ -50,24 +59,45 @@ def fps(
             (default: Euclidean :math:`\ell_2`).
         p (float or "inf", optional): Shortcut for ``manifold=Euclidean(D, p)``.
         random_start (bool): Start each cloud at a random point. (default: ``False``)
-        generator (torch.Generator, optional): Source of the random start (reference backend).
-        backend (str): ``"auto"``, ``"torch"`` or ``"torch_cluster"``.
+        generator (torch.Generator, optional): Source of the random start
+            (``"torch"`` and ``"numba"``; ``torch_cluster`` draws its own).
+        backend (str): ``"auto"``, ``"numba"``, ``"torch_cluster"`` or ``"torch"``.
 
     Returns:
         Tensor: Indices into ``pos`` (int64), cloud by cloud, in selection order;
         shape :math:`(\sum_b m_b,)`.
     """
     checked_inputs(pos, "pos", batch, "batch")
-    m = resolve_metric(manifold, p, pos.size(1))
+    return _fps(pos, batch, ratio, num, resolve_metric(manifold, p, pos.size(1)), random_start, generator, backend)
+
+
+def _fps(
+    pos: Tensor, batch: Optional[Tensor], ratio: Optional[float], num: Optional[int], m: Manifold,
+    random_start: bool, generator: Optional[torch.Generator], backend: str,
+) -> Tensor:
+    """:func:`fps` on validated ``pos``/``batch`` (callers that validated once skip the repeated scans)."""
     counts = batch_counts(batch, pos.size(0), pos.device)
     if pos.size(0) == 0:
         raise ValueError("pos has no points")
     if bool((counts == 0).any()):
         raise ValueError(f"batch has empty clouds (cloud {int((counts == 0).nonzero()[0])} has no points)")
     k = num_per_cloud(counts, ratio, num)
-    if use_torch_cluster(m, backend, pos):
+    chosen = select_backend("fps", m, backend, pos)
+    if chosen == "torch_cluster":
         return _fps_torch_cluster(pos, batch, counts, k, random_start)
-    return _fps_reference(pos, counts, k, m, random_start, generator)
+    if random_start:
+        u = torch.rand(counts.numel(), generator=generator, dtype=torch.float64, device="cpu").to(pos.device)
+        starts = (u * counts.double()).long().minimum(counts - 1)
+    else:
+        starts = torch.zeros_like(counts)
+    if chosen == "numba":
+        from ._fps_numba import fps_buckets
+
+        p_exp = _lp_exponent(m)
+        assert p_exp is not None
+        idx = fps_buckets(pos.detach().cpu().numpy(), counts.cpu().numpy(), k.cpu().numpy(), starts.cpu().numpy(), p_exp)
+        return torch.from_numpy(idx).to(pos.device)
+    return _fps_reference(pos, counts, k, m, starts)
 
 
 def _fps_torch_cluster(pos: Tensor, batch: Optional[Tensor], counts: Tensor, k: Tensor, random_start: bool) -> Tensor:
@@ -86,21 +116,14 @@ def _fps_torch_cluster(pos: Tensor, batch: Optional[Tensor], counts: Tensor, k: 
     return idx
 
 
-def _fps_reference(
-    pos: Tensor, counts: Tensor, k: Tensor, manifold: Manifold, random_start: bool,
-    generator: Optional[torch.Generator],
-) -> Tensor:
+def _fps_reference(pos: Tensor, counts: Tensor, k: Tensor, manifold: Manifold, starts: Tensor) -> Tensor:
     padded, mask, ptr = to_padded(pos, counts)
     B, L, _ = padded.shape
     steps = int(k.max())
     ar = torch.arange(B, device=pos.device)
     # Padding slots get -inf so they are never the farthest; chosen slots get -1 (below any distance).
     mind = torch.full((B, L), float("inf"), dtype=pos.dtype, device=pos.device).masked_fill_(~mask, float("-inf"))
-    if random_start:
-        u = torch.rand(B, generator=generator, dtype=torch.float64, device="cpu").to(pos.device)
-        cur = (u * counts.double()).long().minimum(counts - 1)
-    else:
-        cur = torch.zeros(B, dtype=torch.long, device=pos.device)
+    cur = starts.clone()
     out = torch.empty(B, steps, dtype=torch.long, device=pos.device)
     # Where the metric orders points like ambient l2, the squared ambient distance picks the same points
     # and costs a fraction of a general cdist (no square root, no arcsin).

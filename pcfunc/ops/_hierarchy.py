@@ -11,8 +11,8 @@ from torch import Tensor
 from ..manifolds import Manifold
 from .._validation import check_positive_int
 from ._common import checked_inputs, resolve_metric
-from ._fps import fps
-from ._knn import knn
+from ._fps import _fps
+from ._knn import _knn
 
 __all__ = ["Level", "NeighborCache", "default_cache", "sample_and_group", "build_hierarchy"]
 
@@ -136,6 +136,16 @@ def _shared_grid(pos: Tensor, batch: Optional[Tensor]) -> Optional[int]:
     return B if torch.equal(view, view[:1].expand_as(view)) else None
 
 
+def _base_cloud(pos: Tensor, batch: Optional[Tensor], clouds: Optional[int]) -> Tuple[Tensor, Optional[Tensor], Tensor]:
+    """The points to compute on (one cloud of a shared grid, else the whole batch) and the tensor keying the cache."""
+    if clouds is not None:
+        base = pos[: pos.size(0) // clouds]
+        return base, None, base
+    if batch is None:
+        return pos, None, pos
+    return pos, batch, torch.cat((pos, batch[:, None].to(pos.dtype)), 1)
+
+
 def _compute_level(
     pos: Tensor, batch: Optional[Tensor], num: Optional[int], ratio: Optional[float], k: int,
     manifold: Manifold, backend: str,
@@ -144,9 +154,10 @@ def _compute_level(
         index = None
         cpos, cbatch = pos, batch
     else:
-        index = fps(pos, batch, ratio=ratio, num=num, manifold=manifold, backend=backend)
+        index = _fps(pos, batch, ratio, num, manifold, False, None, backend)
         cpos, cbatch = pos[index], None if batch is None else batch[index]
-    edge_index = knn(pos, cpos, k, batch, cbatch, manifold=manifold, backend=backend)
+    # "numba" is an FPS backend only; kNN then picks its own.
+    edge_index = _knn(pos, cpos, k, batch, cbatch, manifold, "auto" if backend == "numba" else backend)
     return index, edge_index
 
 
@@ -177,19 +188,24 @@ def sample_and_group(
         manifold (Manifold or str, optional): Metric space (default: Euclidean :math:`\ell_2`).
         cache (NeighborCache, optional): Where levels are looked up and stored;
             ``None`` disables caching. (default: :data:`default_cache`)
-        backend (str): Passed to :func:`fps` and :func:`knn`.
+        backend (str): Passed to :func:`fps` and :func:`knn` (``"numba"`` applies to
+            :func:`fps` only, :func:`knn` then uses ``"auto"``).
 
     Returns:
         Level: The centroids and their neighbourhoods.
     """
     checked_inputs(pos, "pos", batch, "batch")
+    return _sample_and_group(pos, batch, k, num, ratio, resolve_metric(manifold, None, pos.size(1)), cache, backend)
+
+
+def _sample_and_group(
+    pos: Tensor, batch: Optional[Tensor], k: int, num: Optional[int], ratio: Optional[float], m: Manifold,
+    cache: Optional[NeighborCache], backend: str,
+) -> Level:
     k = check_positive_int(k, "k")
-    m = resolve_metric(manifold, None, pos.size(1))
     spec = ("level", m.cache_key(), num, ratio, k, backend)
     clouds = _shared_grid(pos, batch)
-    base_pos = pos if clouds is None else pos[: pos.size(0) // clouds]
-    base_batch = batch if clouds is None else None
-    cache_key_pos = base_pos if base_batch is None else torch.cat((base_pos, base_batch[:, None].to(pos.dtype)), 1)
+    base_pos, base_batch, cache_key_pos = _base_cloud(pos, batch, clouds)
     hit = cache.get(cache_key_pos, spec) if cache is not None else None
     if hit is None:
         hit = _compute_level(base_pos, base_batch, num, ratio, k, m, backend)
@@ -232,19 +248,36 @@ def build_hierarchy(
         backend (str): Passed to :func:`fps` and :func:`knn`.
 
     Returns:
-        list of Level: One per entry of ``levels``.
+        list of Level: One per entry of ``levels``. With a cache, a repeated call returns the same
+        (read-only) tensors as the first.
     """
     if not levels:
         raise ValueError("levels must contain at least one (num, k) pair")
-    out: List[Level] = []
+    pairs = []
     for i, spec in enumerate(levels):
         try:
             num, k = spec
         except (TypeError, ValueError):
             raise ValueError(f"levels[{i}] must be a (num, k) pair, got {spec!r}") from None
-        level = sample_and_group(pos, batch, k=k, num=num, manifold=manifold, cache=cache, backend=backend)
+        pairs.append((num, k))
+    checked_inputs(pos, "pos", batch, "batch")
+    m = resolve_metric(manifold, None, pos.size(1))
+    # The whole stack is cached too (for this number of clouds), so a repeated grid costs one lookup.
+    clouds = _shared_grid(pos, batch)
+    _, _, key_pos = _base_cloud(pos, batch, clouds)
+    spec = ("hierarchy", m.cache_key(), tuple(pairs), backend, clouds, str(batch is None))
+    if cache is not None:
+        hit = cache.get(key_pos, spec)
+        if hit is not None:
+            return list(hit)
+    out: List[Level] = []
+    for num, k in pairs:
+        # Only the input needs checking: every later level is made of its points.
+        level = _sample_and_group(pos, batch, k, num, None, m, cache, backend)
         out.append(level)
         pos, batch = level.pos, level.batch
+    if cache is not None:
+        cache.put(key_pos, spec, tuple(out))
     return out
 
 

@@ -6,14 +6,28 @@ import torch
 from pcfunc.manifolds import Euclidean, Sphere, Torus
 from pcfunc.ops import fps
 
-from ..conftest import BACKENDS
+from ..conftest import FPS_BACKENDS as BACKENDS
 from . import _brute
 
 METRICS = [Euclidean(3), Euclidean(3, p=1), Euclidean(2, p=3), Euclidean(3, p=math.inf), Sphere(), Torus(2)]
 
 
 def _backends(manifold):
-    return [b for b in BACKENDS if b == "torch" or manifold.ambient_euclidean_order]
+    ok = {"torch": True, "torch_cluster": manifold.ambient_euclidean_order,
+          "numba": manifold.ambient_euclidean_order or isinstance(manifold, Euclidean)}
+    return [b for b in BACKENDS if ok[b]]
+
+
+def _fps_gap(manifold, pos, idx):
+    """Largest shortfall of a chosen point below the true farthest distance at its step (0 for exact FPS)."""
+    mind = torch.full((pos.size(0),), float("inf"), dtype=torch.float64)
+    worst = 0.0
+    pos = pos.double()
+    for t, j in enumerate(idx.tolist()):
+        if t:
+            worst = max(worst, float(mind.max() - mind[j]))
+        mind = torch.minimum(mind, manifold.cdist(pos[j:j + 1], pos)[0])
+    return worst
 
 
 @pytest.mark.parametrize("manifold", METRICS, ids=repr)
@@ -40,6 +54,19 @@ def test_fps_ratio_and_float32(backend):
     assert idx.unique().numel() == idx.numel()
     ref = fps(pos, batch, ratio=0.25, manifold=m, backend="torch")
     assert torch.equal(idx, ref)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fps_on_grid_with_ties_is_exact_farthest_point_sampling(backend):
+    # A lat/lon grid has many exactly tied distances: any tie-break is fine, the FPS property is not negotiable.
+    from pcfunc.data import LatLonGrid
+
+    pos = LatLonGrid.regular(19, 36).pos
+    idx = fps(pos, num=200, manifold=Sphere(), backend=backend)
+    assert idx[0] == 0 and idx.unique().numel() == 200
+    assert _fps_gap(Sphere(), pos, idx) < 1e-6
+    if backend == "numba":  # same tie rule as the reference, in float64
+        assert torch.equal(idx, fps(pos.double(), num=200, manifold=Sphere(), backend="torch"))
 
 
 def test_fps_p_shortcut_and_single_cloud():
@@ -112,5 +139,13 @@ def test_fps_errors():
 def test_torch_cluster_backend_refuses_non_l2_metric():
     with pytest.raises(ValueError, match="ambient l2"):
         fps(Torus(2).random(10), num=3, manifold=Torus(2), backend="torch_cluster")
+
+
+@pytest.mark.skipif("numba" not in BACKENDS, reason="numba not installed")
+def test_numba_backend_refuses_other_metrics_and_auto_falls_back():
+    with pytest.raises(ValueError, match="backend='numba' supports lp metrics"):
+        fps(Torus(2).random(10), num=3, manifold=Torus(2), backend="numba")
+    pos = Torus(2).random(40, generator=torch.Generator().manual_seed(0)).double()
+    assert fps(pos, num=5, manifold=Torus(2)).tolist() == _brute.fps(Torus(2), pos.numpy(), 5)
 
 

@@ -29,15 +29,22 @@ def test_shared_grid_computed_once_and_equal_to_direct(backend):
     batch = torch.arange(B).repeat_interleave(grid.num_points)
     cache = NeighborCache()
     levels = build_hierarchy(pos, batch, LEVELS, manifold=Sphere(), cache=cache, backend=backend)
-    assert cache.misses == len(LEVELS) and len(cache) == len(LEVELS)
+    # One lookup for the whole stack, one per level; stored: each level and the stack.
+    assert cache.misses == 1 + len(LEVELS) and len(cache) == 1 + len(LEVELS)
     # Only the first cloud's coordinates are stored: the batch was recognised as copies of one grid.
-    assert all(entry[0].size(0) == n for entry, n in zip(cache._store.values(), [grid.num_points, 256, 64]))
+    sizes = [entry[0].size(0) for key, entry in cache._store.items() if key[3][0] == "level"]
+    assert sizes == [grid.num_points, 256, 64]
     for level, (idx, edge_index) in zip(levels, _direct(pos, batch, LEVELS, Sphere(), backend)):
         assert torch.equal(level.index, idx)
         assert torch.equal(level.edge_index, edge_index)
         assert torch.equal(level.batch, torch.arange(B).repeat_interleave(level.num_centroids // B))
     again = build_hierarchy(pos, batch, LEVELS, manifold=Sphere(), cache=cache, backend=backend)
-    assert cache.hits == len(LEVELS)
+    assert cache.hits == 1  # the stack in one lookup
+    # Another batch size on the same grid reuses the per-level entries.
+    three = build_hierarchy(pos[: 3 * grid.num_points], batch[: 3 * grid.num_points], LEVELS, manifold=Sphere(),
+                            cache=cache, backend=backend)
+    assert cache.hits == 1 + len(LEVELS)
+    assert torch.equal(three[0].edge_index, levels[0].edge_index[:, : 3 * 256 * 9])
     for a, b in zip(levels, again):
         assert torch.equal(a.edge_index, b.edge_index) and torch.equal(a.pos, b.pos)
 
