@@ -112,11 +112,66 @@ if _compat.WITH_NUMBA:
             cur = arg
 
     @numba.njit(cache=True, nogil=True)
-    def _fps_batch(pts, order, bptr, bstart_all, ptr, starts, nums, optr, mode, p, out):  # pragma: no cover
+    def _bucketize(pts, target):  # pragma: no cover - compiled
+        # Stable counting sort of the points by grid cell; returns (row order, bucket starts + [n]).
+        n, d = pts.shape
+        cells = 1
+        if d <= 6 and n > 4 * target:
+            cells = max(1, int(math.ceil((n / target) ** (1.0 / d))))
+        if cells == 1:
+            bs = np.empty(2, np.int64)
+            bs[0] = 0
+            bs[1] = n
+            return np.arange(n), bs
+        lo = pts[0].copy()
+        hi = pts[0].copy()
+        for i in range(n):
+            for k in range(d):
+                v = pts[i, k]
+                if v < lo[k]:
+                    lo[k] = v
+                if v > hi[k]:
+                    hi[k] = v
+        key = np.zeros(n, np.int64)
+        for i in range(n):
+            kk = 0
+            for k in range(d):
+                span = hi[k] - lo[k]
+                c = int((pts[i, k] - lo[k]) / span * cells) if span > 0 else 0
+                kk = kk * cells + min(c, cells - 1)
+            key[i] = kk
+        ncell = cells ** d
+        start = np.zeros(ncell + 1, np.int64)
+        for i in range(n):
+            start[key[i] + 1] += 1
+        nb = 0
+        for c in range(ncell):
+            if start[c + 1] > 0:
+                nb += 1
+            start[c + 1] += start[c]
+        bs = np.empty(nb + 1, np.int64)
+        j = 0
+        for c in range(ncell):
+            if start[c + 1] > start[c]:
+                bs[j] = start[c]
+                j += 1
+        bs[nb] = n
+        order = np.empty(n, np.int64)
+        fill = start[:-1].copy()
+        for i in range(n):
+            order[fill[key[i]]] = i
+            fill[key[i]] += 1
+        return order, bs
+
+    @numba.njit(cache=True, nogil=True)
+    def _fps_batch(pos, ptr, starts, nums, optr, mode, p, target, out):  # pragma: no cover - compiled
         for c in range(nums.shape[0]):
-            s, e = ptr[c], ptr[c + 1]
-            bs = bstart_all[bptr[c]:bptr[c + 1] + 1]
-            _fps_one(pts[s:e], order[s:e] - s, bs - s, starts[c], nums[c], mode, p, out[optr[c]:optr[c + 1]])
+            cloud = pos[ptr[c]:ptr[c + 1]]
+            order, bs = _bucketize(cloud, target)
+            pts = np.empty_like(cloud)
+            for j in range(order.shape[0]):
+                pts[j] = cloud[order[j]]
+            _fps_one(pts, order, bs, starts[c], nums[c], mode, p, out[optr[c]:optr[c + 1]])
 
 
 def _mode(p: float) -> tuple[int, float]:
@@ -129,40 +184,15 @@ def _mode(p: float) -> tuple[int, float]:
     return 3, float(p)
 
 
-def _buckets(pts: np.ndarray, target: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sort one cloud into grid cells; returns (row order, bucket boundaries in that order)."""
-    n, d = pts.shape
-    if n <= 4 * target:  # small clouds: one bucket, no sorting
-        return np.arange(n, dtype=np.int64), np.array([0, n], dtype=np.int64)
-    cells = max(1, int(math.ceil((n / target) ** (1.0 / d))))
-    lo, hi = pts.min(0), pts.max(0)
-    span = np.where(hi > lo, hi - lo, 1.0)
-    cell = np.minimum(((pts - lo) / span * cells).astype(np.int64), cells - 1)
-    key = np.zeros(n, np.int64)
-    for k in range(d):
-        key = key * cells + cell[:, k]
-    order = np.argsort(key, kind="stable")
-    sk = key[order]
-    bounds = np.flatnonzero(np.diff(sk)) + 1
-    return order, np.concatenate(([0], bounds, [n])).astype(np.int64)
-
-
 def fps_buckets(pos: np.ndarray, counts: np.ndarray, nums: np.ndarray, starts: np.ndarray, p: float) -> np.ndarray:
     """FPS of every cloud of a packed float array; returns packed original indices (cloud by cloud)."""
     _compat.require("numba", "fps(backend='numba')")
     pos = np.ascontiguousarray(pos, dtype=np.float64)
-    ptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
-    orders, bstarts, bptr = [], [], [0]
-    for c in range(len(counts)):  # bucketing per cloud (NumPy, vectorised over its points)
-        o, bs = _buckets(pos[ptr[c]:ptr[c + 1]], POINTS_PER_BUCKET)
-        orders.append(o + ptr[c])
-        bstarts.append(bs[:-1] + ptr[c])
-        bptr.append(bptr[-1] + len(bs) - 1)
-    order = np.concatenate(orders)
-    bstart_all = np.concatenate(bstarts + [np.array([ptr[-1]], np.int64)])
-    optr = np.concatenate(([0], np.cumsum(nums))).astype(np.int64)
+    ptr = np.zeros(len(counts) + 1, np.int64)
+    np.cumsum(counts, out=ptr[1:])
+    optr = np.zeros(len(nums) + 1, np.int64)
+    np.cumsum(nums, out=optr[1:])
     out = np.empty(int(optr[-1]), np.int64)
     mode, pp = _mode(p)
-    _fps_batch(pos[order], order, np.asarray(bptr, np.int64), bstart_all, ptr, starts.astype(np.int64),
-               nums.astype(np.int64), optr, mode, pp, out)
+    _fps_batch(pos, ptr, starts.astype(np.int64), nums.astype(np.int64), optr, mode, pp, POINTS_PER_BUCKET, out)
     return out + np.repeat(ptr[:-1], nums)
