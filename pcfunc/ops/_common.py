@@ -12,7 +12,7 @@ from .._validation import check_batch, check_points
 from ..manifolds import Euclidean, Manifold, resolve_manifold
 
 FPS_BACKENDS = ("auto", "torch", "torch_cluster", "numba")
-KNN_BACKENDS = ("auto", "torch", "torch_cluster")
+KNN_BACKENDS = ("auto", "torch", "torch_cluster", "numba")
 
 
 def resolve_metric(
@@ -43,7 +43,7 @@ def _lp_exponent(manifold: Manifold) -> Optional[float]:
 def select_backend(op: str, manifold: Manifold, backend: str, pos: Tensor) -> str:
     """Resolve ``backend`` for ``op`` ("fps" or "knn") to "torch", "torch_cluster" or "numba".
 
-    "auto" prefers, on the CPU, the Numba FPS kernel (any lp, and manifolds ordered like ambient l2), then
+    "auto" prefers, on the CPU, the Numba kernels (any lp, and manifolds ordered like ambient l2), then
     torch_cluster (ambient-l2-ordered metrics), then the pure-PyTorch reference; on other devices torch_cluster
     where the metric allows, else the reference.
     """
@@ -66,7 +66,7 @@ def select_backend(op: str, manifold: Manifold, backend: str, pos: Tensor) -> st
         return backend
     if backend == "torch":
         return backend
-    if op == "fps" and pos.device.type == "cpu" and _compat.WITH_NUMBA and _lp_exponent(manifold) is not None:
+    if pos.device.type == "cpu" and _compat.WITH_NUMBA and _lp_exponent(manifold) is not None:
         return "numba"
     if _compat.WITH_TORCH_CLUSTER and manifold.ambient_euclidean_order and float_ok:
         return "torch_cluster"

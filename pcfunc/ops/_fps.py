@@ -91,7 +91,7 @@ def _fps(
     else:
         starts = torch.zeros_like(counts)
     if chosen == "numba":
-        from ._fps_numba import fps_buckets
+        from ._numba_kernels import fps_buckets
 
         p_exp = _lp_exponent(m)
         assert p_exp is not None

@@ -156,8 +156,7 @@ def _compute_level(
     else:
         index = _fps(pos, batch, ratio, num, manifold, False, None, backend)
         cpos, cbatch = pos[index], None if batch is None else batch[index]
-    # "numba" is an FPS backend only; kNN then picks its own.
-    edge_index = _knn(pos, cpos, k, batch, cbatch, manifold, "auto" if backend == "numba" else backend)
+    edge_index = _knn(pos, cpos, k, batch, cbatch, manifold, backend)
     return index, edge_index
 
 
@@ -188,8 +187,7 @@ def sample_and_group(
         manifold (Manifold or str, optional): Metric space (default: Euclidean :math:`\ell_2`).
         cache (NeighborCache, optional): Where levels are looked up and stored;
             ``None`` disables caching. (default: :data:`default_cache`)
-        backend (str): Passed to :func:`fps` and :func:`knn` (``"numba"`` applies to
-            :func:`fps` only, :func:`knn` then uses ``"auto"``).
+        backend (str): Passed to :func:`fps` and :func:`knn`.
 
     Returns:
         Level: The centroids and their neighbourhoods.

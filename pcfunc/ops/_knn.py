@@ -7,7 +7,7 @@ from torch import Tensor
 
 from ..manifolds import Manifold
 from .._validation import check_positive_int
-from ._common import batch_counts, checked_inputs, resolve_metric, select_backend, to_padded
+from ._common import _lp_exponent, batch_counts, checked_inputs, resolve_metric, select_backend, to_padded
 
 __all__ = ["knn", "DEFAULT_CHUNK_ELEMENTS"]
 
@@ -38,13 +38,18 @@ def knn(
     (among points at exactly equal distance, such as duplicated coordinates,
     which ones are kept is deterministic but unspecified).
 
-    Backends: ``"torch_cluster"`` (compiled; used by ``"auto"`` when installed
-    and the metric orders points like the ambient :math:`\ell_2` distance), and
-    ``"torch"``, the pure-PyTorch reference for any :math:`\ell_p` and any
-    manifold. The reference is chunked over queries and points and keeps a
-    running top-``k``, so memory is :math:`O((N + M) k)` plus one block of at
-    most ``chunk_elements`` distances: it never forms the :math:`M \times N`
-    matrix.
+    Backends (``"auto"`` picks the first that applies):
+
+    * ``"numba"`` (CPU): exact search over spatial buckets compiled with
+      Numba, for any :class:`~pcfunc.manifolds.Euclidean` :math:`\ell_p`
+      metric and manifolds ordered like the ambient :math:`\ell_2` distance
+      (e.g. :class:`~pcfunc.manifolds.Sphere`); memory :math:`O(N + M k)`.
+    * ``"torch_cluster"``: the compiled kernels of ``torch_cluster`` (CPU and
+      CUDA) for metrics ordered like ambient :math:`\ell_2`.
+    * ``"torch"``: the pure-PyTorch reference for any :math:`\ell_p` and any
+      manifold. It is chunked over queries and points and keeps a running
+      top-``k``, so memory is :math:`O((N + M) k)` plus one block of at most
+      ``chunk_elements`` distances: it never forms the :math:`M \times N` matrix.
 
     Args:
         x (Tensor): Points searched, shape :math:`(N, D)`.
@@ -54,7 +59,7 @@ def knn(
         batch_y (Tensor, optional): Sorted cloud index of each point of ``y``, shape :math:`(M,)`.
         manifold (Manifold or str, optional): Metric space (default: Euclidean :math:`\ell_2`).
         p (float or "inf", optional): Shortcut for ``manifold=Euclidean(D, p)``.
-        backend (str): ``"auto"``, ``"torch"`` or ``"torch_cluster"``.
+        backend (str): ``"auto"``, ``"numba"``, ``"torch_cluster"`` or ``"torch"``.
         chunk_elements (int): Distance block size of the reference backend.
 
     Returns:
@@ -91,8 +96,18 @@ def _knn(
         raise ValueError(f"k={k} is larger than cloud {b} of x, which has {int(cx[b])} points")
     if y.size(0) == 0:
         return torch.empty(2, 0, dtype=torch.long, device=y.device)
-    if select_backend("knn", m, backend, x) == "torch_cluster":
+    chosen = select_backend("knn", m, backend, x)
+    if chosen == "torch_cluster":
         return _knn_torch_cluster(x, y, k, batch_x, batch_y, m)
+    if chosen == "numba":
+        from ._numba_kernels import knn_buckets
+
+        p_exp = _lp_exponent(m)
+        assert p_exp is not None
+        col = knn_buckets(x.detach().cpu().numpy(), cx.cpu().numpy(), y.detach().cpu().numpy(), cy.cpu().numpy(),
+                          k, p_exp)
+        row = torch.arange(y.size(0), device=y.device).repeat_interleave(k)
+        return torch.stack((row, torch.from_numpy(col).reshape(-1).to(y.device)))
     return _knn_reference(x, y, k, cx, cy, m, chunk_elements)
 
 

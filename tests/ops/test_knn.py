@@ -7,14 +7,16 @@ import torch
 from pcfunc.manifolds import Euclidean, Sphere, Torus
 from pcfunc.ops import knn
 
-from ..conftest import BACKENDS
+from ..conftest import FPS_BACKENDS as BACKENDS
 from . import _brute
 
 METRICS = [Euclidean(3), Euclidean(3, p=1), Euclidean(2, p=3), Euclidean(3, p=math.inf), Sphere(), Torus(2)]
 
 
 def _backends(manifold):
-    return [b for b in BACKENDS if b == "torch" or manifold.ambient_euclidean_order]
+    ok = {"torch": True, "torch_cluster": manifold.ambient_euclidean_order,
+          "numba": manifold.ambient_euclidean_order or isinstance(manifold, Euclidean)}
+    return [b for b in BACKENDS if ok[b]]
 
 
 def _check_against_brute(edge_index, manifold, x, y, bx, by, k):
@@ -43,15 +45,25 @@ def test_knn_equals_brute_force(manifold, chunk_elements):
         _check_against_brute(e, manifold, x, y, bx, by, 9)
 
 
-@pytest.mark.skipif("torch_cluster" not in BACKENDS, reason="torch_cluster not installed")
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "torch"])
 @pytest.mark.parametrize("manifold", [Euclidean(3), Sphere()], ids=repr)
-def test_fast_path_equals_reference_float32(manifold):
+def test_fast_paths_equal_reference_float32(manifold, backend):
     x, bx = _brute.clouds(manifold, [500, 300], seed=4)
     y, by = _brute.clouds(manifold, [40, 50], seed=5)
     x, y = x.float(), y.float()
-    a = knn(x, y, 16, bx, by, manifold=manifold, backend="torch_cluster")
+    a = knn(x, y, 16, bx, by, manifold=manifold, backend=backend)
     b = knn(x, y, 16, bx, by, manifold=manifold, backend="torch")
     assert torch.equal(a, b)
+
+
+@pytest.mark.skipif("numba" not in BACKENDS, reason="numba not installed")
+def test_numba_knn_on_a_large_bucketed_cloud():
+    # Enough points for many buckets, queries inside and outside the cloud's bounding box.
+    x = Sphere().random(20_000, generator=torch.Generator().manual_seed(3)).double()
+    y = torch.cat((Sphere().random(50, generator=torch.Generator().manual_seed(4)).double(),
+                   torch.tensor([[0.0, 0.0, 3.0], [-2.0, 0.5, 0.0]], dtype=torch.float64)))
+    e = knn(x, y, 9, p=2, backend="numba")
+    _check_against_brute(e, Euclidean(3), x, y, torch.zeros(20_000, dtype=torch.long), torch.zeros(52, dtype=torch.long), 9)
 
 
 def test_knn_query_cloud_missing_from_y_and_p_shortcut():

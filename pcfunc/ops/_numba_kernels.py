@@ -1,4 +1,6 @@
-"""Exact farthest point sampling on the CPU, compiled with Numba: bucketed updates with a bounding-box bound.
+"""Exact farthest point sampling and kNN on the CPU, compiled with Numba, over spatial buckets.
+
+FPS: bucketed updates with a bounding-box bound.
 
 Points are sorted into spatial buckets (cells of a regular grid over the cloud's bounding box, about
 :data:`POINTS_PER_BUCKET` points each). When a centroid ``c`` is added, a bucket whose bounding box
@@ -6,6 +8,9 @@ is at least as far from ``c`` as the bucket's largest current distance cannot ch
 After the first few steps only the buckets around ``c`` are touched, so the cost per step falls from
 :math:`O(N)` to roughly :math:`O(N / \\text{step} + \\text{buckets})`. The result is the exact FPS
 sequence, with the same tie rule as the reference (lowest index among equal distances).
+
+kNN: each query scans its nearest bucket first, then every bucket whose bounding box is closer than
+its current k-th distance, keeping a sorted top-k (ties by index).
 
 Distances are compared in a monotone form of the metric: :math:`\\sum_i |\\Delta_i|^p` for finite
 ``p`` (the square for ``p = 2``) and :math:`\\max_i |\\Delta_i|` for ``p = inf``, in float64.
@@ -19,10 +24,12 @@ import numpy as np
 
 from .. import _compat
 
-__all__ = ["fps_buckets", "POINTS_PER_BUCKET"]
+__all__ = ["fps_buckets", "knn_buckets", "POINTS_PER_BUCKET"]
 
-#: Target bucket size of the spatial partition.
+#: Target bucket size of the spatial partition for FPS.
 POINTS_PER_BUCKET = 48
+#: Target bucket size for kNN (smaller: a query touches few points beyond its k nearest).
+KNN_POINTS_PER_BUCKET = 24
 
 if _compat.WITH_NUMBA:
     import numba
@@ -174,6 +181,79 @@ if _compat.WITH_NUMBA:
             _fps_one(pts, order, bs, starts[c], nums[c], mode, p, out[optr[c]:optr[c + 1]])
 
 
+    @numba.njit(cache=True, nogil=True)
+    def _knn_one(pts, order, bs, queries, k, mode, p, out_i):  # pragma: no cover - compiled
+        # Exact kNN of each query among pts (bucket order), visiting only buckets that can still contribute.
+        n, d = pts.shape
+        nb = bs.shape[0] - 1
+        lo = np.empty((nb, d))
+        hi = np.empty((nb, d))
+        for b in range(nb):
+            for kk in range(d):
+                lo[b, kk] = np.inf
+                hi[b, kk] = -np.inf
+            for j in range(bs[b], bs[b + 1]):
+                for kk in range(d):
+                    v = pts[j, kk]
+                    if v < lo[b, kk]:
+                        lo[b, kk] = v
+                    if v > hi[b, kk]:
+                        hi[b, kk] = v
+        bound = np.empty(nb)
+        bd = np.empty(k)
+        bi = np.empty(k, np.int64)
+        for q in range(queries.shape[0]):
+            for b in range(nb):
+                s = 0.0
+                for kk in range(d):
+                    g = 0.0
+                    if queries[q, kk] < lo[b, kk]:
+                        g = lo[b, kk] - queries[q, kk]
+                    elif queries[q, kk] > hi[b, kk]:
+                        g = queries[q, kk] - hi[b, kk]
+                    s = _acc(s, g, mode, p)
+                bound[b] = s
+            # The nearest bucket first, so the k-th distance is small before the scan skips the rest.
+            first = 0
+            for b in range(nb):
+                if bound[b] < bound[first]:
+                    first = b
+            for t in range(k):
+                bd[t] = np.inf
+                bi[t] = -1
+            for t in range(-1, nb):
+                b = first if t < 0 else t
+                if (t >= 0 and b == first) or bound[b] > bd[k - 1]:
+                    continue
+                for j in range(bs[b], bs[b + 1]):
+                    dist = 0.0
+                    for kk in range(d):
+                        dist = _acc(dist, abs(pts[j, kk] - queries[q, kk]), mode, p)
+                    idx = order[j]
+                    if dist < bd[k - 1] or (dist == bd[k - 1] and idx < bi[k - 1]):
+                        u = k - 1
+                        while u > 0 and (bd[u - 1] > dist or (bd[u - 1] == dist and bi[u - 1] > idx)):
+                            bd[u] = bd[u - 1]
+                            bi[u] = bi[u - 1]
+                            u -= 1
+                        bd[u] = dist
+                        bi[u] = idx
+            for t in range(k):
+                out_i[q, t] = bi[t]
+
+    @numba.njit(cache=True, nogil=True)
+    def _knn_batch(x, xptr, y, yptr, k, mode, p, target, out):  # pragma: no cover - compiled
+        for c in range(xptr.shape[0] - 1):
+            if yptr[c + 1] == yptr[c]:
+                continue
+            cloud = x[xptr[c]:xptr[c + 1]]
+            order, bs = _bucketize(cloud, target)
+            pts = np.empty_like(cloud)
+            for j in range(order.shape[0]):
+                pts[j] = cloud[order[j]]
+            _knn_one(pts, order, bs, y[yptr[c]:yptr[c + 1]], k, mode, p, out[yptr[c]:yptr[c + 1]])
+
+
 def _mode(p: float) -> tuple[int, float]:
     if p == 2.0:
         return 0, 2.0
@@ -196,3 +276,19 @@ def fps_buckets(pos: np.ndarray, counts: np.ndarray, nums: np.ndarray, starts: n
     mode, pp = _mode(p)
     _fps_batch(pos, ptr, starts.astype(np.int64), nums.astype(np.int64), optr, mode, pp, POINTS_PER_BUCKET, out)
     return out + np.repeat(ptr[:-1], nums)
+
+
+def knn_buckets(x: np.ndarray, cx: np.ndarray, y: np.ndarray, cy: np.ndarray, k: int, p: float) -> np.ndarray:
+    """kNN within clouds (packed, counts ``cx``/``cy`` per cloud); returns ``[M, k]`` packed indices into ``x``,
+    each row by increasing distance, ties by index."""
+    _compat.require("numba", "knn(backend='numba')")
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    y = np.ascontiguousarray(y, dtype=np.float64)
+    xptr = np.zeros(len(cx) + 1, np.int64)
+    np.cumsum(cx, out=xptr[1:])
+    yptr = np.zeros(len(cy) + 1, np.int64)
+    np.cumsum(cy, out=yptr[1:])
+    out = np.empty((y.shape[0], k), np.int64)
+    mode, pp = _mode(p)
+    _knn_batch(x, xptr, y, yptr, k, mode, pp, KNN_POINTS_PER_BUCKET, out)
+    return out + np.repeat(xptr[:-1], cy)[:, None]
