@@ -151,6 +151,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
           f"batch of {B} clouds ({data.pos.size(0)} points)")
 
     sphere = Sphere()
+    # The first call of the process also loads pcfunc's compiled (Numba) kernels; the second finds the grid cached.
     for call in ("first", "second (cached)"):
         t0 = time.perf_counter()
         levels = build_hierarchy(data.pos, data.batch, LEVELS, manifold=sphere)
