@@ -68,7 +68,9 @@ def fps(
         shape :math:`(\sum_b m_b,)`.
     """
     checked_inputs(pos, "pos", batch, "batch")
-    return _fps(pos, batch, ratio, num, resolve_metric(manifold, p, pos.size(1)), random_start, generator, backend)
+    m = resolve_metric(manifold, p, pos.size(1))
+    m.assert_check_point(pos, "pos")
+    return _fps(pos, batch, ratio, num, m, random_start, generator, backend)
 
 
 def _fps(

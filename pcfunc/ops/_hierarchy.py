@@ -193,7 +193,9 @@ def sample_and_group(
         Level: The centroids and their neighbourhoods.
     """
     checked_inputs(pos, "pos", batch, "batch")
-    return _sample_and_group(pos, batch, k, num, ratio, resolve_metric(manifold, None, pos.size(1)), cache, backend)
+    m = resolve_metric(manifold, None, pos.size(1))
+    m.assert_check_point(pos, "pos")
+    return _sample_and_group(pos, batch, k, num, ratio, m, cache, backend)
 
 
 def _sample_and_group(
@@ -260,6 +262,7 @@ def build_hierarchy(
         pairs.append((num, k))
     checked_inputs(pos, "pos", batch, "batch")
     m = resolve_metric(manifold, None, pos.size(1))
+    m.assert_check_point(pos, "pos")
     # The whole stack is cached too (for this number of clouds), so a repeated grid costs one lookup.
     clouds = _shared_grid(pos, batch)
     _, _, key_pos = _base_cloud(pos, batch, clouds)

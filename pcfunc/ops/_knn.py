@@ -67,7 +67,12 @@ def knn(
     """
     checked_inputs(x, "x", batch_x, "batch_x")
     checked_inputs(y, "y", batch_y, "batch_y")
-    return _knn(x, y, k, batch_x, batch_y, resolve_metric(manifold, p, x.size(1)), backend, chunk_elements)
+    if x.size(1) != y.size(1):
+        raise ValueError(f"x and y must have the same number of coordinates, got {x.size(1)} and {y.size(1)}")
+    m = resolve_metric(manifold, p, x.size(1))
+    m.assert_check_point(x, "x")
+    m.assert_check_point(y, "y")
+    return _knn(x, y, k, batch_x, batch_y, m, backend, chunk_elements)
 
 
 def _knn(

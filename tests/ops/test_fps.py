@@ -131,6 +131,8 @@ def test_fps_errors():
         fps(pos, num=2, backend="faiss")
     with pytest.raises(ValueError, match="pos must have shape"):
         fps(torch.rand(10), num=2)
+    with pytest.raises(ValueError, match="pos is not on Sphere.*unit norm"):
+        fps(torch.rand(10, 3) + 1, num=2, manifold="sphere")
     with pytest.raises(ValueError, match="either manifold= or p="):
         fps(pos, num=2, p=2, manifold="sphere")
 

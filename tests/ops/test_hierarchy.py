@@ -98,5 +98,7 @@ def test_build_hierarchy_errors():
         build_hierarchy(torch.rand(10, 2), None, [])
     with pytest.raises(ValueError, match=r"levels\[0\] must be a \(num, k\) pair"):
         build_hierarchy(torch.rand(10, 2), None, [5])
+    with pytest.raises(ValueError, match="pos is not on Torus"):
+        build_hierarchy(torch.rand(10, 4), None, [(3, 2)], manifold="torus")
     with pytest.raises(ValueError, match="num=20 is larger than cloud 0"):
         build_hierarchy(torch.rand(10, 2), None, [(20, 3)], manifold=Euclidean(2))

@@ -125,3 +125,5 @@ def test_knn_errors():
         knn(x, x.double(), 2)
     with pytest.raises(ValueError, match="unknown manifold"):
         knn(x, x, 2, manifold="poincare")
+    with pytest.raises(ValueError, match="y is not on Sphere"):
+        knn(Sphere().random(10), x + 1, 2, manifold="sphere")
