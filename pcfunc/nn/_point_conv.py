@@ -1,0 +1,219 @@
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from ..manifolds import Manifold, resolve_manifold
+from ..ops import Level, NeighborCache, default_cache, sample_and_group
+
+__all__ = ["PointConv", "AvgPool", "WeightNet"]
+
+
+class WeightNet(nn.Module):
+    r"""The MLP :math:`W` of PointConv: relative position :math:`\to` :math:`C_\text{mid}` kernel weights.
+
+    Every layer is ``Linear -> BatchNorm1d -> LeakyReLU(0.2)`` (BatchNorm optional); the last
+    hidden width is :math:`C_\text{mid}`.
+
+    Args:
+        in_dim (int): Size of the relative position (``manifold.relative_dim``).
+        hidden (sequence of int): Layer widths. (default: ``(16, 16, 16, 16)``, GASP App. A.1)
+        batch_norm (bool): Use BatchNorm after each linear layer. (default: ``True``)
+        negative_slope (float): LeakyReLU slope. (default: ``0.2``)
+    """
+
+    def __init__(self, in_dim: int, hidden: Sequence[int] = (16, 16, 16, 16), batch_norm: bool = True,
+                 negative_slope: float = 0.2) -> None:
+        super().__init__()
+        hidden = tuple(int(h) for h in hidden)
+        if not hidden or any(h < 1 for h in hidden):
+            raise ValueError(f"hidden must be a non-empty sequence of positive ints, got {hidden!r}")
+        layers = []
+        d = in_dim
+        for h in hidden:
+            layers.append(nn.Linear(d, h))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(h))
+            layers.append(nn.LeakyReLU(negative_slope))
+            d = h
+        self.net = nn.Sequential(*layers)
+        self.out_dim = d
+
+    def reset_parameters(self) -> None:
+        for m in self.net:
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+
+    def forward(self, rel: Tensor) -> Tensor:
+        return self.net(rel)
+
+
+def _centroid_args(ratio: Optional[float], num_centroids: Optional[int]) -> Tuple[Optional[float], Optional[int]]:
+    if ratio is not None and num_centroids is not None:
+        raise ValueError("give at most one of ratio= and num_centroids=")
+    return ratio, num_centroids
+
+
+def _capped(num: Optional[int], pos: Tensor, batch: Optional[Tensor]) -> Optional[int]:
+    """``num`` centroids, capped by the smallest cloud (clouds thinned by point dropout)."""
+    if num is None:
+        return None
+    smallest = pos.size(0) if batch is None or batch.numel() == 0 else int(torch.bincount(batch).min())
+    return max(1, min(num, smallest))
+
+
+class PointConv(nn.Module):
+    r"""The PointConv layer of `Wu et al. (2019) <https://arxiv.org/abs/1811.07246>`_, as used by GASP and VaMoH.
+
+    Not PyG's :class:`torch_geometric.nn.conv.PointConv`, which is an alias of
+    :class:`~torch_geometric.nn.conv.PointNetConv` (a max-aggregated PointNet
+    layer). This is the continuous convolution whose kernel is an MLP of the
+    relative position, in its memory-efficient form:
+
+    .. math::
+        \mathbf{f}_\text{out}(\mathbf{x}_c) = \sum_{\mathbf{x}_j \in \mathcal{N}_k(\mathbf{x}_c)}
+        W(\mathbf{r}_{cj})\, \mathbf{f}_j
+        = \operatorname{Linear}\Big(\operatorname{vec} \sum_{j} \mathbf{g}_j \otimes
+        \mathbf{w}(\mathbf{r}_{cj})\Big),
+
+    where :math:`\mathbf{r}_{cj}` = ``manifold.relative(x_c, x_j)``, :math:`\mathbf{w}` is the
+    :class:`WeightNet` (:math:`C_\text{mid}` outputs), :math:`\mathbf{g}_j` the input features
+    (concatenated with :math:`\mathbf{r}_{cj}` when ``concat_relative``), and the final linear
+    map takes :math:`(C_\text{in}' C_\text{mid}) \to C_\text{out}`. Centroids
+    :math:`\mathbf{x}_c` are chosen by farthest point sampling (``num_centroids`` per cloud or a
+    ``ratio``), or are all points; their :math:`k` nearest neighbours are found under the
+    manifold's metric (:func:`pcfunc.ops.sample_and_group`). Batches of clouds sharing one grid
+    compute this once and reuse it across steps (the ``cache``).
+
+    When a cloud has fewer points than ``num_centroids`` (after point dropout), the number of
+    centroids is capped, for the whole batch, at the size of the smallest cloud; a cloud with
+    fewer than ``num_neighbors`` points is an error.
+
+    Args:
+        in_channels (int): :math:`C_\text{in}`.
+        out_channels (int): :math:`C_\text{out}`.
+        num_neighbors (int): :math:`k`.
+        num_centroids (int, optional): Centroids per cloud.
+        ratio (float, optional): Fraction of each cloud kept as centroids (instead of ``num_centroids``).
+            With neither, every point is a centroid.
+        manifold (Manifold or str): The space of ``pos`` (required).
+        weight_hidden (sequence of int): :class:`WeightNet` widths. (default: ``(16, 16, 16, 16)``)
+        batch_norm (bool): BatchNorm in the weight network. (default: ``True``)
+        concat_relative (bool): Feed the relative position along with the features. (default: ``True``)
+        cache (NeighborCache, optional): Neighbour cache (``None`` disables it). (default: the process-wide one)
+
+    Shapes:
+        - **input:** ``x`` :math:`(N, C_\text{in})`, ``pos`` :math:`(N, D)`, ``batch`` :math:`(N,)` or ``None``
+        - **output:** ``(x, pos, batch)`` of the centroids: :math:`(M, C_\text{out})`, :math:`(M, D)`, :math:`(M,)`
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        num_neighbors: int,
+        num_centroids: Optional[int] = None,
+        ratio: Optional[float] = None,
+        manifold: Optional[Union[str, Manifold]] = None,
+        weight_hidden: Sequence[int] = (16, 16, 16, 16),
+        batch_norm: bool = True,
+        concat_relative: bool = True,
+        cache: Optional[NeighborCache] = default_cache,
+    ) -> None:
+        super().__init__()
+        for name, v in (("in_channels", in_channels), ("out_channels", out_channels), ("num_neighbors", num_neighbors)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if num_centroids is not None and (isinstance(num_centroids, bool) or not isinstance(num_centroids, int)
+                                          or num_centroids < 1):
+            raise ValueError(f"num_centroids must be a positive integer, got {num_centroids!r}")
+        self.ratio, self.num_centroids = _centroid_args(ratio, num_centroids)
+        self.in_channels, self.out_channels, self.num_neighbors = in_channels, out_channels, num_neighbors
+        if manifold is None:
+            raise ValueError("manifold must be given (a Manifold or a name such as 'sphere' or 'euclidean')")
+        self.manifold = resolve_manifold(manifold)
+        self.concat_relative = concat_relative
+        self.cache = cache
+        rel_dim = self.manifold.relative_dim
+        self.weight_net = WeightNet(rel_dim, weight_hidden, batch_norm)
+        c_in = in_channels + (rel_dim if concat_relative else 0)
+        self.linear = nn.Linear(c_in * self.weight_net.out_dim, out_channels)
+
+    def reset_parameters(self) -> None:
+        self.weight_net.reset_parameters()
+        self.linear.reset_parameters()
+
+    def level(self, pos: Tensor, batch: Optional[Tensor]) -> Level:
+        """Centroids and neighbourhoods of ``pos`` (cached for fixed grids)."""
+        return sample_and_group(pos, batch, k=self.num_neighbors, num=_capped(self.num_centroids, pos, batch),
+                                ratio=self.ratio, manifold=self.manifold, cache=self.cache)
+
+    def forward(self, x: Tensor, pos: Tensor, batch: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+        if x.dim() != 2 or x.size(0) != pos.size(0):
+            raise ValueError(f"x must have shape [N, C] with N = pos.size(0) = {pos.size(0)}, got {tuple(x.shape)}")
+        if x.size(1) != self.in_channels:
+            raise ValueError(f"x has {x.size(1)} channels but in_channels={self.in_channels}")
+        lv = self.level(pos, batch)
+        row, col = lv.edge_index
+        M, k = lv.num_centroids, lv.k
+        rel = self.manifold.relative(lv.pos[row], pos[col])  # [M k, r]
+        w = self.weight_net(rel).view(M, k, -1)
+        g = x[col]
+        if self.concat_relative:
+            g = torch.cat((g, rel.to(g.dtype)), dim=-1)
+        g = g.view(M, k, -1)
+        agg = torch.einsum("mkc,mkw->mcw", g, w).reshape(M, -1)
+        return self.linear(agg), lv.pos, lv.batch
+
+    def extra_repr(self) -> str:
+        where = (f"num_centroids={self.num_centroids}" if self.num_centroids is not None
+                 else f"ratio={self.ratio}" if self.ratio is not None else "all points")
+        return (f"{self.in_channels}, {self.out_channels}, num_neighbors={self.num_neighbors}, {where}, "
+                f"manifold={self.manifold!r}")
+
+
+class AvgPool(nn.Module):
+    r"""Average pooling on a point cloud: FPS centroids, each the mean of its :math:`k` nearest points' features.
+
+    .. math::
+        \mathbf{f}_\text{out}(\mathbf{x}_c) = \frac{1}{k} \sum_{\mathbf{x}_j \in \mathcal{N}_k(\mathbf{x}_c)} \mathbf{f}_j
+
+    Args:
+        num_neighbors (int): :math:`k`.
+        num_centroids (int, optional): Centroids per cloud (capped by the cloud size).
+        ratio (float, optional): Fraction of each cloud kept (GASP reduces by :math:`2^d`).
+        manifold (Manifold or str): The space of ``pos``.
+        cache (NeighborCache, optional): Neighbour cache.
+
+    Shapes:
+        - **input:** ``x`` :math:`(N, C)`, ``pos`` :math:`(N, D)`, ``batch`` :math:`(N,)` or ``None``
+        - **output:** ``(x, pos, batch)`` of the centroids
+    """
+
+    def __init__(self, num_neighbors: int, num_centroids: Optional[int] = None, ratio: Optional[float] = None,
+                 manifold: Optional[Union[str, Manifold]] = None,
+                 cache: Optional[NeighborCache] = default_cache) -> None:
+        super().__init__()
+        if isinstance(num_neighbors, bool) or not isinstance(num_neighbors, int) or num_neighbors < 1:
+            raise ValueError(f"num_neighbors must be a positive integer, got {num_neighbors!r}")
+        if manifold is None:
+            raise ValueError("manifold must be given (a Manifold or a name such as 'sphere' or 'euclidean')")
+        if num_centroids is None and ratio is None:
+            raise ValueError("give num_centroids= or ratio=")
+        self.ratio, self.num_centroids = _centroid_args(ratio, num_centroids)
+        self.num_neighbors = num_neighbors
+        self.manifold = resolve_manifold(manifold)
+        self.cache = cache
+
+    def forward(self, x: Tensor, pos: Tensor, batch: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+        lv = sample_and_group(pos, batch, k=self.num_neighbors, num=_capped(self.num_centroids, pos, batch),
+                              ratio=self.ratio,
+                              manifold=self.manifold, cache=self.cache)
+        out = x[lv.edge_index[1]].view(lv.num_centroids, lv.k, -1).mean(1)
+        return out, lv.pos, lv.batch
+
+    def extra_repr(self) -> str:
+        where = f"num_centroids={self.num_centroids}" if self.num_centroids is not None else f"ratio={self.ratio}"
+        return f"num_neighbors={self.num_neighbors}, {where}, manifold={self.manifold!r}"

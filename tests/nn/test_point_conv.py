@@ -1,0 +1,98 @@
+import pytest
+import torch
+
+from pcfunc.manifolds import Euclidean, Sphere
+from pcfunc.nn._point_conv import AvgPool, PointConv
+from pcfunc.ops import NeighborCache, fps
+
+
+def _brute_force(conv, x, pos, batch, num):
+    """Per-centroid loop: FPS per cloud, k nearest by brute force, sum_j W(r_cj) [f_j, r_cj] -> Linear."""
+    outs, cents = [], []
+    m = conv.manifold
+    for b in batch.unique().tolist():
+        sel = (batch == b).nonzero().squeeze(1)
+        p, f = pos[sel], x[sel]
+        c_idx = fps(p, num=num, manifold=m, backend="torch")
+        for c in c_idx.tolist():
+            d = m.cdist(p[c:c + 1], p)[0]
+            nbr = d.argsort(stable=True)[: conv.num_neighbors]
+            acc = 0
+            for j in nbr.tolist():
+                r = m.relative(p[c], p[j])
+                w = conv.weight_net(r[None])[0]
+                g = torch.cat((f[j], r))
+                acc = acc + torch.outer(g, w)
+            outs.append(conv.linear(acc.reshape(1, -1))[0])
+            cents.append(p[c])
+    return torch.stack(outs), torch.stack(cents)
+
+
+@pytest.mark.parametrize("manifold", [Euclidean(2), Sphere()], ids=repr)
+def test_point_conv_equals_per_centroid_loop(manifold):
+    torch.manual_seed(0)
+    pos = torch.cat((manifold.random(30, generator=torch.Generator().manual_seed(1)),
+                     manifold.random(25, generator=torch.Generator().manual_seed(2)))).double()
+    batch = torch.tensor([0] * 30 + [1] * 25)
+    x = torch.randn(55, 3, dtype=torch.float64)
+    conv = PointConv(3, 5, num_neighbors=4, num_centroids=7, manifold=manifold, cache=None).double().eval()
+    out, cpos, cbatch = conv(x, pos, batch)
+    ref, rpos = _brute_force(conv, x, pos, batch, 7)
+    assert out.shape == (14, 5) and torch.equal(cbatch, torch.tensor([0] * 7 + [1] * 7))
+    assert torch.allclose(cpos, rpos)
+    assert torch.allclose(out, ref, atol=1e-10)
+
+
+def test_point_conv_is_permutation_invariant():
+    torch.manual_seed(0)
+    m = Euclidean(2)
+    pos = m.random(40, generator=torch.Generator().manual_seed(0)).double()
+    x = torch.randn(40, 2, dtype=torch.float64)
+    conv = PointConv(2, 4, num_neighbors=5, manifold=m, cache=None).double().eval()  # every point a centroid
+    out, cpos, _ = conv(x, pos)
+    perm = torch.randperm(40)
+    out_p, cpos_p, _ = conv(x[perm], pos[perm])
+    assert torch.allclose(out_p, out[perm], atol=1e-10) and torch.equal(cpos_p, cpos[perm])
+
+
+def test_point_conv_shared_grid_cache_and_dropout_cap():
+    from pcfunc.data import LatLonGrid
+
+    grid = LatLonGrid.regular(10, 20)
+    cache = NeighborCache()
+    conv = PointConv(1, 8, num_neighbors=9, num_centroids=64, manifold="sphere", cache=cache)
+    data = grid.to_batch(torch.rand(3, 10, 20))
+    out, pos, batch = conv(data.x, data.pos, data.batch)
+    assert out.shape == (3 * 64, 8) and torch.equal(batch, torch.arange(3).repeat_interleave(64))
+    conv(data.x, data.pos, data.batch)
+    assert cache.hits == 1
+    keep = torch.cat((torch.ones(grid.num_points, dtype=torch.bool), torch.rand(2 * grid.num_points) < 0.2))
+    out, pos, batch = conv(data.x[keep], data.pos[keep], data.batch[keep])
+    smallest = int(torch.bincount(data.batch[keep]).min())
+    assert smallest < 64 and out.shape == (3 * smallest, 8)
+    out.sum().backward()
+    assert conv.linear.weight.grad is not None
+
+
+def test_avg_pool_means_neighbour_features():
+    m = Euclidean(1)
+    pos = torch.linspace(0, 1, 11)[:, None]
+    x = torch.arange(11.0)[:, None]
+    pool = AvgPool(3, num_centroids=2, manifold=m, cache=None)
+    out, cpos, _ = pool(x, pos)
+    # FPS from point 0 takes 0 then 10; neighbours {0,1,2} and {8,9,10}.
+    assert torch.equal(cpos[:, 0], torch.tensor([0.0, 1.0])) and torch.allclose(out[:, 0], torch.tensor([1.0, 9.0]))
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="manifold must be given"):
+        PointConv(1, 2, 3)
+    with pytest.raises(ValueError, match="num_neighbors must be a positive integer"):
+        PointConv(1, 2, 0, manifold="sphere")
+    with pytest.raises(ValueError, match="at most one of ratio= and num_centroids="):
+        PointConv(1, 2, 3, num_centroids=4, ratio=0.5, manifold="sphere")
+    conv = PointConv(2, 2, 3, manifold="sphere", cache=None)
+    with pytest.raises(ValueError, match="x has 1 channels but in_channels=2"):
+        conv(torch.rand(10, 1), Sphere().random(10))
+    with pytest.raises(ValueError, match="pos is not on Sphere"):
+        conv(torch.rand(10, 2), torch.rand(10, 3) + 1)
