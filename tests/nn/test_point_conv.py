@@ -96,3 +96,47 @@ def test_errors():
         conv(torch.rand(10, 1), Sphere().random(10))
     with pytest.raises(ValueError, match="pos is not on Sphere"):
         conv(torch.rand(10, 2), torch.rand(10, 3) + 1)
+
+
+def test_point_conv_net_heads_and_paper_stacks():
+    from pcfunc.data import LatLonGrid
+    from pcfunc.nn._point_conv_net import PointConvNet, gasp_discriminator_specs, vamoh_encoder_specs
+
+    grid = LatLonGrid.regular(46, 90)
+    data = grid.to_batch(torch.rand(2, 46, 90))
+    specs, kw = vamoh_encoder_specs("era5")
+    enc = PointConvNet(1, specs, "sphere", head="gaussian", **kw)
+    mu, logvar = enc(data.x, data.pos, data.batch)
+    assert mu.shape == (2, 32) and logvar.shape == (2, 32)
+    disc = PointConvNet(1, gasp_discriminator_specs((64, 128, 256, 512), dim=2), "sphere", head="logit")
+    logit = disc(data.x, data.pos, data.batch)
+    assert logit.shape == (2, 1)
+    h, pos, b = disc.features(data.x, data.pos, data.batch)
+    # 3962 -> 991 -> 248 -> 62 -> 16 points per cloud after the four poolings.
+    assert torch.equal(torch.bincount(b), torch.tensor([16, 16]))
+    # The R1 penalty needs d logit / d features: the graph is differentiable in x.
+    x = data.x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(disc(x, data.pos, data.batch).sum(), x, create_graph=True)
+    assert g.shape == x.shape and float(g.abs().sum()) > 0
+    g.square().sum().backward()
+    for name in ("celeba_hq", "shapes3d", "polymnist", "shapenet"):
+        s, k = vamoh_encoder_specs(name)
+        assert len(s) >= 3 and k["latent_dim"] in (16, 32, 64)
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        vamoh_encoder_specs("mnist-typo")
+
+
+def test_point_conv_net_mean_readout_is_per_cloud():
+    from pcfunc.nn._point_conv_net import LayerSpec, PointConvNet
+
+    m = Euclidean(2)
+    pos = m.random(60, generator=torch.Generator().manual_seed(0))
+    net = PointConvNet(1, [LayerSpec(4, 5, num_centroids=10)], m, head=None, cache=None).eval()
+    x = torch.rand(60, 1)
+    both = net(x, pos, torch.tensor([0] * 30 + [1] * 30))
+    first = net(x[:30], pos[:30])
+    assert both.shape == (2, 4) and torch.allclose(both[0], first[0], atol=1e-6)
+    with pytest.raises(ValueError, match="head must be"):
+        PointConvNet(1, [LayerSpec(4, 5)], m, head="softmax")
+    with pytest.raises(ValueError, match="needs a positive latent_dim"):
+        PointConvNet(1, [LayerSpec(4, 5)], m, head="gaussian")
