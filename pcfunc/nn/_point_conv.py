@@ -158,13 +158,17 @@ class PointConv(nn.Module):
         lv = self.level(pos, batch)
         row, col = lv.edge_index
         M, k = lv.num_centroids, lv.k
-        rel = self.manifold.relative(lv.pos[row], pos[col])  # [M k, r]
-        w = self.weight_net(rel).view(M, k, -1)
-        g = x[col]
+        # On a fixed grid every cloud has the same relative positions: evaluate the weight network on the
+        # first cloud only and share it (BatchNorm statistics over identical copies are the same).
+        B = lv.clouds or 1
+        m1 = M // B
+        rows = row[: m1 * k]
+        rel = self.manifold.relative(lv.pos.index_select(0, rows), pos.index_select(0, col[: m1 * k]))
+        w = self.weight_net(rel).view(m1, k, -1)
+        g = x.index_select(0, col).view(B, m1, k, -1)
         if self.concat_relative:
-            g = torch.cat((g, rel.to(g.dtype)), dim=-1)
-        g = g.view(M, k, -1)
-        agg = torch.einsum("mkc,mkw->mcw", g, w).reshape(M, -1)
+            g = torch.cat((g, rel.to(g.dtype).view(1, m1, k, -1).expand(B, -1, -1, -1)), dim=-1)
+        agg = torch.einsum("bmkc,mkw->bmcw", g, w).reshape(M, -1)
         return self.linear(agg), lv.pos, lv.batch
 
     def extra_repr(self) -> str:

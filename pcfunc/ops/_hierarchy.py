@@ -29,6 +29,9 @@ class Level:
         edge_index (Tensor): ``[2, M k]``: row = centroid (index into ``pos``),
             col = neighbour (index into the input points), ``k`` per centroid by increasing distance.
         k (int): Neighbours per centroid.
+        clouds (int, optional): When the input was ``clouds`` copies of one point set (a fixed grid),
+            that number: the centroids then come cloud by cloud, ``M / clouds`` each, and every
+            cloud's neighbourhoods are the first cloud's shifted by the cloud offset. ``None`` otherwise.
     """
 
     index: Optional[Tensor]
@@ -36,6 +39,7 @@ class Level:
     batch: Tensor
     edge_index: Tensor
     k: int
+    clouds: Optional[int] = None
 
     @property
     def num_centroids(self) -> int:
@@ -225,7 +229,7 @@ def _sample_and_group(
         batch = torch.zeros(pos.size(0), dtype=torch.long, device=pos.device)
     cpos = pos if index is None else pos[index]
     cbatch = batch.long() if index is None else batch.long()[index]
-    return Level(index=index, pos=cpos, batch=cbatch, edge_index=edge_index, k=k)
+    return Level(index=index, pos=cpos, batch=cbatch, edge_index=edge_index, k=k, clouds=clouds)
 
 
 def build_hierarchy(

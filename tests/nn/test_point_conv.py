@@ -140,3 +140,21 @@ def test_point_conv_net_mean_readout_is_per_cloud():
         PointConvNet(1, [LayerSpec(4, 5)], m, head="softmax")
     with pytest.raises(ValueError, match="needs a positive latent_dim"):
         PointConvNet(1, [LayerSpec(4, 5)], m, head="gaussian")
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_shared_grid_fast_path_equals_per_cloud_evaluation(train):
+    # Clouds on one grid share the weight network's evaluation; the result must be that of each cloud alone
+    # (in training mode too: BatchNorm statistics over identical copies equal those of one copy).
+    from pcfunc.data import LatLonGrid
+
+    grid = LatLonGrid.regular(8, 16)
+    torch.manual_seed(0)
+    conv = PointConv(2, 6, num_neighbors=5, num_centroids=20, manifold="sphere", cache=None).double()
+    conv.train(train)
+    data = grid.to_batch(torch.rand(3, 8, 16, 2, dtype=torch.float64))
+    out, _, _ = conv(data.x, data.pos.double(), data.batch)
+    n = grid.num_points
+    for b in range(3):
+        single, _, _ = conv(data.x[b * n:(b + 1) * n], data.pos[b * n:(b + 1) * n].double())
+        assert torch.allclose(out[b * 20:(b + 1) * 20], single, atol=1e-10)
