@@ -1,6 +1,8 @@
 """Neural building blocks shared by GASP and VaMoH."""
 
+from ._encodings import FourierFeatures, SphericalHarmonics, spherical_harmonics
 from ._flows import FlowPrior, PlanarFlow, planar_flow, planar_flow_inverse
+from ._function_representation import FunctionRepresentation, HyperNetwork
 from ._point_conv import AvgPool, PointConv, WeightNet
 from ._point_conv_net import LayerSpec, PointConvNet, VAMOH_ENCODERS, gasp_discriminator_specs, vamoh_encoder_specs
 
@@ -13,6 +15,11 @@ __all__ = [
     "VAMOH_ENCODERS",
     "gasp_discriminator_specs",
     "vamoh_encoder_specs",
+    "FourierFeatures",
+    "SphericalHarmonics",
+    "spherical_harmonics",
+    "FunctionRepresentation",
+    "HyperNetwork",
     "PlanarFlow",
     "FlowPrior",
     "planar_flow",

@@ -1,0 +1,388 @@
+"""The batched implicit neural representation (INR) and the hypernetwork that outputs its weights."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .._validation import check_finite, check_positive_int
+
+__all__ = ["FunctionRepresentation", "HyperNetwork", "DEFAULT_CHUNK_ELEMENTS"]
+
+#: Largest hidden activation block (elements, all weight sets together) one chunk of points may create:
+#: 2**25 = 128 MiB in float32. ``chunk_size=None`` picks the number of points per chunk from it.
+DEFAULT_CHUNK_ELEMENTS = 1 << 25
+
+
+def _check_sizes(sizes: Sequence[int], name: str) -> Tuple[int, ...]:
+    if isinstance(sizes, int) or not isinstance(sizes, Sequence):
+        raise TypeError(f"{name} must be a sequence of positive integers, got {sizes!r}")
+    return tuple(check_positive_int(s, f"{name}[{i}]") for i, s in enumerate(sizes))
+
+
+class FunctionRepresentation(torch.nn.Module):
+    r"""A coordinate MLP :math:`f_\theta` whose weights :math:`\theta` are given at call time, per sample.
+
+    The implicit neural representation of GASP (Section 3.2 of `"Generative
+    Models as Distributions of Functions" <https://arxiv.org/abs/2102.04776>`_)
+    and of VaMoH's hypergenerators (Appendix A.1 of `"Variational Mixture of
+    HyperGenerators for Learning Distributions Over Functions"
+    <https://arxiv.org/abs/2302.06223>`_):
+
+    .. math::
+        \mathbf{h}_0 = \gamma(\mathbf{x}), \qquad
+        \mathbf{h}_\ell = a\big(W_\ell \mathbf{h}_{\ell-1} + \mathbf{b}_\ell\big),\ \ell = 1, \dots, L - 1,
+        \qquad f_\theta(\mathbf{x}) = a_\text{out}\big(W_L \mathbf{h}_{L-1} + \mathbf{b}_L\big),
+
+    with :math:`\gamma` the coordinate encoding (e.g. :class:`FourierFeatures`),
+    :math:`a` the hidden activation and :math:`a_\text{out}` the final one. The
+    module holds **no** trainable weights of its own (only those of a learnable
+    encoding, if any): :math:`\theta` is a flat vector of :attr:`num_weights`
+    numbers, typically the output of a :class:`HyperNetwork`, laid out layer
+    by layer as :math:`W_1, \mathbf{b}_1, W_2, \mathbf{b}_2, \dots`, each
+    :math:`W_\ell` of shape ``(out, in)`` in row-major order (the layout of
+    :class:`torch.nn.Linear`); :meth:`split_weights` returns the views.
+
+    A batch of :math:`B` weight vectors (or :math:`B \times K` for a mixture
+    of :math:`K` generators) is evaluated at once with batched matrix
+    products, without copying the coordinates per sample or per component:
+    for coordinates shared by the batch, the first layer of all :math:`BK`
+    networks is a single product of the encoded points with the stacked
+    :math:`W_1`. Points are processed in chunks, each encoded once, so memory
+    stays bounded for any number of points (a million-point ERA5 grid).
+
+    Paper sizes: GASP uses 3 hidden layers of 128 units with 128 Fourier
+    frequencies (256 encoded inputs), LeakyReLU(0.1) and a final tanh:
+    66,049 weights for one output. VaMoH's ERA5 generator has 3 hidden
+    layers of 64 units (24,833 weights) and a final sigmoid.
+
+    Args:
+        in_dim (int): Coordinate dimension :math:`d` (3 on the sphere).
+        out_dim (int): Number of output features.
+        hidden (sequence of int): Hidden layer widths. (default: ``(128, 128, 128)``)
+        encoding (torch.nn.Module, optional): Coordinate encoding :math:`\gamma` with an
+            ``out_dim`` attribute (and, if it has one, ``in_dim == in_dim``), e.g.
+            :class:`FourierFeatures` or :class:`SphericalHarmonics`. ``None`` feeds the raw
+            coordinates. (default: ``None``)
+        activation (callable): Elementwise hidden activation :math:`a`.
+            (default: ``LeakyReLU(0.1)``, as in GASP's released code)
+        final_activation (callable, optional): Activation :math:`a_\text{out}` of the output,
+            applied over ``(..., out_dim)`` (e.g. ``torch.nn.Tanh()`` for GASP, ``torch.nn.Sigmoid()``
+            for VaMoH); ``None`` leaves it linear. (default: ``None``)
+
+    Shapes:
+        - **input:** coordinates :math:`(N, d)` shared by every sample, or :math:`(B, N, d)` per
+          sample; weights :math:`(B, P)`, or :math:`(B, K, P)` for :math:`K` components, with
+          :math:`P` = :attr:`num_weights`
+        - **output:** :math:`(B, N, \text{out\_dim})`, or :math:`(B, K, N, \text{out\_dim})`
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        hidden: Sequence[int] = (128, 128, 128),
+        encoding: Optional[torch.nn.Module] = None,
+        activation: Callable[[Tensor], Tensor] = torch.nn.LeakyReLU(0.1),
+        final_activation: Optional[Callable[[Tensor], Tensor]] = None,
+    ) -> None:
+        super().__init__()
+        self.in_dim = check_positive_int(in_dim, "in_dim")
+        self.out_dim = check_positive_int(out_dim, "out_dim")
+        self.hidden = _check_sizes(hidden, "hidden")
+        if encoding is not None:
+            if not callable(encoding):
+                raise TypeError(f"encoding must be a callable module (or None), got {type(encoding).__name__}")
+            enc_out = getattr(encoding, "out_dim", None)
+            if isinstance(enc_out, bool) or not isinstance(enc_out, int) or enc_out < 1:
+                raise TypeError(
+                    f"encoding must have an integer attribute out_dim (its feature size), "
+                    f"got {type(encoding).__name__} with out_dim={enc_out!r}"
+                )
+            enc_in = getattr(encoding, "in_dim", None)
+            if enc_in is not None and enc_in != self.in_dim:
+                raise ValueError(f"encoding takes in_dim={enc_in} coordinates but in_dim={self.in_dim}")
+        if not callable(activation):
+            raise TypeError(f"activation must be callable, got {type(activation).__name__}")
+        if final_activation is not None and not callable(final_activation):
+            raise TypeError(f"final_activation must be callable or None, got {type(final_activation).__name__}")
+        self.encoding = encoding
+        self.activation = activation
+        self.final_activation = final_activation
+
+        widths = (self.encoded_dim, *self.hidden, self.out_dim)
+        #: ``((out, in), ...)`` of every linear layer, first to last.
+        self.layer_shapes: Tuple[Tuple[int, int], ...] = tuple(zip(widths[1:], widths[:-1]))
+        self._offsets: List[int] = [0]
+        for o, i in self.layer_shapes:
+            self._offsets.append(self._offsets[-1] + o * i + o)
+
+    @property
+    def encoded_dim(self) -> int:
+        """Size of the encoded coordinates, the input width of the first layer."""
+        return self.in_dim if self.encoding is None else int(self.encoding.out_dim)
+
+    @property
+    def num_weights(self) -> int:
+        r"""Total number :math:`P` of weights and biases, :math:`\sum_\ell (\text{in}_\ell + 1)\, \text{out}_\ell`."""
+        return self._offsets[-1]
+
+    def reset_parameters(self) -> None:
+        """Reset the encoding (e.g. redraw random Fourier frequencies); the MLP has no weights of its own."""
+        if self.encoding is not None and hasattr(self.encoding, "reset_parameters"):
+            self.encoding.reset_parameters()
+
+    def split_weights(self, weights: Tensor) -> List[Tuple[Tensor, Tensor]]:
+        r"""Views of the per-layer :math:`(W_\ell, \mathbf{b}_\ell)` in a batch of flat weight vectors.
+
+        Args:
+            weights (Tensor): Shape :math:`(*, P)`.
+
+        Returns:
+            list of (Tensor, Tensor): For each layer, :math:`W` of shape :math:`(*, \text{out}, \text{in})`
+            and :math:`\mathbf{b}` of shape :math:`(*, \text{out})`, views of ``weights``.
+        """
+        self._check_weights(weights, any_lead=True)
+        lead = weights.shape[:-1]
+        out = []
+        for (o, i), start in zip(self.layer_shapes, self._offsets):
+            W = weights[..., start:start + o * i].unflatten(-1, (o, i))
+            b = weights[..., start + o * i:start + o * i + o]
+            out.append((W, b.reshape(*lead, o)))
+        return out
+
+    def _check_weights(self, weights: Tensor, any_lead: bool = False) -> None:
+        if not isinstance(weights, Tensor):
+            raise TypeError(f"weights must be a torch.Tensor, got {type(weights).__name__}")
+        if not torch.is_floating_point(weights):
+            raise TypeError(f"weights must be a floating-point tensor, got dtype {weights.dtype}")
+        ok_dim = weights.dim() >= 1 if any_lead else weights.dim() in (2, 3)
+        if not ok_dim or weights.size(-1) != self.num_weights:
+            expected = "[..., num_weights]" if any_lead else "[B, num_weights] or [B, K, num_weights]"
+            raise ValueError(
+                f"weights must have shape {expected} with num_weights={self.num_weights}, got {tuple(weights.shape)}"
+            )
+
+    def _check_coordinates(self, x: Tensor, weights: Tensor) -> None:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() not in (2, 3) or x.size(-1) != self.in_dim:
+            raise ValueError(
+                f"x must have shape [N, {self.in_dim}] (shared by the batch) or [B, N, {self.in_dim}] "
+                f"(in_dim={self.in_dim}), got {tuple(x.shape)}"
+            )
+        if x.dim() == 3 and x.size(0) != weights.size(0):
+            raise ValueError(
+                f"x holds coordinates for {x.size(0)} samples but weights for {weights.size(0)} "
+                f"(x: {tuple(x.shape)}, weights: {tuple(weights.shape)})"
+            )
+        check_finite(x, "x")
+        if x.dtype != weights.dtype:
+            raise TypeError(f"x and weights must have the same dtype, got {x.dtype} and {weights.dtype}")
+
+    def forward(self, x: Tensor, weights: Tensor, chunk_size: Optional[int] = None) -> Tensor:
+        r"""Evaluate the :math:`B` (or :math:`B K`) functions given by ``weights`` at the points ``x``.
+
+        Args:
+            x (Tensor): Coordinates, :math:`(N, d)` for all samples or :math:`(B, N, d)` per sample.
+            weights (Tensor): Flat weights, :math:`(B, P)` or :math:`(B, K, P)`.
+            chunk_size (int, optional): Points evaluated at once. By default as many as keep
+                each hidden activation block under :data:`DEFAULT_CHUNK_ELEMENTS` elements
+                (e.g. 43,690 points for 4 GASP functions). Chunking saves memory without
+                autograd; with autograd every chunk's activations are kept for the backward pass.
+
+        Returns:
+            Tensor: :math:`(B, N, \text{out\_dim})` or :math:`(B, K, N, \text{out\_dim})`.
+        """
+        self._check_weights(weights)
+        self._check_coordinates(x, weights)
+        if chunk_size is not None:
+            chunk_size = check_positive_int(chunk_size, "chunk_size")
+        B = weights.size(0)
+        K = weights.size(1) if weights.dim() == 3 else 1
+        G = B * K  # number of networks
+        shared = x.dim() == 2
+        N = x.size(-2)
+
+        # Stack the weights once: [G, out, in] and [G, out, 1]; the first layer as one [G*h, e] block
+        # (shared points) or [B, K*h, e] (per-sample points), so all components share one encoded chunk.
+        layers = [(W.reshape(G, o, i), b.reshape(G, o, 1)) for (W, b), (o, i) in
+                  zip(self.split_weights(weights), self.layer_shapes)]
+        h1, e = self.layer_shapes[0]
+        W1, b1 = layers[0]
+        if shared:
+            W1, b1 = W1.reshape(G * h1, e), b1.reshape(G * h1, 1)
+        else:
+            W1, b1 = W1.reshape(B, K * h1, e), b1.reshape(B, K * h1, 1)
+
+        if chunk_size is None:
+            widest = max(w for w, _ in self.layer_shapes)
+            per_point = G * widest + (1 if shared else B) * e
+            chunk_size = max(1, DEFAULT_CHUNK_ELEMENTS // per_point)
+
+        outs = []
+        for start in range(0, N, chunk_size):
+            xc = x[..., start:start + chunk_size, :]
+            n = xc.size(-2)
+            enc = xc if self.encoding is None else self.encoding(xc)
+            # Hidden states are kept as [G, width, n]: every layer is then W @ h + b with W as stored.
+            if shared:
+                h = torch.addmm(b1, W1, enc.t()).view(G, h1, n)
+            else:
+                h = torch.baddbmm(b1, W1, enc.transpose(1, 2)).view(G, h1, n)
+            for W, b in layers[1:]:
+                h = torch.baddbmm(b, W, self.activation(h))
+            outs.append(h.transpose(1, 2))
+        if outs:
+            y = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+        else:
+            y = x.new_empty(G, 0, self.out_dim)
+        if self.final_activation is not None:
+            y = self.final_activation(y)
+        return y.reshape(B, K, N, self.out_dim) if weights.dim() == 3 else y.reshape(B, N, self.out_dim)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_dim={self.in_dim}, out_dim={self.out_dim}, hidden={self.hidden}, "
+            f"num_weights={self.num_weights}"
+        )
+
+
+class HyperNetwork(torch.nn.Module):
+    r"""An MLP :math:`g_\phi` from a latent vector to the weights of a :class:`FunctionRepresentation`.
+
+    GASP's function generator (Section 3.2 and Appendix A.1 of `"Generative
+    Models as Distributions of Functions" <https://arxiv.org/abs/2102.04776>`_)
+    and VaMoH's hypernetworks (Section 3.1, Table 3 of `"Variational Mixture of
+    HyperGenerators" <https://arxiv.org/abs/2302.06223>`_):
+
+    .. math::
+        \theta = g_\phi(\mathbf{z}) = W_{L+1}\, a\big(\cdots a(W_1 \mathbf{z} + \mathbf{b}_1) \cdots\big)
+        + \mathbf{b}_{L+1} \in \mathbb{R}^{P}, \qquad
+        \mathbf{y}_i = f_{g_\phi(\mathbf{z})}(\mathbf{x}_i),
+
+    with :math:`P` = ``target.num_weights``. The output is linear and not
+    rescaled, and every layer starts from :class:`torch.nn.Linear`'s default
+    initialisation: neither paper describes an output scaling or a special
+    initialisation, and GASP's released code uses neither. The hidden
+    activation defaults to LeakyReLU(0.1), the slope of GASP's code (the
+    papers say only "LeakyReLU").
+
+    With ``num_components=K`` the module holds :math:`K` independent
+    hypernetworks :math:`g_{\phi_1}, \dots, g_{\phi_K}` of the same shape (VaMoH's
+    mixture of hypergenerators), evaluated together with batched matrix
+    products, and returns weights of shape :math:`(B, K, P)`.
+
+    Parameter counts of the papers' ERA5 configurations: GASP (latent 64,
+    hidden (256, 512), 66,049 target weights) 34,031,361; VaMoH (latent 32,
+    hidden (256, 512), 24,833 target weights) 12,879,361 per component.
+
+    Args:
+        latent_dim (int): Size of :math:`\mathbf{z}`.
+        hidden (sequence of int): Hidden widths. (default: ``(256, 512)``)
+        target (FunctionRepresentation): The function representation whose weights are output
+            (a submodule, so its encoding's :math:`B` is saved with the hypernetwork).
+        activation (callable): Elementwise hidden activation. (default: ``LeakyReLU(0.1)``)
+        num_components (int, optional): Number :math:`K` of independent hypernetworks; ``None``
+            for one, with outputs without the :math:`K` axis. (default: ``None``)
+
+    Shapes:
+        - **input:** latents :math:`(B, \text{latent\_dim})`
+        - **output:** weights :math:`(B, P)`, or :math:`(B, K, P)` with ``num_components=K``
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        hidden: Sequence[int] = (256, 512),
+        target: Optional[FunctionRepresentation] = None,
+        activation: Callable[[Tensor], Tensor] = torch.nn.LeakyReLU(0.1),
+        num_components: Optional[int] = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(target, FunctionRepresentation):
+            raise TypeError(f"target must be a FunctionRepresentation, got {type(target).__name__}")
+        if not callable(activation):
+            raise TypeError(f"activation must be callable, got {type(activation).__name__}")
+        self.latent_dim = check_positive_int(latent_dim, "latent_dim")
+        self.hidden = _check_sizes(hidden, "hidden")
+        self.num_components = None if num_components is None else check_positive_int(num_components,
+                                                                                     "num_components")
+        self.target = target
+        self.activation = activation
+        K = 1 if self.num_components is None else self.num_components
+        widths = (self.latent_dim, *self.hidden, target.num_weights)
+        # Stacked per-component parameters [K, out, in] / [K, out]; K = 1 without components.
+        self.weights = torch.nn.ParameterList(torch.nn.Parameter(torch.empty(K, o, i))
+                                              for i, o in zip(widths[:-1], widths[1:]))
+        self.biases = torch.nn.ParameterList(torch.nn.Parameter(torch.empty(K, o)) for o in widths[1:])
+        self.reset_parameters()
+
+    @property
+    def num_weights(self) -> int:
+        """Size :math:`P` of each output weight vector (``target.num_weights``)."""
+        return self.target.num_weights
+
+    def reset_parameters(self) -> None:
+        """Re-initialise every layer like :class:`torch.nn.Linear` (uniform, bound :math:`1/\\sqrt{\\text{in}}`),
+        and the target's encoding."""
+        with torch.no_grad():
+            for W, b in zip(self.weights, self.biases):
+                bound = 1.0 / math.sqrt(W.size(-1))
+                W.uniform_(-bound, bound)
+                b.uniform_(-bound, bound)
+        self.target.reset_parameters()
+
+    def forward(self, z: Tensor) -> Tensor:
+        if not isinstance(z, Tensor):
+            raise TypeError(f"z must be a torch.Tensor, got {type(z).__name__}")
+        if z.dim() != 2 or z.size(1) != self.latent_dim:
+            raise ValueError(f"z must have shape [B, {self.latent_dim}] (latent_dim={self.latent_dim}), "
+                             f"got {tuple(z.shape)}")
+        if not torch.is_floating_point(z):
+            raise TypeError(f"z must be a floating-point tensor, got dtype {z.dtype}")
+        # All K components read the same z: the first layer is one product with the stacked [K*out, in] matrix,
+        # the others are batched over K. Hidden states are [K, B, width].
+        W, b = self.weights[0], self.biases[0]
+        K, o = W.shape[:2]
+        h = F.linear(z, W.reshape(K * o, -1), b.reshape(K * o)).view(-1, K, o).transpose(0, 1)
+        for W, b in zip(self.weights[1:], self.biases[1:]):
+            h = torch.baddbmm(b.unsqueeze(1), self.activation(h), W.transpose(1, 2))
+        if self.num_components is None:
+            return h[0]
+        return h.transpose(0, 1).contiguous()
+
+    def decode(self, z: Tensor, x: Tensor, chunk_size: Optional[int] = None) -> Tensor:
+        r"""Values :math:`f_{g_\phi(\mathbf{z})}(\mathbf{x})` of the functions of ``z`` at ``x``.
+
+        Args:
+            z (Tensor): Latents, :math:`(B, \text{latent\_dim})`.
+            x (Tensor): Coordinates, :math:`(N, d)` shared or :math:`(B, N, d)` per sample.
+            chunk_size (int, optional): See :meth:`FunctionRepresentation.forward`.
+
+        Returns:
+            Tensor: :math:`(B, N, \text{out\_dim})`, or :math:`(B, K, N, \text{out\_dim})` with components.
+        """
+        return self.target(x, self(z), chunk_size=chunk_size)
+
+    def function(self, z: Tensor) -> Callable[..., Tensor]:
+        r"""The functions of ``z`` as a callable ``f(x, chunk_size=None) -> y``.
+
+        The weights are computed once; ``f`` can then be probed at any
+        coordinates (e.g. a finer grid) with the shapes of :meth:`decode`.
+        """
+        weights = self(z)
+        target = self.target
+
+        def f(x: Tensor, chunk_size: Optional[int] = None) -> Tensor:
+            return target(x, weights, chunk_size=chunk_size)
+
+        return f
+
+    def extra_repr(self) -> str:
+        k = "" if self.num_components is None else f", num_components={self.num_components}"
+        return f"latent_dim={self.latent_dim}, hidden={self.hidden}, num_weights={self.num_weights}{k}"
