@@ -3,6 +3,20 @@
 from ._encodings import FourierFeatures, SphericalHarmonics, spherical_harmonics
 from ._flows import FlowPrior, PlanarFlow, planar_flow, planar_flow_inverse
 from ._function_representation import FunctionRepresentation, HyperNetwork
+from ._likelihoods import (
+    BernoulliLikelihood,
+    ContinuousBernoulliLikelihood,
+    DiscretizedLogisticLikelihood,
+    GaussianLikelihood,
+    Likelihood,
+    continuous_bernoulli_log_norm,
+    continuous_bernoulli_mean,
+    discretized_logistic_log_prob,
+    discretized_logistic_mixture_log_prob,
+    get_likelihood,
+    mixture_log_prob,
+    mixture_mean,
+)
 from ._point_conv import AvgPool, PointConv, WeightNet
 from ._point_conv_net import LayerSpec, PointConvNet, VAMOH_ENCODERS, gasp_discriminator_specs, vamoh_encoder_specs
 
@@ -24,4 +38,16 @@ __all__ = [
     "FlowPrior",
     "planar_flow",
     "planar_flow_inverse",
+    "Likelihood",
+    "BernoulliLikelihood",
+    "ContinuousBernoulliLikelihood",
+    "DiscretizedLogisticLikelihood",
+    "GaussianLikelihood",
+    "get_likelihood",
+    "discretized_logistic_log_prob",
+    "discretized_logistic_mixture_log_prob",
+    "continuous_bernoulli_log_norm",
+    "continuous_bernoulli_mean",
+    "mixture_log_prob",
+    "mixture_mean",
 ]
