@@ -156,6 +156,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", nargs="+", type=int, default=[16, 64])
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--only", nargs="*", default=None, help="substrings of the workload names to run")
     args = ap.parse_args(argv)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
     header = f"{'workload':<30} {'impl':<8} {'median s':>9} {'min s':>8} {'peak MiB':>9} {'speed-up':>9}"
@@ -163,6 +164,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     print("-" * len(header))
     ref = {}
     for name, impl, fn in rows(args.batch):
+        if args.only and not any(o in name for o in args.only):
+            continue
         fn()  # warm-up: compiles kernels, fills pcfunc's neighbour cache as a training loop would
         times = []
         for _ in range(args.repeat):

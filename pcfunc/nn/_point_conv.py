@@ -165,11 +165,18 @@ class PointConv(nn.Module):
         rows = row[: m1 * k]
         rel = self.manifold.relative(lv.pos.index_select(0, rows), pos.index_select(0, col[: m1 * k]))
         w = self.weight_net(rel).view(m1, k, -1)
+        c_mid = w.size(-1)
         g = x.index_select(0, col).view(B, m1, k, -1)
-        if self.concat_relative:
-            g = torch.cat((g, rel.to(g.dtype).view(1, m1, k, -1).expand(B, -1, -1, -1)), dim=-1)
         agg = torch.einsum("bmkc,mkw->bmcw", g, w).reshape(M, -1)
-        return self.linear(agg), lv.pos, lv.batch
+        # The linear map acts on vec([features; rel] (x) w); split it so the relative-position part, the same
+        # for every cloud of a grid, is computed once and broadcast instead of concatenated B times.
+        weight = self.linear.weight
+        n_feat = self.in_channels * c_mid
+        out = torch.nn.functional.linear(agg, weight[:, :n_feat], self.linear.bias)
+        if self.concat_relative:
+            agg_rel = torch.einsum("mkr,mkw->mrw", rel.to(w.dtype).view(m1, k, -1), w).reshape(m1, -1)
+            out = (out.view(B, m1, -1) + torch.nn.functional.linear(agg_rel, weight[:, n_feat:])).view(M, -1)
+        return out, lv.pos, lv.batch
 
     def extra_repr(self) -> str:
         where = (f"num_centroids={self.num_centroids}" if self.num_centroids is not None
@@ -215,7 +222,7 @@ class AvgPool(nn.Module):
         lv = sample_and_group(pos, batch, k=self.num_neighbors, num=_capped(self.num_centroids, pos, batch),
                               ratio=self.ratio,
                               manifold=self.manifold, cache=self.cache)
-        out = x[lv.edge_index[1]].view(lv.num_centroids, lv.k, -1).mean(1)
+        out = x.index_select(0, lv.edge_index[1]).view(lv.num_centroids, lv.k, -1).mean(1)
         return out, lv.pos, lv.batch
 
     def extra_repr(self) -> str:
