@@ -103,6 +103,10 @@ class PointConv(nn.Module):
         batch_norm (bool): BatchNorm in the weight network. (default: ``True``)
         concat_relative (bool): Feed the relative position along with the features. (default: ``True``)
         cache (NeighborCache, optional): Neighbour cache (``None`` disables it). (default: the process-wide one)
+        global_centroid (bool): One centroid per cloud whose neighbourhood is the whole cloud, as the
+            "group all" layer of Wu et al.: the weight network sees the points' ambient coordinates
+            (the offsets from the origin of the embedding) and the output position is the origin.
+            ``num_neighbors`` is then unused. (default: ``False``)
 
     Shapes:
         - **input:** ``x`` :math:`(N, C_\text{in})`, ``pos`` :math:`(N, D)`, ``batch`` :math:`(N,)` or ``None``
@@ -121,8 +125,12 @@ class PointConv(nn.Module):
         batch_norm: bool = True,
         concat_relative: bool = True,
         cache: Optional[NeighborCache] = default_cache,
+        global_centroid: bool = False,
     ) -> None:
         super().__init__()
+        if global_centroid and (num_centroids is not None or ratio is not None):
+            raise ValueError("global_centroid=True takes no num_centroids= or ratio=")
+        self.global_centroid = bool(global_centroid)
         for name, v in (("in_channels", in_channels), ("out_channels", out_channels), ("num_neighbors", num_neighbors)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -155,6 +163,8 @@ class PointConv(nn.Module):
             raise ValueError(f"x must have shape [N, C] with N = pos.size(0) = {pos.size(0)}, got {tuple(x.shape)}")
         if x.size(1) != self.in_channels:
             raise ValueError(f"x has {x.size(1)} channels but in_channels={self.in_channels}")
+        if self.global_centroid:
+            return self._forward_global(x, pos, batch)
         lv = self.level(pos, batch)
         row, col = lv.edge_index
         M, k = lv.num_centroids, lv.k
@@ -178,8 +188,21 @@ class PointConv(nn.Module):
             out = (out.view(B, m1, -1) + torch.nn.functional.linear(agg_rel, weight[:, n_feat:])).view(M, -1)
         return out, lv.pos, lv.batch
 
+    def _forward_global(self, x: Tensor, pos: Tensor, batch: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+        if batch is None:
+            batch = torch.zeros(pos.size(0), dtype=torch.long, device=pos.device)
+        num = int(batch.max()) + 1 if batch.numel() else 0
+        w = self.weight_net(pos)  # offsets from the origin
+        g = torch.cat((x, pos.to(x.dtype)), dim=-1) if self.concat_relative else x
+        # Sum over each cloud of g_j (x) w_j, as one scatter of the per-point outer products.
+        outer = (g.unsqueeze(-1) * w.unsqueeze(-2)).reshape(pos.size(0), -1)
+        agg = outer.new_zeros(num, outer.size(1)).index_add_(0, batch, outer)
+        out = self.linear(agg)
+        return out, pos.new_zeros(num, pos.size(1)), torch.arange(num, device=pos.device)
+
     def extra_repr(self) -> str:
-        where = (f"num_centroids={self.num_centroids}" if self.num_centroids is not None
+        where = ("global centroid" if self.global_centroid
+                 else f"num_centroids={self.num_centroids}" if self.num_centroids is not None
                  else f"ratio={self.ratio}" if self.ratio is not None else "all points")
         return (f"{self.in_channels}, {self.out_channels}, num_neighbors={self.num_neighbors}, {where}, "
                 f"manifold={self.manifold!r}")

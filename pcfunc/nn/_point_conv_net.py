@@ -25,6 +25,7 @@ class LayerSpec:
         pool_neighbors (int, optional): Neighbours of the average pooling that follows (``None``: no pooling).
         pool_centroids (int, optional): Centroids per cloud of the pooling.
         pool_ratio (float, optional): Fraction kept by the pooling (instead of ``pool_centroids``).
+        global_centroid (bool): One centroid per cloud aggregating the whole cloud (see :class:`PointConv`).
     """
 
     out_channels: int
@@ -34,6 +35,7 @@ class LayerSpec:
     pool_neighbors: Optional[int] = None
     pool_centroids: Optional[int] = None
     pool_ratio: Optional[float] = None
+    global_centroid: bool = False
 
 
 def _as_spec(s: Union[LayerSpec, Mapping[str, Any]], i: int) -> LayerSpec:
@@ -108,7 +110,7 @@ class PointConvNet(nn.Module):
         c = in_channels
         for s in specs:
             self.convs.append(PointConv(c, s.out_channels, s.num_neighbors, s.num_centroids, s.ratio, self.manifold,
-                                        weight_hidden, batch_norm, cache=cache))
+                                        weight_hidden, batch_norm, cache=cache, global_centroid=s.global_centroid))
             self.norms.append(nn.BatchNorm1d(s.out_channels) if batch_norm else nn.Identity())
             pool = None
             if s.pool_neighbors is not None:
@@ -118,7 +120,8 @@ class PointConvNet(nn.Module):
         self.act = nn.LeakyReLU(negative_slope)
         if readout == "flatten":
             last = specs[-1]
-            final = last.pool_centroids if last.pool_neighbors is not None else last.num_centroids
+            final = 1 if last.global_centroid else (
+                last.pool_centroids if last.pool_neighbors is not None else last.num_centroids)
             if final is None:
                 raise ValueError("readout='flatten' needs a fixed number of centroids in the last layer")
             c = c * final
@@ -196,8 +199,10 @@ def vamoh_encoder_specs(dataset: str) -> Tuple[List[LayerSpec], Dict[str, Any]]:
     nbrs = tuple(cfg["neighbors"]) + (cfg["neighbors"][-1],) * (n - len(cfg["neighbors"]))
     pn = cfg.get("pool_neighbors", (None,) * n)
     pc = cfg.get("pool_centroids", (None,) * n)
-    specs = [LayerSpec(cfg["out_channels"][i], nbrs[i], cfg["centroids"][i], None, pn[i],
-                       pc[i] if pn[i] is not None else None) for i in range(n)]
+    # A level of 1 centroid in Table 3 is the global "group all" aggregation of the whole cloud.
+    specs = [LayerSpec(cfg["out_channels"][i], nbrs[i], None if cfg["centroids"][i] == 1 else cfg["centroids"][i],
+                       None, pn[i], pc[i] if pn[i] is not None else None,
+                       global_centroid=cfg["centroids"][i] == 1) for i in range(n)]
     return specs, dict(latent_dim=cfg["latent_dim"], weight_hidden=cfg["weight_hidden"])
 
 

@@ -158,3 +158,26 @@ def test_shared_grid_fast_path_equals_per_cloud_evaluation(train):
     for b in range(3):
         single, _, _ = conv(data.x[b * n:(b + 1) * n], data.pos[b * n:(b + 1) * n].double())
         assert torch.allclose(out[b * 20:(b + 1) * 20], single, atol=1e-10)
+
+
+def test_global_centroid_sums_over_each_whole_cloud():
+    torch.manual_seed(0)
+    m = Euclidean(2)
+    pos = m.random(25, generator=torch.Generator().manual_seed(5)).double()
+    batch = torch.tensor([0] * 10 + [1] * 15)
+    x = torch.randn(25, 3, dtype=torch.float64)
+    conv = PointConv(3, 4, num_neighbors=1, manifold=m, global_centroid=True, cache=None).double().eval()
+    out, cpos, cbatch = conv(x, pos, batch)
+    assert out.shape == (2, 4) and torch.equal(cbatch, torch.tensor([0, 1])) and float(cpos.abs().max()) == 0
+    for b, sel in ((0, slice(0, 10)), (1, slice(10, 25))):
+        acc = sum(torch.outer(torch.cat((x[j], pos[j])), conv.weight_net(pos[j][None])[0]) for j in range(25)[sel])
+        assert torch.allclose(out[b], conv.linear(acc.reshape(1, -1))[0], atol=1e-10)
+    # Permuting the points of the clouds does not change the result.
+    perm = torch.cat((torch.randperm(10), 10 + torch.randperm(15)))
+    assert torch.allclose(conv(x[perm], pos[perm], batch)[0], out, atol=1e-10)
+    from pcfunc.nn import vamoh_encoder_specs
+
+    specs, _ = vamoh_encoder_specs("celeba_hq")
+    assert specs[-1].global_centroid and specs[-1].num_centroids is None
+    with pytest.raises(ValueError, match="global_centroid=True takes no"):
+        PointConv(1, 2, 3, num_centroids=4, manifold=m, global_centroid=True)
