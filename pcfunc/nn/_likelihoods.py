@@ -401,13 +401,13 @@ class Likelihood(nn.Module):
 
     # ---------------------------------------------------------------- for subclasses
     def _log_prob(self, parts: Tuple[Tensor, ...], y: Tensor) -> Tensor:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement _log_prob(parts, y)")
 
     def _mean(self, parts: Tuple[Tensor, ...]) -> Tensor:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement _mean(parts)")
 
     def _sample(self, parts: Tuple[Tensor, ...]) -> Tensor:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement _sample(parts)")
 
     def _checked_y(self, y: Tensor) -> Tensor:
         _check_tensor(y, "y")
