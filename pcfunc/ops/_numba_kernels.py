@@ -46,27 +46,33 @@ if _compat.WITH_NUMBA:
         return s + g ** p
 
     @numba.njit(cache=True, nogil=True)
-    def _fps_one(pts, order, bstart, start, num, mode, p, out):  # pragma: no cover - compiled
-        # pts: [n, d] in bucket order; order[j] = original index of pts[j]; bucket b = rows bstart[b]:bstart[b+1].
-        n, d = pts.shape
-        nb = bstart.shape[0] - 1
-        mind = np.full(n, np.inf)
-        lo = np.empty((nb, d))
-        hi = np.empty((nb, d))
-        bmax = np.full(nb, np.inf)
-        barg = np.empty(nb, np.int64)  # original index of the bucket's farthest point (lowest on ties)
+    def _bucket_boxes(pts, bs):  # pragma: no cover - compiled
+        # Axis-aligned bounding box [lo, hi] of every bucket's points.
+        nb, d = bs.shape[0] - 1, pts.shape[1]
+        lo = np.full((nb, d), np.inf)
+        hi = np.full((nb, d), -np.inf)
         for b in range(nb):
-            for k in range(d):
-                lo[b, k] = np.inf
-                hi[b, k] = -np.inf
-            barg[b] = order[bstart[b]]
-            for j in range(bstart[b], bstart[b + 1]):
+            for j in range(bs[b], bs[b + 1]):
                 for k in range(d):
                     v = pts[j, k]
                     if v < lo[b, k]:
                         lo[b, k] = v
                     if v > hi[b, k]:
                         hi[b, k] = v
+        return lo, hi
+
+    @numba.njit(cache=True, nogil=True)
+    def _fps_one(pts, order, bstart, start, num, mode, p, out):  # pragma: no cover - compiled
+        # pts: [n, d] in bucket order; order[j] = original index of pts[j]; bucket b = rows bstart[b]:bstart[b+1].
+        n, d = pts.shape
+        nb = bstart.shape[0] - 1
+        mind = np.full(n, np.inf)
+        lo, hi = _bucket_boxes(pts, bstart)
+        bmax = np.full(nb, np.inf)
+        barg = np.empty(nb, np.int64)  # original index of the bucket's farthest point (lowest on ties)
+        for b in range(nb):
+            barg[b] = order[bstart[b]]
+            for j in range(bstart[b], bstart[b + 1]):
                 if order[j] < barg[b]:
                     barg[b] = order[j]
         pos_of = np.empty(n, np.int64)  # original index -> row in pts
@@ -186,19 +192,7 @@ if _compat.WITH_NUMBA:
         # Exact kNN of each query among pts (bucket order), visiting only buckets that can still contribute.
         n, d = pts.shape
         nb = bs.shape[0] - 1
-        lo = np.empty((nb, d))
-        hi = np.empty((nb, d))
-        for b in range(nb):
-            for kk in range(d):
-                lo[b, kk] = np.inf
-                hi[b, kk] = -np.inf
-            for j in range(bs[b], bs[b + 1]):
-                for kk in range(d):
-                    v = pts[j, kk]
-                    if v < lo[b, kk]:
-                        lo[b, kk] = v
-                    if v > hi[b, kk]:
-                        hi[b, kk] = v
+        lo, hi = _bucket_boxes(pts, bs)
         bound = np.empty(nb)
         bd = np.empty(k)
         bi = np.empty(k, np.int64)
