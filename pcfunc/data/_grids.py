@@ -17,7 +17,11 @@ ArrayLike = Union[Tensor, np.ndarray, Sequence[float]]
 
 
 def _as_tensor(a: ArrayLike, name: str, dtype: Optional[torch.dtype] = None) -> Tensor:
-    t = a if isinstance(a, Tensor) else torch.as_tensor(np.asarray(a))
+    if not isinstance(a, Tensor):
+        arr = np.asarray(a)
+        t = torch.as_tensor(arr if arr.flags.writeable else arr.copy())
+    else:
+        t = a
     if dtype is not None:
         t = t.to(dtype)
     elif not torch.is_floating_point(t):

@@ -1,0 +1,130 @@
+"""Reading ERA5 fields as users download them from the Copernicus Climate Data Store (NetCDF or Zarr)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+__all__ = ["ERA5Field", "load_era5"]
+
+_TIME_NAMES = ("valid_time", "time")
+_LAT_NAMES = ("latitude", "lat")
+_LON_NAMES = ("longitude", "lon")
+
+
+@dataclass(frozen=True)
+class ERA5Field:
+    """One variable of ERA5 on a lat/lon grid, in physical units.
+
+    Attributes:
+        values (numpy.ndarray): Shape ``(T, n_lat, n_lon)``, float32, in ``units``.
+        lat (numpy.ndarray): Latitudes in degrees, north first.
+        lon (numpy.ndarray): Longitudes in degrees, as in the file (0..360 or -180..180), increasing.
+        time (numpy.ndarray): ``datetime64`` of each step.
+        variable (str): Short name, e.g. ``"t2m"``.
+        units (str): Units from the file's attributes (``""`` if absent).
+    """
+
+    values: np.ndarray
+    lat: np.ndarray
+    lon: np.ndarray
+    time: np.ndarray
+    variable: str
+    units: str = ""
+
+    @property
+    def shape(self) -> Tuple[int, int]:
+        """``(n_lat, n_lon)``."""
+        return int(self.lat.size), int(self.lon.size)
+
+    def subsample(self, stride: Union[int, Tuple[int, int]]) -> "ERA5Field":
+        """Every ``stride``-th latitude and longitude, keeping both poles when the grid has them.
+
+        GASP and VaMoH use ``stride=16`` on the 0.25° grid (721 x 1440 -> 46 x 90); ``stride=4`` on
+        the 1° grid gives the same 4° grid.
+        """
+        s_lat, s_lon = (stride, stride) if isinstance(stride, int) else stride
+        for name, s in (("stride", s_lat), ("stride", s_lon)):
+            if isinstance(s, bool) or not isinstance(s, int) or s < 1:
+                raise ValueError(f"{name} must be a positive integer or a pair of them, got {stride!r}")
+        if (self.lat.size - 1) % s_lat:
+            raise ValueError(f"stride {s_lat} does not divide the {self.lat.size - 1} latitude intervals: "
+                             "the last latitude (a pole on global grids) would be lost")
+        if self.lon.size % s_lon:
+            raise ValueError(f"stride {s_lon} does not divide the {self.lon.size} longitudes")
+        return replace(self, values=np.ascontiguousarray(self.values[:, ::s_lat, ::s_lon]),
+                       lat=self.lat[::s_lat].copy(), lon=self.lon[::s_lon].copy())
+
+    def select_time(self, index: Union[slice, Sequence[int], np.ndarray]) -> "ERA5Field":
+        """The steps at ``index`` (a slice, integer indices or a boolean mask)."""
+        return replace(self, values=self.values[index], time=self.time[index])
+
+
+def _pick(names: Sequence[str], available: Sequence[str], what: str, source: str) -> str:
+    for n in names:
+        if n in available:
+            return n
+    raise ValueError(f"{source} has no {what} coordinate (looked for {list(names)}; found {sorted(available)})")
+
+
+def load_era5(
+    source: Union[str, Path, Any],
+    variable: str = "t2m",
+    time: Optional[slice] = None,
+) -> ERA5Field:
+    """Read one variable of an ERA5 file from the Climate Data Store.
+
+    Accepts NetCDF files (``.nc``; the new CDS names the time dimension
+    ``valid_time``, the old one ``time``), Zarr stores (a ``.zarr`` directory)
+    or an opened :class:`xarray.Dataset`. Latitudes may be north- or
+    south-first and longitudes 0..360 or -180..180, at any resolution; the
+    result is north-first with increasing longitudes. Size-1 extra dimensions
+    (e.g. ``expver``, ``number``) are dropped.
+
+    Args:
+        source: Path to a NetCDF file or Zarr store, or an :class:`xarray.Dataset`.
+        variable (str): Short name of the variable (``"t2m"``, ``"u10"``, ``"v10"``, ``"msl"``, ...).
+        time (slice, optional): Selection along time, by label (e.g. ``slice("2020-01", "2020-06")``).
+
+    Returns:
+        ERA5Field: The values ``(T, n_lat, n_lon)`` in the file's units.
+
+    Raises:
+        ValueError: The file lacks ``variable`` (the message lists what it has), has no lat/lon/time
+            coordinates, has other non-trivial dimensions, or contains NaN/Inf.
+    """
+    import xarray as xr
+
+    if isinstance(source, xr.Dataset):
+        ds, name = source, "dataset"
+    else:
+        path = Path(source)
+        name = str(path)
+        if not path.exists():
+            raise FileNotFoundError(f"source {name!r} does not exist")
+        ds = xr.open_zarr(path) if (path.is_dir() or path.suffix == ".zarr") else xr.open_dataset(path)
+    if variable not in ds.data_vars:
+        raise ValueError(f"{name} has no variable {variable!r}; it has {sorted(map(str, ds.data_vars))}")
+    da = ds[variable]
+    dims = [str(d) for d in da.dims]
+    t = _pick(_TIME_NAMES, dims, "time", name)
+    la = _pick(_LAT_NAMES, dims, "latitude", name)
+    lo = _pick(_LON_NAMES, dims, "longitude", name)
+    extra = [d for d in dims if d not in (t, la, lo)]
+    big = [d for d in extra if da.sizes[d] != 1]
+    if big:
+        raise ValueError(f"{variable!r} in {name} has extra dimensions {big}; select one entry of each first")
+    da = da.isel({d: 0 for d in extra}).transpose(t, la, lo)
+    if time is not None:
+        da = da.sel({t: time})
+    da = da.sortby(la, ascending=False).sortby(lo)
+    values = np.array(da.values, dtype=np.float32)  # a writable copy (torch refuses read-only arrays)
+    if not np.isfinite(values).all():
+        bad = int((~np.isfinite(values)).sum())
+        raise ValueError(f"{variable!r} in {name} contains {bad} NaN/Inf values; fill or mask them first")
+    return ERA5Field(values=values, lat=np.asarray(da[la].values, dtype=np.float64),
+                     lon=np.asarray(da[lo].values, dtype=np.float64), time=np.asarray(da[t].values),
+                     variable=variable, units=str(da.attrs.get("units", "")))

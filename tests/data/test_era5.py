@@ -1,0 +1,112 @@
+import numpy as np
+import pytest
+
+xr = pytest.importorskip("xarray")
+
+from pcfunc.data import ERA5Field, LatLonGrid, load_era5  # noqa: E402
+
+
+def _cds_dataset(time_name="valid_time", lon_convention="0-360", north_first=True, n_lat=19, n_lon=36, steps=3,
+                 extra=None):
+    """A small field in the layout of CDS downloads; values encode (step, lat, lon) so reordering is checkable."""
+    lat = np.linspace(90, -90, n_lat)
+    lon = np.arange(n_lon) * (360.0 / n_lon)
+    if lon_convention == "-180-180":
+        lon = np.where(lon >= 180, lon - 360, lon)
+        order = np.argsort(lon)
+        lon = lon[order]
+    t = np.arange(steps)[:, None, None]
+    values = (250 + t + 0.1 * np.cos(np.deg2rad(lat))[None, :, None] * 100
+              + 0.01 * np.sin(np.deg2rad(lon))[None, None, :] * 100).astype(np.float32)
+    if not north_first:
+        lat, values = lat[::-1], values[:, ::-1]
+    times = np.array(["2020-01-01T00", "2020-01-01T06", "2020-01-01T12"][:steps], dtype="datetime64[ns]")
+    dims = (time_name, "latitude", "longitude")
+    coords = {time_name: times, "latitude": lat, "longitude": lon}
+    da = xr.DataArray(values, dims=dims, coords=coords, attrs={"units": "K"})
+    if extra:
+        da = da.expand_dims({extra[0]: extra[1]})
+    return xr.Dataset({"t2m": da, "u10": da * 0 + 1.5})
+
+
+def _expected(ds):
+    da = ds["t2m"]
+    return da.sortby("latitude", ascending=False).sortby("longitude")
+
+
+@pytest.mark.parametrize("time_name", ["valid_time", "time"])
+@pytest.mark.parametrize("lon_convention", ["0-360", "-180-180"])
+@pytest.mark.parametrize("north_first", [True, False])
+def test_netcdf_in_cds_layouts(tmp_path, time_name, lon_convention, north_first):
+    ds = _cds_dataset(time_name, lon_convention, north_first)
+    path = tmp_path / "era5.nc"
+    ds.to_netcdf(path)
+    f = load_era5(path, "t2m")
+    ref = _expected(ds)
+    assert isinstance(f, ERA5Field) and f.values.shape == (3, 19, 36) and f.units == "K"
+    assert f.lat[0] == 90 and f.lat[-1] == -90 and np.all(np.diff(f.lon) > 0)
+    np.testing.assert_array_equal(f.values, ref.values)
+    np.testing.assert_array_equal(f.lon, ref["longitude"].values)
+    assert f.time.dtype.kind == "M"
+    # Both longitude conventions give the same points on the sphere.
+    grid = LatLonGrid(f.lat, f.lon)
+    assert grid.num_points == 17 * 36 + 2
+    assert grid.to_batch(f.values).x.shape == (3 * grid.num_points, 1)
+
+
+def test_zarr_store_other_variable_and_time_selection(tmp_path):
+    ds = _cds_dataset()
+    path = tmp_path / "era5.zarr"
+    ds.to_zarr(path)
+    f = load_era5(path, "u10", time=slice("2020-01-01T06", "2020-01-01T12"))
+    assert f.variable == "u10" and f.values.shape == (2, 19, 36) and np.all(f.values == 1.5)
+
+
+def test_extra_dimensions(tmp_path):
+    f = load_era5(_cds_dataset(extra=("expver", [1])))
+    assert f.values.shape == (3, 19, 36)
+    with pytest.raises(ValueError, match=r"extra dimensions \['number'\]"):
+        load_era5(_cds_dataset(extra=("number", [0, 1])))
+
+
+def test_subsample_keeps_poles_like_the_papers():
+    ds = _cds_dataset(n_lat=181, n_lon=360, steps=1)
+    f = load_era5(ds).subsample(4)
+    assert f.shape == (46, 90) and f.lat[0] == 90 and f.lat[-1] == -90
+    np.testing.assert_array_equal(f.values, load_era5(ds).values[:, ::4, ::4])
+    with pytest.raises(ValueError, match="does not divide the 180 latitude intervals"):
+        load_era5(ds).subsample(7)
+    assert load_era5(ds).select_time([0]).values.shape == (1, 181, 360)
+
+
+def test_errors(tmp_path):
+    ds = _cds_dataset()
+    with pytest.raises(ValueError, match=r"no variable 'msl'; it has \['t2m', 'u10'\]"):
+        load_era5(ds, "msl")
+    bad = ds.copy()
+    bad["t2m"] = bad["t2m"].where(bad["t2m"] < 250.5)
+    with pytest.raises(ValueError, match="contains .* NaN/Inf"):
+        load_era5(bad)
+    odd = ds.rename({"latitude": "y"})
+    with pytest.raises(ValueError, match="has no latitude coordinate"):
+        load_era5(odd)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_era5(tmp_path / "missing.nc")
+
+
+def test_real_sample_round_trip(tmp_path):
+    # The real 1-degree ERA5 sample, written as a CDS NetCDF and read back.
+    from pathlib import Path
+
+    sample = Path(__file__).resolve().parents[3] / "shared" / "data" / "era5_sample_1deg.npz"
+    if not sample.is_file():
+        pytest.skip("the shared ERA5 sample is not beside this checkout")
+    with np.load(sample) as z:
+        t2m, lat, lon = z["t2m"][:2], z["latitude"], z["longitude"]
+    ds = xr.Dataset({"t2m": (("valid_time", "latitude", "longitude"), t2m)},
+                    coords={"valid_time": np.array(["2026-03-25T00", "2026-03-25T07"], dtype="datetime64[ns]"),
+                            "latitude": lat, "longitude": lon})
+    ds.to_netcdf(tmp_path / "real.nc")
+    f = load_era5(tmp_path / "real.nc").subsample(4)
+    np.testing.assert_array_equal(f.values, t2m[:, ::4, ::4])
+    assert 200 < f.values.min() < f.values.max() < 330
