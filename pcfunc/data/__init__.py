@@ -1,6 +1,7 @@
 """Data: grids (images, voxels, lat/lon) to point clouds and back, and ERA5 files."""
 
-from ._era5 import ERA5Field, load_era5
+from ._era5 import ERA5Field, MinMaxNormalizer, load_era5, load_era5_sample, split_by_time
 from ._grids import Grid, ImageGrid, LatLonGrid, VoxelGrid
 
-__all__ = ["Grid", "ImageGrid", "VoxelGrid", "LatLonGrid", "ERA5Field", "load_era5"]
+__all__ = ["Grid", "ImageGrid", "VoxelGrid", "LatLonGrid", "ERA5Field", "load_era5", "load_era5_sample", "MinMaxNormalizer",
+           "split_by_time"]

@@ -8,7 +8,7 @@ from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-__all__ = ["ERA5Field", "load_era5"]
+__all__ = ["ERA5Field", "load_era5", "load_era5_sample", "MinMaxNormalizer", "split_by_time"]
 
 _TIME_NAMES = ("valid_time", "time")
 _LAT_NAMES = ("latitude", "lat")
@@ -128,3 +128,85 @@ def load_era5(
     return ERA5Field(values=values, lat=np.asarray(da[la].values, dtype=np.float64),
                      lon=np.asarray(da[lo].values, dtype=np.float64), time=np.asarray(da[t].values),
                      variable=variable, units=str(da.attrs.get("units", "")))
+
+
+_SAMPLE = Path(__file__).resolve().parent / "assets" / "era5_t2m_1deg.npz"
+
+
+def load_era5_sample() -> ERA5Field:
+    """The real ERA5 sample shipped with pcfunc: 2 m temperature, 1°, 24 steps of one week (2026-03-25..31).
+
+    Global 181 x 360 grid (both poles), stored to 0.0025 K. Everything in pcfunc runs on it without a
+    download. Contains modified Copernicus Climate Change Service information (ERA5, Hersbach et al.
+    2020, doi:10.1002/qj.3803), CC-BY 4.0; see ``pcfunc/data/assets/ERA5_ATTRIBUTION.txt``.
+
+    Returns:
+        ERA5Field: ``values`` of shape ``(24, 181, 360)`` in kelvin.
+    """
+    with np.load(_SAMPLE) as z:
+        values = (z["offset"] + z["scale"] * z["t2m"].astype(np.float64)).astype(np.float32)
+        time = np.datetime64("1940-01-01T00", "h") + z["time_hours_since_1940"].astype("timedelta64[h]")
+        return ERA5Field(values=values, lat=z["latitude"].astype(np.float64), lon=z["longitude"].astype(np.float64),
+                         time=time.astype("datetime64[ns]"), variable="t2m", units="K")
+
+
+@dataclass(frozen=True)
+class MinMaxNormalizer:
+    r"""Affine map of physical values to :math:`[0, 1]`: :math:`(v - \text{low}) / (\text{high} - \text{low})`.
+
+    GASP and VaMoH map the lowest temperature of the data to 0 and the highest to 1; fit the bounds on
+    the training split (:meth:`fit`) and keep them (:meth:`to_dict`) to report outputs in kelvin
+    with :meth:`inverse`.
+
+    Attributes:
+        low (float): Value mapped to 0.
+        high (float): Value mapped to 1.
+    """
+
+    low: float
+    high: float
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.low) and np.isfinite(self.high)) or not self.high > self.low:
+            raise ValueError(f"need finite low < high, got low={self.low!r}, high={self.high!r}")
+
+    @classmethod
+    def fit(cls, values: Any) -> "MinMaxNormalizer":
+        """Bounds from the minimum and maximum of ``values`` (an array, a tensor or an :class:`ERA5Field`)."""
+        v = values.values if isinstance(values, ERA5Field) else np.asarray(values)
+        return cls(float(np.min(v)), float(np.max(v)))
+
+    def transform(self, values: Any) -> Any:
+        """Physical values to the normalised range (works on NumPy arrays and tensors)."""
+        return (values - self.low) / (self.high - self.low)
+
+    def inverse(self, values: Any) -> Any:
+        """Normalised values back to physical units."""
+        return values * (self.high - self.low) + self.low
+
+    def to_dict(self) -> dict:
+        return {"low": self.low, "high": self.high}
+
+
+def split_by_time(field: ERA5Field, fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> Tuple[ERA5Field, ...]:
+    """Chronological, contiguous splits (e.g. train / validation / test) of a field's time steps.
+
+    Contiguous blocks keep the strongly correlated neighbouring steps of a reanalysis in one split.
+
+    Args:
+        field (ERA5Field): The field, in time order.
+        fractions (sequence of float): Positive fractions summing to 1.
+
+    Returns:
+        tuple of ERA5Field: One per fraction; every step is in exactly one.
+    """
+    f = np.asarray(fractions, dtype=np.float64)
+    if f.ndim != 1 or f.size < 1 or np.any(f <= 0) or abs(f.sum() - 1.0) > 1e-6:
+        raise ValueError(f"fractions must be positive and sum to 1, got {tuple(fractions)!r}")
+    T = field.values.shape[0]
+    ends = np.round(np.cumsum(f) * T).astype(int)
+    starts = np.concatenate(([0], ends[:-1]))
+    if np.any(ends - starts < 1):
+        raise ValueError(f"{T} time steps cannot be split into {tuple(fractions)!r} with a step in each part")
+    order = np.argsort(field.time, kind="stable")
+    return tuple(field.select_time(order[s:e]) for s, e in zip(starts, ends))

@@ -110,3 +110,41 @@ def test_real_sample_round_trip(tmp_path):
     f = load_era5(tmp_path / "real.nc").subsample(4)
     np.testing.assert_array_equal(f.values, t2m[:, ::4, ::4])
     assert 200 < f.values.min() < f.values.max() < 330
+
+
+def test_embedded_sample_matches_the_shared_real_data():
+    from pathlib import Path
+
+    from pcfunc.data import load_era5_sample
+
+    f = load_era5_sample()
+    assert f.values.shape == (24, 181, 360) and f.units == "K" and f.variable == "t2m"
+    assert str(f.time[0])[:13] == "2026-03-25T00" and np.all(np.diff(f.time).astype(np.int64) > 0)
+    sample = Path(__file__).resolve().parents[3] / "shared" / "data" / "era5_sample_1deg.npz"
+    if sample.is_file():
+        with np.load(sample) as z:
+            assert np.abs(f.values - z["t2m"]).max() <= 0.0026  # the stored quantisation step is 0.005 K
+    assert (Path(__import__("pcfunc").__file__).parent / "data" / "assets" / "ERA5_ATTRIBUTION.txt").is_file()
+
+
+def test_normalizer_and_time_split():
+    import torch
+
+    from pcfunc.data import MinMaxNormalizer, load_era5_sample, split_by_time
+
+    train, val, test = split_by_time(load_era5_sample(), (0.75, 0.125, 0.125))
+    assert [s.values.shape[0] for s in (train, val, test)] == [18, 3, 3]
+    assert train.time.max() < val.time.min() and val.time.max() < test.time.min()
+    norm = MinMaxNormalizer.fit(train)
+    y = norm.transform(train.values)
+    assert y.min() == 0.0 and y.max() == 1.0
+    np.testing.assert_allclose(norm.inverse(y), train.values, rtol=1e-6)
+    t = torch.as_tensor(val.values)
+    assert torch.allclose(norm.inverse(norm.transform(t)), t, rtol=1e-6)
+    assert MinMaxNormalizer(**norm.to_dict()) == norm
+    with pytest.raises(ValueError, match="low < high"):
+        MinMaxNormalizer(1.0, 1.0)
+    with pytest.raises(ValueError, match="sum to 1"):
+        split_by_time(train, (0.5, 0.2))
+    with pytest.raises(ValueError, match="cannot be split"):
+        split_by_time(train.select_time([0, 1]), (0.5, 0.25, 0.25))
