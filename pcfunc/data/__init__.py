@@ -1,7 +1,8 @@
 """Data: grids (images, voxels, lat/lon) to point clouds and back, and ERA5 files."""
 
-from ._era5 import ERA5Field, MinMaxNormalizer, load_era5, load_era5_sample, split_by_time
+from ._era5 import ERA5Dataset, ERA5Field, MinMaxNormalizer, load_era5, load_era5_sample, split_by_time
 from ._grids import Grid, ImageGrid, LatLonGrid, VoxelGrid
+from ._transforms import PointDropout, RandomSubset, select_points
 
 __all__ = ["Grid", "ImageGrid", "VoxelGrid", "LatLonGrid", "ERA5Field", "load_era5", "load_era5_sample", "MinMaxNormalizer",
-           "split_by_time"]
+           "split_by_time", "ERA5Dataset", "PointDropout", "RandomSubset", "select_points"]

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import torch
 
-__all__ = ["ERA5Field", "load_era5", "load_era5_sample", "MinMaxNormalizer", "split_by_time"]
+__all__ = ["ERA5Field", "ERA5Dataset", "load_era5", "load_era5_sample", "MinMaxNormalizer", "split_by_time"]
 
 _TIME_NAMES = ("valid_time", "time")
 _LAT_NAMES = ("latitude", "lat")
@@ -210,3 +211,36 @@ def split_by_time(field: ERA5Field, fractions: Sequence[float] = (0.8, 0.1, 0.1)
         raise ValueError(f"{T} time steps cannot be split into {tuple(fractions)!r} with a step in each part")
     order = np.argsort(field.time, kind="stable")
     return tuple(field.select_time(order[s:e]) for s, e in zip(starts, ends))
+
+
+class ERA5Dataset(torch.utils.data.Dataset):
+    """Time steps of an :class:`ERA5Field` as PyG :class:`~torch_geometric.data.Data` on its lat/lon grid.
+
+    Each item has ``pos`` (the grid's unit vectors, each pole one point), ``x`` (the normalised values,
+    shape ``(N, 1)``) and ``time_index``. Batch with :class:`torch_geometric.loader.DataLoader`.
+
+    Args:
+        field (ERA5Field): The data (e.g. one split of :func:`split_by_time`).
+        normalizer (MinMaxNormalizer, optional): Maps values to [0, 1]; by default fitted on ``field``
+            (fit it on the training split and pass it to the others).
+        transform (callable, optional): Applied to every item (e.g. :class:`PointDropout`).
+    """
+
+    def __init__(self, field: ERA5Field, normalizer: Optional[MinMaxNormalizer] = None,
+                 transform: Optional[Any] = None) -> None:
+        from ._grids import LatLonGrid
+
+        self.field = field
+        self.normalizer = normalizer if normalizer is not None else MinMaxNormalizer.fit(field)
+        self.grid = LatLonGrid(field.lat, field.lon)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return int(self.field.values.shape[0])
+
+    def __getitem__(self, i: int) -> Any:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} time steps")
+        data = self.grid.to_data(self.normalizer.transform(self.field.values[i]))
+        data.time_index = torch.tensor([i % len(self)])
+        return self.transform(data) if self.transform is not None else data
