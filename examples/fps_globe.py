@@ -12,8 +12,8 @@ three views (lat 30 lon 0, lat 30 lon 120, north pole) composed into one PNG.
 
 Run it with ``bash scripts/run demo`` (the main job until the ERA5 example
 exists) or ``python examples/fps_globe.py --out outputs/fps_globe.png``.
-Without the ERA5 sample file (``--data``, env var ``PCFUNC_ERA5_SAMPLE``) it
-falls back to an analytic smooth field and says so.
+By default it uses the real ERA5 sample embedded in pcfunc; ``--data`` (or the
+env var ``PCFUNC_ERA5_SAMPLE``) takes an ``.npz`` or a CDS NetCDF/Zarr file.
 """
 
 from __future__ import annotations
@@ -39,11 +39,10 @@ from pytorch3d.renderer import (  # noqa: E402
 from pytorch3d.structures import Meshes, join_meshes_as_scene  # noqa: E402
 from pytorch3d.utils import ico_sphere  # noqa: E402
 
-from pcfunc.data import LatLonGrid  # noqa: E402
+from pcfunc.data import LatLonGrid, load_era5, load_era5_sample  # noqa: E402
 from pcfunc.manifolds import Sphere, latlon_to_xyz  # noqa: E402
 from pcfunc.ops import build_hierarchy, knn  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 LEVELS = [(1024, 9), (256, 9), (64, 9), (32, 9), (16, 9)]
 # level size -> (colour, radius, icosphere level) of its markers; coarser levels get bigger markers over the finer ones
 MARKERS = {1024: ("black", 0.008, 0), 256: ("white", 0.019, 0), 64: ("magenta", 0.030, 1), 16: ("blue", 0.044, 1)}
@@ -53,23 +52,25 @@ FOV, TILE = 45.0, 32  # camera field of view (degrees); rasterizer tile (pixels)
 
 
 def default_data() -> Optional[Path]:
-    candidates = [os.environ.get("PCFUNC_ERA5_SAMPLE"), REPO.parent / "shared/data/era5_sample_1deg.npz",
-                  "/work/shared/data/era5_sample_1deg.npz"]
-    return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
+    env = os.environ.get("PCFUNC_ERA5_SAMPLE")
+    return Path(env) if env else None
 
 
 def load_t2m(path: Optional[Path]) -> Tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-    """``t2m`` (T, 181, 360) in kelvin with its latitude (90..-90) and longitude (0..359) axes."""
-    if path is not None and path.is_file():
-        with np.load(path) as f:
-            source = f"ERA5 sample {path.name}\ncontains modified Copernicus C3S information (CC-BY 4.0)"
-            return f["t2m"].astype(np.float32), f["latitude"], f["longitude"], source
-    print("ERA5 sample not found (--data / PCFUNC_ERA5_SAMPLE): using an analytic smooth field instead")
-    lat, lon = np.linspace(90.0, -90.0, 181), np.arange(360.0)
-    phi, lam = np.deg2rad(lat)[None, :, None], np.deg2rad(lon)[None, None, :]
-    step = np.arange(4.0)[:, None, None]
-    t2m = 250.0 + 50.0 * np.cos(phi) ** 2 + 6.0 * np.cos(phi) * np.sin(2.0 * lam + 0.3 * step) + 4.0 * np.sin(phi)
-    return t2m.astype(np.float32), lat, lon, "analytic field"
+    """``t2m`` (T, n_lat, n_lon) in kelvin with its latitude (north first) and longitude axes.
+
+    ``path``: an ``.npz`` with ``t2m``, ``latitude``, ``longitude``, or a CDS NetCDF/Zarr file; by default
+    the ERA5 sample embedded in pcfunc.
+    """
+    attribution = "contains modified Copernicus C3S information (CC-BY 4.0)"
+    if path is None:
+        f = load_era5_sample()
+        return f.values, f.lat, f.lon, f"ERA5 sample embedded in pcfunc\n{attribution}"
+    if path.suffix == ".npz":
+        with np.load(path) as z:
+            return z["t2m"].astype(np.float32), z["latitude"], z["longitude"], f"ERA5 {path.name}\n{attribution}"
+    f = load_era5(path, "t2m")
+    return f.values, f.lat, f.lon, f"ERA5 {path.name}\n{attribution}"
 
 
 def marker_mesh(centres: torch.Tensor, radius: float, subdiv: int, colour: Sequence[float],
