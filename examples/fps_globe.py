@@ -19,11 +19,10 @@ env var ``PCFUNC_ERA5_SAMPLE``) takes an ``.npz`` or a CDS NetCDF/Zarr file.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import matplotlib
 
@@ -32,23 +31,20 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from pytorch3d.renderer import (  # noqa: E402
-    HardPhongShader, MeshRasterizer, MeshRenderer, PerspectiveCameras, PointLights,
-    RasterizationSettings, TexturesVertex, look_at_view_transform,
-)
+from pytorch3d.renderer import TexturesVertex  # noqa: E402
 from pytorch3d.structures import Meshes, join_meshes_as_scene  # noqa: E402
 from pytorch3d.utils import ico_sphere  # noqa: E402
 
 from pcfunc.data import LatLonGrid, load_era5, load_era5_sample  # noqa: E402
-from pcfunc.manifolds import Sphere, latlon_to_xyz  # noqa: E402
+from pcfunc.manifolds import Sphere  # noqa: E402
 from pcfunc.ops import build_hierarchy, knn  # noqa: E402
+from pcfunc.render import globe_colors, render_globe  # noqa: E402
 
 LEVELS = [(1024, 9), (256, 9), (64, 9), (32, 9), (16, 9)]
 # level size -> (colour, radius, icosphere level) of its markers; coarser levels get bigger markers over the finer ones
 MARKERS = {1024: ("black", 0.008, 0), 256: ("white", 0.019, 0), 64: ("magenta", 0.030, 1), 16: ("blue", 0.044, 1)}
 VIEWS = [("lat 30, lon 0", 30.0, 0.0), ("lat 30, lon 120", 30.0, 120.0), ("north pole, lon 0 down", 90.0, 0.0)]
 CMAP = "turbo"
-FOV, TILE = 45.0, 32  # camera field of view (degrees); rasterizer tile (pixels)
 
 
 def default_data() -> Optional[Path]:
@@ -84,56 +80,6 @@ def marker_mesh(centres: torch.Tensor, radius: float, subdiv: int, colour: Seque
     return Meshes([verts], [faces], TexturesVertex([rgb]))
 
 
-def render_views(scene: Meshes, image_size: int, device: torch.device) -> List[np.ndarray]:
-    """The :data:`VIEWS` of ``scene``, white background, each as an ``(S, S, 3)`` array in [0, 1].
-
-    PyTorch3D's CPU rasterizer tests every pixel against every face, so each view is cut into tiles of about
-    :data:`TILE` pixels, rendered as one batch with a camera per tile and only the front faces that overlap it.
-    """
-    n = max(1, math.ceil(image_size / TILE))
-    s = math.ceil(image_size / n)
-    s += (n * s) % 2  # even canvas: no pixel centre on the image's centre line, where icosphere edges run
-    V = len(VIEWS)
-    eye = torch.stack([3.2 * latlon_to_xyz(torch.tensor(lat), torch.tensor(lon)) for _, lat, lon in VIEWS]).float()
-    # looking straight down the pole, "up" in the image is longitude 180 (longitude 0 at the bottom)
-    up = torch.tensor([[-1.0, 0.0, 0.0] if abs(lat) > 89 else [0.0, 0.0, 1.0] for _, lat, _ in VIEWS])
-    eye, up = eye.to(device), up.to(device)
-    R, T = look_at_view_transform(eye=eye, at=torch.zeros_like(eye), up=up, device=device)
-    focal = 1.0 / math.tan(math.radians(FOV / 2))
-    full = PerspectiveCameras(focal_length=focal, R=R, T=T, device=device)
-    verts, faces = scene.verts_packed(), scene.faces_packed()
-    colours = scene.textures.verts_features_packed()
-    corner = full.transform_points(verts.expand(V, -1, -1))[..., :2][:, faces]  # (V, F, 3, 2) NDC, +x left, +y up
-    lo, hi = corner.amin(2), corner.amax(2)
-    tri = verts[faces]
-    normal = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    front = ((eye[:, None] - tri.mean(1)[None]) * normal[None]).sum(-1) > 0  # (V, F)
-    c = 1.0 - (2.0 * torch.arange(n, device=device) + 1.0) / n  # NDC centre of tile row i (y) / column j (x)
-    h = (1.0 + 2.0 / s) / n  # half tile width plus a pixel
-    over = [(hi[:, None, :, a] >= (c - h)[:, None]) & (lo[:, None, :, a] <= (c + h)[:, None]) for a in (0, 1)]
-    mask = (over[1][:, :, None] & over[0][:, None] & front[:, None, None]).reshape(V * n * n, -1)
-    tid = mask.any(1).nonzero().squeeze(1)  # tiles with something in them
-    vl, fl, cl = [], [], []
-    for b in tid.tolist():  # per tile, not per point: keep the tile's faces and the vertices they use
-        used, local = torch.unique(faces[mask[b]], return_inverse=True)
-        vl.append(verts[used]), fl.append(local.view(-1, 3)), cl.append(colours[used])
-    view, i, j = tid // (n * n), tid % (n * n) // n, tid % n
-    cams = PerspectiveCameras(focal_length=focal * n, principal_point=torch.stack((-c[j] * n, -c[i] * n), 1),
-                              R=R[view], T=T[view], device=device)
-    lights = PointLights(location=(eye + 2.0 * up)[view], ambient_color=((0.6,) * 3,),
-                         diffuse_color=((0.45,) * 3,), specular_color=((0.05,) * 3,), device=device)
-    settings = RasterizationSettings(image_size=s, blur_radius=0.0, faces_per_pixel=1, bin_size=0)
-    renderer = MeshRenderer(MeshRasterizer(cameras=cams, raster_settings=settings),
-                            HardPhongShader(device=device, cameras=cams, lights=lights))
-    with torch.no_grad():
-        rendered = renderer(Meshes(vl, fl, TexturesVertex(cl)))[..., :3].clamp(0, 1)
-    out = torch.ones(V * n * n, s, s, 3, device=device)
-    out[tid] = rendered
-    out = out.view(V, n, n, s, s, 3).permute(0, 1, 3, 2, 4, 5).reshape(V, n * s, n * s, 3)
-    o = (n * s - image_size) // 2
-    return list(out[:, o:o + image_size, o:o + image_size].cpu().numpy())
-
-
 def main(argv: Optional[Sequence[str]] = None) -> Path:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=default_data(), help="ERA5 sample .npz (t2m, latitude, longitude)")
@@ -166,15 +112,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     values = grid.to_data(t2m4[0]).x[:, 0].to(device)
     nearest = knn(grid.pos.to(device), verts, k=1, manifold=sphere)[1]
     vmin, vmax = float(values.min()), float(values.max())
-    rgb = plt.get_cmap(CMAP)(((values[nearest] - vmin) / (vmax - vmin)).cpu().numpy())[:, :3]
-    globe.textures = TexturesVertex([torch.as_tensor(rgb, dtype=verts.dtype, device=device)])
+    globe.textures = TexturesVertex([globe_colors(values[nearest], vmin, vmax, CMAP)])
 
     # Markers: centroids of the first cloud at each drawn level.
     by_size = {lv.num_centroids // B: lv for lv in levels}
     parts = [globe] + [marker_mesh(by_size[n].pos[by_size[n].batch == 0], r, d, matplotlib.colors.to_rgb(c))
                        for n, (c, r, d) in MARKERS.items()]
     t0 = time.perf_counter()
-    images = render_views(join_meshes_as_scene(parts), args.image_size, device)
+    images = render_globe(join_meshes_as_scene(parts), VIEWS, args.image_size)
     print(f"rendered {len(images)} views at {args.image_size}x{args.image_size} in {time.perf_counter() - t0:.1f} s")
 
     # Compose: title on top, the views side by side, colorbar and legend below.
