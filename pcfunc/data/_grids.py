@@ -16,7 +16,7 @@ __all__ = ["Grid", "ImageGrid", "VoxelGrid", "LatLonGrid"]
 ArrayLike = Union[Tensor, np.ndarray, Sequence[float]]
 
 
-def _as_tensor(a: ArrayLike, name: str, dtype: Optional[torch.dtype] = None) -> Tensor:
+def _as_tensor(a: ArrayLike, dtype: Optional[torch.dtype] = None) -> Tensor:
     if not isinstance(a, Tensor):
         arr = np.asarray(a)
         t = torch.as_tensor(arr if arr.flags.writeable else arr.copy())
@@ -61,7 +61,7 @@ class Grid:
 
     # -- public -----------------------------------------------------------------------
     def _values(self, values: ArrayLike, lead: int) -> Tuple[Tensor, bool]:
-        v = _as_tensor(values, "values")
+        v = _as_tensor(values)
         squeeze = v.dim() == lead + len(self.shape)
         if squeeze:
             v = v.unsqueeze(-1)
@@ -179,8 +179,8 @@ class LatLonGrid(Grid):
     """
 
     def __init__(self, lat: ArrayLike, lon: ArrayLike, collapse_poles: bool = True) -> None:
-        lat_t = _as_tensor(lat, "lat", torch.float64).reshape(-1)
-        lon_t = _as_tensor(lon, "lon", torch.float64).reshape(-1)
+        lat_t = _as_tensor(lat, torch.float64).reshape(-1)
+        lon_t = _as_tensor(lon, torch.float64).reshape(-1)
         for name, a in (("lat", lat_t), ("lon", lon_t)):
             if a.numel() < 1:
                 raise ValueError(f"{name} must not be empty")
@@ -207,7 +207,6 @@ class LatLonGrid(Grid):
         n = int(row_points.sum())
         first_cell = torch.full((n,), -1, dtype=torch.long)
         first_cell.scatter_reduce_(0, self._cell_to_point, torch.arange(cell.numel()), "amin", include_self=False)
-        self._point_cell = first_cell
         self._cells_per_point = torch.bincount(self._cell_to_point, minlength=n)
         lat_cells = lat_t[:, None].expand(self.shape).reshape(-1)
         lon_cells = lon_t[None, :].expand(self.shape).reshape(-1)

@@ -75,9 +75,10 @@ def select_backend(op: str, manifold: Manifold, backend: str, pos: Tensor) -> st
 
 def batch_counts(batch: Optional[Tensor], n: int, device: torch.device, num_clouds: Optional[int] = None) -> Tensor:
     """Points per cloud (int64, shape [B])."""
-    if batch is None:
-        return torch.full((1 if num_clouds is None else num_clouds,), n, dtype=torch.long, device=device) if n else \
-            torch.zeros(1, dtype=torch.long, device=device)
+    if batch is None:  # one cloud of n points (further requested clouds are empty)
+        counts = torch.zeros(max(1, num_clouds or 1), dtype=torch.long, device=device)
+        counts[0] = n
+        return counts
     size = int(batch.max()) + 1 if batch.numel() else 0
     if num_clouds is not None:
         size = max(size, num_clouds)

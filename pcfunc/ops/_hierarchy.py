@@ -204,11 +204,13 @@ def sample_and_group(
 
 def _sample_and_group(
     pos: Tensor, batch: Optional[Tensor], k: int, num: Optional[int], ratio: Optional[float], m: Manifold,
-    cache: Optional[NeighborCache], backend: str,
+    cache: Optional[NeighborCache], backend: str, clouds: Union[int, None, str] = "detect",
 ) -> Level:
+    """:func:`sample_and_group` on validated input; ``clouds`` may pass on a known shared-grid count."""
     k = check_positive_int(k, "k")
     spec = ("level", m.cache_key(), num, ratio, k, backend)
-    clouds = _shared_grid(pos, batch)
+    if clouds == "detect":
+        clouds = _shared_grid(pos, batch)
     base_pos, base_batch, cache_key_pos = _base_cloud(pos, batch, clouds)
     hit = cache.get(cache_key_pos, spec) if cache is not None else None
     if hit is None:
@@ -277,10 +279,11 @@ def build_hierarchy(
             return list(hit)
     out: List[Level] = []
     for num, k in pairs:
-        # Only the input needs checking: every later level is made of its points.
-        level = _sample_and_group(pos, batch, k, num, None, m, cache, backend)
+        # Only the input needs checking, and the shared-grid test is done once: the centroids of B copies of a
+        # grid are B copies of the centroids.
+        level = _sample_and_group(pos, batch, k, num, None, m, cache, backend, clouds)
         out.append(level)
-        pos, batch = level.pos, level.batch
+        pos, batch, clouds = level.pos, level.batch, level.clouds
     if cache is not None:
         cache.put(key_pos, spec, tuple(out))
     return out

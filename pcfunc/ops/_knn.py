@@ -79,9 +79,7 @@ def _knn(
     x: Tensor, y: Tensor, k: int, batch_x: Optional[Tensor], batch_y: Optional[Tensor], m: Manifold,
     backend: str, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
 ) -> Tensor:
-    """:func:`knn` on validated points and batches."""
-    if x.size(1) != y.size(1):
-        raise ValueError(f"x and y must have the same number of coordinates, got {x.size(1)} and {y.size(1)}")
+    """:func:`knn` on validated points and batches (same number of coordinates, checked by :func:`knn`)."""
     if x.dtype != y.dtype:
         raise TypeError(f"x and y must have the same dtype, got {x.dtype} and {y.dtype}")
     if (batch_x is None) != (batch_y is None):
