@@ -3,19 +3,21 @@
 from ._encodings import FourierFeatures, SphericalHarmonics, spherical_harmonics
 from ._flows import FlowPrior, PlanarFlow, planar_flow, planar_flow_inverse
 from ._function_representation import FunctionRepresentation, HyperNetwork
+from ._likelihood_math import (
+    continuous_bernoulli_log_norm,
+    continuous_bernoulli_mean,
+    discretized_logistic_log_prob,
+    discretized_logistic_mixture_log_prob,
+    mixture_log_prob,
+    mixture_mean,
+)
 from ._likelihoods import (
     BernoulliLikelihood,
     ContinuousBernoulliLikelihood,
     DiscretizedLogisticLikelihood,
     GaussianLikelihood,
     Likelihood,
-    continuous_bernoulli_log_norm,
-    continuous_bernoulli_mean,
-    discretized_logistic_log_prob,
-    discretized_logistic_mixture_log_prob,
     get_likelihood,
-    mixture_log_prob,
-    mixture_mean,
 )
 from ._point_conv import AvgPool, PointConv, WeightNet
 from ._point_conv_net import LayerSpec, PointConvNet, VAMOH_ENCODERS, gasp_discriminator_specs, vamoh_encoder_specs

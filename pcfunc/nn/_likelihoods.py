@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._likelihood_math import (  # noqa: F401  (public functions re-exported)
+from ._likelihood_math import (
     _SCALE_MODES,
     _broadcast,
     _check_num_bins,
@@ -21,10 +21,6 @@ from ._likelihood_math import (  # noqa: F401  (public functions re-exported)
     _logistic_clipped_mean,
     continuous_bernoulli_log_norm,
     continuous_bernoulli_mean,
-    discretized_logistic_log_prob,
-    discretized_logistic_mixture_log_prob,
-    mixture_log_prob,
-    mixture_mean,
 )
 
 __all__ = [
@@ -34,12 +30,6 @@ __all__ = [
     "DiscretizedLogisticLikelihood",
     "GaussianLikelihood",
     "get_likelihood",
-    "discretized_logistic_log_prob",
-    "discretized_logistic_mixture_log_prob",
-    "continuous_bernoulli_log_norm",
-    "continuous_bernoulli_mean",
-    "mixture_log_prob",
-    "mixture_mean",
 ]
 
 

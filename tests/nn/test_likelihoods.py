@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy import integrate, stats
 
-from pcfunc.nn._likelihoods import (
+from pcfunc.nn import (
     BernoulliLikelihood, ContinuousBernoulliLikelihood, DiscretizedLogisticLikelihood, GaussianLikelihood,
     Likelihood, continuous_bernoulli_log_norm, continuous_bernoulli_mean, discretized_logistic_log_prob,
     discretized_logistic_mixture_log_prob, get_likelihood, mixture_log_prob, mixture_mean,
