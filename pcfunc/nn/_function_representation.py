@@ -346,15 +346,17 @@ class HyperNetwork(torch.nn.Module):
         if not torch.is_floating_point(z):
             raise TypeError(f"z must be a floating-point tensor, got dtype {z.dtype}")
         # All K components read the same z: the first layer is one product with the stacked [K*out, in] matrix,
-        # the others are batched over K. Hidden states are [K, B, width].
+        # the others are batched over K. Hidden states are kept as columns, [K, width, B], so that every
+        # layer is W @ h + b with W as stored: the gradient of W then comes out in W's own (contiguous)
+        # layout and autograd does not copy it (for the last layer, K x 12.7M numbers in VaMoH's ERA5 model).
         W, b = self.weights[0], self.biases[0]
         K, o = W.shape[:2]
-        h = F.linear(z, W.reshape(K * o, -1), b.reshape(K * o)).view(-1, K, o).transpose(0, 1)
+        h = F.linear(z, W.reshape(K * o, -1), b.reshape(K * o)).view(-1, K, o).permute(1, 2, 0)
         for W, b in zip(self.weights[1:], self.biases[1:]):
-            h = torch.baddbmm(b.unsqueeze(1), self.activation(h), W.transpose(1, 2))
+            h = torch.baddbmm(b.unsqueeze(-1), W, self.activation(h))
         if self.num_components is None:
-            return h[0]
-        return h.transpose(0, 1).contiguous()
+            return h[0].t().contiguous()
+        return h.permute(2, 0, 1).contiguous()
 
     def decode(self, z: Tensor, x: Tensor, chunk_size: Optional[int] = None) -> Tensor:
         r"""Values :math:`f_{g_\phi(\mathbf{z})}(\mathbf{x})` of the functions of ``z`` at ``x``.

@@ -1,0 +1,109 @@
+"""Packed and dense views of a batch of point clouds, and VaMoH's per-batch point dropout."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+import torch
+from torch import Tensor
+
+from .._validation import check_batch, check_finite, check_points
+from ..manifolds import Manifold
+
+__all__ = ["Points", "DensePoints", "as_points", "dense_points", "point_dropout"]
+
+
+class Points(NamedTuple):
+    """A packed batch: ``x`` :math:`(N, C)`, ``pos`` :math:`(N, D)`, sorted ``batch`` :math:`(N,)` and the
+    number of clouds."""
+
+    x: Tensor
+    pos: Tensor
+    batch: Tensor
+    num_clouds: int
+
+
+class DensePoints(NamedTuple):
+    """A padded batch: ``pos`` :math:`(N, D)` when every cloud has the same coordinates, else
+    :math:`(B, N, D)`; ``y`` :math:`(B, N, C)`; ``mask`` :math:`(B, N)` (``True`` at real points)."""
+
+    pos: Tensor
+    y: Tensor
+    mask: Tensor
+
+
+def as_points(data: Any, manifold: Manifold, channels: int, name: str) -> Points:
+    """Validate a PyG ``Data``/``Batch`` (or anything with ``x``, ``pos`` and optional ``batch``)."""
+    x, pos = getattr(data, "x", None), getattr(data, "pos", None)
+    if not isinstance(x, Tensor) or not isinstance(pos, Tensor):
+        raise TypeError(f"{name} must have tensor attributes x [N, C] and pos [N, D] (a PyG Data or Batch), "
+                        f"got {type(data).__name__}")
+    check_points(pos, f"{name}.pos", manifold.ambient_dim)
+    if x.dim() != 2 or x.size(0) != pos.size(0) or x.size(1) != channels:
+        raise ValueError(f"{name}.x must have shape [{pos.size(0)}, {channels}] (one row per point of "
+                         f"{name}.pos, in_channels={channels}), got {tuple(x.shape)}")
+    check_finite(x, f"{name}.x")
+    manifold.assert_check_point(pos, f"{name}.pos")
+    batch = getattr(data, "batch", None)
+    if batch is None:
+        batch = torch.zeros(pos.size(0), dtype=torch.long, device=pos.device)
+    check_batch(batch, pos.size(0), f"{name}.batch", f"{name}.pos")
+    if pos.size(0) == 0:
+        raise ValueError(f"{name} has no points")
+    num = int(batch[-1]) + 1
+    if bool((torch.bincount(batch, minlength=num) == 0).any()):
+        raise ValueError(f"{name}.batch must number its clouds 0..B-1 without gaps (some cloud is empty)")
+    return Points(x, pos, batch.long(), num)
+
+
+def dense_points(pts: Points) -> DensePoints:
+    """Pad to :math:`(B, N_\\max)`; coordinates are kept :math:`(N, D)` if all clouds share them."""
+    B = pts.num_clouds
+    counts = torch.bincount(pts.batch, minlength=B)
+    n = int(counts.max())
+    if bool((counts == n).all()):
+        pos = pts.pos.view(B, n, -1)
+        y = pts.x.view(B, n, -1)
+        mask = torch.ones(B, n, dtype=torch.bool, device=pts.pos.device)
+        if B == 1 or torch.equal(pos, pos[:1].expand_as(pos)):
+            return DensePoints(pos[0], y, mask)
+        return DensePoints(pos, y, mask)
+    start = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(pts.batch.numel(), device=pts.batch.device) - start[pts.batch]
+    pos = pts.pos.new_zeros(B, n, pts.pos.size(1))
+    y = pts.x.new_zeros(B, n, pts.x.size(1))
+    mask = torch.zeros(B, n, dtype=torch.bool, device=pts.pos.device)
+    pos[pts.batch, slot] = pts.pos
+    y[pts.batch, slot] = pts.x
+    mask[pts.batch, slot] = True
+    # Padding slots repeat each cloud's first point, so they stay on the manifold (they are masked out).
+    first = pts.pos[start]
+    pos = torch.where(mask.unsqueeze(-1), pos, first.unsqueeze(1).expand_as(pos))
+    return DensePoints(pos, y, mask)
+
+
+def point_dropout(pts: Points, max_rate: Optional[float], min_points: int,
+                  generator: Optional[torch.Generator] = None) -> Points:
+    r"""VaMoH's point dropout (§3.3): one rate :math:`p \sim \mathcal U(0, \alpha)` for the batch, each point
+    kept with probability :math:`1 - p`, and at least ``min_points`` points per cloud (the kept set is
+    topped up with the points of highest random score).
+
+    ``max_rate=None`` sets :math:`\alpha = 1 - \text{min\_points} / N_\min` for the smallest cloud.
+    Clouds with at most ``min_points`` points are kept whole.
+    """
+    B = pts.num_clouds
+    counts = torch.bincount(pts.batch, minlength=B)
+    alpha = max(0.0, 1.0 - min_points / int(counts.min())) if max_rate is None else max_rate
+    dev = pts.pos.device
+    p = float(torch.rand((), generator=generator, device="cpu")) * alpha
+    score = torch.rand(pts.batch.numel(), generator=generator, device="cpu").to(dev)
+    keep = score >= p
+    # Rank of each point's score inside its cloud (0 = highest): sort by score, then stably by cloud.
+    order = torch.argsort(score, descending=True)
+    order = order[torch.argsort(pts.batch[order], stable=True)]
+    start = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), device=dev) - start[pts.batch[order]]
+    keep |= rank < min_points
+    idx = keep.nonzero().squeeze(1)
+    return Points(pts.x[idx], pts.pos[idx], pts.batch[idx], B)

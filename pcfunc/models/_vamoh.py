@@ -1,0 +1,318 @@
+"""VaMoH: the variational mixture of hypergenerators (Koyuncu et al., ICML 2023)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from .._validation import check_points, check_positive_int
+from ..manifolds import Manifold, resolve_manifold
+from ..nn import (FlowPrior, FourierFeatures, FunctionRepresentation, HyperNetwork, LayerSpec, Likelihood,
+                  PointConvNet, get_likelihood, vamoh_encoder_specs)
+from ..ops import NeighborCache, default_cache
+from ._categorical import CategoricalNet
+from ._configs import vamoh_config
+from ._points import as_points, dense_points, point_dropout
+from ._vamoh_inference import VaMoHInference
+
+__all__ = ["VaMoH", "ELBOTerms"]
+
+_KL_ESTIMATORS = ("mc", "cross_entropy")
+
+
+@dataclass
+class ELBOTerms:
+    r"""The terms of VaMoH's ELBO (Eq. 16) for each sample of a batch, in nats.
+
+    Attributes:
+        loss (Tensor): Scalar to minimise, :math:`-\frac1B \sum_b \mathcal L_b`.
+        elbo (Tensor): :math:`\mathcal L_b`, shape :math:`(B,)`.
+        log_likelihood (Tensor): :math:`\sum_d \sum_k \tilde\pi_{dk} \log p_{\theta_k}(\mathbf y_d \mid \mathbf x_d)`.
+        kl_z (Tensor): The estimate of :math:`D_\text{KL}(q(\mathbf z) \,\|\, p(\mathbf z))` (with
+            ``kl_estimator="cross_entropy"`` the cross-entropy :math:`-\log p(\operatorname{sg}(\mathbf z))`).
+        kl_c (Tensor): :math:`\sum_d D_\text{KL}(q(c_d) \,\|\, p(c_d))`, closed form.
+        num_points (Tensor): Points :math:`D_b` the likelihood was evaluated on.
+        num_encoded (Tensor): Points the encoder saw (fewer with point dropout).
+    """
+
+    loss: Tensor
+    elbo: Tensor
+    log_likelihood: Tensor
+    kl_z: Tensor
+    kl_c: Tensor
+    num_points: Tensor
+    num_encoded: Tensor
+
+    def scalars(self) -> Dict[str, float]:
+        """Batch means as floats (``elbo``, ``log_likelihood``, ``kl_z``, ``kl_c``, ``loss``) and the
+        per-point ELBO ``elbo_per_point``, for logging."""
+        out = {k: float(getattr(self, k).detach().mean()) for k in ("elbo", "log_likelihood", "kl_z", "kl_c")}
+        out["loss"] = float(self.loss.detach())
+        out["elbo_per_point"] = float((self.elbo.detach() / self.num_points.clamp_min(1)).mean())
+        return out
+
+
+class VaMoH(VaMoHInference, nn.Module):
+    r"""Variational Mixture of HyperGenerators (`Koyuncu et al., ICML 2023 <https://arxiv.org/abs/2302.06223>`_).
+
+    Generative model (Eq. 3): a global latent :math:`\mathbf z \sim p_{\psi_z}` (a planar-flow prior after a
+    warm-up with :math:`\mathcal N(0, I)`), :math:`K` hypernetworks :math:`\theta_k = g_{\phi_k}(\mathbf z)` whose
+    INRs :math:`f_{\theta_k}` read random-Fourier-feature encoded coordinates, per-point assignments
+    :math:`c_d \sim \operatorname{Cat}(\pi_d)` with :math:`\pi_d = f_{\psi_c}(\mathbf x_d, \mathbf z)`, and
+    :math:`\mathbf y_d \sim p_{\theta_{c_d}}(\mathbf y \mid \mathbf x_d)`. Inference model (Eq. 4):
+    :math:`q(\mathbf z \mid \mathbf X, \mathbf Y)` Gaussian from a PointConv encoder and
+    :math:`q(c_d \mid \mathbf z, \mathbf y_d, \mathbf x_d)` from an MLP. Training maximises (Eq. 16)
+
+    .. math::
+        \mathcal L = \sum_d \mathbb E_{q(\mathbf z)}\Big[\sum_k \tilde\pi_{dk}
+        \log p_{\theta_k}(\mathbf y_d \mid \mathbf x_d)\Big]
+        - D_\text{KL}\big(q(\mathbf z \mid \mathbf X, \mathbf Y) \,\|\, p_{\psi_z}(\mathbf z)\big)
+        - \mathbb E_{q(\mathbf z)}\Big[\sum_d D_\text{KL}\big(q(c_d \mid \cdot) \,\|\, p(c_d \mid \mathbf x_d,
+        \mathbf z)\big)\Big],
+
+    with one reparameterised sample of :math:`\mathbf z` (``num_samples``). The categorical KL is exact. The
+    KL to the flow prior is estimated by Monte Carlo, :math:`\log q(\mathbf z) - \log p_{\psi_z}(\mathbf z)`
+    at the reparameterised sample, so both the encoder and the flow receive gradients
+    (``kl_estimator="mc"``). ``kl_estimator="cross_entropy"`` reproduces the reference code instead:
+    only :math:`-\log p_{\psi_z}(\operatorname{sg}(\mathbf z))`, which trains the flow but gives the encoder
+    no gradient from this term. During the warm-up (:attr:`warmup`, Algorithm 1) the prior is
+    :math:`\mathcal N(0, I)` with its closed-form KL, and the categorical prior is uniform.
+
+    **Point dropout** (§3.3): in training mode, each batch draws :math:`p \sim \mathcal U(0, \alpha)` and
+    the encoder sees each point with probability :math:`1 - p`, but never fewer points per cloud than
+    the first encoder level has centroids (the paper's condition on :math:`\alpha`); the likelihood is
+    evaluated at **all** points, so the model learns to infer the whole function from a part of it.
+
+    **Generator output.** The INR output is linear; its role depends on the likelihood. For the
+    (continuous) Bernoulli it is the logit :math:`\eta`, i.e. the paper's final sigmoid gives the
+    probability :math:`\sigma(\eta)`, evaluated stably from the logit. For the discretized logistic
+    and the Gaussian a sigmoid maps it to the location in :math:`[0, 1]`.
+
+    Args:
+        manifold (Manifold or str): Where the coordinates live (``"sphere"`` for ERA5).
+        in_channels (int): Feature channels :math:`C` of :math:`\mathbf y`.
+        encoder (sequence of LayerSpec or str): The PointConv encoder levels, or a Table 3 column name
+            (``"era5"``, ...) for :func:`~pcfunc.nn.vamoh_encoder_specs`. (default: ``"era5"``)
+        latent_dim (int): Size of :math:`\mathbf z`. (default: ``32``)
+        num_components (int): :math:`K`. (default: ``3``)
+        hypernet_hidden (sequence of int): Hidden widths of each hypernetwork. (default: ``(256, 512)``)
+        generator_hidden (sequence of int): Hidden widths of each INR. (default: ``(64, 64, 64)``)
+        num_frequencies (int): Random Fourier features :math:`m`. (default: ``128``)
+        sigma (float): Their scale. (default: ``2.0``)
+        categorical_hidden (sequence of int): Hidden widths of the categorical nets. (default: ``(32, 32)``)
+        flow_layers (int): Planar-flow layers :math:`T` of the prior (0: always :math:`\mathcal N(0, I)`).
+            (default: ``10``)
+        likelihood (str or Likelihood): (default: ``"continuous_bernoulli"``)
+        weight_hidden (sequence of int): PointConv weight-network widths. (default: ``(16, 16, 16, 16)``)
+        max_dropout (float, optional): :math:`\alpha`; ``None`` for the largest the first encoder level
+            allows, :math:`1 - \text{centroids}/N`; ``0`` disables point dropout. (default: ``None``)
+        kl_estimator (str): ``"mc"`` or ``"cross_entropy"``. (default: ``"mc"``)
+        logit_cap (float, optional): Bound the categorical logits with :math:`c\tanh(\ell/c)`.
+            (default: ``None``)
+        negative_slope (float): LeakyReLU slope of the hypernetworks, INRs and categorical nets.
+            (default: ``0.1``)
+        cache (NeighborCache, optional): Neighbour cache of the encoder.
+
+    Shapes:
+        Batches are PyG batches (``x`` :math:`(N, C)`, ``pos`` :math:`(N, D)`, ``batch``). Query
+        coordinates ``pos`` are :math:`(M, D)` for every sample or :math:`(B, M, D)`; predictions are
+        :math:`(B, M, C)`.
+    """
+
+    def __init__(
+        self,
+        manifold: Union[str, Manifold],
+        in_channels: int = 1,
+        encoder: Union[str, Sequence[Union[LayerSpec, Dict[str, Any]]]] = "era5",
+        latent_dim: int = 32,
+        num_components: int = 3,
+        hypernet_hidden: Sequence[int] = (256, 512),
+        generator_hidden: Sequence[int] = (64, 64, 64),
+        num_frequencies: int = 128,
+        sigma: float = 2.0,
+        categorical_hidden: Sequence[int] = (32, 32),
+        flow_layers: int = 10,
+        likelihood: Union[str, Likelihood] = "continuous_bernoulli",
+        weight_hidden: Sequence[int] = (16, 16, 16, 16),
+        max_dropout: Optional[float] = None,
+        kl_estimator: str = "mc",
+        logit_cap: Optional[float] = None,
+        negative_slope: float = 0.1,
+        cache: Optional[NeighborCache] = default_cache,
+    ) -> None:
+        super().__init__()
+        self.manifold = resolve_manifold(manifold)
+        self.in_channels = check_positive_int(in_channels, "in_channels")
+        self.latent_dim = check_positive_int(latent_dim, "latent_dim")
+        self.num_components = check_positive_int(num_components, "num_components")
+        if kl_estimator not in _KL_ESTIMATORS:
+            raise ValueError(f"kl_estimator must be one of {_KL_ESTIMATORS}, got {kl_estimator!r}")
+        if max_dropout is not None and not 0.0 <= float(max_dropout) < 1.0:
+            raise ValueError(f"max_dropout must be in [0, 1) or None, got {max_dropout!r}")
+        self.kl_estimator = kl_estimator
+        self.max_dropout = None if max_dropout is None else float(max_dropout)
+        if isinstance(encoder, str):
+            specs, enc_kw = vamoh_encoder_specs(encoder)
+        else:
+            specs, enc_kw = list(encoder), {}
+        self.encoder = PointConvNet(self.in_channels, specs, self.manifold, head="gaussian",
+                                    latent_dim=self.latent_dim, weight_hidden=tuple(weight_hidden),
+                                    cache=cache)
+        first = self.encoder.specs[0]
+        #: Points the first encoder level needs per cloud (its centroids), kept by point dropout.
+        self.min_encoder_points = first.num_centroids or first.num_neighbors
+        self.likelihood = get_likelihood(likelihood)
+        if self.likelihood.num_channels not in (None, self.in_channels):
+            raise ValueError(f"likelihood has num_channels={self.likelihood.num_channels} but "
+                             f"in_channels={self.in_channels}")
+        act = nn.LeakyReLU(negative_slope)
+        dim = self.manifold.ambient_dim
+        self.fourier = FourierFeatures(dim, num_frequencies, sigma)
+        inr = FunctionRepresentation(dim, self.in_channels * self.likelihood.num_params, generator_hidden,
+                                     encoding=self.fourier, activation=act)
+        self.hypernet = HyperNetwork(self.latent_dim, hypernet_hidden, inr, activation=act,
+                                     num_components=self.num_components)
+        enc_dim = self.fourier.out_dim
+        self.prior_c = CategoricalNet(enc_dim, self.latent_dim, self.num_components, 0, categorical_hidden,
+                                      negative_slope, logit_cap)
+        self.posterior_c = CategoricalNet(enc_dim, self.latent_dim, self.num_components, self.in_channels,
+                                          categorical_hidden, negative_slope, logit_cap)
+        self.flow = FlowPrior(self.latent_dim, flow_layers)
+        # Saved with the weights, so a resumed run knows which stage of Algorithm 1 it is in.
+        self.register_buffer("_warmup", torch.tensor(True))
+        self._location_link = self.likelihood.name in ("discretized_logistic", "gaussian")
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(cls, name: str, **overrides: Any) -> "VaMoH":
+        """The paper configuration ``name`` (Table 3: ``"era5"``, ``"celeba_hq"``, ``"shapes3d"``,
+        ``"polymnist"``, ``"shapenet"``), with keyword ``overrides``."""
+        cfg = vamoh_config(name)
+        cfg.pop("training")
+        cfg.update(overrides)
+        return cls(**cfg)
+
+    @property
+    def warmup(self) -> bool:
+        """Whether the model is in the warm-up of Algorithm 1: :math:`\\mathcal N(0, I)` prior on
+        :math:`\\mathbf z` and a uniform prior on :math:`c`. Set it to ``False`` to introduce the flow
+        and the learned categorical prior."""
+        return bool(self._warmup)
+
+    @warmup.setter
+    def warmup(self, value: bool) -> None:
+        self._warmup.fill_(bool(value))
+
+    # ------------------------------------------------------------------ pieces
+    def encode(self, batch: Any) -> Tuple[Tensor, Tensor]:
+        r"""Mean and log-variance of :math:`q(\mathbf z \mid \mathbf X, \mathbf Y)`, each :math:`(B, Z)`."""
+        pts = as_points(batch, self.manifold, self.in_channels, "batch")
+        return self.encoder(pts.x, pts.pos, pts.batch)
+
+    def prior_log_prob(self, z: Tensor) -> Tensor:
+        r""":math:`\log p(\mathbf z)` under the current prior (flow, or :math:`\mathcal N(0, I)` in warm-up)."""
+        if self.warmup:
+            return -0.5 * (z * z).sum(-1) - 0.5 * self.latent_dim * math.log(2 * math.pi)
+        return self.flow.log_prob(z)
+
+    def sample_latent(self, num: int, generator: Optional[torch.Generator] = None) -> Tensor:
+        """``num`` latents from the current prior, :math:`(num, Z)`."""
+        num = check_positive_int(num, "num")
+        if self.warmup:
+            p = next(self.parameters())
+            return torch.randn(num, self.latent_dim, generator=generator, device=p.device, dtype=p.dtype)
+        return self.flow.sample(num, generator=generator)
+
+    def _component_params(self, z: Tensor, pos: Tensor) -> Tensor:
+        """Likelihood parameters of the K generators, :math:`(B, N, K, P C)`."""
+        raw = self.hypernet.decode(z, pos).transpose(1, 2)
+        if self._location_link:
+            c = self.in_channels
+            raw = torch.cat([torch.sigmoid(raw[..., :c]), raw[..., c:]], dim=-1)
+        return raw
+
+    def _prior_logits(self, coords: Tensor, z: Tensor, n: int) -> Tensor:
+        if self.warmup:
+            return z.new_zeros(z.size(0), n, self.num_components)
+        return self.prior_c(coords, z)
+
+    def _check_query(self, pos: Tensor, num: int) -> Tensor:
+        if not isinstance(pos, Tensor):
+            raise TypeError(f"pos must be a torch.Tensor, got {type(pos).__name__}")
+        if pos.dim() == 2:
+            check_points(pos, "pos", self.manifold.ambient_dim)
+        elif pos.dim() == 3 and pos.size(0) == num:
+            check_points(pos.reshape(-1, pos.size(-1)), "pos", self.manifold.ambient_dim)
+        else:
+            raise ValueError(f"pos must have shape [M, {self.manifold.ambient_dim}] or "
+                             f"[{num}, M, {self.manifold.ambient_dim}], got {tuple(pos.shape)}")
+        self.manifold.assert_check_point(pos, "pos")
+        return pos
+
+    # ------------------------------------------------------------------ training
+    def elbo(self, batch: Any, num_samples: int = 1, dropout: Optional[bool] = None,
+             generator: Optional[torch.Generator] = None) -> ELBOTerms:
+        r"""The ELBO of Eq. 16 for each sample of ``batch`` and the loss to minimise.
+
+        Args:
+            batch: A PyG ``Batch`` (or ``Data``) with ``x`` :math:`(N, C)` in the likelihood's support,
+                ``pos`` :math:`(N, D)` and ``batch``.
+            num_samples (int): Reparameterised samples of :math:`\mathbf z` averaged. (default: ``1``)
+            dropout (bool, optional): Apply point dropout; ``None`` for ``self.training``.
+            generator (torch.Generator, optional): Randomness of the dropout and of :math:`\mathbf z`.
+        """
+        num_samples = check_positive_int(num_samples, "num_samples")
+        pts = as_points(batch, self.manifold, self.in_channels, "batch")
+        if self.likelihood.validate_args and self.likelihood.support is not None:
+            lo, hi = self.likelihood.support
+            if bool((pts.x < lo).any() or (pts.x > hi).any()):
+                raise ValueError(f"batch.x must lie in [{lo}, {hi}] for the {self.likelihood.name} likelihood, "
+                                 f"got range [{float(pts.x.min())}, {float(pts.x.max())}]")
+        use_dropout = self.training if dropout is None else bool(dropout)
+        enc = pts
+        if use_dropout and self.max_dropout != 0.0:
+            enc = point_dropout(pts, self.max_dropout, self.min_encoder_points, generator)
+        mu, logvar = self.encoder(enc.x, enc.pos, enc.batch)
+        B = mu.size(0)
+        std = torch.exp(0.5 * logvar)
+        eps = torch.randn((num_samples, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
+        z = (mu + std * eps).reshape(num_samples * B, -1)
+
+        dense = dense_points(pts)  # pos [N, D] or [B, N, D]; y [B, N, C]; mask [B, N]
+        rep = (lambda t: t.repeat(num_samples, *([1] * (t.dim() - 1)))) if num_samples > 1 else (lambda t: t)
+        pos = dense.pos if dense.pos.dim() == 2 else rep(dense.pos)
+        y, mask = rep(dense.y), rep(dense.mask)
+        n = y.size(1)
+        coords = self.fourier(pos)
+        params = self._component_params(z, pos)  # [SB, N, K, PC]
+        log_p = self.likelihood.log_prob(params, y.unsqueeze(-2)).sum(-1)  # [SB, N, K]
+        q_logits = self.posterior_c(coords, z, y)
+        log_q = torch.log_softmax(q_logits, dim=-1)
+        log_prior_c = torch.log_softmax(self._prior_logits(coords, z, n), dim=-1)
+        q = log_q.exp()
+        m = mask.to(q.dtype)
+        log_lik = ((q * log_p).sum(-1) * m).sum(-1)
+        kl_c = ((q * (log_q - log_prior_c)).sum(-1) * m).sum(-1)
+
+        if self.warmup:
+            kl_z = 0.5 * (mu * mu + std * std - 1.0 - logvar).sum(-1).repeat(num_samples)
+        elif self.kl_estimator == "mc":
+            log_qz = (-0.5 * eps * eps - 0.5 * logvar - 0.5 * math.log(2 * math.pi)).sum(-1).reshape(-1)
+            kl_z = log_qz - self.flow.log_prob(z)
+        else:
+            kl_z = -self.flow.log_prob(z.detach())
+
+        elbo = (log_lik - kl_z - kl_c).view(num_samples, B).mean(0)
+        mean = lambda t: t.view(num_samples, B).mean(0)  # noqa: E731
+        counts = dense.mask.sum(-1)
+        return ELBOTerms(loss=-elbo.mean(), elbo=elbo, log_likelihood=mean(log_lik), kl_z=mean(kl_z),
+                         kl_c=mean(kl_c), num_points=counts,
+                         num_encoded=torch.bincount(enc.batch, minlength=B))
+
+    def forward(self, batch: Any) -> ELBOTerms:
+        """Same as :meth:`elbo` with its defaults."""
+        return self.elbo(batch)

@@ -1,0 +1,249 @@
+"""VaMoH's inference tasks as public methods: sampling, reconstruction at any resolution, in-painting,
+component maps, latent interpolation and uncertainty maps."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Iterator, NamedTuple, Optional, Tuple, TypeVar
+
+import torch
+from torch import Tensor
+
+from .._validation import check_positive_int
+from ._points import as_points, dense_points
+
+__all__ = ["ComponentMaps", "Predictive", "VaMoHInference"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+class ComponentMaps(NamedTuple):
+    r"""Per-point mixture assignments: ``probs`` :math:`(B, M, K)`, ``entropy`` :math:`(B, M)` in nats
+    (:math:`-\sum_k \pi_k \log \pi_k`, at most :math:`\log K`) and ``segmentation`` :math:`(B, M)`
+    (:math:`\arg\max_k \pi_k`)."""
+
+    probs: Tensor
+    entropy: Tensor
+    segmentation: Tensor
+
+
+class Predictive(NamedTuple):
+    """Per-point predictive ``mean`` and standard deviation ``std``, each :math:`(B, M, C)`."""
+
+    mean: Tensor
+    std: Tensor
+
+
+def _inference(fn: _F) -> _F:
+    """Run ``fn`` without gradients and in eval mode (BatchNorm with running statistics), restoring the mode."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                return fn(self, *args, **kwargs)
+        finally:
+            self.train(was_training)
+
+    return wrapper  # type: ignore[return-value]
+
+
+class VaMoHInference:
+    """Inference methods of :class:`VaMoH` (a mixin; see the model for the shapes)."""
+
+    # -------------------------------------------------------------- core
+    def _chunks(self, pos: Tensor, num: int, chunk_size: Optional[int]) -> Iterator[Tensor]:
+        m = pos.size(-2)
+        if chunk_size is None:
+            chunk_size = max(1024, (1 << 21) // max(num, 1))
+        chunk_size = check_positive_int(chunk_size, "chunk_size")
+        for s in range(0, m, chunk_size):
+            yield pos[..., s:s + chunk_size, :]
+
+    def _mixture(self, z: Tensor, pos: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """Component parameters :math:`(B, m, K, PC)`, component means :math:`(B, m, K, C)` and prior logits."""
+        params = self._component_params(z, pos)
+        logits = self._prior_logits(self.fourier(pos), z, pos.size(-2))
+        return params, self.likelihood.mean(params), logits
+
+    def _predict(self, z: Tensor, pos: Tensor, chunk_size: Optional[int] = None) -> Tensor:
+        outs = []
+        for pc in self._chunks(pos, z.size(0), chunk_size):
+            _, means, logits = self._mixture(z, pc)
+            outs.append((torch.softmax(logits, -1).unsqueeze(-1) * means).sum(-2))
+        return torch.cat(outs, dim=1)
+
+    def _latent(self, source: Any) -> Tensor:
+        if isinstance(source, Tensor):
+            if source.dim() != 2 or source.size(1) != self.latent_dim:
+                raise ValueError(f"latents must have shape [B, {self.latent_dim}], got {tuple(source.shape)}")
+            return source
+        return self.encode(source)[0]
+
+    # -------------------------------------------------------------- public
+    @_inference
+    def decode(self, z: Tensor, pos: Tensor, chunk_size: Optional[int] = None) -> Tensor:
+        r"""Predictive mean :math:`\sum_k \pi_k(\mathbf x, \mathbf z)\, \mathbb E_{\theta_k(\mathbf z)}[\mathbf y]`
+        of the functions of latents ``z`` :math:`(B, Z)` at ``pos``, :math:`(B, M, C)`.
+
+        ``pos`` may be any number of points (chunked over ``chunk_size`` points), e.g. a 0.25° grid.
+        """
+        z = self._latent(z)
+        return self._predict(z, self._check_query(pos, z.size(0)), chunk_size)
+
+    @_inference
+    def sample(self, num: int, pos: Tensor, generator: Optional[torch.Generator] = None, mean: bool = True,
+               chunk_size: Optional[int] = None) -> Tensor:
+        r"""``num`` new functions from the prior, evaluated at ``pos`` :math:`(M, D)`: :math:`(num, M, C)`.
+
+        With ``mean=True`` the predictive mean of each sampled :math:`\mathbf z` (a smooth field);
+        with ``mean=False`` also :math:`c_d \sim \operatorname{Cat}(\pi_d)` and
+        :math:`\mathbf y_d \sim p_{\theta_{c_d}}`.
+        """
+        z = self.sample_latent(num, generator)
+        pos = self._check_query(pos, z.size(0))
+        if mean:
+            return self._predict(z, pos, chunk_size)
+        return torch.cat([self._draw(z, pc, generator) for pc in self._chunks(pos, num, chunk_size)], dim=1)
+
+    def _draw(self, z: Tensor, pos: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+        params, _, logits = self._mixture(z, pos)
+        u = torch.rand(logits.shape, generator=generator, device="cpu").to(logits)
+        gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1.0)).clamp_min(1e-20))
+        c = (logits + gumbel).argmax(-1)  # [B, m]
+        y = self.likelihood.sample(params)  # [B, m, K, C]
+        return y.gather(2, c[..., None, None].expand(*c.shape, 1, y.size(-1))).squeeze(2)
+
+    @_inference
+    def reconstruct(self, batch: Any, pos: Optional[Tensor] = None, chunk_size: Optional[int] = None) -> Tensor:
+        r"""Posterior-mean reconstruction in one forward pass: :math:`\mathbf z = \mathbb E_q[\mathbf z]`, decoded.
+
+        Args:
+            batch: A PyG ``Batch``/``Data`` (``x``, ``pos``, ``batch``).
+            pos (Tensor, optional): Where to evaluate: ``None`` for each cloud's own points (the output is
+                then packed like ``batch.x``, :math:`(N, C)`), or :math:`(M, D)` / :math:`(B, M, D)` for any
+                other points, e.g. a finer grid for super-resolution (output :math:`(B, M, C)`).
+            chunk_size (int, optional): Points decoded at once.
+        """
+        z = self.encode(batch)[0]
+        if pos is not None:
+            return self._predict(z, self._check_query(pos, z.size(0)), chunk_size)
+        dense = dense_points(as_points(batch, self.manifold, self.in_channels, "batch"))
+        return self._predict(z, dense.pos, chunk_size)[dense.mask]
+
+    @_inference
+    def inpaint(self, observed: Any, pos: Tensor, keep_observed: bool = False,
+                chunk_size: Optional[int] = None) -> Tensor:
+        r"""Complete functions from the observed part of each: encode ``observed`` (any subset of points: a
+        patch removed, half a globe, random points) and predict at ``pos``, :math:`(B, M, C)`.
+
+        With ``keep_observed=True`` the prediction at a query point that coincides with an observed point of
+        the same cloud (same coordinates) is replaced by the observed value.
+        """
+        pts = as_points(observed, self.manifold, self.in_channels, "observed")
+        z = self.encoder(pts.x, pts.pos, pts.batch)[0]
+        pos = self._check_query(pos, z.size(0))
+        out = self._predict(z, pos, chunk_size)
+        if keep_observed:
+            q = pos.expand(z.size(0), *pos.shape[-2:]) if pos.dim() == 2 else pos
+            for b in range(z.size(0)):
+                sel = pts.batch == b
+                d = torch.cdist(q[b], pts.pos[sel])
+                dmin, j = d.min(dim=1)
+                hit = dmin <= 1e-6
+                out[b, hit] = pts.x[sel][j[hit]].to(out.dtype)
+        return out
+
+    @_inference
+    def component_maps(self, source: Any, pos: Optional[Tensor] = None, posterior: bool = False,
+                       chunk_size: Optional[int] = None) -> ComponentMaps:
+        r"""Which generator explains each point: the assignment probabilities, their entropy and the argmax
+        segmentation (VaMoH App. B.5).
+
+        Args:
+            source: A batch (encoded to its posterior mean) or latents :math:`(B, Z)`.
+            pos (Tensor, optional): Query points :math:`(M, D)` / :math:`(B, M, D)`; ``None`` for the
+                batch's own points (which must then all share coordinates).
+            posterior (bool): Use :math:`q(c_d \mid \mathbf z, \mathbf y_d, \mathbf x_d)` with the batch's
+                values (``pos`` must be ``None``) instead of the prior :math:`p(c_d \mid \mathbf x_d, \mathbf z)`.
+        """
+        z = self._latent(source)
+        y = None
+        if pos is None:
+            if isinstance(source, Tensor):
+                raise ValueError("pos is required when source is a latent tensor")
+            dense = dense_points(as_points(source, self.manifold, self.in_channels, "source"))
+            if not bool(dense.mask.all()):
+                raise ValueError("pos=None needs clouds of equal size; pass pos for query points")
+            pos, y = dense.pos, dense.y
+        elif posterior:
+            raise ValueError("posterior=True uses the batch's own values: leave pos=None")
+        pos = self._check_query(pos, z.size(0))
+        if posterior:
+            logits = self.posterior_c(self.fourier(pos), z, y)
+        else:
+            logits = torch.cat([self._prior_logits(self.fourier(pc), z, pc.size(-2))
+                                for pc in self._chunks(pos, z.size(0), chunk_size)], dim=1)
+        log_p = torch.log_softmax(logits, -1)
+        probs = log_p.exp()
+        entropy = -(probs * log_p).sum(-1)
+        return ComponentMaps(probs, entropy, probs.argmax(-1))
+
+    @_inference
+    def interpolate(self, start: Any, end: Any, pos: Tensor, steps: int = 8,
+                    chunk_size: Optional[int] = None) -> Tensor:
+        r"""Decode :math:`\mathbf z_t = (1 - t)\,\mathbf z_0 + t\,\mathbf z_1` for ``steps`` values of
+        :math:`t` from 0 to 1, where :math:`\mathbf z_0, \mathbf z_1` are the posterior means of the first
+        cloud of ``start`` and ``end`` (or given latents :math:`(1, Z)`/:math:`(Z,)`): :math:`(steps, M, C)`."""
+        steps = check_positive_int(steps, "steps")
+        z0, z1 = (self._latent(s.unsqueeze(0) if isinstance(s, Tensor) and s.dim() == 1 else s)[:1]
+                  for s in (start, end))
+        t = torch.linspace(0.0, 1.0, steps, device=z0.device, dtype=z0.dtype).unsqueeze(1)
+        z = (1 - t) * z0 + t * z1
+        return self._predict(z, self._check_query(pos, steps), chunk_size)
+
+    @_inference
+    def predictive(self, batch: Any, pos: Optional[Tensor] = None, num_samples: int = 32,
+                   include_noise: bool = True, generator: Optional[torch.Generator] = None,
+                   chunk_size: Optional[int] = None) -> Predictive:
+        r"""Per-point predictive mean and standard deviation given the observed ``batch`` (uncertainty maps).
+
+        Draws ``num_samples`` latents :math:`\mathbf z_s \sim q(\mathbf z \mid \mathbf X, \mathbf Y)`. The mean is
+        :math:`\frac1S \sum_s \mathbb E[\mathbf y \mid \mathbf z_s]`. With ``include_noise=True`` the standard
+        deviation is that of draws :math:`\mathbf y_s \sim p(\mathbf y \mid \mathbf z_s)` (component and
+        observation noise included); otherwise that of the conditional means :math:`\mathbb E[\mathbf y \mid
+        \mathbf z_s]` (the spread of the inferred function only).
+
+        Args:
+            batch: The observed points.
+            pos (Tensor, optional): Query points :math:`(M, D)` / :math:`(B, M, D)`; ``None`` for the
+                batch's own points (equal-size clouds).
+        """
+        num_samples = check_positive_int(num_samples, "num_samples")
+        if num_samples < 2:
+            raise ValueError(f"num_samples must be at least 2 for a standard deviation, got {num_samples}")
+        mu, logvar = self.encode(batch)
+        if pos is None:
+            dense = dense_points(as_points(batch, self.manifold, self.in_channels, "batch"))
+            if not bool(dense.mask.all()):
+                raise ValueError("pos=None needs clouds of equal size; pass pos for query points")
+            pos = dense.pos
+        pos = self._check_query(pos, mu.size(0))
+        std = torch.exp(0.5 * logvar)
+        total = sq = draws_sum = None
+        for _ in range(num_samples):
+            eps = torch.randn(mu.shape, generator=generator, device="cpu").to(mu)
+            z = mu + std * eps
+            m = self._predict(z, pos, chunk_size)
+            v = torch.cat([self._draw(z, pc, generator) for pc in self._chunks(pos, z.size(0), chunk_size)],
+                          dim=1) if include_noise else m
+            total = m if total is None else total + m
+            draws_sum = v if draws_sum is None else draws_sum + v
+            sq = v * v if sq is None else sq + v * v
+        mean = total / num_samples
+        dmean = draws_sum / num_samples
+        var = (sq - num_samples * dmean * dmean) / (num_samples - 1)
+        return Predictive(mean, var.clamp_min(0).sqrt())
+

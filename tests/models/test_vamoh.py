@@ -1,0 +1,287 @@
+import math
+
+import pytest
+import torch
+from torch_geometric.data import Batch, Data
+
+from pcfunc.data import LatLonGrid
+from pcfunc.models import VaMoH, point_dropout, vamoh_config
+from pcfunc.models._points import as_points, dense_points
+from pcfunc.nn import LayerSpec
+from pcfunc.nn._likelihood_math import continuous_bernoulli_log_norm
+
+GRID = LatLonGrid.regular(9, 16)  # 7 * 16 + 2 = 114 points
+
+
+def tiny(**kw):
+    args = dict(in_channels=1, encoder=[LayerSpec(8, 4, num_centroids=32), LayerSpec(8, 4, global_centroid=True)],
+                latent_dim=4, num_components=3, hypernet_hidden=(8,), generator_hidden=(8,), num_frequencies=4,
+                categorical_hidden=(8,), flow_layers=2)
+    args.update(kw)
+    return VaMoH("sphere", **args).double()
+
+
+def batch(num=3, grid=GRID, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lat = torch.linspace(-1, 1, grid.shape[0], dtype=torch.float64)
+    vals = [0.5 + 0.4 * torch.sin(3 * lat[:, None] + i + torch.zeros(grid.shape)) * 0.9
+            + 0.05 * torch.rand(grid.shape, generator=g, dtype=torch.float64) for i in range(num)]
+    b = grid.to_batch(torch.stack(vals)[..., None])
+    b.pos = b.pos.double()
+    return b
+
+
+def cb_log_prob(logit, y):
+    # Independent reference: y log sigma + (1-y) log(1-sigma) + log C via torch's distribution (moderate logits).
+    return torch.distributions.ContinuousBernoulli(logits=logit).log_prob(y)
+
+
+def test_elbo_matches_brute_force():
+    torch.manual_seed(1)
+    m = tiny()
+    m.warmup = False
+    b = batch()
+    m.eval()
+    out = m.elbo(b, generator=torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)
+    mu, logvar = m.encoder(b.x, b.pos, b.batch)
+    eps = torch.randn((1, *mu.shape), generator=g, dtype=mu.dtype)[0]
+    z = mu + torch.exp(0.5 * logvar) * eps
+    weights = m.hypernet(z)  # [B, K, P]
+    for i in range(3):
+        sel = b.batch == i
+        pos, y = b.pos[sel], b.x[sel]
+        ll = kl_c = 0.0
+        for d in range(pos.size(0)):
+            enc = m.fourier(pos[d:d + 1])
+            q_logit = m.posterior_c(enc, z[i:i + 1], y[d:d + 1].unsqueeze(0))[0, 0]
+            p_logit = m.prior_c(enc, z[i:i + 1])[0, 0]
+            q = torch.softmax(q_logit, -1)
+            for k in range(3):
+                logit = m.hypernet.target(pos[d:d + 1], weights[i:i + 1, k])[0, 0]
+                ll = ll + q[k] * cb_log_prob(logit, y[d]).sum()
+            kl_c = kl_c + (q * (torch.log(q) - torch.log_softmax(p_logit, -1))).sum()
+        log_q = torch.distributions.Normal(mu[i], torch.exp(0.5 * logvar[i])).log_prob(z[i]).sum()
+        kl_z = log_q - m.flow.log_prob(z[i:i + 1])[0]
+        torch.testing.assert_close(out.log_likelihood[i], ll)
+        torch.testing.assert_close(out.kl_c[i], kl_c)
+        torch.testing.assert_close(out.kl_z[i], kl_z)
+        torch.testing.assert_close(out.elbo[i], ll - kl_z - kl_c)
+    torch.testing.assert_close(out.loss, -out.elbo.mean())
+    assert out.num_points.tolist() == [GRID.num_points] * 3
+
+
+def test_warmup_uses_standard_prior_and_uniform_categorical():
+    m = tiny().eval()
+    assert m.warmup
+    b = batch()
+    out = m.elbo(b, generator=torch.Generator().manual_seed(0))
+    mu, logvar = m.encode(b)
+    analytic = 0.5 * (mu ** 2 + logvar.exp() - 1 - logvar).sum(-1)
+    torch.testing.assert_close(out.kl_z, analytic)
+    # Uniform prior on c: KL = sum_d sum_k q log(q K) >= 0, and the prior net and the flow get no gradient.
+    out.loss.backward()
+    assert all(p.grad is None or p.grad.abs().max() == 0 for p in m.prior_c.parameters())
+    assert all(p.grad is None or p.grad.abs().max() == 0 for p in m.flow.parameters())
+    assert bool((out.kl_c >= 0).all())
+
+
+def test_mc_kl_converges_to_closed_form():
+    # With a 0-layer flow the prior is N(0, I): the MC estimate averages to the analytic KL.
+    m = tiny(flow_layers=0).eval()
+    m.warmup = False
+    b = batch(1)
+    mu, logvar = m.encode(b)
+    analytic = 0.5 * (mu ** 2 + logvar.exp() - 1 - logvar).sum(-1)
+    out = m.elbo(b, num_samples=4000, generator=torch.Generator().manual_seed(0))
+    kl, ref = float(out.kl_z[0].detach()), float(analytic[0].detach())
+    assert abs(kl - ref) < 0.05 * max(1.0, ref)
+
+
+@pytest.mark.parametrize("estimator,encoder_gets_grad", [("mc", True), ("cross_entropy", False)])
+def test_kl_estimator_gradients(estimator, encoder_gets_grad):
+    m = tiny(kl_estimator=estimator).eval()
+    m.warmup = False
+    out = m.elbo(batch(), generator=torch.Generator().manual_seed(0))
+    out.kl_z.sum().backward()
+    enc = max([float(p.grad.abs().max()) for p in m.encoder.parameters() if p.grad is not None], default=0.0)
+    flow = max(float(p.grad.abs().max()) for p in m.flow.parameters() if p.grad is not None)
+    assert flow > 0
+    assert (enc > 0) == encoder_gets_grad
+
+
+def test_point_dropout_keeps_enough_points_and_all_targets():
+    b = batch(4)
+    pts = as_points(b, GRID.manifold, 1, "b")
+    g = torch.Generator().manual_seed(0)
+    fractions = []
+    for _ in range(50):
+        out = point_dropout(pts, 0.9, 40, g)
+        counts = torch.bincount(out.batch, minlength=4)
+        assert int(counts.min()) >= 40
+        fractions.append(float(counts.sum()) / pts.batch.numel())
+        # Kept points are real points of their own cloud, in order.
+        assert bool((out.batch[1:] >= out.batch[:-1]).all())
+    mean = sum(fractions) / len(fractions)
+    assert 0.45 < mean < 0.7  # E[1 - p] = 0.55 for p ~ U(0, 0.9), raised a bit by the 40-point floor
+    m = tiny(max_dropout=0.5)
+    m.train()
+    res = m.elbo(b, generator=torch.Generator().manual_seed(0))
+    assert bool((res.num_encoded <= GRID.num_points).all()) and bool((res.num_encoded >= 32).all())
+    assert int(res.num_encoded.sum()) < 4 * GRID.num_points
+    assert res.num_points.tolist() == [GRID.num_points] * 4  # the likelihood sees every point
+    m.eval()
+    assert m.elbo(b).num_encoded.tolist() == [GRID.num_points] * 4
+
+
+def test_reconstruct_is_resolution_free_and_chunk_invariant():
+    m = tiny().eval()
+    m.warmup = False
+    b = batch(2)
+    own = m.reconstruct(b)
+    assert own.shape == b.x.shape and bool(((own >= 0) & (own <= 1)).all())
+    fine = GRID.super_resolution(2)
+    sr = m.reconstruct(b, fine.pos.double(), chunk_size=50)
+    # The finer grid contains the original points: the prediction there is the same function value.
+    d = torch.cdist(GRID.pos.double(), fine.pos.double())
+    j = d.argmin(1)
+    assert float(d.min(1).values.max()) < 1e-6
+    torch.testing.assert_close(sr[:, j].reshape(-1, 1), own)
+    torch.testing.assert_close(m.reconstruct(b, fine.pos.double()), sr)
+    z = m.encode(b)[0]
+    torch.testing.assert_close(m.decode(z, GRID.pos.double()).reshape(-1, 1), own)
+    assert m.training is False
+
+
+def test_inference_restores_training_mode_and_needs_no_grad():
+    m = tiny()
+    m.train()
+    out = m.reconstruct(batch(2))
+    assert m.training and not out.requires_grad
+
+
+def test_sample_component_maps_interpolate_inpaint():
+    m = tiny().eval()
+    m.warmup = False
+    pos = GRID.pos.double()
+    s = m.sample(5, pos, generator=torch.Generator().manual_seed(0))
+    assert s.shape == (5, GRID.num_points, 1) and bool(((s >= 0) & (s <= 1)).all())
+    d = m.sample(5, pos, generator=torch.Generator().manual_seed(0), mean=False)
+    assert d.shape == s.shape and bool(((d >= 0) & (d <= 1)).all())
+    b = batch(2)
+    maps = m.component_maps(b)
+    torch.testing.assert_close(maps.probs.sum(-1), torch.ones(2, GRID.num_points, dtype=torch.float64))
+    assert bool((maps.entropy <= math.log(3) + 1e-9).all()) and bool((maps.entropy >= 0).all())
+    assert torch.equal(maps.segmentation, maps.probs.argmax(-1))
+    post = m.component_maps(b, posterior=True)
+    assert not torch.allclose(post.probs, maps.probs)
+    with pytest.raises(ValueError, match="posterior"):
+        m.component_maps(b, pos=pos, posterior=True)
+    z = m.encode(b)[0]
+    path = m.interpolate(z[0], z[1], pos, steps=3)
+    torch.testing.assert_close(path[0], m.decode(z[:1], pos)[0])
+    torch.testing.assert_close(path[-1], m.decode(z[1:2], pos)[0])
+    torch.testing.assert_close(path[1], m.decode((z[:1] + z[1:2]) / 2, pos)[0])
+    # In-painting from the northern half only: the encoder sees only those points.
+    north = b.pos[:, 2] > 0
+    obs = Batch(x=b.x[north], pos=b.pos[north], batch=b.batch[north])
+    full = m.inpaint(obs, pos)
+    torch.testing.assert_close(full, m.decode(m.encode(obs)[0], pos))
+    kept = m.inpaint(obs, pos, keep_observed=True)
+    sel = pos[:, 2] > 0
+    torch.testing.assert_close(kept[0, sel], b.x[(b.batch == 0) & north])
+    torch.testing.assert_close(kept[:, ~sel], full[:, ~sel])
+
+
+def test_predictive_matches_manual_monte_carlo():
+    m = tiny().eval()
+    m.warmup = False
+    b = batch(2)
+    pos = GRID.pos.double()
+    pred = m.predictive(b, pos, num_samples=6, include_noise=False, generator=torch.Generator().manual_seed(3))
+    mu, logvar = m.encode(b)
+    g = torch.Generator().manual_seed(3)
+    means = torch.stack([m.decode(mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=g,
+                                                                             dtype=mu.dtype), pos)
+                         for _ in range(6)])
+    torch.testing.assert_close(pred.mean, means.mean(0))
+    torch.testing.assert_close(pred.std, means.std(0))
+    noisy = m.predictive(b, num_samples=8)
+    assert noisy.mean.shape == (2, GRID.num_points, 1) and bool((noisy.std > 0).all())
+
+
+def test_dense_points_variable_sizes():
+    a = Data(x=torch.rand(5, 1, dtype=torch.float64), pos=GRID.pos[:5].double())
+    c = Data(x=torch.rand(4, 1, dtype=torch.float64), pos=GRID.pos[10:14].double())
+    b = Batch.from_data_list([a, c])
+    d = dense_points(as_points(b, GRID.manifold, 1, "b"))
+    assert d.pos.shape == (2, 5, 3) and d.mask.tolist() == [[True] * 5, [True] * 4 + [False]]
+    torch.testing.assert_close(d.pos[1, :4], c.pos)
+    torch.testing.assert_close(d.y[d.mask], b.x)
+    m = tiny().eval()
+    out = m.elbo(b)
+    assert out.num_points.tolist() == [5, 4]
+    assert m.reconstruct(b).shape == (9, 1)
+
+
+def test_errors_name_the_argument():
+    m = tiny()
+    b = batch(1)
+    bad = b.clone()
+    bad.x = bad.x + 2.0
+    with pytest.raises(ValueError, match=r"batch\.x must lie in \[0\.0, 1\.0\]"):
+        m.elbo(bad)
+    bad = b.clone()
+    bad.x = torch.cat([bad.x, bad.x], 1)
+    with pytest.raises(ValueError, match=r"batch\.x must have shape"):
+        m.elbo(bad)
+    bad = b.clone()
+    bad.pos = bad.pos * 2
+    with pytest.raises(ValueError, match=r"batch\.pos"):
+        m.elbo(bad)
+    with pytest.raises(ValueError, match="pos must have 3 coordinates"):
+        m.reconstruct(b, torch.zeros(4, 2, dtype=torch.float64))
+    with pytest.raises(ValueError, match="kl_estimator"):
+        tiny(kl_estimator="exact")
+    with pytest.raises(ValueError, match="max_dropout"):
+        tiny(max_dropout=1.0)
+    with pytest.raises(ValueError, match="num_samples"):
+        m.predictive(b, num_samples=1)
+    with pytest.raises(TypeError, match="batch must have tensor attributes"):
+        m.elbo(torch.zeros(3))
+
+
+def test_paper_configuration():
+    cfg = vamoh_config("era5")
+    assert cfg["training"] == dict(epochs=600, batch_size=64, lr=1e-4)
+    m = VaMoH.from_config("era5")
+    assert m.num_components == 3 and m.latent_dim == 32 and m.flow.num_layers == 10
+    assert m.hypernet.num_weights == 24833
+    assert sum(p.numel() for p in m.hypernet.parameters()) == 3 * 12_879_361
+    assert [s.num_centroids for s in m.encoder.specs] == [1024, 256, 64, 32, 16]
+    assert m.likelihood.name == "continuous_bernoulli" and m.min_encoder_points == 1024
+    assert m.fourier.out_dim == 256
+    img = VaMoH.from_config("polymnist")
+    assert img.manifold.ambient_dim == 2 and img.likelihood.name == "discretized_logistic"
+    with pytest.raises(ValueError, match="name must be one of"):
+        vamoh_config("mnist")
+
+
+def test_state_dict_round_trip_keeps_stage():
+    m = tiny()
+    m.warmup = False
+    sd = m.state_dict()
+    fresh = tiny()
+    assert fresh.warmup
+    fresh.load_state_dict(sd)
+    assert not fresh.warmup
+    b = batch(1)
+    torch.testing.assert_close(fresh.eval().reconstruct(b), m.eval().reconstruct(b))
+
+
+def test_continuous_bernoulli_reference_is_consistent():
+    # Guards the brute-force reference above: torch's CB equals the closed form at moderate logits.
+    logit = torch.linspace(-5, 5, 11, dtype=torch.float64)
+    y = torch.full_like(logit, 0.3)
+    ref = y * torch.nn.functional.logsigmoid(logit) + (1 - y) * torch.nn.functional.logsigmoid(-logit)
+    torch.testing.assert_close(cb_log_prob(logit, y), ref + continuous_bernoulli_log_norm(logit))
