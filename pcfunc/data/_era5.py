@@ -59,6 +59,30 @@ class ERA5Field:
         return replace(self, values=np.ascontiguousarray(self.values[:, ::s_lat, ::s_lon]),
                        lat=self.lat[::s_lat].copy(), lon=self.lon[::s_lon].copy())
 
+    def regrid(self, lat: Any, lon: Any, method: str = "bilinear") -> "ERA5Field":
+        """The field on another lat/lon grid, of any resolution (e.g. 0.25° to 3°, which no stride reaches).
+
+        Every time step goes through :func:`pcfunc.data.regrid` (computed in float64): ``"bilinear"`` or
+        ``"nearest"`` interpolation, or ``"conservative"`` area-weighted remapping (meant for coarsening;
+        keeps the area-weighted global mean). The new axes are stored as an :class:`ERA5Field` keeps them,
+        latitudes north first and longitudes increasing, whatever their order in the arguments.
+
+        Args:
+            lat (array): New latitudes in degrees, strictly monotone, in [-90, 90].
+            lon (array): New longitudes in degrees, distinct modulo 360.
+            method (str): ``"bilinear"``, ``"nearest"`` or ``"conservative"``. (default: ``"bilinear"``)
+
+        Returns:
+            ERA5Field: ``values`` of shape ``(T, len(lat), len(lon))``, float32; same time, variable and units.
+        """
+        from ._regrid import regrid
+
+        new_lat, new_lon = np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64)
+        out = regrid(torch.as_tensor(self.values, dtype=torch.float64), self.lat, self.lon, new_lat, new_lon, method)
+        rows, cols = np.argsort(-new_lat, kind="stable"), np.argsort(new_lon, kind="stable")
+        values = out.numpy()[:, rows][:, :, cols].astype(np.float32)
+        return replace(self, values=np.ascontiguousarray(values), lat=new_lat[rows].copy(), lon=new_lon[cols].copy())
+
     def select_time(self, index: Union[slice, Sequence[int], np.ndarray]) -> "ERA5Field":
         """The steps at ``index`` (a slice, integer indices or a boolean mask)."""
         return replace(self, values=self.values[index], time=self.time[index])

@@ -19,7 +19,9 @@ ArrayLike = Union[Tensor, np.ndarray, Sequence[float]]
 def _as_tensor(a: ArrayLike, dtype: Optional[torch.dtype] = None) -> Tensor:
     if not isinstance(a, Tensor):
         arr = np.asarray(a)
-        t = torch.as_tensor(arr if arr.flags.writeable else arr.copy())
+        # Copy read-only or negatively strided arrays (e.g. lat[::-1]), which torch cannot wrap.
+        contiguous = arr.flags.writeable and all(s >= 0 for s in arr.strides)
+        t = torch.as_tensor(arr if contiguous else np.ascontiguousarray(arr).copy())
     else:
         t = a
     if dtype is not None:

@@ -102,3 +102,9 @@ def test_image_and_voxel_grids(cls, shape):
         g.super_resolution(0)
     with pytest.raises(ValueError, match="rows but the grid has"):
         g.to_array(torch.rand(g.num_points + 1, 1))
+
+
+def test_latlon_grid_accepts_reversed_numpy_axes():
+    lat = np.linspace(-90, 90, 5)
+    g = LatLonGrid(lat[::-1], np.arange(0, 360, 90.0))
+    torch.testing.assert_close(g.lat, torch.tensor([90.0, 45.0, 0.0, -45.0, -90.0], dtype=torch.float64))
