@@ -1,0 +1,13 @@
+"""Training on PyTorch Lightning: the VaMoH module, resumable data loading, a configured trainer.
+
+This is the only package of pcfunc that imports Lightning.
+"""
+
+from ._data import FunctionDataModule, StepLoader
+from ._sync_batch_norm import DistributedBatchNorm, convert_sync_batchnorm
+from ._trainer import SyncBatchNorm, fit, last_checkpoint, make_trainer
+from ._vamoh_module import NonFiniteLossError, VaMoHModule, step_generator
+
+__all__ = ["VaMoHModule", "NonFiniteLossError", "step_generator", "FunctionDataModule", "StepLoader",
+           "make_trainer", "fit", "last_checkpoint",
+           "DistributedBatchNorm", "convert_sync_batchnorm", "SyncBatchNorm"]

@@ -1,0 +1,134 @@
+"""A Lightning ``Trainer`` set up for pcfunc: checkpoints every N steps, CSV and TensorBoard logs,
+exact resume, distributed data parallel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, List, Optional, Union
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from ._sync_batch_norm import convert_sync_batchnorm
+
+__all__ = ["make_trainer", "fit", "last_checkpoint", "SyncBatchNorm"]
+
+
+class SyncBatchNorm(Callback):
+    """Converts the module's BatchNorm layers to :class:`DistributedBatchNorm` when more than one process
+    trains (before Lightning wraps it in DDP)."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if trainer.world_size > 1:
+            convert_sync_batchnorm(pl_module)
+
+
+def make_trainer(
+    out_dir: Union[str, Path],
+    max_epochs: Optional[int] = None,
+    max_steps: int = -1,
+    checkpoint_every: int = 100,
+    devices: Union[int, str] = 1,
+    num_nodes: int = 1,
+    accelerator: str = "auto",
+    gradient_clip_val: Optional[float] = None,
+    log_every: int = 10,
+    progress_bar: bool = True,
+    tensorboard: bool = True,
+    val_every_epochs: int = 1,
+    callbacks: Optional[List[Callback]] = None,
+    **trainer_kwargs: Any,
+) -> pl.Trainer:
+    """A :class:`lightning.pytorch.Trainer` writing everything under ``out_dir``.
+
+    * ``out_dir/checkpoints``: ``last.ckpt`` and ``step=N.ckpt`` every ``checkpoint_every`` optimiser steps
+      (all kept), plus the end of every epoch; resume with :func:`fit` ``(resume=True)``.
+    * ``out_dir/logs/csv/version_*/metrics.csv`` and ``out_dir/logs/tensorboard`` (``tensorboard=False``
+      to skip it).
+    * Distributed data parallel when ``devices * num_nodes > 1`` (or under ``torchrun``/SLURM, which
+      Lightning detects): strategy ``ddp`` with the ``gloo`` backend on the CPU and ``nccl`` on GPUs, and
+      BatchNorm synchronised across processes by :class:`DistributedBatchNorm` (PyTorch's own
+      ``SyncBatchNorm`` only runs on CUDA). The training loader shards the data itself
+      (``use_distributed_sampler=False``).
+
+    Args:
+        out_dir: Output directory.
+        max_epochs (int, optional): Epochs to train.
+        max_steps (int): Optimiser steps to train (``-1``: no limit).
+        checkpoint_every (int): Steps between checkpoints.
+        devices: Devices per node (``"auto"``, a count).
+        num_nodes (int): Nodes.
+        accelerator (str): ``"cpu"``, ``"gpu"`` or ``"auto"``.
+        gradient_clip_val (float, optional): Clip the gradient norm to this value.
+        log_every (int): Steps between logged rows.
+        progress_bar (bool): Show a progress bar.
+        tensorboard (bool): Also write TensorBoard logs.
+        val_every_epochs (int): Validation frequency.
+        callbacks (list, optional): Extra callbacks.
+        **trainer_kwargs: Passed on to the ``Trainer``.
+    """
+    out = Path(out_dir)
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
+    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="step={step}", auto_insert_metric_name=False,
+                           every_n_train_steps=checkpoint_every, save_top_k=-1, save_last=True,
+                           save_on_train_epoch_end=True)
+    loggers: List[Any] = [CSVLogger(out / "logs", name="csv")]
+    if tensorboard:
+        loggers.append(TensorBoardLogger(out / "logs", name="tensorboard"))
+    world = (devices if isinstance(devices, int) else 1) * num_nodes
+    strategy: Any = trainer_kwargs.pop("strategy", None)
+    if strategy is None:
+        if world > 1:
+            from lightning.pytorch.strategies import DDPStrategy
+
+            backend = None if accelerator in ("gpu", "cuda") else "gloo"
+            # The flow and the categorical prior are unused during VaMoH's warm-up.
+            strategy = DDPStrategy(process_group_backend=backend, find_unused_parameters=True)
+        else:
+            strategy = "auto"
+    return pl.Trainer(
+        default_root_dir=str(out),
+        max_epochs=max_epochs,
+        max_steps=max_steps,
+        devices=devices,
+        num_nodes=num_nodes,
+        accelerator=accelerator,
+        strategy=strategy,
+        use_distributed_sampler=False,
+        gradient_clip_val=gradient_clip_val,
+        log_every_n_steps=log_every,
+        enable_progress_bar=progress_bar,
+        enable_model_summary=False,
+        check_val_every_n_epoch=val_every_epochs,
+        num_sanity_val_steps=0,
+        logger=loggers,
+        callbacks=[ckpt, SyncBatchNorm(), *(callbacks or [])],
+        **trainer_kwargs,
+    )
+
+
+def last_checkpoint(out_dir: Union[str, Path]) -> Optional[Path]:
+    """``out_dir/checkpoints/last.ckpt`` if it exists."""
+    p = Path(out_dir) / "checkpoints" / "last.ckpt"
+    return p if p.is_file() else None
+
+
+def fit(trainer: pl.Trainer, module: pl.LightningModule, datamodule: pl.LightningDataModule,
+        resume: Union[bool, str, Path] = False) -> Optional[Path]:
+    """Run ``trainer.fit``; with ``resume=True`` continue from ``last.ckpt`` in the trainer's directory (if
+    there is one), or from the given checkpoint path. Checkpoints are read with ``weights_only=True``.
+
+    Returns:
+        The checkpoint resumed from, or ``None``.
+    """
+    ckpt: Optional[Path] = None
+    if resume is True:
+        ckpt = last_checkpoint(trainer.default_root_dir)
+    elif resume:
+        ckpt = Path(resume)
+        if not ckpt.is_file():
+            raise FileNotFoundError(f"resume checkpoint {ckpt} does not exist")
+    trainer.fit(module, datamodule=datamodule, ckpt_path=None if ckpt is None else str(ckpt), weights_only=True)
+    return ckpt

@@ -1,0 +1,147 @@
+"""The Lightning wrapper of :class:`~pcfunc.models.VaMoH`: optimisation, warm-up schedule, logging, checks."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+
+from ..metrics import psnr, rmse
+from ..models import VaMoH
+
+__all__ = ["VaMoHModule", "NonFiniteLossError", "step_generator"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/Inf loss or gradient; the parameters were not updated with it."""
+
+
+def step_generator(seed: int, step: int, rank: int = 0, device: Union[str, torch.device] = "cpu") -> torch.Generator:
+    """A generator seeded from ``(seed, step, rank)``: each step's randomness (point dropout, the latent
+    sample) is then a pure function of where the run is, so a resumed run repeats it exactly."""
+    digest = hashlib.sha256(f"{seed}:{step}:{rank}".encode()).digest()
+    return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+
+
+class VaMoHModule(pl.LightningModule):
+    r"""Trains a :class:`~pcfunc.models.VaMoH` with PyTorch Lightning (Algorithm 1 of the VaMoH paper).
+
+    The model holds all the math; this module adds the optimiser (Adam; fused on the CPU), the warm-up
+    schedule (the :math:`\mathcal N(0, I)` prior and uniform categorical prior for the first
+    ``warmup_steps`` optimiser steps, then the planar flow), logging of the ELBO terms, and guards: a
+    non-finite loss or gradient raises :class:`NonFiniteLossError` before the optimiser step, so the
+    parameters and every checkpoint written so far stay finite. Validation logs the ELBO and the
+    reconstruction PSNR (VaMoH App. B.3) and RMSE of the posterior-mean reconstruction.
+
+    Randomness inside a step comes from :func:`step_generator` ``(seed, global_step, rank)``, so a run
+    resumed from a checkpoint repeats the uninterrupted run's losses.
+
+    Args:
+        model (VaMoH): The model; or build it with :meth:`from_config`.
+        lr (float): Adam learning rate (Table 3: ``1e-4`` for ERA5). (default: ``1e-4``)
+        warmup_steps (int): Optimiser steps with the standard prior. (default: ``0``)
+        seed (int): Seed of the per-step randomness. (default: ``0``)
+        model_config (dict, optional): Plain keyword arguments that rebuild the model
+            (``{"name": ..., **overrides}`` for :meth:`VaMoH.from_config`); saved in checkpoints so
+            :meth:`load_model` can rebuild it.
+    """
+
+    def __init__(self, model: VaMoH, lr: float = 1e-4, warmup_steps: int = 0, seed: int = 0,
+                 model_config: Optional[Dict[str, Any]] = None) -> None:
+        super().__init__()
+        if not isinstance(model, VaMoH):
+            raise TypeError(f"model must be a VaMoH, got {type(model).__name__}")
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr must be a positive number, got {lr!r}")
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be a non-negative integer, got {warmup_steps!r}")
+        self.model = model
+        self.save_hyperparameters({"lr": float(lr), "warmup_steps": warmup_steps, "seed": int(seed),
+                                   "model_config": model_config})
+
+    @classmethod
+    def from_config(cls, name: str, lr: Optional[float] = None, warmup_steps: int = 0, seed: int = 0,
+                    **overrides: Any) -> "VaMoHModule":
+        """A module around ``VaMoH.from_config(name, **overrides)``, with Table 3's learning rate by default.
+        ``overrides`` must be plain values (numbers, strings, lists, dicts) to be saved in checkpoints."""
+        from ..models import vamoh_config
+
+        model = VaMoH.from_config(name, **overrides)
+        lr = vamoh_config(name)["training"]["lr"] if lr is None else lr
+        return cls(model, lr, warmup_steps, seed, model_config={"name": name, **overrides})
+
+    @staticmethod
+    def load_model(checkpoint: Union[str, Path], model: Optional[VaMoH] = None,
+                   map_location: Union[str, torch.device] = "cpu") -> VaMoH:
+        """The trained :class:`VaMoH` of a checkpoint, read with ``torch.load(weights_only=True)``.
+
+        Args:
+            checkpoint: Path of a ``.ckpt`` file written by the trainer.
+            model (VaMoH, optional): A model of the same architecture to load into; by default it is rebuilt
+                from the saved ``model_config``.
+        """
+        ckpt = torch.load(checkpoint, map_location=map_location, weights_only=True)
+        if model is None:
+            cfg = dict((ckpt.get("hyper_parameters") or {}).get("model_config") or {})
+            if "name" not in cfg:
+                raise ValueError(f"{checkpoint} has no model_config to rebuild the model from; pass model=")
+            model = VaMoH.from_config(cfg.pop("name"), **cfg)
+        prefix = "model."
+        state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+        model.load_state_dict(state)
+        return model.eval()
+
+    # ---------------------------------------------------------------- Lightning hooks
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        fused = all(p.device.type in ("cpu", "cuda") for p in params) and all(p.is_floating_point() for p in params)
+        return torch.optim.Adam(params, lr=self.hparams.lr, fused=fused or None)
+
+    def _sync_warmup(self) -> None:
+        self.model.warmup = self.global_step < self.hparams.warmup_steps
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._sync_warmup()
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        g = step_generator(self.hparams.seed, self.global_step, self.global_rank)
+        out = self.model.elbo(batch, generator=g)
+        if not bool(torch.isfinite(out.loss)):
+            raise NonFiniteLossError(
+                f"non-finite training loss {float(out.loss)} at step {self.global_step} "
+                f"(log-likelihood {out.scalars()['log_likelihood']}, KL z {out.scalars()['kl_z']}, "
+                f"KL c {out.scalars()['kl_c']}); training stopped before the update, the last checkpoint is "
+                "intact. Lower the learning rate or enable gradient clipping.")
+        bs = int(out.elbo.numel())
+        logs = {f"train/{k}": v for k, v in out.scalars().items()}
+        logs["train/warmup"] = float(self.model.warmup)
+        self.log_dict(logs, batch_size=bs, on_step=True, on_epoch=False, prog_bar=False, sync_dist=False)
+        self.log("loss", out.loss.detach(), batch_size=bs, prog_bar=True, on_step=True, on_epoch=False)
+        return out.loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if not grads:
+            return
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        if not bool(torch.isfinite(norm)):
+            raise NonFiniteLossError(f"non-finite gradient norm at step {self.global_step}; training stopped "
+                                     "before the update, the last checkpoint is intact.")
+        self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._sync_warmup()
+        g = step_generator(self.hparams.seed, batch_idx, -1 - self.global_rank)
+        out = self.model.elbo(batch, dropout=False, generator=g)
+        rec = self.model.reconstruct(batch)
+        n = int(out.elbo.numel())
+        p = psnr(rec, batch.x, data_range=1.0, batch=batch.batch)
+        e = rmse(rec, batch.x, batch=batch.batch)
+        self.log_dict({"val/elbo": out.elbo.mean(), "val/elbo_per_point": (out.elbo / out.num_points).mean(),
+                       "val/psnr": p.mean(), "val/rmse": e.mean()},
+                      batch_size=n, on_epoch=True, prog_bar=False, sync_dist=True)

@@ -1,0 +1,209 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from pcfunc.training import (DistributedBatchNorm, FunctionDataModule, NonFiniteLossError, StepLoader, VaMoHModule,
+                             convert_sync_batchnorm, fit, make_trainer, step_generator)
+
+from ._train_tiny import TINY, dataset
+
+SCRIPT = Path(__file__).with_name("_train_tiny.py")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_script(*args, check=True):
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.run([sys.executable, str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=600)
+    if check and p.returncode != 0:
+        raise AssertionError(f"rc={p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    return p
+
+
+def records(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def test_step_loader_is_deterministic_sharded_and_resumes_at_position():
+    data = dataset(10)
+    full = StepLoader(data, 3, seed=4)
+    assert len(full) == 4
+    epoch0 = [b.item.tolist() for b in full]
+    assert sorted(sum(epoch0, [])) == list(range(10))
+    assert [b.item.tolist() for b in StepLoader(data, 3, seed=4)] == epoch0
+    # Position 5 = epoch 1, batch 1: the same batches an uninterrupted run sees from there.
+    pos = {"n": 0}
+    loader = StepLoader(data, 3, seed=4, position=lambda: pos["n"])
+    run = []
+    for epoch in range(2):
+        for b in loader:
+            run.append(b.item.tolist())
+            pos["n"] += 1
+    pos["n"] = 5
+    assert [b.item.tolist() for b in loader] == run[5:8]
+    # Two ranks: equal-length disjoint shards of each epoch's permutation.
+    shards = [StepLoader(data, 2, seed=4, rank=lambda r=r: (r, 2)) for r in range(2)]
+    items = [sum((b.item.tolist() for b in s), []) for s in shards]
+    assert len(items[0]) == len(items[1]) == 5 and not set(items[0]) & set(items[1])
+    with pytest.raises(ValueError, match="batch_size"):
+        StepLoader(data, 0)
+
+
+def test_step_generator_is_a_function_of_seed_step_rank():
+    a = torch.rand(3, generator=step_generator(1, 7, 0))
+    assert torch.equal(a, torch.rand(3, generator=step_generator(1, 7, 0)))
+    assert not torch.equal(a, torch.rand(3, generator=step_generator(1, 8, 0)))
+    assert not torch.equal(a, torch.rand(3, generator=step_generator(1, 7, 1)))
+
+
+@pytest.mark.slow
+def test_resume_after_kill_repeats_the_uninterrupted_losses(tmp_path):
+    run_script("--out", str(tmp_path / "a"), "--record", str(tmp_path / "a.jsonl"))
+    p = run_script("--out", str(tmp_path / "b"), "--record", str(tmp_path / "b.jsonl"), "--kill-at", "4", check=False)
+    assert p.returncode == -9  # killed by SIGKILL mid-run
+    assert (tmp_path / "b" / "checkpoints" / "last.ckpt").is_file()
+    run_script("--out", str(tmp_path / "b"), "--record", str(tmp_path / "b.jsonl"), "--resume")
+    ref = {r["step"]: r for r in records(tmp_path / "a.jsonl")}
+    got = {}
+    for r in records(tmp_path / "b.jsonl"):  # steps re-run after the resume overwrite the killed run's
+        got[r["step"]] = r
+    assert sorted(got) == sorted(ref) == list(range(8))
+    for s in range(8):
+        assert got[s]["items"] == ref[s]["items"], s
+        assert got[s]["warmup"] == ref[s]["warmup"] == (s < 3)
+        assert got[s]["loss"] == pytest.approx(ref[s]["loss"], rel=1e-6, abs=1e-6), s
+    a = json.loads((tmp_path / "a.jsonl.rank0.json").read_text())
+    b = json.loads((tmp_path / "b.jsonl.rank0.json").read_text())
+    assert b["params"] == pytest.approx(a["params"], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_gloo(tmp_path):
+    run_script("--out", str(tmp_path / "d"), "--record", str(tmp_path / "d.jsonl"), "--devices", "2",
+               "--steps", "4")
+    rec = records(tmp_path / "d.jsonl")
+    by_step = {}
+    for r in rec:
+        by_step.setdefault(r["step"], {})[r["rank"]] = r["items"]
+    assert sorted(by_step) == [0, 1, 2, 3]
+    for s, ranks in by_step.items():
+        assert sorted(ranks) == [0, 1]
+        assert not set(ranks[0]) & set(ranks[1])  # each rank its own shard
+    sums = [json.loads((tmp_path / f"d.jsonl.rank{r}.json").read_text()) for r in range(2)]
+    assert sums[0]["params"] == sums[1]["params"]  # replicas stay identical
+    assert sums[0]["sync_bn"] == 10 and sums[0]["bn"] == 0  # every BatchNorm synchronised
+
+
+def _bn_worker(rank, world, port, x, out):
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    bn = convert_sync_batchnorm(torch.nn.Sequential(torch.nn.BatchNorm1d(3)))[0]
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([1.0, 2.0, 0.5]))
+    part = x[:5].clone() if rank == 0 else x[5:].clone()  # unequal shares: 5 and 9 rows
+    part.requires_grad_(True)
+    y = bn(part)
+    (y * torch.arange(1.0, 4.0)).pow(2).sum().backward()
+    out[rank] = (y.detach(), part.grad, bn.running_mean.clone(), bn.running_var.clone(), bn.weight.grad)
+    dist.destroy_process_group()
+
+
+def test_distributed_batchnorm_equals_full_batch_batchnorm():
+    x = torch.randn(14, 3, dtype=torch.float32) * 3 + 1
+    port = 29500 + os.getpid() % 1000
+    with mp.Manager() as manager:
+        out = manager.dict()
+        mp.spawn(_bn_worker, args=(2, port, x, out), nprocs=2, join=True)
+        res = dict(out)
+    ref = torch.nn.BatchNorm1d(3)
+    with torch.no_grad():
+        ref.weight.copy_(torch.tensor([1.0, 2.0, 0.5]))
+    xr = x.clone().requires_grad_(True)
+    y = ref(xr)
+    (y * torch.arange(1.0, 4.0)).pow(2).sum().backward()
+    torch.testing.assert_close(torch.cat([res[0][0], res[1][0]]), y.detach(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(torch.cat([res[0][1], res[1][1]]), xr.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(res[0][2], ref.running_mean)
+    torch.testing.assert_close(res[0][3], ref.running_var, rtol=1e-4, atol=1e-5)
+    # Each rank's weight gradient covers its share; their sum (what DDP reduces) is the full gradient.
+    torch.testing.assert_close(res[0][4] + res[1][4], ref.weight.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_distributed_batchnorm_is_batchnorm_outside_ddp():
+    bn = torch.nn.BatchNorm1d(4)
+    bn.running_mean.fill_(0.3)
+    conv = convert_sync_batchnorm(torch.nn.Sequential(bn))[0]
+    assert isinstance(conv, DistributedBatchNorm)
+    x = torch.randn(6, 4)
+    ref = torch.nn.BatchNorm1d(4)
+    ref.running_mean.fill_(0.3)
+    torch.testing.assert_close(conv(x), ref(x))
+    torch.testing.assert_close(conv.running_mean, ref.running_mean)
+
+
+def _module():
+    torch.manual_seed(0)
+    return VaMoHModule.from_config("era5", lr=1e-3, warmup_steps=1, seed=0, **TINY)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    module = _module()
+    elbo = module.model.elbo
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        out = elbo(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            out.loss = out.loss * float("nan")
+        return out
+
+    module.model.elbo = poisoned
+    trainer = make_trainer(tmp_path, max_steps=6, checkpoint_every=1, accelerator="cpu", progress_bar=False,
+                           tensorboard=False, limit_val_batches=0)
+    with pytest.raises(NonFiniteLossError, match="non-finite training loss .* at step 2"):
+        fit(trainer, module, FunctionDataModule(dataset(), batch_size=4))
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, weights_only=True)
+    assert state["global_step"] == 2
+    assert all(bool(torch.isfinite(v).all()) for v in state["state_dict"].values() if v.is_floating_point())
+    assert all(bool(torch.isfinite(p).all()) for p in module.parameters())
+
+
+def test_train_logs_checkpoints_and_load_model(tmp_path):
+    module = _module()
+    dm = FunctionDataModule(dataset(), val=dataset(4), batch_size=4)
+    trainer = make_trainer(tmp_path, max_epochs=2, checkpoint_every=2, accelerator="cpu", progress_bar=False,
+                           log_every=1, gradient_clip_val=10.0)
+    fit(trainer, module, dm)
+    assert trainer.global_step == 6 and not module.model.warmup
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert {"last.ckpt", "step=2.ckpt", "step=4.ckpt", "step=6.ckpt"} <= set(names)
+    csv = next((tmp_path / "logs" / "csv").glob("version_*/metrics.csv")).read_text()
+    header = csv.splitlines()[0].split(",")
+    for col in ("train/elbo", "train/kl_z", "train/kl_c", "train/grad_norm", "val/psnr", "val/rmse", "loss"):
+        assert col in header, col
+    assert list((tmp_path / "logs" / "tensorboard").rglob("events.out.tfevents*"))
+    model = VaMoHModule.load_model(tmp_path / "checkpoints" / "last.ckpt")
+    batch = next(iter(StepLoader(dataset(4), 4, shuffle=False)))
+    torch.testing.assert_close(model.reconstruct(batch), module.model.eval().reconstruct(batch))
+    assert not model.warmup
+    with pytest.raises(FileNotFoundError, match="resume checkpoint"):
+        fit(trainer, module, dm, resume=tmp_path / "nope.ckpt")
+
+
+def test_module_errors():
+    with pytest.raises(TypeError, match="model must be a VaMoH"):
+        VaMoHModule(torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="lr"):
+        VaMoHModule(_module().model, lr=0)
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        make_trainer("/tmp/x", checkpoint_every=0)
