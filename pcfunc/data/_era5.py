@@ -9,7 +9,7 @@ from typing import Any, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-__all__ = ["ERA5Field", "ERA5Dataset", "load_era5", "load_era5_sample", "MinMaxNormalizer", "split_by_time"]
+__all__ = ["ERA5_ATTRIBUTION", "ERA5Field", "ERA5Dataset", "load_era5", "load_era5_sample", "MinMaxNormalizer", "split_by_time"]
 
 _TIME_NAMES = ("valid_time", "time")
 _LAT_NAMES = ("latitude", "lat")
@@ -155,6 +155,10 @@ def load_era5(
                      variable=variable, units=str(da.attrs.get("units", "")))
 
 
+#: The attribution ERA5's licence (CC-BY 4.0) asks for; put it on figures and reports made from ERA5 data.
+ERA5_ATTRIBUTION = ("Contains modified Copernicus Climate Change Service information (ERA5, Hersbach et al. 2020, "
+                    "doi:10.1002/qj.3803), CC-BY 4.0")
+
 _SAMPLE = Path(__file__).resolve().parent / "assets" / "era5_t2m_1deg.npz"
 
 
@@ -201,9 +205,16 @@ class MinMaxNormalizer:
         v = values.values if isinstance(values, ERA5Field) else np.asarray(values)
         return cls(float(np.min(v)), float(np.max(v)))
 
-    def transform(self, values: Any) -> Any:
-        """Physical values to the normalised range (works on NumPy arrays and tensors)."""
-        return (values - self.low) / (self.high - self.low)
+    def transform(self, values: Any, clip: bool = False) -> Any:
+        """Physical values to the normalised range (works on NumPy arrays and tensors).
+
+        ``clip=True`` clips the result to :math:`[0, 1]`: values of other splits can fall outside the
+        training range, which a likelihood on :math:`[0, 1]` (continuous Bernoulli) cannot score.
+        """
+        out = (values - self.low) / (self.high - self.low)
+        if clip:
+            out = out.clip(0.0, 1.0)
+        return out
 
     def inverse(self, values: Any) -> Any:
         """Normalised values back to physical units."""
@@ -248,16 +259,19 @@ class ERA5Dataset(torch.utils.data.Dataset):
         normalizer (MinMaxNormalizer, optional): Maps values to [0, 1]; by default fitted on ``field``
             (fit it on the training split and pass it to the others).
         transform (callable, optional): Applied to every item (e.g. :class:`PointDropout`).
+        clip (bool): Clip the normalised values to :math:`[0, 1]` (for splits other than the one the
+            normalizer was fitted on). (default: ``False``)
     """
 
     def __init__(self, field: ERA5Field, normalizer: Optional[MinMaxNormalizer] = None,
-                 transform: Optional[Any] = None) -> None:
+                 transform: Optional[Any] = None, clip: bool = False) -> None:
         from ._grids import LatLonGrid
 
         self.field = field
         self.normalizer = normalizer if normalizer is not None else MinMaxNormalizer.fit(field)
         self.grid = LatLonGrid(field.lat, field.lon)
         self.transform = transform
+        self.clip = bool(clip)
 
     def __len__(self) -> int:
         return int(self.field.values.shape[0])
@@ -265,6 +279,6 @@ class ERA5Dataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> Any:
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} time steps")
-        data = self.grid.to_data(self.normalizer.transform(self.field.values[i]))
+        data = self.grid.to_data(self.normalizer.transform(self.field.values[i], clip=self.clip))
         data.time_index = torch.tensor([i % len(self)])
         return self.transform(data) if self.transform is not None else data

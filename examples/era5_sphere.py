@@ -1,0 +1,308 @@
+"""VaMoH on real ERA5 2 m temperature: train on the 4-degree globe, then generate, reconstruct,
+super-resolve to 1 degree and in-paint, with rendered globes, maps and ``metrics.json``.
+
+With no arguments it trains on the real ERA5 sample embedded in pcfunc (24 global fields at 1 degree,
+regridded to the papers' 46 x 90 grid) for about five minutes on the CPU, evaluates on held-out
+times, and writes to ``outputs/era5_sphere/``:
+
+* ``metrics.json``: PSNR (VaMoH App. B.3, on data normalised to [0, 1]) and RMSE in kelvin of every
+  task on the test fields, next to simple baselines on the same points: bilinear interpolation of the
+  4-degree field for super-resolution, the zonal mean of the observed points for in-painting;
+* ``tasks.png``: maps of the truth, the inputs (hidden points greyed) and the predictions, the
+  uncertainty (predictive standard deviation) and the mixture's entropy and segmentation;
+* ``globe_*.png``: PyTorch3D globes of the truth, the super-resolved INR evaluated at the
+  icosphere's vertices, in-painting, and samples from the prior;
+* ``checkpoints/`` and ``logs/`` (CSV and TensorBoard) of the run; ``--resume`` continues it.
+
+Examples::
+
+    python examples/era5_sphere.py                      # embedded sample, ~5 min training
+    python examples/era5_sphere.py --data era5_t2m.nc   # a CDS download (NetCDF or Zarr), any resolution
+    python examples/era5_sphere.py --config paper --epochs 600 --devices 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from pcfunc.data import (ERA5_ATTRIBUTION, ERA5Dataset, LatLonGrid, MinMaxNormalizer, interpolate_to_points,
+                         load_era5, load_era5_sample, split_by_time)
+from pcfunc.manifolds import latlon_to_xyz, xyz_to_latlon
+from pcfunc.metrics import psnr, rmse
+from pcfunc.models import VaMoH, vamoh_config
+
+# Model sizes. "paper" is VaMoH Table 3 (ERA5 column). "small" keeps its structure (PointConv encoder
+# with 1024/256/64/16 centroids and 9 neighbours, K = 3 hypergenerators with 128 Fourier features,
+# a 10-layer planar flow) at widths that train in minutes on two CPU cores. "tiny" is for tests.
+CONFIGS: Dict[str, Dict[str, Any]] = {
+    "paper": {},
+    "small": dict(encoder=[dict(out_channels=32, num_neighbors=9, num_centroids=1024),
+                           dict(out_channels=64, num_neighbors=9, num_centroids=256),
+                           dict(out_channels=128, num_neighbors=9, num_centroids=64),
+                           dict(out_channels=32, num_neighbors=9, num_centroids=16)],
+                  weight_hidden=[16, 16], hypernet_hidden=[128, 256], generator_hidden=[32, 32, 32]),
+    "tiny": dict(encoder=[dict(out_channels=8, num_neighbors=9, num_centroids=256),
+                          dict(out_channels=8, num_neighbors=9, num_centroids=16)],
+                 weight_hidden=[8], latent_dim=8, hypernet_hidden=[16], generator_hidden=[16],
+                 num_frequencies=16, categorical_hidden=[8], flow_layers=2),
+}
+PATCH = (45.0, -100.0, 30.0)  # centre latitude, longitude and great-circle radius (degrees): North America
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=None,
+                   help="ERA5 file from the CDS (NetCDF with time dimension valid_time or time, or Zarr); "
+                        "default: the real sample embedded in pcfunc")
+    p.add_argument("--variable", default="t2m", help="variable to model (default: t2m)")
+    p.add_argument("--config", choices=sorted(CONFIGS), default="small",
+                   help="model size: small (default, minutes on a CPU), paper (VaMoH Table 3), tiny (tests)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="training epochs (default: as many as fit in --minutes)")
+    p.add_argument("--minutes", type=float, default=5.0, help="training time budget when --epochs is not given")
+    p.add_argument("--batch-size", type=int, default=8, help="fields per batch and device (default: 8)")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: 1e-3, paper: 1e-4)")
+    p.add_argument("--warmup-steps", type=int, default=150,
+                   help="steps with the N(0, I) prior before the flow prior (Algorithm 1)")
+    p.add_argument("--resolution", type=float, default=4.0, help="training grid spacing in degrees (default: 4)")
+    p.add_argument("--devices", type=int, default=1, help="processes (CPU) or GPUs per node for DDP")
+    p.add_argument("--num-nodes", type=int, default=1, help="nodes for DDP")
+    p.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
+    p.add_argument("--out", type=Path, default=Path("outputs/era5_sphere"), help="output directory")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--globe-size", type=int, default=320, help="pixels per globe view")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return p.parse_args(argv)
+
+
+# ------------------------------------------------------------------------------------------------ data
+def regular_axes(step: float) -> tuple:
+    n_lat = int(round(180.0 / step)) + 1
+    n_lon = int(round(360.0 / step))
+    return np.linspace(90.0, -90.0, n_lat), np.arange(n_lon) * (360.0 / n_lon)
+
+
+def load_field(args: argparse.Namespace):
+    field = load_era5_sample() if args.data is None else load_era5(args.data, args.variable)
+    lat, lon = regular_axes(args.resolution)
+    coarse = field.regrid(lat, lon % 360.0 if field.lon.min() >= 0 else ((lon + 180) % 360) - 180)
+    return field, coarse
+
+
+def zonal_mean_fill(values: torch.Tensor, lat: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+    """Baseline in-painting: each hidden point gets the mean of the observed points at its latitude
+    (the global observed mean where a latitude has none)."""
+    out = values.clone()
+    keys = torch.round(lat * 1e4)
+    fallback = values[observed].mean()
+    for k in torch.unique(keys):
+        row = keys == k
+        obs = row & observed
+        out[row & ~observed] = values[obs].mean() if bool(obs.any()) else fallback
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ main
+def train(args: argparse.Namespace, train_set, val_set, out: Path):
+    import lightning.pytorch as pl
+
+    from pcfunc.training import FunctionDataModule, VaMoHModule, fit, make_trainer
+
+    pl.seed_everything(args.seed, workers=True, verbose=False)
+    overrides = dict(CONFIGS[args.config])
+    lr = args.lr if args.lr is not None else (vamoh_config("era5")["training"]["lr"] if args.config == "paper"
+                                              else 1e-3)
+    module = VaMoHModule.from_config("era5", lr=lr, warmup_steps=args.warmup_steps, seed=args.seed, **overrides)
+    dm = FunctionDataModule(train_set, val_set, batch_size=min(args.batch_size, len(train_set)), seed=args.seed)
+    limits: Dict[str, Any] = {}
+    if args.epochs is None:
+        limits["max_time"] = {"minutes": args.minutes}
+        limits["max_epochs"] = 10_000
+    else:
+        limits["max_epochs"] = args.epochs
+    trainer = make_trainer(out, checkpoint_every=50, devices=args.devices, num_nodes=args.num_nodes,
+                           accelerator=args.accelerator, gradient_clip_val=1000.0, log_every=5,
+                           progress_bar=not args.no_progress, val_every_epochs=5, **limits)
+    t0 = time.perf_counter()
+    resumed = fit(trainer, module, dm, resume=args.resume)
+    return module.model.eval(), trainer, time.perf_counter() - t0, resumed
+
+
+def evaluate(model: VaMoH, field, coarse, test_idx: np.ndarray, norm: MinMaxNormalizer) -> Dict[str, Any]:
+    """All tasks on the test fields; returns the metrics and the arrays of the first test field for the figures."""
+    g4 = LatLonGrid(coarse.lat, coarse.lon)
+    fine = LatLonGrid(field.lat, field.lon)
+    x4 = torch.as_tensor(norm.transform(coarse.values[test_idx], clip=True), dtype=torch.float32)[..., None]
+    x1 = torch.as_tensor(norm.transform(field.values[test_idx], clip=True), dtype=torch.float32)[..., None]
+    b4 = g4.to_batch(x4)
+    y4 = b4.x.view(len(test_idx), -1, 1)
+    y1 = fine.to_batch(x1).x.view(len(test_idx), -1, 1)
+    scale = norm.high - norm.low
+    res: Dict[str, Any] = {}
+
+    def score(name: str, pred: torch.Tensor, truth: torch.Tensor, sel: Optional[torch.Tensor] = None) -> None:
+        p, t = (pred, truth) if sel is None else (pred[:, sel], truth[:, sel])
+        res[name] = {"psnr_db": float(psnr(p, t, data_range=1.0).mean()),
+                     "rmse_k": float(rmse(p, t).mean()) * scale, "points": int(t.size(1))}
+
+    # Reconstruction at the training resolution, one forward pass.
+    rec4 = model.reconstruct(b4).view_as(y4)
+    score("reconstruction_4deg", rec4, y4)
+    # Super-resolution: the INR evaluated at the 1-degree points vs the real 1-degree data.
+    sr = model.reconstruct(b4, fine.pos)
+    score("super_resolution_1deg", sr, y1)
+    arr4 = g4.to_array(y4.reshape(-1, 1), torch.arange(len(test_idx)).repeat_interleave(g4.num_points))
+    bil = interpolate_to_points(arr4[..., 0].double(), g4.lat, g4.lon, fine.pos.double()).float()[..., None]
+    score("baseline_bilinear_1deg", bil, y1)
+
+    lat4, lon4 = xyz_to_latlon(g4.pos.double())
+    centre = latlon_to_xyz(torch.tensor(PATCH[0], dtype=torch.float64), torch.tensor(PATCH[1], dtype=torch.float64))
+    in_patch = torch.acos((g4.pos.double() @ centre).clamp(-1, 1)) < math.radians(PATCH[2])
+    west = torch.remainder(lon4, 360.0) >= 180.0
+    masks = {"inpaint_patch": ~in_patch, "inpaint_half": ~west}
+    B, N = y4.shape[:2]
+    preds = {}
+    for name, observed in masks.items():
+        obs_b = g4.to_batch(x4)
+        keep = observed.repeat(B)
+        obs_b.x, obs_b.pos, obs_b.batch = obs_b.x[keep], obs_b.pos[keep], obs_b.batch[keep]
+        pred = model.inpaint(obs_b, g4.pos)
+        preds[name] = (pred, observed)
+        score(name, pred, y4, ~observed)
+        base = torch.stack([zonal_mean_fill(y4[i, :, 0], lat4.float(), observed) for i in range(B)])[..., None]
+        score(f"baseline_zonal_mean_{name.split('_')[1]}", base, y4, ~observed)
+    half_obs = g4.to_batch(x4[:1])
+    keep = masks["inpaint_half"]
+    half_obs.x, half_obs.pos, half_obs.batch = half_obs.x[keep], half_obs.pos[keep], half_obs.batch[keep]
+    unc = model.predictive(half_obs, g4.pos, num_samples=16, include_noise=False,
+                           generator=torch.Generator().manual_seed(0))
+    maps = model.component_maps(g4.to_batch(x4[:1]))
+    res["_arrays"] = dict(g4=g4, fine=fine, truth1=y1[0], truth4=y4[0], rec4=rec4[0], sr=sr[0], bil=bil[0],
+                          preds={k: (v[0][0], v[1]) for k, v in preds.items()}, std=unc.std[0],
+                          entropy=maps.entropy[0], seg=maps.segmentation[0])
+    return res
+
+
+def render(model: VaMoH, res: Dict[str, Any], norm: MinMaxNormalizer, out: Path, size: int, units: str,
+           variable: str) -> List[str]:
+    from pcfunc.render import Panel, plot_panels, render_sphere
+
+    a = res["_arrays"]
+    g4, fine = a["g4"], a["fine"]
+    K = lambda t: norm.inverse(t.reshape(-1)).float()  # noqa: E731
+    arr = lambda grid, v: grid.to_array(v.reshape(-1, 1))[..., 0].numpy()  # noqa: E731
+    label = f"{variable} [{units}]" if units else variable
+    vmin, vmax = float(K(a["truth1"]).min()), float(K(a["truth1"]).max())
+    panels = [
+        Panel(arr(fine, K(a["truth1"])), "ERA5 truth (1°)", label=label),
+        Panel(arr(g4, K(a["truth4"])), "input (4°)", label=label, lat=g4.lat, lon=g4.lon),
+        Panel(arr(g4, K(a["rec4"])), "reconstruction (4°)", label=label, lat=g4.lat, lon=g4.lon),
+        Panel(arr(fine, K(a["sr"])), "VaMoH super-resolution (1°)", label=label),
+        Panel(arr(fine, K(a["bil"])), "bilinear baseline (1°)", label=label),
+    ]
+    for name, title in (("inpaint_patch", "patch"), ("inpaint_half", "half globe")):
+        pred, observed = a["preds"][name]
+        m = arr(g4, observed.float()) > 0.5
+        panels.append(Panel(arr(g4, K(a["truth4"])), f"input: {title} hidden", mask=m, label=label,
+                            lat=g4.lat, lon=g4.lon))
+        panels.append(Panel(arr(g4, K(pred)), f"in-painted: {title}", label=label, lat=g4.lat, lon=g4.lon))
+    std = a["std"].reshape(-1) * (norm.high - norm.low)
+    panels += [
+        Panel(arr(g4, std), "predictive std (half globe)", label=f"std [{units}]", scale_group=None,
+              cmap="magma", lat=g4.lat, lon=g4.lon),
+        Panel(arr(g4, a["entropy"]), "entropy of q(c)", label="nats", scale_group=None, cmap="viridis",
+              lat=g4.lat, lon=g4.lon),
+        Panel(arr(g4, a["seg"].double()), "segmentation (argmax c)", categorical=True,
+              num_categories=model.num_components, cmap="tab10", lat=g4.lat, lon=g4.lon),
+    ]
+    written = []
+    plot_panels(panels, fine.lat, fine.lon, out / "tasks.png", ncols=4, suptitle="VaMoH on ERA5 (test field)",
+                attribution=ERA5_ATTRIBUTION)
+    written.append("tasks.png")
+
+    # Samples from the prior on the map, at 1 degree.
+    samples = model.sample(4, fine.pos, generator=torch.Generator().manual_seed(1))
+    plot_panels([Panel(arr(fine, K(s)), f"sample {i + 1}", label=label) for i, s in enumerate(samples)],
+                fine.lat, fine.lon, out / "samples.png", ncols=2, suptitle="VaMoH samples from the flow prior (1°)",
+                attribution=ERA5_ATTRIBUTION)
+    written.append("samples.png")
+
+    globes = {
+        "globe_truth.png": (K(a["truth1"]), fine.pos, "ERA5 truth, 1°"),
+        "globe_super_resolution.png": (None, None, "VaMoH INR evaluated at the globe's vertices (trained at 4°)"),
+        "globe_inpaint_half.png": (K(a["preds"]["inpaint_half"][0]), g4.pos, "in-painted from the eastern half"),
+        "globe_sample.png": (K(samples[0]), fine.pos, "sample from the prior"),
+    }
+    latent = model.encode(_batch_of(g4, a["truth4"]))[0]
+    for name, (values, pos, title) in globes.items():
+        if values is None:
+            def f(xyz: torch.Tensor) -> torch.Tensor:
+                return K(model.decode(latent, xyz.to(g4.pos.dtype)))
+            render_sphere(f, out=out / name, image_size=size, vmin=vmin, vmax=vmax, label=label, title=title)
+        else:
+            render_sphere(values, pos, out=out / name, image_size=size, vmin=vmin, vmax=vmax, label=label,
+                          title=title)
+        written.append(name)
+    return written
+
+
+def _batch_of(grid: LatLonGrid, values: torch.Tensor):
+    from torch_geometric.data import Batch
+
+    return Batch(x=values.reshape(-1, 1), pos=grid.pos, batch=torch.zeros(grid.num_points, dtype=torch.long))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    field, coarse = load_field(args)
+    n = coarse.values.shape[0]
+    if n < 3:
+        raise SystemExit(f"need at least 3 time steps to train and test, the data has {n}")
+    train_f, test_f = split_by_time(coarse, (0.75, 0.25))
+    n_train = train_f.values.shape[0]
+    test_idx = np.arange(n_train, n)
+    norm = MinMaxNormalizer.fit(train_f)
+    # Keep test values inside [0, 1] for the continuous Bernoulli: clip to the training range.
+    norm_test = norm
+    train_set = ERA5Dataset(train_f, norm)
+    val_set = ERA5Dataset(test_f, norm, clip=True)
+    model, trainer, train_s, resumed = train(args, train_set, val_set, out)
+    if trainer.global_rank != 0:
+        return {}
+    res = evaluate(model, field, coarse, test_idx, norm_test)
+    t_render = time.perf_counter()
+    written = render(model, res, norm, out, args.globe_size, field.units, field.variable)
+    metrics = {k: v for k, v in res.items() if not k.startswith("_")}
+    summary = {
+        "data": "embedded ERA5 sample" if args.data is None else str(args.data),
+        "variable": field.variable, "units": field.units,
+        "train_fields": int(n_train), "test_fields": int(len(test_idx)),
+        "train_grid": list(coarse.shape), "truth_grid": list(field.shape),
+        "config": args.config, "steps": int(trainer.global_step), "epochs": int(trainer.current_epoch),
+        "train_seconds": round(train_s, 1), "render_seconds": round(time.perf_counter() - t_render, 1),
+        "total_seconds": round(time.perf_counter() - t_start, 1),
+        "resumed_from": None if resumed is None else str(resumed),
+        "normalisation_k": norm.to_dict(), "psnr_definition": "VaMoH App. B.3 on data normalised to [0, 1]",
+        "metrics": metrics, "figures": written, "attribution": ERA5_ATTRIBUTION,
+    }
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(metrics, indent=2))
+    print(f"wrote {out / 'metrics.json'} and {len(written)} figures in {summary['total_seconds']} s")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
