@@ -185,7 +185,7 @@ def evaluate(model: VaMoH, field, coarse, test_idx: np.ndarray, norm: MinMaxNorm
     half_obs.x, half_obs.pos, half_obs.batch = half_obs.x[keep], half_obs.pos[keep], half_obs.batch[keep]
     unc = model.predictive(half_obs, g4.pos, num_samples=16, include_noise=False,
                            generator=torch.Generator().manual_seed(0))
-    maps = model.component_maps(g4.to_batch(x4[:1]))
+    maps = model.component_maps(g4.to_batch(x4[:1]), posterior=True)
     res["_arrays"] = dict(g4=g4, fine=fine, truth1=y1[0], truth4=y4[0], rec4=rec4[0], sr=sr[0], bil=bil[0],
                           preds={k: (v[0][0], v[1]) for k, v in preds.items()}, std=unc.std[0],
                           entropy=maps.entropy[0], seg=maps.segmentation[0])
@@ -219,9 +219,9 @@ def render(model: VaMoH, res: Dict[str, Any], norm: MinMaxNormalizer, out: Path,
     panels += [
         Panel(arr(g4, std), "predictive std (half globe)", label=f"std [{units}]", scale_group=None,
               cmap="magma", lat=g4.lat, lon=g4.lon),
-        Panel(arr(g4, a["entropy"]), "entropy of q(c)", label="nats", scale_group=None, cmap="viridis",
+        Panel(arr(g4, a["entropy"]), "entropy of q(c | x, y, z)", label="nats", scale_group=None, cmap="viridis",
               lat=g4.lat, lon=g4.lon),
-        Panel(arr(g4, a["seg"].double()), "segmentation (argmax c)", categorical=True,
+        Panel(arr(g4, a["seg"].double()), "segmentation (argmax q(c))", categorical=True,
               num_categories=model.num_components, cmap="tab10", lat=g4.lat, lon=g4.lon),
     ]
     written = []

@@ -37,3 +37,35 @@ def test_fps_globe_writes_png(tmp_path: Path) -> None:
     # the globes are coloured (the temperature colormap), not a white or grey page
     saturation = rgb.max(-1).astype(int) - rgb.min(-1)
     assert (saturation > 60).mean() > 0.1
+
+
+@pytest.mark.slow
+def test_era5_sphere_main_tiny(tmp_path: Path) -> None:
+    pytest.importorskip("pytorch3d")
+    Image = pytest.importorskip("PIL.Image")
+    import json
+
+    era5 = load_example("era5_sphere")
+    out = tmp_path / "run"
+    summary = era5.main(["--config", "tiny", "--epochs", "2", "--batch-size", "6", "--warmup-steps", "2",
+                         "--out", str(out), "--globe-size", "96", "--no-progress"])
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["metrics"] == summary["metrics"]
+    assert saved["steps"] == 6 and saved["train_fields"] == 18 and saved["test_fields"] == 6
+    assert saved["train_grid"] == [46, 90] and saved["truth_grid"] == [181, 360]
+    m = saved["metrics"]
+    for task in ("reconstruction_4deg", "super_resolution_1deg", "baseline_bilinear_1deg", "inpaint_patch",
+                 "baseline_zonal_mean_patch", "inpaint_half", "baseline_zonal_mean_half"):
+        assert np.isfinite(m[task]["psnr_db"]) and m[task]["rmse_k"] > 0, task
+    assert m["super_resolution_1deg"]["points"] == 64442
+    assert m["inpaint_half"]["points"] == m["baseline_zonal_mean_half"]["points"] > 1000
+    # The bilinear baseline is an honest one: t2m at 1 degree from 4 degrees within a few kelvin.
+    assert m["baseline_bilinear_1deg"]["rmse_k"] < 4.0
+    for name in saved["figures"]:
+        with Image.open(out / name) as im:
+            assert im.format == "PNG" and im.size[0] > 200
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    # --resume continues the same run (already finished: no new steps) and still evaluates.
+    again = era5.main(["--config", "tiny", "--epochs", "2", "--batch-size", "6", "--out", str(out), "--resume",
+                       "--globe-size", "96", "--no-progress"])
+    assert again["resumed_from"].endswith("last.ckpt") and again["steps"] == 6

@@ -107,7 +107,8 @@ class VaMoH(VaMoHInference, nn.Module):
         flow_layers (int): Planar-flow layers :math:`T` of the prior (0: always :math:`\mathcal N(0, I)`).
             (default: ``10``)
         likelihood (str or Likelihood): (default: ``"continuous_bernoulli"``)
-        weight_hidden (sequence of int): PointConv weight-network widths. (default: ``(16, 16, 16, 16)``)
+        weight_hidden (sequence of int, optional): PointConv weight-network widths; by default those of the
+            named Table 3 encoder, else ``(16, 16, 16, 16)``.
         max_dropout (float, optional): :math:`\alpha`; ``None`` for the largest the first encoder level
             allows, :math:`1 - \text{centroids}/N`; ``0`` disables point dropout. (default: ``None``)
         kl_estimator (str): ``"mc"`` or ``"cross_entropy"``. (default: ``"mc"``)
@@ -137,7 +138,7 @@ class VaMoH(VaMoHInference, nn.Module):
         categorical_hidden: Sequence[int] = (32, 32),
         flow_layers: int = 10,
         likelihood: Union[str, Likelihood] = "continuous_bernoulli",
-        weight_hidden: Sequence[int] = (16, 16, 16, 16),
+        weight_hidden: Optional[Sequence[int]] = None,
         max_dropout: Optional[float] = None,
         kl_estimator: str = "mc",
         logit_cap: Optional[float] = None,
@@ -159,6 +160,8 @@ class VaMoH(VaMoHInference, nn.Module):
             specs, enc_kw = vamoh_encoder_specs(encoder)
         else:
             specs, enc_kw = list(encoder), {}
+        if weight_hidden is None:
+            weight_hidden = enc_kw.get("weight_hidden", (16, 16, 16, 16))
         self.encoder = PointConvNet(self.in_channels, specs, self.manifold, head="gaussian",
                                     latent_dim=self.latent_dim, weight_hidden=tuple(weight_hidden),
                                     cache=cache)
@@ -211,7 +214,8 @@ class VaMoH(VaMoHInference, nn.Module):
     def encode(self, batch: Any) -> Tuple[Tensor, Tensor]:
         r"""Mean and log-variance of :math:`q(\mathbf z \mid \mathbf X, \mathbf Y)`, each :math:`(B, Z)`."""
         pts = as_points(batch, self.manifold, self.in_channels, "batch")
-        return self.encoder(pts.x, pts.pos, pts.batch)
+        mu, logvar = self.encoder(pts.x, pts.pos, pts.batch)
+        return mu.to(self.dtype), logvar.to(self.dtype)
 
     def prior_log_prob(self, z: Tensor) -> Tensor:
         r""":math:`\log p(\mathbf z)` under the current prior (flow, or :math:`\mathcal N(0, I)` in warm-up)."""
@@ -227,9 +231,20 @@ class VaMoH(VaMoHInference, nn.Module):
             return torch.randn(num, self.latent_dim, generator=generator, device=p.device, dtype=p.dtype)
         return self.flow.sample(num, generator=generator)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The parameters' floating dtype; under autocast (mixed precision) the likelihood, the KL terms and
+        the flow are still computed in it."""
+        return self._warmup.new_zeros((), dtype=self.flow.base_loc.dtype).dtype
+
     def _component_params(self, z: Tensor, pos: Tensor) -> Tensor:
-        """Likelihood parameters of the K generators, :math:`(B, N, K, P C)`."""
-        raw = self.hypernet.decode(z, pos).transpose(1, 2)
+        """Likelihood parameters of the K generators, :math:`(B, N, K, P C)`, in :attr:`dtype`."""
+        # The hypernetworks run in full precision even under autocast: they are small products with K x 12.9 M
+        # weights (VaMoH ERA5), bound by memory traffic, where casting the weights every step costs more
+        # than low precision saves. The INRs (many points) follow the ambient autocast.
+        with torch.autocast(z.device.type, enabled=False):
+            weights = self.hypernet(z.to(self.dtype))
+        raw = self.hypernet.target(pos, weights).transpose(1, 2).to(self.dtype)
         if self._location_link:
             c = self.in_channels
             raw = torch.cat([torch.sigmoid(raw[..., :c]), raw[..., c:]], dim=-1)
@@ -237,8 +252,8 @@ class VaMoH(VaMoHInference, nn.Module):
 
     def _prior_logits(self, coords: Tensor, z: Tensor, n: int) -> Tensor:
         if self.warmup:
-            return z.new_zeros(z.size(0), n, self.num_components)
-        return self.prior_c(coords, z)
+            return z.new_zeros(z.size(0), n, self.num_components, dtype=self.dtype)
+        return self.prior_c(coords, z).to(self.dtype)
 
     def _check_query(self, pos: Tensor, num: int) -> Tensor:
         if not isinstance(pos, Tensor):
@@ -277,6 +292,10 @@ class VaMoH(VaMoHInference, nn.Module):
         if use_dropout and self.max_dropout != 0.0:
             enc = point_dropout(pts, self.max_dropout, self.min_encoder_points, generator)
         mu, logvar = self.encoder(enc.x, enc.pos, enc.batch)
+        # Under autocast (e.g. Lightning's precision="bf16-mixed") the networks run in low precision; the
+        # densities, the KL terms and the flow stay in the parameters' dtype.
+        mu, logvar = mu.to(self.dtype), logvar.to(self.dtype)
+        full = torch.autocast(mu.device.type, enabled=False)
         B = mu.size(0)
         std = torch.exp(0.5 * logvar)
         eps = torch.randn((num_samples, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
@@ -289,8 +308,9 @@ class VaMoH(VaMoHInference, nn.Module):
         n = y.size(1)
         coords = self.fourier(pos)
         params = self._component_params(z, pos)  # [SB, N, K, PC]
-        log_p = self.likelihood.log_prob(params, y.unsqueeze(-2)).sum(-1)  # [SB, N, K]
-        q_logits = self.posterior_c(coords, z, y)
+        with full:
+            log_p = self.likelihood.log_prob(params, y.unsqueeze(-2)).sum(-1)  # [SB, N, K]
+        q_logits = self.posterior_c(coords, z, y).to(self.dtype)
         log_q = torch.log_softmax(q_logits, dim=-1)
         log_prior_c = torch.log_softmax(self._prior_logits(coords, z, n), dim=-1)
         q = log_q.exp()
@@ -298,13 +318,14 @@ class VaMoH(VaMoHInference, nn.Module):
         log_lik = ((q * log_p).sum(-1) * m).sum(-1)
         kl_c = ((q * (log_q - log_prior_c)).sum(-1) * m).sum(-1)
 
-        if self.warmup:
-            kl_z = 0.5 * (mu * mu + std * std - 1.0 - logvar).sum(-1).repeat(num_samples)
-        elif self.kl_estimator == "mc":
-            log_qz = (-0.5 * eps * eps - 0.5 * logvar - 0.5 * math.log(2 * math.pi)).sum(-1).reshape(-1)
-            kl_z = log_qz - self.flow.log_prob(z)
-        else:
-            kl_z = -self.flow.log_prob(z.detach())
+        with full:
+            if self.warmup:
+                kl_z = 0.5 * (mu * mu + std * std - 1.0 - logvar).sum(-1).repeat(num_samples)
+            elif self.kl_estimator == "mc":
+                log_qz = (-0.5 * eps * eps - 0.5 * logvar - 0.5 * math.log(2 * math.pi)).sum(-1).reshape(-1)
+                kl_z = log_qz - self.flow.log_prob(z)
+            else:
+                kl_z = -self.flow.log_prob(z.detach())
 
         elbo = (log_lik - kl_z - kl_c).view(num_samples, B).mean(0)
         mean = lambda t: t.view(num_samples, B).mean(0)  # noqa: E731

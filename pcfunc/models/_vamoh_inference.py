@@ -66,7 +66,8 @@ class VaMoHInference:
         """Component parameters :math:`(B, m, K, PC)`, component means :math:`(B, m, K, C)` and prior logits."""
         params = self._component_params(z, pos)
         logits = self._prior_logits(self.fourier(pos), z, pos.size(-2))
-        return params, self.likelihood.mean(params), logits
+        with torch.autocast(params.device.type, enabled=False):
+            return params, self.likelihood.mean(params), logits
 
     def _predict(self, z: Tensor, pos: Tensor, chunk_size: Optional[int] = None) -> Tensor:
         outs = []

@@ -181,7 +181,7 @@ class FunctionRepresentation(torch.nn.Module):
                 f"(x: {tuple(x.shape)}, weights: {tuple(weights.shape)})"
             )
         check_finite(x, "x")
-        if x.dtype != weights.dtype:
+        if x.dtype != weights.dtype and not torch.is_autocast_enabled(x.device.type):
             raise TypeError(f"x and weights must have the same dtype, got {x.dtype} and {weights.dtype}")
 
     def forward(self, x: Tensor, weights: Tensor, chunk_size: Optional[int] = None) -> Tensor:

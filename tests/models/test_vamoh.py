@@ -285,3 +285,25 @@ def test_continuous_bernoulli_reference_is_consistent():
     y = torch.full_like(logit, 0.3)
     ref = y * torch.nn.functional.logsigmoid(logit) + (1 - y) * torch.nn.functional.logsigmoid(-logit)
     torch.testing.assert_close(cb_log_prob(logit, y), ref + continuous_bernoulli_log_norm(logit))
+
+
+def test_named_encoder_takes_its_weight_network_widths():
+    def widths(m):
+        return [lin.out_features for lin in m.encoder.convs[0].weight_net.net if isinstance(lin, torch.nn.Linear)]
+
+    assert widths(VaMoH.from_config("polymnist")) == [16, 16]
+    assert widths(VaMoH.from_config("era5")) == [16, 16, 16, 16]
+
+
+def test_autocast_keeps_densities_in_full_precision():
+    m = tiny().float().eval()
+    m.warmup = False
+    b = batch(2)
+    b.x, b.pos = b.x.float(), b.pos.float()
+    ref = m.elbo(b, generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = m.elbo(b, generator=torch.Generator().manual_seed(0))
+        rec = m.reconstruct(b)
+    for t in (low.elbo, low.kl_z, low.kl_c, low.log_likelihood, rec):
+        assert t.dtype == torch.float32
+    torch.testing.assert_close(low.elbo, ref.elbo, rtol=2e-2, atol=2.0)
