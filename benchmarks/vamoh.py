@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -132,7 +133,7 @@ def setup(B: int):
     field = load_era5_sample().subsample(4)
     grid = LatLonGrid(field.lat, field.lon)
     norm = MinMaxNormalizer.fit(field)
-    batch = grid.to_batch(norm.transform(field.values[torch.arange(B) % field.values.shape[0]]))
+    batch = grid.to_batch(norm.transform(field.values[np.arange(B) % field.values.shape[0]]))
     model = VaMoH.from_config("era5")
     model.warmup = False  # the full ELBO: flow prior and learned categorical prior
     return grid, batch, model

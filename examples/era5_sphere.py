@@ -72,6 +72,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: 1e-3, paper: 1e-4)")
     p.add_argument("--warmup-steps", type=int, default=150,
                    help="steps with the N(0, I) prior before the flow prior (Algorithm 1)")
+    p.add_argument("--precision", choices=["32-true", "bf16-mixed"], default="32-true",
+                   help="bf16-mixed runs the networks in bfloat16 under autocast (about 1.7x faster training "
+                        "on CPUs with AMX/AVX512-BF16, slower on others); densities and KL terms stay float32")
     p.add_argument("--resolution", type=float, default=4.0, help="training grid spacing in degrees (default: 4)")
     p.add_argument("--devices", type=int, default=1, help="processes (CPU) or GPUs per node for DDP")
     p.add_argument("--num-nodes", type=int, default=1, help="nodes for DDP")
@@ -131,7 +134,8 @@ def train(args: argparse.Namespace, train_set, val_set, out: Path):
         limits["max_epochs"] = args.epochs
     trainer = make_trainer(out, checkpoint_every=50, devices=args.devices, num_nodes=args.num_nodes,
                            accelerator=args.accelerator, gradient_clip_val=1000.0, log_every=5,
-                           progress_bar=not args.no_progress, val_every_epochs=5, **limits)
+                           progress_bar=not args.no_progress, val_every_epochs=5, precision=args.precision,
+                           **limits)
     t0 = time.perf_counter()
     resumed = fit(trainer, module, dm, resume=args.resume)
     return module.model.eval(), trainer, time.perf_counter() - t0, resumed

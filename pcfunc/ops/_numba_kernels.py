@@ -176,9 +176,10 @@ if _compat.WITH_NUMBA:
             fill[key[i]] += 1
         return order, bs
 
-    @numba.njit(cache=True, nogil=True)
+    # Clouds are independent and write disjoint slices of ``out``: they run in parallel threads.
+    @numba.njit(cache=True, nogil=True, parallel=True)
     def _fps_batch(pos, ptr, starts, nums, optr, mode, p, target, out):  # pragma: no cover - compiled
-        for c in range(nums.shape[0]):
+        for c in numba.prange(nums.shape[0]):
             cloud = pos[ptr[c]:ptr[c + 1]]
             order, bs = _bucketize(cloud, target)
             pts = np.empty_like(cloud)
@@ -235,17 +236,16 @@ if _compat.WITH_NUMBA:
             for t in range(k):
                 out_i[q, t] = bi[t]
 
-    @numba.njit(cache=True, nogil=True)
+    @numba.njit(cache=True, nogil=True, parallel=True)
     def _knn_batch(x, xptr, y, yptr, k, mode, p, target, out):  # pragma: no cover - compiled
-        for c in range(xptr.shape[0] - 1):
-            if yptr[c + 1] == yptr[c]:
-                continue
-            cloud = x[xptr[c]:xptr[c + 1]]
-            order, bs = _bucketize(cloud, target)
-            pts = np.empty_like(cloud)
-            for j in range(order.shape[0]):
-                pts[j] = cloud[order[j]]
-            _knn_one(pts, order, bs, y[yptr[c]:yptr[c + 1]], k, mode, p, out[yptr[c]:yptr[c + 1]])
+        for c in numba.prange(xptr.shape[0] - 1):
+            if yptr[c + 1] > yptr[c]:
+                cloud = x[xptr[c]:xptr[c + 1]]
+                order, bs = _bucketize(cloud, target)
+                pts = np.empty_like(cloud)
+                for j in range(order.shape[0]):
+                    pts[j] = cloud[order[j]]
+                _knn_one(pts, order, bs, y[yptr[c]:yptr[c + 1]], k, mode, p, out[yptr[c]:yptr[c + 1]])
 
 
 def _mode(p: float) -> tuple[int, float]:
