@@ -31,7 +31,8 @@ def step_generator(seed: int, step: int, rank: int = 0, device: Union[str, torch
 class VaMoHModule(pl.LightningModule):
     r"""Trains a :class:`~pcfunc.models.VaMoH` with PyTorch Lightning (Algorithm 1 of the VaMoH paper).
 
-    The model holds all the math; this module adds the optimiser (Adam; fused on the CPU), the warm-up
+    The model holds all the math; this module adds the optimiser (Adam; fused, except with gradient
+    clipping under mixed precision, which Lightning does not allow for fused optimisers), the warm-up
     schedule (the :math:`\mathcal N(0, I)` prior and uniform categorical prior for the first
     ``warmup_steps`` optimiser steps, then the planar flow), logging of the ELBO terms, and guards: a
     non-finite loss or gradient raises :class:`NonFiniteLossError` before the optimiser step, so the
@@ -100,6 +101,9 @@ class VaMoHModule(pl.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         fused = all(p.device.type in ("cpu", "cuda") for p in params) and all(p.is_floating_point() for p in params)
+        t = self._trainer
+        if t is not None and "mixed" in str(t.precision) and t.gradient_clip_val:
+            fused = False  # Lightning cannot clip the gradients of a fused optimizer under mixed precision
         return torch.optim.Adam(params, lr=self.hparams.lr, fused=fused or None)
 
     def _sync_warmup(self) -> None:
