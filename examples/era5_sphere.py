@@ -10,8 +10,9 @@ times, and writes to ``outputs/era5_sphere/``:
   4-degree field for super-resolution, the zonal mean of the observed points for in-painting;
 * ``tasks.png``: maps of the truth, the inputs (hidden points greyed) and the predictions, the
   uncertainty (predictive standard deviation) and the mixture's entropy and segmentation;
-* ``globe_*.png``: PyTorch3D globes of the truth, the super-resolved INR evaluated at the
-  icosphere's vertices, in-painting, and samples from the prior;
+* ``globe_*.png``: PyTorch3D globes of the truth, the reconstruction, the super-resolved INR
+  evaluated at the icosphere's vertices, in-painting, a sample from the prior and the mixture's
+  entropy;
 * ``checkpoints/`` and ``logs/`` (CSV and TensorBoard) of the run; ``--resume`` continues it.
 
 Examples::
@@ -259,6 +260,7 @@ def render(model: VaMoH, res: Dict[str, Any], norm: MinMaxNormalizer, out: Path,
         "globe_truth.png": (K(a["truth1"]), fine.pos, "ERA5 truth, 1°"),
         "globe_super_resolution.png": (None, None, "VaMoH INR evaluated at the globe's vertices (trained at 4°)"),
         "globe_inpaint_half.png": (K(a["preds"]["inpaint_half"][0]), g4.pos, "in-painted from the eastern half"),
+        "globe_reconstruction.png": (K(a["rec4"]), g4.pos, "reconstruction of the 4° field"),
         "globe_sample.png": (K(samples[0]), fine.pos, "sample from the prior"),
     }
     latent = model.encode(_batch_of(g4, a["truth4"]))[0]
@@ -271,6 +273,9 @@ def render(model: VaMoH, res: Dict[str, Any], norm: MinMaxNormalizer, out: Path,
             render_sphere(values, pos, out=out / name, image_size=size, vmin=vmin, vmax=vmax, label=label,
                           title=title)
         written.append(name)
+    render_sphere(a["entropy"].reshape(-1), g4.pos, out=out / "globe_entropy.png", image_size=size, cmap="viridis",
+                  label="entropy of q(c | x, y, z) [nats]", title="mixture entropy per point")
+    written.append("globe_entropy.png")
     return written
 
 
