@@ -1,13 +1,14 @@
-"""Training on PyTorch Lightning: the VaMoH module, resumable data loading, a configured trainer.
+"""Training on PyTorch Lightning: the VaMoH and GASP modules, resumable data loading, a configured trainer.
 
 This is the only package of pcfunc that imports Lightning.
 """
 
 from ._data import FunctionDataModule, StepLoader
+from ._gasp_module import GASPModule
 from ._sync_batch_norm import DistributedBatchNorm, convert_sync_batchnorm
 from ._trainer import SyncBatchNorm, fit, last_checkpoint, make_trainer
 from ._vamoh_module import NonFiniteLossError, VaMoHModule, step_generator
 
-__all__ = ["VaMoHModule", "NonFiniteLossError", "step_generator", "FunctionDataModule", "StepLoader",
+__all__ = ["VaMoHModule", "GASPModule", "NonFiniteLossError", "step_generator", "FunctionDataModule", "StepLoader",
            "make_trainer", "fit", "last_checkpoint",
            "DistributedBatchNorm", "convert_sync_batchnorm", "SyncBatchNorm"]

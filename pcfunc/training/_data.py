@@ -115,7 +115,11 @@ class FunctionDataModule(pl.LightningDataModule):
         return (t.global_rank, t.world_size) if t is not None else (0, 1)
 
     def _step(self) -> int:
-        return self.trainer.global_step if self.trainer is not None else 0
+        # Batches consumed: Lightning's global step counts optimiser steps, several per batch for a GAN.
+        if self.trainer is None:
+            return 0
+        per_batch = getattr(self.trainer.lightning_module, "optimizer_steps_per_batch", 1)
+        return self.trainer.global_step // per_batch
 
     def train_dataloader(self) -> StepLoader:
         return StepLoader(self.train_set, self.batch_size, True, self.seed, position=self._step, rank=self._rank)

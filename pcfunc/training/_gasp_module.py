@@ -1,0 +1,109 @@
+"""The Lightning wrapper of :class:`~pcfunc.models.GASP`: alternating discriminator and generator updates."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Optional, Sequence
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+
+from ..models import GASP, gasp_config
+from ._vamoh_module import NonFiniteLossError, step_generator
+
+__all__ = ["GASPModule"]
+
+
+class GASPModule(pl.LightningModule):
+    r"""Trains a :class:`~pcfunc.models.GASP` with manual optimisation: per batch, one discriminator step
+    (GAN loss + R1 on the real batch, fakes generated without gradients) and then one generator step
+    (non-saturating loss), each with its own Adam (GASP App. A.1: :math:`\beta = (0.5, 0.999)`, learning
+    rates 1e-4 for the generator and 4e-4 for the discriminator).
+
+    Lightning counts both optimiser steps in ``global_step`` (two per batch); :attr:`optimizer_steps_per_batch`
+    tells :class:`~pcfunc.training.FunctionDataModule` so that resuming starts at the right batch. Each
+    batch's randomness (point subset, latents) comes from :func:`step_generator`, so a resumed run repeats
+    an uninterrupted one. A non-finite loss raises :class:`NonFiniteLossError` before the update.
+
+    Args:
+        model (GASP): The model; or :meth:`from_config`.
+        lr_generator (float): (default: ``1e-4``)
+        lr_discriminator (float): (default: ``4e-4``)
+        betas (pair of float): Adam betas. (default: ``(0.5, 0.999)``)
+        num_points (int, optional): Train on a random subset of this many points per cloud (shared by a
+            batch on a grid); ``None`` for all points.
+        seed (int): Seed of the per-batch randomness.
+        model_config (dict, optional): Plain keyword arguments that rebuild the model, saved in checkpoints.
+    """
+
+    optimizer_steps_per_batch = 2
+
+    def __init__(self, model: GASP, lr_generator: float = 1e-4, lr_discriminator: float = 4e-4,
+                 betas: Sequence[float] = (0.5, 0.999), num_points: Optional[int] = None, seed: int = 0,
+                 model_config: Optional[Dict[str, Any]] = None) -> None:
+        super().__init__()
+        if not isinstance(model, GASP):
+            raise TypeError(f"model must be a GASP, got {type(model).__name__}")
+        for name, lr in (("lr_generator", lr_generator), ("lr_discriminator", lr_discriminator)):
+            if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+                raise ValueError(f"{name} must be a positive number, got {lr!r}")
+        self.model = model
+        self.automatic_optimization = False
+        self.save_hyperparameters({"lr_generator": float(lr_generator), "lr_discriminator": float(lr_discriminator),
+                                   "betas": [float(b) for b in betas], "num_points": num_points, "seed": int(seed),
+                                   "model_config": model_config})
+
+    @classmethod
+    def from_config(cls, name: str, num_points: Optional[int] = None, seed: int = 0, **overrides: Any) -> "GASPModule":
+        """A module around ``GASP.from_config(name, **overrides)`` with the paper's learning rates."""
+        tr = gasp_config(name)["training"]
+        return cls(GASP.from_config(name, **overrides), tr["lr_generator"], tr["lr_discriminator"],
+                   num_points=num_points, seed=seed, model_config={"name": name, **overrides})
+
+    def configure_optimizers(self):
+        betas = tuple(self.hparams.betas)
+        g = torch.optim.Adam(self.model.generator.parameters(), lr=self.hparams.lr_generator, betas=betas)
+        d = torch.optim.Adam(self.model.discriminator.parameters(), lr=self.hparams.lr_discriminator, betas=betas)
+        return [g, d]
+
+    def _check(self, loss: Tensor, what: str) -> None:
+        if not bool(torch.isfinite(loss)):
+            raise NonFiniteLossError(f"non-finite {what} loss {float(loss)} at batch {self._batch_index()}; "
+                                     "training stopped before the update, the last checkpoint is intact.")
+
+    def _batch_index(self) -> int:
+        return self.global_step // self.optimizer_steps_per_batch
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        opt_g, opt_d = self.optimizers()
+        step = self._batch_index()
+        gen = step_generator(self.hparams.seed, step, self.global_rank)
+        terms = self.model.discriminator_loss(batch, num_points=self.hparams.num_points, generator=gen)
+        self._check(terms.loss, "discriminator")
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(terms.loss)
+        opt_d.step()
+        gen = step_generator(self.hparams.seed, step, 1000 + self.global_rank)
+        g_loss = self.model.generator_loss(batch, num_points=self.hparams.num_points, generator=gen)
+        self._check(g_loss, "generator")
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(g_loss)
+        opt_g.step()
+        logs = {f"train/{k}": v for k, v in terms.scalars().items()}
+        logs["train/g_loss"] = float(g_loss.detach())
+        self.log_dict(logs, batch_size=terms.real_logits.numel(), on_step=True, on_epoch=False)
+        self.log("g_loss", g_loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
+
+    @staticmethod
+    def load_model(checkpoint: str, model: Optional[GASP] = None, map_location: str = "cpu") -> GASP:
+        """The trained :class:`GASP` of a checkpoint, read with ``torch.load(weights_only=True)``."""
+        ckpt = torch.load(checkpoint, map_location=map_location, weights_only=True)
+        if model is None:
+            cfg = dict((ckpt.get("hyper_parameters") or {}).get("model_config") or {})
+            if "name" not in cfg:
+                raise ValueError(f"{checkpoint} has no model_config to rebuild the model from; pass model=")
+            model = GASP.from_config(cfg.pop("name"), **cfg)
+        state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+        model.load_state_dict(state)
+        return model.eval()
