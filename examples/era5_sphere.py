@@ -55,11 +55,21 @@ CONFIGS: Dict[str, Dict[str, Any]] = {
                  weight_hidden=[8], latent_dim=8, hypernet_hidden=[16], generator_hidden=[16],
                  num_frequencies=16, categorical_hidden=[8], flow_layers=2),
 }
+# GASP sizes: "paper" is App. A.1 (ERA5); "small" trains in minutes on a CPU (2,048-point subsets).
+GASP_CONFIGS: Dict[str, Dict[str, Any]] = {
+    "paper": {},
+    "small": dict(hypernet_hidden=[128, 256], inr_hidden=[64, 64, 64], disc_channels=[16, 32, 64, 128],
+                  weight_hidden=[16, 16]),
+    "tiny": dict(latent_dim=8, hypernet_hidden=[16], inr_hidden=[16, 16], num_frequencies=16,
+                 disc_channels=[4, 8], weight_hidden=[4]),
+}
 PATCH = (45.0, -100.0, 30.0)  # centre latitude, longitude and great-circle radius (degrees): North America
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=["vamoh", "gasp"], default="vamoh",
+                   help="vamoh (default): all tasks; gasp: the GAN of Dupont et al., samples only")
     p.add_argument("--data", type=Path, default=None,
                    help="ERA5 file from the CDS (NetCDF with time dimension valid_time or time, or Zarr); "
                         "default: the real sample embedded in pcfunc")
@@ -155,6 +165,67 @@ def train(args: argparse.Namespace, train_set, val_set, out: Path):
     t0 = time.perf_counter()
     resumed = fit(trainer, module, dm, resume=args.resume)
     return module.model.eval(), trainer, time.perf_counter() - t0, resumed
+
+
+class ToSymmetric:
+    """GASP's features live in [-1, 1]: y -> 2y - 1 on every item."""
+
+    def __call__(self, data):
+        data.x = data.x * 2 - 1
+        return data
+
+
+def train_gasp(args: argparse.Namespace, train_set, out: Path):
+    import lightning.pytorch as pl
+
+    from pcfunc.training import FunctionDataModule, GASPModule, fit, make_trainer
+
+    pl.seed_everything(args.seed, workers=True, verbose=False)
+    module = GASPModule.from_config("era5", num_points=None if args.config == "paper" else 2048, seed=args.seed,
+                                    **GASP_CONFIGS[args.config])
+    dm = FunctionDataModule(train_set, batch_size=min(args.batch_size, len(train_set)), seed=args.seed)
+    limits: Dict[str, Any] = ({"max_time": {"minutes": args.minutes}, "max_epochs": 10_000} if args.epochs is None
+                              else {"max_epochs": args.epochs})
+    trainer = make_trainer(out, checkpoint_every=50, devices=args.devices, num_nodes=args.num_nodes,
+                           accelerator=args.accelerator, log_every=5, progress_bar=not args.no_progress,
+                           limit_val_batches=0, **limits)
+    t0 = time.perf_counter()
+    resumed = fit(trainer, module, dm, resume=args.resume)
+    return module.model.eval(), trainer, time.perf_counter() - t0, resumed
+
+
+def evaluate_gasp(model, field, coarse, test_idx: np.ndarray, norm: MinMaxNormalizer, out: Path, size: int,
+                  num_samples: int = 32) -> Dict[str, Any]:
+    """Samples at 1 degree: maps, a globe, and their statistics next to the held-out fields'."""
+    from pcfunc.render import Panel, plot_panels, render_sphere
+
+    fine = LatLonGrid(field.lat, field.lon)
+    samples = model.sample(num_samples, fine.pos, generator=torch.Generator().manual_seed(1))  # [-1, 1]
+    kelvin = norm.inverse((samples[..., 0] + 1) / 2).double()
+    truth = torch.as_tensor(field.values[test_idx]).double()
+    truth_pts = fine.to_batch(truth[..., None]).x.view(len(test_idx), -1)
+    metrics = {
+        "sample_mean_vs_test_mean_rmse_k": float((kelvin.mean(0) - truth_pts.mean(0)).pow(2).mean().sqrt()),
+        "sample_spread_k": float(kelvin.std(0).mean()),
+        "test_spread_k": float(truth_pts.std(0).mean()) if len(test_idx) > 1 else float("nan"),
+        "samples": num_samples,
+    }
+    label = f"{field.variable} [{field.units}]" if field.units else field.variable
+    arr = lambda v: fine.to_array(v.reshape(-1, 1).float())[..., 0].numpy()  # noqa: E731
+    panels = [Panel(arr(truth_pts[0]), "ERA5 test field (1°)", label=label)]
+    panels += [Panel(arr(kelvin[i]), f"GASP sample {i + 1}", label=label) for i in range(3)]
+    plot_panels(panels, fine.lat, fine.lon, out / "gasp_samples.png", ncols=2,
+                suptitle="GASP samples (trained at 4°, drawn at 1°)", attribution=ERA5_ATTRIBUTION)
+    lo, hi = float(truth_pts.min()), float(truth_pts.max())
+    z = model.sample_latent(1, torch.Generator().manual_seed(1))
+
+    def f(xyz: torch.Tensor) -> torch.Tensor:
+        return norm.inverse((model.generate(z, xyz.to(fine.pos.dtype))[0, :, 0] + 1) / 2)
+
+    with torch.no_grad():
+        render_sphere(f, out=out / "globe_gasp_sample.png", image_size=size, vmin=lo, vmax=hi, label=label,
+                      title="GASP sample, the INR evaluated at the globe's vertices")
+    return {"metrics": metrics, "figures": ["gasp_samples.png", "globe_gasp_sample.png"]}
 
 
 def evaluate(model: VaMoH, field, coarse, test_idx: np.ndarray, norm: MinMaxNormalizer) -> Dict[str, Any]:
@@ -302,21 +373,29 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     norm = MinMaxNormalizer.fit(train_f)
     # Keep test values inside [0, 1] for the continuous Bernoulli: clip to the training range.
     norm_test = norm
-    train_set = ERA5Dataset(train_f, norm)
-    val_set = ERA5Dataset(test_f, norm, clip=True)
-    model, trainer, train_s, resumed = train(args, train_set, val_set, out)
-    if trainer.global_rank != 0:
-        return {}
-    res = evaluate(model, field, coarse, test_idx, norm_test)
-    t_render = time.perf_counter()
-    written = render(model, res, norm, out, args.globe_size, field.units, field.variable)
-    metrics = {k: v for k, v in res.items() if not k.startswith("_")}
+    if args.model == "gasp":
+        model, trainer, train_s, resumed = train_gasp(args, ERA5Dataset(train_f, norm, transform=ToSymmetric()), out)
+        if trainer.global_rank != 0:
+            return {}
+        t_render = time.perf_counter()
+        res = evaluate_gasp(model, field, coarse, test_idx, norm, out, args.globe_size)
+        metrics, written = res["metrics"], res["figures"]
+    else:
+        train_set = ERA5Dataset(train_f, norm)
+        val_set = ERA5Dataset(test_f, norm, clip=True)
+        model, trainer, train_s, resumed = train(args, train_set, val_set, out)
+        if trainer.global_rank != 0:
+            return {}
+        res = evaluate(model, field, coarse, test_idx, norm_test)
+        t_render = time.perf_counter()
+        written = render(model, res, norm, out, args.globe_size, field.units, field.variable)
+        metrics = {k: v for k, v in res.items() if not k.startswith("_")}
     summary = {
         "data": "embedded ERA5 sample" if args.data is None else str(args.data),
         "variable": field.variable, "units": field.units,
         "train_fields": int(n_train), "test_fields": int(len(test_idx)),
         "train_grid": list(coarse.shape), "truth_grid": list(field.shape),
-        "config": args.config, "precision": args.precision_used,
+        "model": args.model, "config": args.config, "precision": args.precision_used,
         "steps": int(trainer.global_step), "epochs": int(trainer.current_epoch),
         "train_seconds": round(train_s, 1), "render_seconds": round(time.perf_counter() - t_render, 1),
         "total_seconds": round(time.perf_counter() - t_start, 1),
