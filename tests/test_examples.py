@@ -69,3 +69,20 @@ def test_era5_sphere_main_tiny(tmp_path: Path) -> None:
     again = era5.main(["--config", "tiny", "--epochs", "2", "--batch-size", "6", "--out", str(out), "--resume",
                        "--globe-size", "96", "--no-progress"])
     assert again["resumed_from"].endswith("last.ckpt") and again["steps"] == 6
+
+
+@pytest.mark.slow
+def test_era5_sphere_gasp_tiny(tmp_path: Path) -> None:
+    pytest.importorskip("pytorch3d")
+    import json
+
+    era5 = load_example("era5_sphere")
+    out = tmp_path / "gasp"
+    summary = era5.main(["--model", "gasp", "--config", "tiny", "--epochs", "1", "--batch-size", "6",
+                         "--out", str(out), "--globe-size", "96", "--no-progress"])
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["model"] == "gasp" and saved["steps"] == 6  # 3 batches, two optimiser steps each
+    assert saved["metrics"] == summary["metrics"] and saved["metrics"]["samples"] == 32
+    assert np.isfinite(saved["metrics"]["sample_mean_vs_test_mean_rmse_k"])
+    for name in ("gasp_samples.png", "globe_gasp_sample.png"):
+        assert (out / name).is_file()
