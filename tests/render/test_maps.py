@@ -274,3 +274,27 @@ def test_errors(tmp_path):
     with pytest.raises(ValueError, match="ncols must be a positive integer"):
         plot_panels([dict(values=ok)], lat, lon, out, ncols=0)
     assert not out.exists()
+
+
+def test_save_image_grid_layout_and_masks(tmp_path):
+    from PIL import Image
+
+    from pcfunc.render import save_image_grid
+
+    imgs = np.zeros((6, 4, 5), np.float32)
+    imgs[0] = 1.0  # first image white
+    masks = np.ones((6, 4, 5), bool)
+    masks[1, :2] = False
+    out = save_image_grid(imgs, tmp_path / "g" / "grid.png", ncols=3, scale=2, masks=masks)
+    with Image.open(out) as im:
+        rgb = np.asarray(im.convert("RGB")).astype(int)
+    # 2 rows x 3 columns of 4 x 5 pixels with 1-pixel gaps, scaled by 2.
+    assert rgb.shape[0] >= 2 * (2 * 5 + 1) and rgb.shape[1] >= 2 * (3 * 6 + 1)
+    red = (rgb[..., 0] > 90) & (rgb[..., 1] < 40) & (rgb[..., 2] < 40)
+    assert red.sum() == 2 * 5 * 2 * 2  # the hidden rows of image 1, tinted
+    white = (rgb.min(-1) > 250)
+    assert white.sum() >= 4 * 5 * 4  # image 0 (plus the white gaps)
+    with pytest.raises(ValueError, match="images must have shape"):
+        save_image_grid(np.zeros((2, 3, 3, 2)), tmp_path / "x.png")
+    with pytest.raises(ValueError, match="masks must have shape"):
+        save_image_grid(imgs, tmp_path / "x.png", masks=masks[:2])
