@@ -86,3 +86,29 @@ def test_era5_sphere_gasp_tiny(tmp_path: Path) -> None:
     assert np.isfinite(saved["metrics"]["sample_mean_vs_test_mean_rmse_k"])
     for name in ("gasp_samples.png", "globe_gasp_sample.png"):
         assert (out / name).is_file()
+
+
+@pytest.mark.slow
+def test_images_main_tiny(tmp_path: Path) -> None:
+    import json
+
+    Image = pytest.importorskip("PIL.Image")
+    images = load_example("images")
+    out = tmp_path / "img"
+    summary = images.main(["--tiny", "--epochs", "1", "--limit", "200", "--batch-size", "32", "--out", str(out),
+                           "--no-progress"])
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["train"] == 180 and saved["test"] == 20 and saved["shape"] == [8, 8, 1] and saved["levels"] == 17
+    v = saved["vamoh"]
+    assert v["steps"] == 6  # 180 images / 32 per batch
+    for task, pixels in (("reconstruction", 64), ("inpainting", 16), ("outpainting", 48)):
+        assert v[task]["pixels"] == pixels and np.isfinite(v[task]["psnr_db"])
+    assert saved["gasp"]["batches"] == 6
+    for name in v["figures"] + saved["gasp"]["figures"]:
+        with Image.open(out / name) as im:
+            assert im.format == "PNG"
+    with Image.open(out / "vamoh_samples_x4.png") as im:  # 29 x 29 samples: wider than the 8 x 8 ones
+        wide = im.size[0]
+    with Image.open(out / "vamoh_samples.png") as im:
+        assert wide > im.size[0]
+    assert summary["vamoh"]["reconstruction"] == v["reconstruction"]
