@@ -142,20 +142,22 @@ def run_vamoh(args, train_img, test_img, levels, out: Path) -> Dict[str, Any]:
         panels += [as_img(y), as_img(pred)]
         masks += [m, np.ones((n_show, H, W), bool)]
     save_image_grid(torch.cat(panels), out / "vamoh_tasks.png", ncols=n_show, masks=np.concatenate(masks),
+                    scale=max(1, 64 // H),
                     row_titles=["test images", "reconstruction", "input (centre hidden)", "in-painted",
                                 "input (centre only)", "out-painted"], title="VaMoH on held-out images")
     fine = grid.super_resolution(4)
     g = torch.Generator().manual_seed(1)
     s1 = model.sample(n_show, grid.pos, generator=g).reshape(-1, H, W, C)
     s4 = model.sample(n_show, fine.pos, generator=torch.Generator().manual_seed(1)).reshape(-1, *fine.shape, C)
-    save_image_grid(s1, out / "vamoh_samples.png", ncols=n_show, title=f"VaMoH samples at {H}x{W}")
-    save_image_grid(s4, out / "vamoh_samples_x4.png", ncols=n_show, scale=1,
+    save_image_grid(s1, out / "vamoh_samples.png", ncols=n_show, scale=max(1, 64 // H),
+                    title=f"VaMoH samples at {H}x{W}")
+    save_image_grid(s4, out / "vamoh_samples_x4.png", ncols=n_show, scale=max(1, 64 // fine.shape[0]),
                     title=f"the same samples at {fine.shape[0]}x{fine.shape[1]}")
     maps = model.component_maps(grid.to_batch(test[:n_show]), posterior=True)
     ent = maps.entropy.reshape(-1, H, W) / math.log(model.num_components)
     seg = maps.segmentation.reshape(-1, H, W).float() / max(1, model.num_components - 1)
     save_image_grid(torch.cat([as_img(y).mean(-1), ent, seg]), out / "vamoh_components.png", ncols=n_show,
-                    cmap="viridis", row_titles=["image", "entropy / log K", "segmentation"],
+                    cmap="viridis", row_titles=["image", "entropy / log K", "segmentation"], scale=max(1, 64 // H),
                     title="VaMoH mixture assignments q(c | x, y, z)")
     res["figures"] = ["vamoh_tasks.png", "vamoh_samples.png", "vamoh_samples_x4.png", "vamoh_components.png"]
     return res
@@ -189,8 +191,10 @@ def run_gasp(args, train_img, out: Path) -> Dict[str, Any]:
     fine = grid.super_resolution(4)
     s1 = (model.sample(8, grid.pos, generator=torch.Generator().manual_seed(1)) + 1) / 2
     s4 = (model.sample(8, fine.pos, generator=torch.Generator().manual_seed(1)) + 1) / 2
-    save_image_grid(s1.reshape(-1, H, W, C), out / "gasp_samples.png", ncols=8, title=f"GASP samples at {H}x{W}")
-    save_image_grid(s4.reshape(-1, *fine.shape, C), out / "gasp_samples_x4.png", ncols=8, scale=1,
+    save_image_grid(s1.reshape(-1, H, W, C), out / "gasp_samples.png", ncols=8, scale=max(1, 64 // H),
+                    title=f"GASP samples at {H}x{W}")
+    save_image_grid(s4.reshape(-1, *fine.shape, C), out / "gasp_samples_x4.png", ncols=8,
+                    scale=max(1, 64 // fine.shape[0]),
                     title=f"the same samples at {fine.shape[0]}x{fine.shape[1]}")
     return {"train_seconds": round(train_s, 1), "batches": int(module.global_step // 2),
             "figures": ["gasp_samples.png", "gasp_samples_x4.png"]}

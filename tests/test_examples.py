@@ -112,3 +112,26 @@ def test_images_main_tiny(tmp_path: Path) -> None:
     with Image.open(out / "vamoh_samples.png") as im:
         assert wide > im.size[0]
     assert summary["vamoh"]["reconstruction"] == v["reconstruction"]
+
+
+@pytest.mark.slow
+def test_shapes3d_main_tiny(tmp_path: Path) -> None:
+    pytest.importorskip("pytorch3d")
+    import json
+
+    Image = pytest.importorskip("PIL.Image")
+    shapes = load_example("shapes3d")
+    out = tmp_path / "s"
+    shapes.main(["--tiny", "--epochs", "1", "--num-shapes", "10", "--resolution", "16", "--points", "512",
+                 "--render-resolution", "32", "--image-size", "96", "--batch-size", "4", "--out", str(out),
+                 "--no-progress"])
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["train"] == 9 and saved["test"] == 1 and saved["grid"] == [16, 16, 16]
+    assert 0.0 <= saved["vamoh"]["reconstruction_iou"]["mean"] <= 1.0
+    assert saved["vamoh"]["steps"] == 3 and saved["gasp"]["batches"] == 3
+    for name in saved["figures"] + saved["vamoh"]["figures"] + saved["gasp"]["figures"]:
+        with Image.open(out / name) as im:
+            assert im.format == "PNG"
+    with Image.open(out / "training_shapes.png") as im:  # the training shapes are drawn (not a blank page)
+        rgb = np.asarray(im.convert("RGB"))
+    assert (rgb.min(-1) < 200).mean() > 0.02

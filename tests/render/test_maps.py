@@ -298,3 +298,26 @@ def test_save_image_grid_layout_and_masks(tmp_path):
         save_image_grid(np.zeros((2, 3, 3, 2)), tmp_path / "x.png")
     with pytest.raises(ValueError, match="masks must have shape"):
         save_image_grid(imgs, tmp_path / "x.png", masks=masks[:2])
+
+
+def test_occupancy_mesh_places_the_surface_where_the_voxels_are(tmp_path):
+    pytest.importorskip("pytorch3d")
+    from pcfunc.render import occupancy_mesh, render_occupancy
+
+    box = np.zeros((16, 16, 16), np.float32)
+    box[10:14, 4:12, 4:12] = 1  # x in cells 10..13: coordinates 0.33..0.73
+    v = occupancy_mesh(box).verts_packed()
+    # The 0.5 level lies half a cell (1/15) outside the occupied cell centres.
+    torch.testing.assert_close(v.min(0).values, torch.tensor([1 / 3 - 1 / 15, -7 / 15 - 1 / 15, -7 / 15 - 1 / 15]),
+                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(v.max(0).values, torch.tensor([11 / 15 + 1 / 15, 7 / 15 + 1 / 15, 7 / 15 + 1 / 15]),
+                               atol=1e-5, rtol=0)
+    # A callable (an INR) on a finer grid: a ball of radius 0.5.
+    ball = occupancy_mesh(lambda p: (p.norm(dim=-1) < 0.5).float(), resolution=33).verts_packed()
+    r = ball.norm(dim=-1)
+    assert abs(float(r.mean()) - 0.5) < 0.05
+    imgs = render_occupancy(box, tmp_path / "box.png", image_size=64)
+    assert len(imgs) == 3 and all(float(i.min()) < 0.9 for i in imgs)  # something drawn in every view
+    assert (tmp_path / "box.png").is_file()
+    empty = render_occupancy(np.zeros((4, 4, 4), np.float32), image_size=16)
+    assert all(float(i.min()) == 1.0 for i in empty)
