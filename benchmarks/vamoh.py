@@ -27,7 +27,8 @@ process's peak (``ru_maxrss``: Python, torch, the model, the data and the worklo
 the reference figures above. pcfunc is measured in float32 and under ``torch.autocast`` with bfloat16
 (what Lightning's ``precision="bf16-mixed"`` does; the likelihood, KL terms and flow stay float32).
 
-Run: ``bash scripts/run python benchmarks/vamoh.py [--batch 16 64] [--repeat 3] [--skip-025]``.
+Run: ``bash scripts/run python benchmarks/vamoh.py [--batch 16 64] [--repeat 3] [--warmup 2] [--only train rec sr]
+[--skip-025]``.
 """
 
 from __future__ import annotations
@@ -139,8 +140,8 @@ def setup(B: int):
     return grid, batch, model
 
 
-def run_case(impl: str, workload: str, B: int, repeat: int) -> dict:
-    """One measurement in this process: median seconds after a warm run, and the process's peak RSS."""
+def run_case(impl: str, workload: str, B: int, repeat: int, warmup: int = 2) -> dict:
+    """One measurement in this process: median seconds after ``warmup`` warm runs, and the process's peak RSS."""
     torch.manual_seed(0)
     grid, batch, model = setup(B)
     y, pos = batch.x.view(B, -1, 1), grid.pos
@@ -184,7 +185,8 @@ def run_case(impl: str, workload: str, B: int, repeat: int) -> dict:
                 else:
                     with ctx():
                         model.reconstruct(batch, None if workload == "rec" else out)
-    fn()
+    for _ in range(warmup):
+        fn()
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
@@ -223,22 +225,25 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--skip-025", action="store_true", help="skip the 0.25-degree memory case")
     p.add_argument("--skip-naive", action="store_true")
+    p.add_argument("--warmup", type=int, default=2, help="warm runs before timing (default: 2)")
+    p.add_argument("--only", nargs="*", default=None, choices=sorted(WORKLOADS), help="workloads to run")
     p.add_argument("--case", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     if a.case:
         impl, workload, B = a.case.split(":")
-        print(json.dumps(run_case(impl, workload, int(B), a.repeat)))
+        print(json.dumps(run_case(impl, workload, int(B), a.repeat, a.warmup)))
         return
     grid, _, model = setup(1)
     print(f"VaMoH ERA5 (Table 3): {sum(p.numel() for p in model.parameters()):,} parameters; grid {grid.shape} -> "
           f"{grid.num_points} points; super-resolution {grid.super_resolution(2).shape}; {a.threads} threads; "
-          f"median of {a.repeat} after a warm run; each cell a fresh process")
+          f"median of {a.repeat} after {a.warmup} warm runs (naive: 1); each cell a fresh process")
     agreement()
 
     def case(impl: str, workload: str, B: int) -> dict:
         cmd = [sys.executable, __file__, "--case", f"{impl}:{workload}:{B}", "--repeat",
-               str(max(1, a.repeat - 1) if impl == "naive" else a.repeat), "--threads", str(a.threads)]
+               str(max(1, a.repeat - 1) if impl == "naive" else a.repeat), "--threads", str(a.threads),
+               "--warmup", str(1 if impl == "naive" else a.warmup)]
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             raise RuntimeError(out.stderr[-2000:])
@@ -249,6 +254,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     print("| --- | --- | --- | --- | --- | --- |")
     for B in a.batch:
         for w, name in WORKLOADS.items():
+            if a.only and w not in a.only:
+                continue
             r = {i: case(i, w, B) for i in impls}
             cell = lambda i: f"{r[i]['seconds']:.3f} s, {r[i]['peak_rss_mib'] / 1024:.2f} GB" if i in r else "-"  # noqa: E731
             sp = "-" if "naive" not in r else (f"{r['naive']['seconds'] / r['pcfunc']['seconds']:.1f}x / "
