@@ -247,13 +247,16 @@ def evaluate(model: VaMoH, field, coarse, test_idx: np.ndarray, norm: MinMaxNorm
 
     # Reconstruction at the training resolution, one forward pass.
     rec4 = model.reconstruct(b4).view_as(y4)
-    score("reconstruction_4deg", rec4, y4)
+    # Task names carry the grids' spacings (4 and 1 degrees by default; others with --resolution / --data).
+    coarse_deg = f"{abs(float(coarse.lat[0] - coarse.lat[1])):g}deg" if len(coarse.lat) > 1 else "grid"
+    fine_deg = f"{abs(float(field.lat[0] - field.lat[1])):g}deg" if len(field.lat) > 1 else "grid"
+    score(f"reconstruction_{coarse_deg}", rec4, y4)
     # Super-resolution: the INR evaluated at the 1-degree points vs the real 1-degree data.
     sr = model.reconstruct(b4, fine.pos)
-    score("super_resolution_1deg", sr, y1)
+    score(f"super_resolution_{fine_deg}", sr, y1)
     arr4 = g4.to_array(y4.reshape(-1, 1), torch.arange(len(test_idx)).repeat_interleave(g4.num_points))
     bil = interpolate_to_points(arr4[..., 0].double(), g4.lat, g4.lon, fine.pos.double()).float()[..., None]
-    score("baseline_bilinear_1deg", bil, y1)
+    score(f"baseline_bilinear_{fine_deg}", bil, y1)
 
     lat4, lon4 = xyz_to_latlon(g4.pos.double())
     centre = latlon_to_xyz(torch.tensor(PATCH[0], dtype=torch.float64), torch.tensor(PATCH[1], dtype=torch.float64))

@@ -134,3 +134,33 @@ def test_shapes3d_main_tiny(tmp_path: Path) -> None:
     with Image.open(out / "training_shapes.png") as im:  # the training shapes are drawn (not a blank page)
         rgb = np.asarray(im.convert("RGB"))
     assert (rgb.min(-1) < 200).mean() > 0.02
+
+
+@pytest.mark.slow
+def test_era5_sphere_with_a_cds_netcdf_file_at_another_resolution(tmp_path: Path) -> None:
+    pytest.importorskip("pytorch3d")
+    xr = pytest.importorskip("xarray")
+    import json
+
+    import pandas as pd
+
+    # A CDS-layout file at 2.5 degrees, latitudes south-first, longitudes -180..180: regridded to 4 degrees.
+    lat = np.linspace(-90, 90, 73)
+    lon = np.arange(-180, 180, 2.5)
+    la, lo = np.meshgrid(np.deg2rad(lat), np.deg2rad(lon), indexing="ij")
+    vals = np.stack([250 + 40 * np.cos(la) + 5 * np.sin(lo + i) for i in range(8)]).astype(np.float32)
+    ds = xr.Dataset({"t2m": (("valid_time", "latitude", "longitude"), vals, {"units": "K"})},
+                    coords={"valid_time": pd.date_range("2020-01-01", periods=8, freq="6h"), "latitude": lat,
+                            "longitude": lon})
+    ds.to_netcdf(tmp_path / "era5.nc")
+    era5 = load_example("era5_sphere")
+    out = tmp_path / "run"
+    era5.main(["--data", str(tmp_path / "era5.nc"), "--config", "tiny", "--epochs", "1", "--batch-size", "4",
+               "--out", str(out), "--globe-size", "64", "--no-progress"])
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["train_grid"] == [46, 90] and saved["truth_grid"] == [73, 144]
+    assert saved["train_fields"] == 6 and saved["test_fields"] == 2
+    m = saved["metrics"]
+    assert m["super_resolution_2.5deg"]["points"] == 71 * 144 + 2
+    # The field is smooth: bilinear interpolation from 4 degrees is accurate to a fraction of a kelvin.
+    assert m["baseline_bilinear_2.5deg"]["rmse_k"] < 0.5
