@@ -83,19 +83,34 @@ def dense_points(pts: Points) -> DensePoints:
 
 
 def point_dropout(pts: Points, max_rate: Optional[float], min_points: int,
-                  generator: Optional[torch.Generator] = None) -> Points:
+                  generator: Optional[torch.Generator] = None, shared: bool = False) -> Points:
     r"""VaMoH's point dropout (§3.3): one rate :math:`p \sim \mathcal U(0, \alpha)` for the batch, each point
     kept with probability :math:`1 - p`, and at least ``min_points`` points per cloud (the kept set is
     topped up with the points of highest random score).
 
     ``max_rate=None`` sets :math:`\alpha = 1 - \text{min\_points} / N_\min` for the smallest cloud.
     Clouds with at most ``min_points`` points are kept whole.
+
+    With ``shared=True`` and clouds that all have the same coordinates (a grid), **one** set of kept
+    points is drawn for the batch and applied to every cloud: the clouds still share coordinates, so the
+    encoder computes the neighbour hierarchy and the weight networks once per batch instead of once per
+    cloud. Otherwise (``shared=False`` or clouds on different points) each cloud draws its own.
     """
     B = pts.num_clouds
     counts = torch.bincount(pts.batch, minlength=B)
     alpha = max(0.0, 1.0 - min_points / int(counts.min())) if max_rate is None else max_rate
     dev = pts.pos.device
     p = float(torch.rand((), generator=generator, device="cpu")) * alpha
+    if shared and B > 1 and bool((counts == counts[0]).all()):
+        n = int(counts[0])
+        pos = pts.pos.view(B, n, -1)
+        if torch.equal(pos, pos[:1].expand_as(pos)):
+            score = torch.rand(n, generator=generator, device="cpu").to(dev)
+            keep = score >= p
+            keep[torch.argsort(score, descending=True)[:min_points]] = True
+            cols = keep.nonzero().squeeze(1)
+            idx = (cols[None, :] + torch.arange(B, device=dev)[:, None] * n).reshape(-1)
+            return Points(pts.x[idx], pts.pos[idx], pts.batch[idx], B)
     score = torch.rand(pts.batch.numel(), generator=generator, device="cpu").to(dev)
     keep = score >= p
     # Rank of each point's score inside its cloud (0 = highest): sort by score, then stably by cloud.
@@ -107,3 +122,4 @@ def point_dropout(pts: Points, max_rate: Optional[float], min_points: int,
     keep |= rank < min_points
     idx = keep.nonzero().squeeze(1)
     return Points(pts.x[idx], pts.pos[idx], pts.batch[idx], B)
+

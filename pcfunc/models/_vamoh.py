@@ -85,7 +85,8 @@ class VaMoH(VaMoHInference, nn.Module):
     **Point dropout** (§3.3): in training mode, each batch draws :math:`p \sim \mathcal U(0, \alpha)` and
     the encoder sees each point with probability :math:`1 - p`, but never fewer points per cloud than
     the first encoder level has centroids (the paper's condition on :math:`\alpha`); the likelihood is
-    evaluated at **all** points, so the model learns to infer the whole function from a part of it.
+    evaluated at **all** points, so the model learns to infer the whole function from a part of it. On a
+    grid batch the kept points are the same for every cloud (``shared_dropout``).
 
     **Generator output.** The INR output is linear; its role depends on the likelihood. For the
     (continuous) Bernoulli it is the logit :math:`\eta`, i.e. the paper's final sigmoid gives the
@@ -111,6 +112,10 @@ class VaMoH(VaMoHInference, nn.Module):
             named Table 3 encoder, else ``(16, 16, 16, 16)``.
         max_dropout (float, optional): :math:`\alpha`; ``None`` for the largest the first encoder level
             allows, :math:`1 - \text{centroids}/N`; ``0`` disables point dropout. (default: ``None``)
+        shared_dropout (bool): On a batch whose clouds share coordinates (a grid), drop the same points from
+            every cloud (one mask per batch, like the rate :math:`p`), so that the encoder still computes its
+            neighbour hierarchy and weight networks once per batch; ``False`` draws a mask per cloud. The paper
+            draws :math:`p` per batch and is silent on the mask. (default: ``True``)
         kl_estimator (str): ``"mc"`` or ``"cross_entropy"``. (default: ``"mc"``)
         logit_cap (float, optional): Bound the categorical logits with :math:`c\tanh(\ell/c)`.
             (default: ``None``)
@@ -140,6 +145,7 @@ class VaMoH(VaMoHInference, nn.Module):
         likelihood: Union[str, Likelihood] = "continuous_bernoulli",
         weight_hidden: Optional[Sequence[int]] = None,
         max_dropout: Optional[float] = None,
+        shared_dropout: bool = True,
         kl_estimator: str = "mc",
         logit_cap: Optional[float] = None,
         negative_slope: float = 0.1,
@@ -156,6 +162,7 @@ class VaMoH(VaMoHInference, nn.Module):
             raise ValueError(f"max_dropout must be in [0, 1) or None, got {max_dropout!r}")
         self.kl_estimator = kl_estimator
         self.max_dropout = None if max_dropout is None else float(max_dropout)
+        self.shared_dropout = bool(shared_dropout)
         if isinstance(encoder, str):
             specs, enc_kw = vamoh_encoder_specs(encoder)
         else:
@@ -290,7 +297,7 @@ class VaMoH(VaMoHInference, nn.Module):
         use_dropout = self.training if dropout is None else bool(dropout)
         enc = pts
         if use_dropout and self.max_dropout != 0.0:
-            enc = point_dropout(pts, self.max_dropout, self.min_encoder_points, generator)
+            enc = point_dropout(pts, self.max_dropout, self.min_encoder_points, generator, self.shared_dropout)
         mu, logvar = self.encoder(enc.x, enc.pos, enc.batch)
         # Under autocast (e.g. Lightning's precision="bf16-mixed") the networks run in low precision; the
         # densities, the KL terms and the flow stay in the parameters' dtype.

@@ -307,3 +307,28 @@ def test_autocast_keeps_densities_in_full_precision():
     for t in (low.elbo, low.kl_z, low.kl_c, low.log_likelihood, rec):
         assert t.dtype == torch.float32
     torch.testing.assert_close(low.elbo, ref.elbo, rtol=2e-2, atol=2.0)
+
+
+def test_shared_point_dropout_keeps_the_grid_shared():
+    b = batch(5)
+    pts = as_points(b, GRID.manifold, 1, "b")
+    out = point_dropout(pts, 0.8, 40, torch.Generator().manual_seed(1), shared=True)
+    counts = torch.bincount(out.batch)
+    assert bool((counts == counts[0]).all()) and int(counts[0]) >= 40
+    pos = out.pos.view(5, -1, 3)
+    assert torch.equal(pos, pos[:1].expand_as(pos))  # the same points kept in every cloud
+    for c in range(5):  # with each cloud's own values
+        d = torch.cdist(out.pos[out.batch == c], b.pos[b.batch == c])
+        torch.testing.assert_close(out.x[out.batch == c], b.x[b.batch == c][d.argmin(1)])
+    # Clouds on different points fall back to one mask per cloud.
+    a = Data(x=torch.rand(60, 1, dtype=torch.float64), pos=GRID.pos[:60].double())
+    c = Data(x=torch.rand(60, 1, dtype=torch.float64), pos=GRID.pos[50:110].double())
+    mixed = point_dropout(as_points(Batch.from_data_list([a, c]), GRID.manifold, 1, "b"), 0.5, 10,
+                          torch.Generator().manual_seed(0), shared=True)
+    assert int(torch.bincount(mixed.batch).min()) >= 10
+    m = tiny(max_dropout=0.6).train()
+    res = m.elbo(b, generator=torch.Generator().manual_seed(0))
+    assert len(set(res.num_encoded.tolist())) == 1 and int(res.num_encoded[0]) < GRID.num_points
+    m2 = tiny(max_dropout=0.6, shared_dropout=False).train()
+    res2 = m2.elbo(b, generator=torch.Generator().manual_seed(0))
+    assert len(set(res2.num_encoded.tolist())) > 1
