@@ -50,9 +50,14 @@ def vamoh_config(name: str) -> Dict[str, Any]:
     """A copy of the paper configuration ``name`` (``"era5"``, ``"celeba_hq"``, ``"shapes3d"``,
     ``"polymnist"``, ``"shapenet"``): :class:`VaMoH` keyword arguments plus ``"training"``
     (``epochs``, ``batch_size``, ``lr`` of Table 3)."""
-    if not isinstance(name, str) or name.lower() not in VAMOH_CONFIGS:
-        raise ValueError(f"name must be one of {sorted(VAMOH_CONFIGS)}, got {name!r}")
-    cfg = dict(VAMOH_CONFIGS[name.lower()])
+    return copy_config(VAMOH_CONFIGS, name)
+
+
+def copy_config(table: Dict[str, Dict[str, Any]], name: str) -> Dict[str, Any]:
+    """A copy of ``table[name]`` (case-insensitive) with ``("euclidean", d)`` turned into ``Euclidean(d)``."""
+    if not isinstance(name, str) or name.lower() not in table:
+        raise ValueError(f"name must be one of {sorted(table)}, got {name!r}")
+    cfg = dict(table[name.lower()])
     if isinstance(cfg["manifold"], tuple):
         cfg["manifold"] = Euclidean(cfg["manifold"][1])
     cfg["training"] = dict(cfg["training"])

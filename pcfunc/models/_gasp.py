@@ -10,9 +10,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._validation import check_points, check_positive_int
-from ..manifolds import Euclidean, Manifold, resolve_manifold
+from ..manifolds import Manifold, resolve_manifold
 from ..nn import FourierFeatures, FunctionRepresentation, HyperNetwork, PointConvNet, gasp_discriminator_specs
 from ..ops import NeighborCache, default_cache
+from ._configs import copy_config
 from ._points import Points, as_points
 
 __all__ = ["GASP", "GASPTerms", "GASP_CONFIGS", "gasp_config", "gan_discriminator_loss", "gan_generator_loss",
@@ -297,10 +298,4 @@ GASP_CONFIGS: Dict[str, Dict[str, Any]] = {
 def gasp_config(name: str) -> Dict[str, Any]:
     """A copy of GASP's paper configuration ``name`` (App. A.1): :class:`GASP` keyword arguments plus
     ``"training"`` (batch size, epochs, learning rates; Adam betas are (0.5, 0.999))."""
-    if not isinstance(name, str) or name.lower() not in GASP_CONFIGS:
-        raise ValueError(f"name must be one of {sorted(GASP_CONFIGS)}, got {name!r}")
-    cfg = dict(GASP_CONFIGS[name.lower()])
-    if isinstance(cfg["manifold"], tuple):
-        cfg["manifold"] = Euclidean(cfg["manifold"][1])
-    cfg["training"] = dict(cfg["training"])
-    return cfg
+    return copy_config(GASP_CONFIGS, name)

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ..models import GASP, gasp_config
-from ._vamoh_module import NonFiniteLossError, step_generator
+from ._vamoh_module import NonFiniteLossError, load_trained_model, step_generator
 
 __all__ = ["GASPModule"]
 
@@ -98,12 +98,4 @@ class GASPModule(pl.LightningModule):
     @staticmethod
     def load_model(checkpoint: str, model: Optional[GASP] = None, map_location: str = "cpu") -> GASP:
         """The trained :class:`GASP` of a checkpoint, read with ``torch.load(weights_only=True)``."""
-        ckpt = torch.load(checkpoint, map_location=map_location, weights_only=True)
-        if model is None:
-            cfg = dict((ckpt.get("hyper_parameters") or {}).get("model_config") or {})
-            if "name" not in cfg:
-                raise ValueError(f"{checkpoint} has no model_config to rebuild the model from; pass model=")
-            model = GASP.from_config(cfg.pop("name"), **cfg)
-        state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-        model.load_state_dict(state)
-        return model.eval()
+        return load_trained_model(checkpoint, GASP, model, map_location)

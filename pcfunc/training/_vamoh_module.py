@@ -21,6 +21,21 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN/Inf loss or gradient; the parameters were not updated with it."""
 
 
+def load_trained_model(checkpoint: Union[str, Path], cls: Any, model: Optional[torch.nn.Module] = None,
+                       map_location: Union[str, torch.device] = "cpu") -> Any:
+    """The ``model.*`` weights of a Lightning checkpoint (``torch.load(weights_only=True)``) loaded into ``model``,
+    or into ``cls.from_config(**model_config)`` rebuilt from the checkpoint's hyperparameters; in eval mode."""
+    ckpt = torch.load(checkpoint, map_location=map_location, weights_only=True)
+    if model is None:
+        cfg = dict((ckpt.get("hyper_parameters") or {}).get("model_config") or {})
+        if "name" not in cfg:
+            raise ValueError(f"{checkpoint} has no model_config to rebuild the model from; pass model=")
+        model = cls.from_config(cfg.pop("name"), **cfg)
+    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    model.load_state_dict(state)
+    return model.eval()
+
+
 def step_generator(seed: int, step: int, rank: int = 0, device: Union[str, torch.device] = "cpu") -> torch.Generator:
     """A generator seeded from ``(seed, step, rank)``: each step's randomness (point dropout, the latent
     sample) is then a pure function of where the run is, so a resumed run repeats it exactly."""
@@ -86,16 +101,7 @@ class VaMoHModule(pl.LightningModule):
             model (VaMoH, optional): A model of the same architecture to load into; by default it is rebuilt
                 from the saved ``model_config``.
         """
-        ckpt = torch.load(checkpoint, map_location=map_location, weights_only=True)
-        if model is None:
-            cfg = dict((ckpt.get("hyper_parameters") or {}).get("model_config") or {})
-            if "name" not in cfg:
-                raise ValueError(f"{checkpoint} has no model_config to rebuild the model from; pass model=")
-            model = VaMoH.from_config(cfg.pop("name"), **cfg)
-        prefix = "model."
-        state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-        model.load_state_dict(state)
-        return model.eval()
+        return load_trained_model(checkpoint, VaMoH, model, map_location)
 
     # ---------------------------------------------------------------- Lightning hooks
     def configure_optimizers(self) -> torch.optim.Optimizer:
