@@ -250,3 +250,17 @@ def test_gasp_module_alternates_updates_and_resumes_exactly(tmp_path):
 
     pos = LatLonGrid.regular(7, 12).pos
     torch.testing.assert_close(model.generate(z, pos), full.model.eval().generate(z, pos))
+
+
+@pytest.mark.slow
+def test_gasp_ddp_two_cpu_processes(tmp_path):
+    # One DDP wrapper around the Lightning module (find_unused_parameters: the discriminator step does not use
+    # the generator), R1's double backward included; both replicas must end identical.
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    script = Path(__file__).with_name("_train_gasp_ddp.py")
+    p = subprocess.run([sys.executable, str(script), str(tmp_path / "g"), str(tmp_path / "rec")], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rec.rank{r}.json").read_text()) for r in range(2)]
+    assert ranks[0] == ranks[1]
+    assert ranks[0]["step"] == 6 and ranks[0]["sync_bn"] == 4
