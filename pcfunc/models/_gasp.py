@@ -14,7 +14,7 @@ from ..manifolds import Manifold, resolve_manifold
 from ..nn import FourierFeatures, FunctionRepresentation, HyperNetwork, PointConvNet, gasp_discriminator_specs
 from ..ops import NeighborCache, default_cache
 from ._configs import copy_config
-from ._points import Points, as_points
+from ._points import Points, as_points, dense_points, rank_in_cloud, shared_positions
 
 __all__ = ["GASP", "GASPTerms", "GASP_CONFIGS", "gasp_config", "gan_discriminator_loss", "gan_generator_loss",
            "random_subset"]
@@ -47,22 +47,16 @@ def random_subset(pts: Points, num: int, generator: Optional[torch.Generator] = 
     num = check_positive_int(num, "num")
     B = pts.num_clouds
     counts = torch.bincount(pts.batch, minlength=B)
-    n = int(counts[0])
-    if bool((counts == n).all()):
-        pos = pts.pos.view(B, n, -1)
-        if B == 1 or torch.equal(pos, pos[:1].expand_as(pos)):
-            if n <= num:
-                return pts
-            idx = torch.randperm(n, generator=generator)[:num].sort().values.to(pts.pos.device)
-            sel = (idx[None, :] + torch.arange(B, device=idx.device)[:, None] * n).reshape(-1)
-            return Points(pts.x[sel], pts.pos[sel], pts.batch[sel], B)
-    keep = []
-    start = 0
-    for c in counts.tolist():
-        k = min(c, num)
-        keep.append(start + torch.randperm(c, generator=generator)[:k].sort().values)
-        start += c
-    sel = torch.cat(keep).to(pts.pos.device)
+    if shared_positions(pts) is not None:
+        n = int(counts[0])
+        if n <= num:
+            return pts
+        idx = torch.randperm(n, generator=generator)[:num].sort().values.to(pts.pos.device)
+        sel = (idx[None, :] + torch.arange(B, device=idx.device)[:, None] * n).reshape(-1)
+    else:
+        # Uniform subsets of every cloud at once: the points with the ``num`` highest random scores.
+        score = torch.rand(pts.batch.numel(), generator=generator).to(pts.pos.device)
+        sel = (rank_in_cloud(score, pts.batch, counts) < num).nonzero().squeeze(1)
     return Points(pts.x[sel], pts.pos[sel], pts.batch[sel], B)
 
 
@@ -191,13 +185,6 @@ class GASP(nn.Module):
         """Logits :math:`(B,)` of the discriminator for a packed batch."""
         return self.discriminator(x, pos, batch).squeeze(-1)
 
-    def _fake(self, z: Tensor, pos: Tensor) -> Points:
-        """Generated clouds at the coordinates of ``pos`` (shared :math:`(N, D)`), packed like a PyG batch."""
-        y = self.generate(z, pos)
-        B, N = y.shape[:2]
-        batch = torch.arange(B, device=y.device).repeat_interleave(N)
-        return Points(y.reshape(B * N, -1), pos.repeat(B, 1), batch, B)
-
     def r1_penalty(self, x: Tensor, pos: Tensor, batch: Tensor, create_graph: bool = True) -> Tuple[Tensor, Tensor]:
         r"""Per-cloud :math:`R_1 = \frac12 \sum_i \|\nabla_{\mathbf y_i} s\|^2` with :math:`s` the logit (or
         probability, see ``r1_on``), and the logits. Differentiable (``create_graph``) for training."""
@@ -255,16 +242,10 @@ class GASP(nn.Module):
         if z.dim() != 2 or z.size(0) != B:
             raise ValueError(f"z must have shape [{B}, {self.latent_dim}] (one latent per real cloud), "
                              f"got {tuple(z.shape)}")
-        counts = torch.bincount(pts.batch, minlength=B)
-        n = int(counts[0])
-        if bool((counts == n).all()):
-            pos = pts.pos.view(B, n, -1)
-            if B == 1 or torch.equal(pos, pos[:1].expand_as(pos)):
-                return self._fake(z, pos[0])
-            y = self.generate(z, pos)
-            return Points(y.reshape(B * n, -1), pts.pos, pts.batch, B)
-        ys = [self.generate(z[b:b + 1], pts.pos[pts.batch == b])[0] for b in range(B)]
-        return Points(torch.cat(ys), pts.pos, pts.batch, B)
+        # One generator call at the real clouds' coordinates: shared (a grid) or padded per cloud.
+        dense = dense_points(pts)
+        y = self.generate(z, dense.pos)
+        return Points(y[dense.mask], pts.pos, pts.batch, B)
 
 
 def _intrinsic_dim(manifold: Manifold) -> int:

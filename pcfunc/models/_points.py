@@ -9,8 +9,9 @@ from torch import Tensor
 
 from .._validation import check_batch, check_finite, check_points
 from ..manifolds import Manifold
+from ..ops import shared_grid
 
-__all__ = ["Points", "DensePoints", "as_points", "dense_points", "point_dropout"]
+__all__ = ["Points", "DensePoints", "as_points", "dense_points", "point_dropout", "shared_positions", "rank_in_cloud"]
 
 
 class Points(NamedTuple):
@@ -56,18 +57,36 @@ def as_points(data: Any, manifold: Manifold, channels: int, name: str) -> Points
     return Points(x, pos, batch.long(), num)
 
 
+def shared_positions(pts: Points) -> Optional[Tensor]:
+    """The coordinates :math:`(n, D)` common to every cloud when the batch is copies of one cloud (a grid; also a
+    single cloud), else ``None`` (the test of :func:`pcfunc.ops.shared_grid`)."""
+    if pts.num_clouds == 1:
+        return pts.pos
+    clouds = shared_grid(pts.pos, pts.batch)
+    return None if clouds is None else pts.pos[: pts.pos.size(0) // clouds]
+
+
+def rank_in_cloud(score: Tensor, batch: Tensor, counts: Tensor) -> Tensor:
+    """Rank of every point's ``score`` inside its cloud, 0 for the highest (sorted by score, then stably by cloud)."""
+    order = torch.argsort(score, descending=True)
+    order = order[torch.argsort(batch[order], stable=True)]
+    start = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), device=score.device) - start[batch[order]]
+    return rank
+
+
 def dense_points(pts: Points) -> DensePoints:
     """Pad to :math:`(B, N_\\max)`; coordinates are kept :math:`(N, D)` if all clouds share them."""
     B = pts.num_clouds
     counts = torch.bincount(pts.batch, minlength=B)
     n = int(counts.max())
+    common = shared_positions(pts)
+    if common is not None:
+        return DensePoints(common, pts.x.view(B, n, -1), torch.ones(B, n, dtype=torch.bool, device=pts.pos.device))
     if bool((counts == n).all()):
-        pos = pts.pos.view(B, n, -1)
-        y = pts.x.view(B, n, -1)
-        mask = torch.ones(B, n, dtype=torch.bool, device=pts.pos.device)
-        if B == 1 or torch.equal(pos, pos[:1].expand_as(pos)):
-            return DensePoints(pos[0], y, mask)
-        return DensePoints(pos, y, mask)
+        return DensePoints(pts.pos.view(B, n, -1), pts.x.view(B, n, -1),
+                           torch.ones(B, n, dtype=torch.bool, device=pts.pos.device))
     start = torch.cumsum(counts, 0) - counts
     slot = torch.arange(pts.batch.numel(), device=pts.batch.device) - start[pts.batch]
     pos = pts.pos.new_zeros(B, n, pts.pos.size(1))
@@ -101,25 +120,16 @@ def point_dropout(pts: Points, max_rate: Optional[float], min_points: int,
     alpha = max(0.0, 1.0 - min_points / int(counts.min())) if max_rate is None else max_rate
     dev = pts.pos.device
     p = float(torch.rand((), generator=generator, device="cpu")) * alpha
-    if shared and B > 1 and bool((counts == counts[0]).all()):
+    if shared and B > 1 and shared_positions(pts) is not None:
         n = int(counts[0])
-        pos = pts.pos.view(B, n, -1)
-        if torch.equal(pos, pos[:1].expand_as(pos)):
-            score = torch.rand(n, generator=generator, device="cpu").to(dev)
-            keep = score >= p
-            keep[torch.argsort(score, descending=True)[:min_points]] = True
-            cols = keep.nonzero().squeeze(1)
-            idx = (cols[None, :] + torch.arange(B, device=dev)[:, None] * n).reshape(-1)
-            return Points(pts.x[idx], pts.pos[idx], pts.batch[idx], B)
+        score = torch.rand(n, generator=generator, device="cpu").to(dev)
+        keep = score >= p
+        keep[torch.argsort(score, descending=True)[:min_points]] = True
+        cols = keep.nonzero().squeeze(1)
+        idx = (cols[None, :] + torch.arange(B, device=dev)[:, None] * n).reshape(-1)
+        return Points(pts.x[idx], pts.pos[idx], pts.batch[idx], B)
     score = torch.rand(pts.batch.numel(), generator=generator, device="cpu").to(dev)
-    keep = score >= p
-    # Rank of each point's score inside its cloud (0 = highest): sort by score, then stably by cloud.
-    order = torch.argsort(score, descending=True)
-    order = order[torch.argsort(pts.batch[order], stable=True)]
-    start = torch.cumsum(counts, 0) - counts
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(order.numel(), device=dev) - start[pts.batch[order]]
-    keep |= rank < min_points
+    keep = (score >= p) | (rank_in_cloud(score, pts.batch, counts) < min_points)
     idx = keep.nonzero().squeeze(1)
     return Points(pts.x[idx], pts.pos[idx], pts.batch[idx], B)
 

@@ -16,7 +16,7 @@ from ..nn import (FlowPrior, FourierFeatures, FunctionRepresentation, HyperNetwo
 from ..ops import NeighborCache, default_cache
 from ._categorical import CategoricalNet
 from ._configs import vamoh_config
-from ._points import as_points, dense_points, point_dropout
+from ._points import Points, as_points, dense_points, point_dropout
 from ._vamoh_inference import VaMoHInference
 
 __all__ = ["VaMoH", "ELBOTerms"]
@@ -220,7 +220,10 @@ class VaMoH(VaMoHInference, nn.Module):
     # ------------------------------------------------------------------ pieces
     def encode(self, batch: Any) -> Tuple[Tensor, Tensor]:
         r"""Mean and log-variance of :math:`q(\mathbf z \mid \mathbf X, \mathbf Y)`, each :math:`(B, Z)`."""
-        pts = as_points(batch, self.manifold, self.in_channels, "batch")
+        return self._encode_points(as_points(batch, self.manifold, self.in_channels, "batch"))
+
+    def _encode_points(self, pts: Points) -> Tuple[Tensor, Tensor]:
+        # Under autocast the encoder runs in low precision; q(z) is kept in the parameters' dtype.
         mu, logvar = self.encoder(pts.x, pts.pos, pts.batch)
         return mu.to(self.dtype), logvar.to(self.dtype)
 
@@ -242,7 +245,7 @@ class VaMoH(VaMoHInference, nn.Module):
     def dtype(self) -> torch.dtype:
         """The parameters' floating dtype; under autocast (mixed precision) the likelihood, the KL terms and
         the flow are still computed in it."""
-        return self._warmup.new_zeros((), dtype=self.flow.base_loc.dtype).dtype
+        return self.flow.base_loc.dtype
 
     def _component_params(self, z: Tensor, pos: Tensor) -> Tensor:
         """Likelihood parameters of the K generators, :math:`(B, N, K, P C)`, in :attr:`dtype`."""
@@ -298,10 +301,9 @@ class VaMoH(VaMoHInference, nn.Module):
         enc = pts
         if use_dropout and self.max_dropout != 0.0:
             enc = point_dropout(pts, self.max_dropout, self.min_encoder_points, generator, self.shared_dropout)
-        mu, logvar = self.encoder(enc.x, enc.pos, enc.batch)
         # Under autocast (e.g. Lightning's precision="bf16-mixed") the networks run in low precision; the
         # densities, the KL terms and the flow stay in the parameters' dtype.
-        mu, logvar = mu.to(self.dtype), logvar.to(self.dtype)
+        mu, logvar = self._encode_points(enc)
         full = torch.autocast(mu.device.type, enabled=False)
         B = mu.size(0)
         std = torch.exp(0.5 * logvar)

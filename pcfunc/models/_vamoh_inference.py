@@ -128,10 +128,11 @@ class VaMoHInference:
                 other points, e.g. a finer grid for super-resolution (output :math:`(B, M, C)`).
             chunk_size (int, optional): Points decoded at once.
         """
-        z = self.encode(batch)[0]
+        pts = as_points(batch, self.manifold, self.in_channels, "batch")
+        z = self._encode_points(pts)[0]
         if pos is not None:
             return self._predict(z, self._check_query(pos, z.size(0)), chunk_size)
-        dense = dense_points(as_points(batch, self.manifold, self.in_channels, "batch"))
+        dense = dense_points(pts)
         return self._predict(z, dense.pos, chunk_size)[dense.mask]
 
     @_inference
@@ -144,7 +145,7 @@ class VaMoHInference:
         the same cloud (same coordinates) is replaced by the observed value.
         """
         pts = as_points(observed, self.manifold, self.in_channels, "observed")
-        z = self.encoder(pts.x, pts.pos, pts.batch)[0]
+        z = self._encode_points(pts)[0]
         pos = self._check_query(pos, z.size(0))
         out = self._predict(z, pos, chunk_size)
         if keep_observed:
@@ -170,12 +171,13 @@ class VaMoHInference:
             posterior (bool): Use :math:`q(c_d \mid \mathbf z, \mathbf y_d, \mathbf x_d)` with the batch's
                 values (``pos`` must be ``None``) instead of the prior :math:`p(c_d \mid \mathbf x_d, \mathbf z)`.
         """
-        z = self._latent(source)
+        if pos is None and isinstance(source, Tensor):
+            raise ValueError("pos is required when source is a latent tensor")
+        pts = None if isinstance(source, Tensor) else as_points(source, self.manifold, self.in_channels, "source")
+        z = self._latent(source) if pts is None else self._encode_points(pts)[0]
         y = None
         if pos is None:
-            if isinstance(source, Tensor):
-                raise ValueError("pos is required when source is a latent tensor")
-            dense = dense_points(as_points(source, self.manifold, self.in_channels, "source"))
+            dense = dense_points(pts)
             if not bool(dense.mask.all()):
                 raise ValueError("pos=None needs clouds of equal size; pass pos for query points")
             pos, y = dense.pos, dense.y
@@ -225,9 +227,10 @@ class VaMoHInference:
         num_samples = check_positive_int(num_samples, "num_samples")
         if num_samples < 2:
             raise ValueError(f"num_samples must be at least 2 for a standard deviation, got {num_samples}")
-        mu, logvar = self.encode(batch)
+        pts = as_points(batch, self.manifold, self.in_channels, "batch")
+        mu, logvar = self._encode_points(pts)
         if pos is None:
-            dense = dense_points(as_points(batch, self.manifold, self.in_channels, "batch"))
+            dense = dense_points(pts)
             if not bool(dense.mask.all()):
                 raise ValueError("pos=None needs clouds of equal size; pass pos for query points")
             pos = dense.pos

@@ -1,7 +1,7 @@
 """Neighbour search on manifolds: farthest point sampling, kNN and cached neighbour hierarchies."""
 
 from ._fps import fps
-from ._hierarchy import Level, NeighborCache, build_hierarchy, default_cache, sample_and_group
+from ._hierarchy import Level, NeighborCache, build_hierarchy, default_cache, sample_and_group, shared_grid
 from ._knn import DEFAULT_CHUNK_ELEMENTS, knn
 
 __all__ = [
@@ -9,6 +9,7 @@ __all__ = [
     "knn",
     "sample_and_group",
     "build_hierarchy",
+    "shared_grid",
     "Level",
     "NeighborCache",
     "default_cache",

@@ -125,8 +125,9 @@ class NeighborCache:
 default_cache = NeighborCache()
 
 
-def _shared_grid(pos: Tensor, batch: Optional[Tensor]) -> Optional[int]:
-    """Number of clouds if the batch is B copies of one cloud (same size, same coordinates), else None."""
+def shared_grid(pos: Tensor, batch: Optional[Tensor]) -> Optional[int]:
+    """The number of clouds :math:`B \ge 2` if the packed batch is :math:`B` copies of one cloud (same size, same
+    coordinates, e.g. fields on one grid), else ``None``. Such a batch is computed once and tiled."""
     if batch is None or batch.numel() == 0:
         return None
     B = int(batch[-1]) + 1
@@ -210,7 +211,7 @@ def _sample_and_group(
     k = check_positive_int(k, "k")
     spec = ("level", m.cache_key(), num, ratio, k, backend)
     if clouds == "detect":
-        clouds = _shared_grid(pos, batch)
+        clouds = shared_grid(pos, batch)
     base_pos, base_batch, cache_key_pos = _base_cloud(pos, batch, clouds)
     hit = cache.get(cache_key_pos, spec) if cache is not None else None
     if hit is None:
@@ -270,7 +271,7 @@ def build_hierarchy(
     m = resolve_metric(manifold, None, pos.size(1))
     m.assert_check_point(pos, "pos")
     # The whole stack is cached too (for this number of clouds), so a repeated grid costs one lookup.
-    clouds = _shared_grid(pos, batch)
+    clouds = shared_grid(pos, batch)
     _, _, key_pos = _base_cloud(pos, batch, clouds)
     spec = ("hierarchy", m.cache_key(), tuple(pairs), backend, clouds, str(batch is None))
     if cache is not None:
