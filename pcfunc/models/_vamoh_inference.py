@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_positive_int
+from ..ops import knn
 from ._points import as_points, dense_points
 
 __all__ = ["ComponentMaps", "Predictive", "VaMoHInference"]
@@ -149,13 +150,14 @@ class VaMoHInference:
         pos = self._check_query(pos, z.size(0))
         out = self._predict(z, pos, chunk_size)
         if keep_observed:
-            q = pos.expand(z.size(0), *pos.shape[-2:]) if pos.dim() == 2 else pos
-            for b in range(z.size(0)):
-                sel = pts.batch == b
-                d = torch.cdist(q[b], pts.pos[sel])
-                dmin, j = d.min(dim=1)
-                hit = dmin <= 1e-6
-                out[b, hit] = pts.x[sel][j[hit]].to(out.dtype)
+            # The nearest observed point of the same cloud for every query (memory-linear kNN, any grid size).
+            B, M = out.shape[:2]
+            q = (pos.expand(B, *pos.shape[-2:]) if pos.dim() == 2 else pos).reshape(B * M, -1).to(pts.pos.dtype)
+            qb = torch.arange(B, device=q.device).repeat_interleave(M)
+            nearest = knn(pts.pos, q, 1, pts.batch, qb, p=2)[1]
+            hit = (q - pts.pos[nearest]).norm(dim=-1) <= 1e-6
+            flat = out.view(B * M, -1)
+            flat[hit] = pts.x[nearest[hit]].to(out.dtype)
         return out
 
     @_inference
