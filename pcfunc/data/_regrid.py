@@ -2,99 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Tuple
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from .._validation import check_finite, check_points
 from ..manifolds import xyz_to_latlon
 from ._grids import ArrayLike
-from ._grids import _as_tensor as _grid_tensor
 
 __all__ = ["interpolate_latlon", "interpolate_to_points", "regrid", "latlon_cell_area"]
 
-_INTERPOLATION_METHODS = ("bilinear", "nearest")
-_REGRID_METHODS = ("bilinear", "nearest", "conservative")
-# Latitudes up to this far beyond ±90° (e.g. the rounding of unit vectors -> degrees) are accepted and clamped.
-_LAT_TOL = 1e-6
-# Longitudes count as evenly spaced around the globe when every gap is 360/n to this many degrees
-# (coordinates read from float32 files carry errors of ~1e-5 degrees).
-_LON_STEP_TOL = 1e-4
-# A query this close to the edge of a regional grid is inside it.
-_EDGE_TOL = 1e-6
-_POLE_TOL = 1e-9
-
-
-# -- validation ------------------------------------------------------------------------------
-def _as_tensor(a: ArrayLike, dtype: Optional[torch.dtype] = None) -> Tensor:
-    """As the grids' conversion, also for NumPy arrays with negative strides (e.g. ``lat[::-1]``)."""
-    return _grid_tensor(a if isinstance(a, Tensor) else np.ascontiguousarray(a), dtype)
-
-
-def _check_method(method: str, allowed: Tuple[str, ...]) -> str:
-    if not isinstance(method, str) or method not in allowed:
-        raise ValueError(f"method must be one of {allowed}, got {method!r}")
-    return method
-
-
-def _axis(a: ArrayLike, name: str) -> Tensor:
-    """A non-empty, finite 1-D float64 CPU tensor of degrees."""
-    t = _as_tensor(a, torch.float64)
-    if t.dim() != 1:
-        raise ValueError(f"{name} must be a 1-D array of degrees, got shape {tuple(t.shape)}")
-    if t.numel() == 0:
-        raise ValueError(f"{name} must not be empty")
-    check_finite(t, name)
-    return t.cpu()
-
-
-def _check_lat_range(t: Tensor, name: str) -> Tensor:
-    if t.numel() and bool((t.abs() > 90.0 + _LAT_TOL).any()):
-        raise ValueError(f"{name} must lie in [-90, 90] degrees, got range [{float(t.min())}, {float(t.max())}]")
-    return t.clamp(-90.0, 90.0)
-
-
-def _lat_axis(lat: ArrayLike, name: str) -> Tensor:
-    t = _axis(lat, name)
-    d = t.diff()
-    if t.numel() > 1 and not (bool((d > 0).all()) or bool((d < 0).all())):
-        raise ValueError(f"{name} must be strictly monotone (north-first or south-first)")
-    return _check_lat_range(t, name)
-
-
-def _lon_circle(lon: Tensor, name: str) -> Tuple[Tensor, Tensor, bool]:
-    """Longitudes as an increasing, unwrapped axis, the column of each entry, and whether it is global.
-
-    The axis starts after the widest gap between neighbouring longitudes on the circle, so a
-    regional grid crossing 0° or 180° is one contiguous interval. A grid is global (periodic) when
-    its ``n >= 2`` longitudes are evenly spaced all around the circle (every gap :math:`360/n`).
-    """
-    w = torch.remainder(lon, 360.0)
-    w = torch.where(w >= 360.0, w - 360.0, w)
-    order = torch.argsort(w)
-    s = w[order]
-    n = s.numel()
-    gaps = torch.cat((s.diff(), s[:1] + 360.0 - s[-1:]))
-    if n > 1 and float(gaps.min()) <= 1e-6:
-        raise ValueError(f"{name} has values equal modulo 360 (e.g. both 0 and 360); drop the repeated column")
-    periodic = n > 1 and bool(((gaps - 360.0 / n).abs() <= _LON_STEP_TOL).all())
-    if not periodic and n > 1:
-        cut = int(torch.argmax(gaps)) + 1
-        if cut < n:
-            s = torch.cat((s[cut:], s[:cut] + 360.0))
-            order = torch.cat((order[cut:], order[:cut]))
-    return s, order, periodic
-
-
-def _values(values: ArrayLike, n_lat: int, n_lon: int) -> Tensor:
-    v = _as_tensor(values)
-    if v.dim() < 2 or tuple(v.shape[-2:]) != (n_lat, n_lon):
-        raise ValueError(f"values must have shape [..., n_lat, n_lon] = [..., {n_lat}, {n_lon}] to match lat and lon, "
-                         f"got {tuple(v.shape)}")
-    check_finite(v, "values")
-    return v
+from ._cell_area import _conservative, latlon_cell_area
+from ._latlon_axes import (_EDGE_TOL, _INTERPOLATION_METHODS, _POLE_TOL, _REGRID_METHODS, _as_tensor, _axis,
+                           _check_lat_range, _check_method, _lat_axis, _lon_circle, _values)
 
 
 class _SourceGrid:
@@ -336,102 +257,6 @@ def interpolate_to_points(
     return _interpolate(v, src, qlat, qlon, method, ("pos", "pos"))
 
 
-def _lat_edges(lat: Tensor, name: str) -> Tuple[Tensor, Tensor]:
-    """Southern and northern cell edge of each latitude (entries in the order of ``lat``)."""
-    if lat.numel() < 2:
-        raise ValueError(f"{name} needs at least 2 latitudes for cell edges, got {lat.numel()}")
-    order = torch.argsort(lat)
-    s = lat[order]
-    mid = (s[1:] + s[:-1]) / 2
-    lo = torch.cat((2 * s[:1] - mid[:1], mid)).clamp(-90.0, 90.0)
-    hi = torch.cat((mid, 2 * s[-1:] - mid[-1:])).clamp(-90.0, 90.0)
-    return torch.empty_like(lo).index_copy_(0, order, lo), torch.empty_like(hi).index_copy_(0, order, hi)
-
-
-def _lon_edges(lon: Tensor, name: str) -> Tuple[Tensor, Tensor]:
-    """Western and eastern cell edge of each longitude (unwrapped: east > west; in the order of ``lon``)."""
-    if lon.numel() < 2:
-        raise ValueError(f"{name} needs at least 2 longitudes for cell edges, got {lon.numel()}")
-    s, order, periodic = _lon_circle(lon, name)
-    mid = (s[1:] + s[:-1]) / 2
-    if periodic:
-        first = (s[:1] + s[-1:] - 360.0) / 2
-        last = first + 360.0
-    else:
-        first, last = 2 * s[:1] - mid[:1], 2 * s[-1:] - mid[-1:]
-    lo, hi = torch.cat((first, mid)), torch.cat((mid, last))
-    return torch.empty_like(lo).index_copy_(0, order, lo), torch.empty_like(hi).index_copy_(0, order, hi)
-
-
-def latlon_cell_area(lat: ArrayLike, lon: ArrayLike) -> Tensor:
-    r"""Area of each cell of a lat/lon grid on the unit sphere (steradians).
-
-    Cells are bounded by the midpoints between neighbouring latitudes and
-    longitudes. On the outside, a cell extends half a grid step beyond its
-    centre, clipped at the poles (so a row at :math:`\pm 90°` has half-height
-    cells); on a global grid (see :func:`interpolate_latlon`) the first and last
-    columns meet halfway across the wrap. The area of the cell
-    :math:`[\varphi_-, \varphi_+] \times [\lambda_-, \lambda_+]` is
-
-    .. math::
-        A = (\sin\varphi_+ - \sin\varphi_-)\,(\lambda_+ - \lambda_-),
-
-    with :math:`\lambda` in radians, so the cells of a global grid add up to
-    :math:`4\pi`, and :math:`A \approx \cos\varphi\,\Delta\varphi\,\Delta\lambda`:
-    the weights of area-weighted means (as kept by ``regrid(..., method="conservative")``).
-
-    Args:
-        lat (array): Latitudes in degrees, strictly monotone, at least 2.
-        lon (array): Longitudes in degrees, distinct modulo 360, at least 2.
-
-    Returns:
-        Tensor: float64 areas, one per cell.
-
-    Shapes:
-        - **output:** :math:`(n_\text{lat}, n_\text{lon})`
-    """
-    lat_lo, lat_hi = _lat_edges(_lat_axis(lat, "lat"), "lat")
-    lon_lo, lon_hi = _lon_edges(_axis(lon, "lon"), "lon")
-    dsin = torch.sin(torch.deg2rad(lat_hi)) - torch.sin(torch.deg2rad(lat_lo))
-    return dsin[:, None] * torch.deg2rad(lon_hi - lon_lo)[None, :]
-
-
-def _lat_overlap(t_lo: Tensor, t_hi: Tensor, s_lo: Tensor, s_hi: Tensor) -> Tensor:
-    """``[T, S]``: the :math:`\\Delta\\sin\\varphi` shared by target cell rows and source cell rows."""
-    lo = torch.maximum(t_lo[:, None], s_lo[None, :])
-    hi = torch.minimum(t_hi[:, None], s_hi[None, :])
-    return (torch.sin(torch.deg2rad(hi)) - torch.sin(torch.deg2rad(lo))).clamp(min=0.0)
-
-
-def _lon_overlap(t_lo: Tensor, t_hi: Tensor, s_lo: Tensor, s_hi: Tensor) -> Tensor:
-    """``[T, S]``: the longitude span (degrees) shared by target and source cell columns, on the circle."""
-    base = float(s_lo.min())
-    shifted_lo = base + torch.remainder(t_lo - base, 360.0)  # each target cell from [base, base + 360)
-    shifted_hi = shifted_lo + (t_hi - t_lo)
-    out = torch.zeros(t_lo.numel(), s_lo.numel(), dtype=torch.float64)
-    for k in (-1, 0, 1):  # both intervals are at most 360° long: these copies cover every overlap
-        lo = torch.maximum(shifted_lo[:, None] + 360.0 * k, s_lo[None, :])
-        hi = torch.minimum(shifted_hi[:, None] + 360.0 * k, s_hi[None, :])
-        out += (hi - lo).clamp(min=0.0)
-    return out
-
-
-def _conservative(values: Tensor, lat: Tensor, lon: Tensor, new_lat: Tensor, new_lon: Tensor) -> Tensor:
-    s_lat, s_lon = _lat_edges(lat, "lat"), _lon_edges(lon, "lon")
-    t_lat, t_lon = _lat_edges(new_lat, "new_lat"), _lon_edges(new_lon, "new_lon")
-    w_lat = _lat_overlap(*t_lat, *s_lat)
-    w_lon = _lon_overlap(*t_lon, *s_lon)
-    for w, name, axis in ((w_lat, "new_lat", new_lat), (w_lon, "new_lon", new_lon)):
-        empty = w.sum(1) <= 0
-        if bool(empty.any()):
-            raise ValueError(f"{name} has {int(empty.sum())} cells that no cell of the source grid overlaps "
-                             f"(first at {float(axis[empty][0])} degrees)")
-    # Overlaps are products of a latitude and a longitude factor, so the remap is separable; each row of the
-    # normalised weights sums to 1 (the covered part of a target cell).
-    w_lat = (w_lat / w_lat.sum(1, keepdim=True)).to(values.device, values.dtype)
-    w_lon = (w_lon / w_lon.sum(1, keepdim=True)).to(values.device, values.dtype)
-    return torch.matmul(torch.matmul(w_lat, values), w_lon.T)
-
 
 def regrid(
     values: ArrayLike,
@@ -501,3 +326,4 @@ def regrid(
     qlon = nlon[None, :].expand(nlat.numel(), nlon.numel()).reshape(-1)
     out = _interpolate(v, src, qlat, qlon, method, ("new_lat", "new_lon"))
     return out.reshape(*v.shape[:-2], nlat.numel(), nlon.numel())
+
