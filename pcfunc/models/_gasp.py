@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -149,6 +149,29 @@ class GASP(nn.Module):
         self.discriminator = PointConvNet(self.in_channels, gasp_discriminator_specs(disc_channels, self.dim),
                                           self.manifold, head="logit", weight_hidden=tuple(weight_hidden),
                                           cache=cache)
+        # Forward calls of the two networks go through these when set (a DistributedDataParallel wrapper
+        # each, see :meth:`parallelize`). A plain dict: the wrappers are not submodules, so the state dict
+        # keeps its names.
+        self._wrappers: Dict[str, nn.Module] = {}
+
+    def parallelize(self, wrap: Optional[Callable[[nn.Module], nn.Module]]) -> Dict[str, nn.Module]:
+        r"""Route every forward call of :attr:`generator` and :attr:`discriminator` through ``wrap(module)``,
+        one wrapper per network: e.g. ``lambda m: DistributedDataParallel(m)``, so that each network
+        synchronises its own gradients when its own loss is backpropagated (GASP trains them with separate
+        optimisers, and a discriminator step does not touch the generator's parameters). ``None`` removes the
+        wrappers. Used by :class:`~pcfunc.training.GANDDPStrategy`.
+
+        Returns:
+            dict: The wrappers, by name (``"generator"``, ``"discriminator"``).
+        """
+        if wrap is None:
+            self._wrappers = {}
+        else:
+            self._wrappers = {name: wrap(getattr(self, name)) for name in ("generator", "discriminator")}
+        return dict(self._wrappers)
+
+    def _forward(self, name: str, *args: Any) -> Any:
+        return self._wrappers.get(name, getattr(self, name))(*args)
 
     @classmethod
     def from_config(cls, name: str, **overrides: Any) -> "GASP":
@@ -172,7 +195,8 @@ class GASP(nn.Module):
         if not isinstance(pos, Tensor) or pos.dim() not in (2, 3):
             raise ValueError(f"pos must have shape [N, D] or [B, N, D], got {getattr(pos, 'shape', pos)}")
         check_points(pos.reshape(-1, pos.size(-1)), "pos", self.manifold.ambient_dim)
-        return self.generator.decode(z, pos, chunk_size=chunk_size)
+        # = generator.decode(z, pos), with the hypernetwork's forward through its wrapper (if any).
+        return self.generator.target(pos, self._forward("generator", z), chunk_size=chunk_size)
 
     @torch.no_grad()
     def sample(self, num: int, pos: Tensor, generator: Optional[torch.Generator] = None,
@@ -183,7 +207,7 @@ class GASP(nn.Module):
     # ------------------------------------------------------------------ discriminator
     def discriminate(self, x: Tensor, pos: Tensor, batch: Optional[Tensor] = None) -> Tensor:
         """Logits :math:`(B,)` of the discriminator for a packed batch."""
-        return self.discriminator(x, pos, batch).squeeze(-1)
+        return self._forward("discriminator", x, pos, batch).squeeze(-1)
 
     def r1_penalty(self, x: Tensor, pos: Tensor, batch: Tensor, create_graph: bool = True) -> Tuple[Tensor, Tensor]:
         r"""Per-cloud :math:`R_1 = \frac12 \sum_i \|\nabla_{\mathbf y_i} s\|^2` with :math:`s` the logit (or

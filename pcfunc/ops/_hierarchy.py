@@ -126,7 +126,7 @@ default_cache = NeighborCache()
 
 
 def shared_grid(pos: Tensor, batch: Optional[Tensor]) -> Optional[int]:
-    """The number of clouds :math:`B \ge 2` if the packed batch is :math:`B` copies of one cloud (same size, same
+    r"""The number of clouds :math:`B \ge 2` if the packed batch is :math:`B` copies of one cloud (same size, same
     coordinates, e.g. fields on one grid), else ``None``. Such a batch is computed once and tiled."""
     if batch is None or batch.numel() == 0:
         return None

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional, Sequence
+from contextlib import nullcontext
+from typing import Any, Callable, ContextManager, Dict, Optional, Sequence
 
 import lightning.pytorch as pl
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..models import GASP, gasp_config
 from ._vamoh_module import NonFiniteLossError, load_trained_model, step_generator
@@ -24,7 +25,12 @@ class GASPModule(pl.LightningModule):
     Lightning counts both optimiser steps in ``global_step`` (two per batch); :attr:`optimizer_steps_per_batch`
     tells :class:`~pcfunc.training.FunctionDataModule` so that resuming starts at the right batch. Each
     batch's randomness (point subset, latents) comes from :func:`step_generator`, so a resumed run repeats
-    an uninterrupted one. A non-finite loss raises :class:`NonFiniteLossError` before the update.
+    an uninterrupted one. A non-finite loss raises :class:`NonFiniteLossError` before the update. During the
+    generator step the discriminator's parameters are frozen (no gradient is computed for them).
+
+    Under distributed data parallel (:class:`~pcfunc.training.DDPStrategy`) the generator and the discriminator
+    get a wrapper each (:meth:`parallelize`): the discriminator step all-reduces the discriminator's gradients
+    only, and the generator step the generator's only.
 
     Args:
         model (GASP): The model; or :meth:`from_config`.
@@ -67,6 +73,15 @@ class GASPModule(pl.LightningModule):
         d = torch.optim.Adam(self.model.discriminator.parameters(), lr=self.hparams.lr_discriminator, betas=betas)
         return [g, d]
 
+    def parallelize(self, wrap: Optional[Callable[[nn.Module], nn.Module]]) -> Dict[str, nn.Module]:
+        """One wrapper per network (:meth:`pcfunc.models.GASP.parallelize`); called by
+        :class:`~pcfunc.training.DDPStrategy`."""
+        return self.model.parallelize(wrap)
+
+    def _no_sync(self, name: str) -> ContextManager:
+        wrapper = self.model._wrappers.get(name)
+        return nullcontext() if wrapper is None else wrapper.no_sync()
+
     def _check(self, loss: Tensor, what: str) -> None:
         if not bool(torch.isfinite(loss)):
             raise NonFiniteLossError(f"non-finite {what} loss {float(loss)} at batch {self._batch_index()}; "
@@ -85,10 +100,12 @@ class GASPModule(pl.LightningModule):
         self.manual_backward(terms.loss)
         opt_d.step()
         gen = step_generator(self.hparams.seed, step, 1000 + self.global_rank)
-        g_loss = self.model.generator_loss(batch, num_points=self.hparams.num_points, generator=gen)
-        self._check(g_loss, "generator")
-        opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(g_loss)
+        # The discriminator is frozen (toggled_optimizer) and its wrapper does not expect gradients (no_sync).
+        with self.toggled_optimizer(opt_g), self._no_sync("discriminator"):
+            g_loss = self.model.generator_loss(batch, num_points=self.hparams.num_points, generator=gen)
+            self._check(g_loss, "generator")
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(g_loss)
         opt_g.step()
         logs = {f"train/{k}": v for k, v in terms.scalars().items()}
         logs["train/g_loss"] = float(g_loss.detach())

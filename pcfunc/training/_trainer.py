@@ -10,6 +10,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from ._ddp import DDPStrategy
 from ._sync_batch_norm import convert_sync_batchnorm
 
 __all__ = ["make_trainer", "fit", "last_checkpoint", "SyncBatchNorm"]
@@ -47,7 +48,8 @@ def make_trainer(
     * ``out_dir/logs/csv/version_*/metrics.csv`` and ``out_dir/logs/tensorboard`` (``tensorboard=False``
       to skip it).
     * Distributed data parallel when ``devices * num_nodes > 1`` (or under ``torchrun``/SLURM, which
-      Lightning detects): strategy ``ddp`` with the ``gloo`` backend on the CPU and ``nccl`` on GPUs, and
+      Lightning detects): :class:`DDPStrategy` (one wrapper per network for GASP, the whole module for
+      VaMoH) with the ``gloo`` backend on the CPU and ``nccl`` on GPUs, and
       BatchNorm synchronised across processes by :class:`DistributedBatchNorm` (PyTorch's own
       ``SyncBatchNorm`` only runs on CUDA). The training loader shards the data itself
       (``use_distributed_sampler=False``).
@@ -81,10 +83,8 @@ def make_trainer(
     strategy: Any = trainer_kwargs.pop("strategy", None)
     if strategy is None:
         if world > 1:
-            from lightning.pytorch.strategies import DDPStrategy
-
             backend = None if accelerator in ("gpu", "cuda") else "gloo"
-            # The flow and the categorical prior are unused during VaMoH's warm-up.
+            # Whole-module wrapping (VaMoH): the flow and the categorical prior are unused during the warm-up.
             strategy = DDPStrategy(process_group_backend=backend, find_unused_parameters=True)
         else:
             strategy = "auto"

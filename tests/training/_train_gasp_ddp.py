@@ -6,6 +6,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from pcfunc.training import DistributedBatchNorm, FunctionDataModule, GASPModule, fit, make_trainer
 
@@ -20,11 +21,16 @@ class Record(pl.Callback):
     def __init__(self, path):
         self.path = path
 
+    def on_train_start(self, trainer, module):
+        self.wrappers = sorted(trainer.strategy.separate_wrappers or {})
+        self.whole = isinstance(trainer.strategy.model, DistributedDataParallel)
+
     def on_train_end(self, trainer, module):
         out = {"params": float(sum(p.detach().double().sum() for p in module.model.parameters())),
                "gen": float(sum(p.detach().double().sum() for p in module.model.generator.parameters())),
                "sync_bn": sum(isinstance(m, DistributedBatchNorm) for m in module.modules()),
-               "step": trainer.global_step}
+               "step": trainer.global_step, "wrappers": self.wrappers, "whole": self.whole,
+               "unwrapped_at_end": not module.model._wrappers}
         Path(f"{self.path}.rank{trainer.global_rank}.json").write_text(json.dumps(out))
 
 

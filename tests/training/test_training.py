@@ -254,8 +254,8 @@ def test_gasp_module_alternates_updates_and_resumes_exactly(tmp_path):
 
 @pytest.mark.slow
 def test_gasp_ddp_two_cpu_processes(tmp_path):
-    # One DDP wrapper around the Lightning module (find_unused_parameters: the discriminator step does not use
-    # the generator), R1's double backward included; both replicas must end identical.
+    # One DDP wrapper per network (pcfunc's DDPStrategy), R1's double backward included; both replicas must
+    # end identical, and the wrappers are removed after training.
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     script = Path(__file__).with_name("_train_gasp_ddp.py")
     p = subprocess.run([sys.executable, str(script), str(tmp_path / "g"), str(tmp_path / "rec")], env=env,
@@ -264,3 +264,5 @@ def test_gasp_ddp_two_cpu_processes(tmp_path):
     ranks = [json.loads((tmp_path / f"rec.rank{r}.json").read_text()) for r in range(2)]
     assert ranks[0] == ranks[1]
     assert ranks[0]["step"] == 6 and ranks[0]["sync_bn"] == 4
+    assert ranks[0]["wrappers"] == ["discriminator", "generator"] and not ranks[0]["whole"]
+    assert ranks[0]["unwrapped_at_end"]
