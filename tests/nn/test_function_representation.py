@@ -155,6 +155,30 @@ def test_empty_points_and_gradients():
     assert torch.autograd.gradcheck(lambda w_: inr(x, w_, chunk_size=4), (w,))
 
 
+@pytest.mark.parametrize("act", [torch.nn.LeakyReLU(0.2), torch.nn.LeakyReLU(0.0), torch.nn.ReLU(), torch.nn.Tanh(),
+                                 torch.nn.Sigmoid(), torch.nn.GELU(), torch.nn.LeakyReLU(-0.5)])
+def test_hidden_activations_values_and_gradients(act):
+    # Common activations run in place on each layer's fresh output (others as given): values against a
+    # per-function reference, gradients of the INR and of a hypernetwork by finite differences.
+    enc = FourierFeatures(3, num_frequencies=3, sigma=1.0, dtype=torch.float64)
+    inr = FunctionRepresentation(3, 2, (5, 4), encoding=enc, activation=act)
+    w = torch.randn(2, 3, inr.num_weights, dtype=torch.float64)
+    x = torch.randn(7, 3, dtype=torch.float64)
+    ref = []
+    for g in range(6):
+        h = enc(x)
+        for j, (W, b) in enumerate(inr.split_weights(w.reshape(6, -1)[g:g + 1])):
+            h = F.linear(h, W[0], b[0])
+            h = act(h) if j < 2 else h
+        ref.append(h)
+    torch.testing.assert_close(inr(x, w, chunk_size=3), torch.stack(ref).view(2, 3, 7, 2))
+    w.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda w_: inr(x, w_, chunk_size=3), (w,))
+    hyper = HyperNetwork(3, (4, 6), inr, activation=act, num_components=2).double()
+    z = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda z_: hyper.decode(z_, x), (z,))
+
+
 def test_errors_name_the_argument():
     inr = _inr(hidden=(4,), out_dim=1)
     P = inr.num_weights
