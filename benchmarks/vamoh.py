@@ -58,6 +58,7 @@ from layers import naive_net  # noqa: E402
 from pcfunc.data import LatLonGrid, MinMaxNormalizer, load_era5_sample  # noqa: E402
 from pcfunc.models import VaMoH  # noqa: E402
 from pcfunc.models._categorical import CategoricalNet  # noqa: E402
+from pcfunc.training import resolve_precision  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- naive reference
@@ -210,7 +211,7 @@ def agreement(B: int = 4) -> None:
     rel = lambda u, v: float(((u - v).abs() / v.abs().clamp_min(1)).max())  # noqa: E731
     print(f"Same function: ELBO pcfunc vs naive given the same q(z): max relative difference {rel(ours, same_q):.1e}; "
           f"whole ELBO {rel(ours, ref):.1e}, because the encoder means differ by "
-          f"{float((model.encode(batch)[0] - mu_ref).abs().max()):.1e} (float32 FPS picks other centroids among "
+          f"{float((model.encode(batch)[0].detach() - mu_ref).abs().max()):.1e} (float32 FPS picks other centroids among "
           f"near-equal distances on the regular grid; in float64 both pick the same). bf16-mixed vs float32: "
           f"{rel(low, ours):.1e}.")
 
@@ -225,6 +226,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--skip-025", action="store_true", help="skip the 0.25-degree memory case")
     p.add_argument("--skip-naive", action="store_true")
+    p.add_argument("--bf16", choices=["auto", "yes", "no"], default="auto",
+                   help="also time bf16-mixed (auto: where the CPU runs bfloat16 natively)")
     p.add_argument("--warmup", type=int, default=2, help="warm runs before timing (default: 2)")
     p.add_argument("--only", nargs="*", default=None, choices=sorted(WORKLOADS), help="workloads to run")
     p.add_argument("--case", help=argparse.SUPPRESS)
@@ -237,7 +240,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     grid, _, model = setup(1)
     print(f"VaMoH ERA5 (Table 3): {sum(p.numel() for p in model.parameters()):,} parameters; grid {grid.shape} -> "
           f"{grid.num_points} points; super-resolution {grid.super_resolution(2).shape}; {a.threads} threads; "
-          f"median of {a.repeat} after {a.warmup} warm runs (naive: 1); each cell a fresh process")
+          f"median of {a.repeat} after {a.warmup} warm runs (naive: 1); each cell a fresh process; CPU "
+          f"{torch.backends.cpu.get_cpu_capability()}")
     agreement()
 
     def case(impl: str, workload: str, B: int) -> dict:
@@ -249,7 +253,10 @@ def main(argv: Optional[List[str]] = None) -> None:
             raise RuntimeError(out.stderr[-2000:])
         return json.loads(out.stdout.strip().splitlines()[-1])
 
-    impls = ["pcfunc", "pcfunc-bf16"] + ([] if a.skip_naive else ["naive"])
+    bf16 = a.bf16 == "yes" or (a.bf16 == "auto" and resolve_precision("auto", "cpu") == "bf16-mixed")
+    if not bf16:
+        print("bf16-mixed skipped: this CPU has no native bfloat16 (AMX or AVX512-BF16); --bf16 yes to force it")
+    impls = ["pcfunc"] + (["pcfunc-bf16"] if bf16 else []) + ([] if a.skip_naive else ["naive"])
     print("\n| workload | B | pcfunc float32 | pcfunc bf16-mixed | naive reference | speed-up (f32 / bf16) |")
     print("| --- | --- | --- | --- | --- | --- |")
     for B in a.batch:
@@ -258,8 +265,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                 continue
             r = {i: case(i, w, B) for i in impls}
             cell = lambda i: f"{r[i]['seconds']:.3f} s, {r[i]['peak_rss_mib'] / 1024:.2f} GB" if i in r else "-"  # noqa: E731
-            sp = "-" if "naive" not in r else (f"{r['naive']['seconds'] / r['pcfunc']['seconds']:.1f}x / "
-                                               f"{r['naive']['seconds'] / r['pcfunc-bf16']['seconds']:.1f}x")
+            sp = "-" if "naive" not in r else " / ".join(f"{r['naive']['seconds'] / r[i]['seconds']:.1f}x"
+                                                         for i in ("pcfunc", "pcfunc-bf16") if i in r)
             print(f"| {name} | {B} | {cell('pcfunc')} | {cell('pcfunc-bf16')} | {cell('naive')} | {sp} |", flush=True)
     if not a.skip_025:
         r = case("pcfunc", "025", 1)

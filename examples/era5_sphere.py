@@ -127,20 +127,6 @@ def zonal_mean_fill(values: torch.Tensor, lat: torch.Tensor, observed: torch.Ten
 
 
 # ------------------------------------------------------------------------------------------------ main
-def resolve_precision(precision: str, accelerator: str) -> str:
-    """``auto``: bfloat16 mixed precision where the hardware runs it natively, else float32."""
-    if precision != "auto":
-        return precision
-    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
-    native = [getattr(torch.cpu, name, lambda: False) for name in ("_is_amx_tile_supported",
-                                                                    "_is_avx512_bf16_supported")]
-    try:
-        return "bf16-mixed" if any(f() for f in native) else "32-true"
-    except Exception:  # private helpers: be conservative if they change
-        return "32-true"
-
-
 def train(args: argparse.Namespace, train_set, val_set, out: Path):
     import lightning.pytorch as pl
 
@@ -361,6 +347,8 @@ def _batch_of(grid: LatLonGrid, values: torch.Tensor):
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
+    from pcfunc.training import resolve_precision
+
     args.precision_used = resolve_precision(args.precision, args.accelerator)
     t_start = time.perf_counter()
     torch.set_num_threads(max(1, torch.get_num_threads()))

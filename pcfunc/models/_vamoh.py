@@ -292,11 +292,8 @@ class VaMoH(VaMoHInference, nn.Module):
         """
         num_samples = check_positive_int(num_samples, "num_samples")
         pts = as_points(batch, self.manifold, self.in_channels, "batch")
-        if self.likelihood.validate_args and self.likelihood.support is not None:
-            lo, hi = self.likelihood.support
-            if bool((pts.x < lo).any() or (pts.x > hi).any()):
-                raise ValueError(f"batch.x must lie in [{lo}, {hi}] for the {self.likelihood.name} likelihood, "
-                                 f"got range [{float(pts.x.min())}, {float(pts.x.max())}]")
+        if self.likelihood.validate_args:  # once, here, to name batch.x; log_prob below does not repeat it
+            self.likelihood.check(pts.x, "batch.x")
         use_dropout = self.training if dropout is None else bool(dropout)
         enc = pts
         if use_dropout and self.max_dropout != 0.0:
@@ -318,7 +315,7 @@ class VaMoH(VaMoHInference, nn.Module):
         coords = self.fourier(pos)
         params = self._component_params(z, pos)  # [SB, N, K, PC]
         with full:
-            log_p = self.likelihood.log_prob(params, y.unsqueeze(-2)).sum(-1)  # [SB, N, K]
+            log_p = self.likelihood.log_prob(params, y.unsqueeze(-2), validate=False).sum(-1)  # [SB, N, K]
         q_logits = self.posterior_c(coords, z, y).to(self.dtype)
         log_q = torch.log_softmax(q_logits, dim=-1)
         log_prior_c = torch.log_softmax(self._prior_logits(coords, z, n), dim=-1)

@@ -85,15 +85,22 @@ class Likelihood(nn.Module):
         """Reset learnable parameters (none by default)."""
 
     # ---------------------------------------------------------------- public
-    def log_prob(self, params: Tensor, y: Tensor) -> Tensor:
+    def log_prob(self, params: Tensor, y: Tensor, validate: Optional[bool] = None) -> Tensor:
         r"""Log-likelihood :math:`\log p(y_c \mid \theta_c)` of every point and channel.
+
+        Args:
+            params (Tensor): Parameters, see Shapes.
+            y (Tensor): Observations, see Shapes.
+            validate (bool, optional): Check that ``y`` is finite and in :attr:`support` (one device
+                synchronisation); ``None`` for :attr:`validate_args`. A caller that has checked ``y``
+                itself passes ``False``.
 
         Shapes:
             - **params**: :math:`(*_p, P C)`.
             - **y**: :math:`(*_y, C)`, in :attr:`support`.
             - **output**: :math:`(*, C)` with :math:`*` the broadcast of :math:`*_p` and :math:`*_y`.
         """
-        y = self._checked_y(y)
+        y = self._checked_y(y, self.validate_args if validate is None else bool(validate))
         if self.num_channels is not None and y.size(-1) != self.num_channels:
             raise ValueError(f"y has {y.size(-1)} channels (last dim) but {type(self).__name__} was built with "
                              f"num_channels={self.num_channels}")
@@ -122,13 +129,19 @@ class Likelihood(nn.Module):
     def _sample(self, parts: Tuple[Tensor, ...]) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} must implement _sample(parts)")
 
-    def _checked_y(self, y: Tensor) -> Tensor:
-        _check_tensor(y, "y")
+    def check(self, y: Tensor, name: str = "y") -> Tensor:
+        """Raise a ``ValueError`` naming ``name`` unless ``y`` is a finite tensor with a channel dimension in
+        :attr:`support` (and, for a discrete likelihood, takes its values); return it (as floats where the
+        likelihood converts it)."""
+        return self._checked_y(y, True, name)
+
+    def _checked_y(self, y: Tensor, validate: bool, name: str = "y") -> Tensor:
+        _check_tensor(y, name)
         if y.dim() == 0:
-            raise ValueError("y must have a channel dimension, shape [..., C], got a scalar")
-        if self.validate_args:
+            raise ValueError(f"{name} must have a channel dimension, shape [..., C], got a scalar")
+        if validate:
             low, high = self.support if self.support is not None else (None, None)
-            _check_support(y, "y", low, high)
+            _check_support(y, name, low, high, f" for the {self.name} likelihood" if self.name else "")
         return y
 
     def _split(self, params: Tensor, channels: Optional[int] = None) -> Tuple[Tensor, ...]:
@@ -163,12 +176,12 @@ class BernoulliLikelihood(Likelihood):
     name = "bernoulli"
     support = (0.0, 1.0)
 
-    def _checked_y(self, y: Tensor) -> Tensor:
+    def _checked_y(self, y: Tensor, validate: bool, name: str = "y") -> Tensor:
         if isinstance(y, Tensor) and not torch.is_floating_point(y) and not torch.is_complex(y):
             y = y.float()
-        y = super()._checked_y(y)
-        if self.validate_args and bool(((y != 0) & (y != 1)).any()):
-            raise ValueError("y must be binary (values 0 or 1) for the Bernoulli likelihood; use "
+        y = super()._checked_y(y, validate, name)
+        if validate and bool(((y != 0) & (y != 1)).any()):
+            raise ValueError(f"{name} must be binary (values 0 or 1) for the Bernoulli likelihood; use "
                              "'continuous_bernoulli' for data in [0, 1]")
         return y
 

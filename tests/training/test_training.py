@@ -9,7 +9,7 @@ import torch
 import torch.multiprocessing as mp
 
 from pcfunc.training import (DistributedBatchNorm, FunctionDataModule, NonFiniteLossError, StepLoader, VaMoHModule,
-                             convert_sync_batchnorm, fit, make_trainer, step_generator)
+                             convert_sync_batchnorm, fit, make_trainer, resolve_precision, step_generator)
 
 from ._train_tiny import TINY, dataset
 
@@ -266,3 +266,19 @@ def test_gasp_ddp_two_cpu_processes(tmp_path):
     assert ranks[0]["step"] == 6 and ranks[0]["sync_bn"] == 4
     assert ranks[0]["wrappers"] == ["discriminator", "generator"] and not ranks[0]["whole"]
     assert ranks[0]["unwrapped_at_end"]
+
+
+def test_resolve_precision_follows_native_bfloat16(monkeypatch):
+    assert resolve_precision("32-true") == "32-true" and resolve_precision("bf16-mixed", "cpu") == "bf16-mixed"
+    for amx, avx in ((False, False), (True, False), (False, True)):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx: v, raising=False)
+        assert resolve_precision("auto", "cpu") == ("bf16-mixed" if amx or avx else "32-true")
+
+    def broken():
+        raise RuntimeError("changed")
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", broken, raising=False)
+    assert resolve_precision("auto", "cpu") == "32-true"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        resolve_precision("16-mixed")
