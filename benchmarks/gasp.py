@@ -82,9 +82,12 @@ def pcfunc_step(model: GASP, batch, opt_g, opt_d, num_points: Optional[int]) -> 
     opt_d.zero_grad(set_to_none=True)
     terms.loss.backward()
     opt_d.step()
+    # As GASPModule: the discriminator is frozen during the generator step.
+    model.discriminator.requires_grad_(False)
     g_loss = model.generator_loss(batch, num_points=num_points)
     opt_g.zero_grad(set_to_none=True)
     g_loss.backward()
+    model.discriminator.requires_grad_(True)
     opt_g.step()
 
 
