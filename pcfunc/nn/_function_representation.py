@@ -14,8 +14,11 @@ from .._validation import check_finite, check_positive_int
 __all__ = ["FunctionRepresentation", "HyperNetwork", "DEFAULT_CHUNK_ELEMENTS"]
 
 #: Largest hidden activation block (elements, all weight sets together) one chunk of points may create:
-#: 2**25 = 128 MiB in float32. ``chunk_size=None`` picks the number of points per chunk from it.
-DEFAULT_CHUNK_ELEMENTS = 1 << 25
+#: 2**21 = 8 MiB in float32. ``chunk_size=None`` picks the number of points per chunk from it. Blocks this
+#: size are faster on the CPU than one large block, with or without autograd: they stay in cache, and the
+#: allocator reuses them instead of mapping fresh pages (measured, VaMoH ERA5 on 2 AVX2 cores, training
+#: step at batch 16 / 64: 1.22 / 3.84 s with 2**25, 0.84 / 2.60 s with 2**21).
+DEFAULT_CHUNK_ELEMENTS = 1 << 21
 
 
 def _check_sizes(sizes: Sequence[int], name: str) -> Tuple[int, ...]:
@@ -210,7 +213,7 @@ class FunctionRepresentation(torch.nn.Module):
             weights (Tensor): Flat weights, :math:`(B, P)` or :math:`(B, K, P)`.
             chunk_size (int, optional): Points evaluated at once. By default as many as keep
                 each hidden activation block under :data:`DEFAULT_CHUNK_ELEMENTS` elements
-                (e.g. 43,690 points for 4 GASP functions). Chunking saves memory without
+                (e.g. 2,730 points for 4 GASP functions). Chunking saves memory without
                 autograd; with autograd every chunk's activations are kept for the backward pass.
 
         Returns:
