@@ -247,13 +247,19 @@ class VaMoH(VaMoHInference, nn.Module):
         the flow are still computed in it."""
         return self.flow.base_loc.dtype
 
-    def _component_params(self, z: Tensor, pos: Tensor) -> Tensor:
-        """Likelihood parameters of the K generators, :math:`(B, N, K, P C)`, in :attr:`dtype`."""
+    def _generator_weights(self, z: Tensor) -> Tensor:
+        """The K INRs' weights of every latent, :math:`(B, K, P)`."""
         # The hypernetworks run in full precision even under autocast: they are small products with K x 12.9 M
         # weights (VaMoH ERA5), bound by memory traffic, where casting the weights every step costs more
         # than low precision saves. The INRs (many points) follow the ambient autocast.
         with torch.autocast(z.device.type, enabled=False):
-            weights = self.hypernet(z.to(self.dtype))
+            return self.hypernet(z.to(self.dtype))
+
+    def _component_params(self, z: Tensor, pos: Tensor, weights: Optional[Tensor] = None) -> Tensor:
+        """Likelihood parameters of the K generators, :math:`(B, N, K, P C)`, in :attr:`dtype`; ``weights``
+        from :meth:`_generator_weights` (computed once for many chunks of points) or computed here."""
+        if weights is None:
+            weights = self._generator_weights(z)
         raw = self.hypernet.target(pos, weights).transpose(1, 2).to(self.dtype)
         if self._location_link:
             c = self.in_channels

@@ -13,6 +13,12 @@ from .._validation import check_positive_int
 from ..ops import knn
 from ._points import as_points, dense_points
 
+# Elements (per point and function, see ``_chunks``) one chunk of query points may hold: 2**24 = 64 MiB
+# of float32. A 0.25-degree grid (1M points) is then decoded in about 30 chunks instead of one block of
+# Fourier features and categorical-net activations (measured: 2.7 GB above the encoded state, 0.17 GB
+# with 64k-point chunks).
+_CHUNK_ELEMENTS = 1 << 24
+
 __all__ = ["ComponentMaps", "Predictive", "VaMoHInference"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -58,22 +64,26 @@ class VaMoHInference:
     def _chunks(self, pos: Tensor, num: int, chunk_size: Optional[int]) -> Iterator[Tensor]:
         m = pos.size(-2)
         if chunk_size is None:
-            chunk_size = max(1024, (1 << 21) // max(num, 1))
+            # Per point and function: the Fourier features of the categorical nets, their hidden layers and
+            # the K components' outputs; at most _CHUNK_ELEMENTS of them at once (the INRs chunk again inside).
+            per_point = self.fourier.out_dim + sum(self.prior_c.hidden) + 4 * self.num_components
+            chunk_size = max(256, _CHUNK_ELEMENTS // (max(num, 1) * per_point))
         chunk_size = check_positive_int(chunk_size, "chunk_size")
         for s in range(0, m, chunk_size):
             yield pos[..., s:s + chunk_size, :]
 
-    def _mixture(self, z: Tensor, pos: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    def _mixture(self, z: Tensor, pos: Tensor, weights: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
         """Component parameters :math:`(B, m, K, PC)`, component means :math:`(B, m, K, C)` and prior logits."""
-        params = self._component_params(z, pos)
+        params = self._component_params(z, pos, weights)
         logits = self._prior_logits(self.fourier(pos), z, pos.size(-2))
         with torch.autocast(params.device.type, enabled=False):
             return params, self.likelihood.mean(params), logits
 
     def _predict(self, z: Tensor, pos: Tensor, chunk_size: Optional[int] = None) -> Tensor:
+        weights = self._generator_weights(z)  # once for all chunks
         outs = []
         for pc in self._chunks(pos, z.size(0), chunk_size):
-            _, means, logits = self._mixture(z, pc)
+            _, means, logits = self._mixture(z, pc, weights)
             outs.append((torch.softmax(logits, -1).unsqueeze(-1) * means).sum(-2))
         return torch.cat(outs, dim=1)
 
@@ -108,10 +118,16 @@ class VaMoHInference:
         pos = self._check_query(pos, z.size(0))
         if mean:
             return self._predict(z, pos, chunk_size)
-        return torch.cat([self._draw(z, pc, generator) for pc in self._chunks(pos, num, chunk_size)], dim=1)
+        return self._draws(z, pos, generator, chunk_size)
 
-    def _draw(self, z: Tensor, pos: Tensor, generator: Optional[torch.Generator]) -> Tensor:
-        params, _, logits = self._mixture(z, pos)
+    def _draws(self, z: Tensor, pos: Tensor, generator: Optional[torch.Generator],
+               chunk_size: Optional[int]) -> Tensor:
+        weights = self._generator_weights(z)
+        return torch.cat([self._draw(z, pc, generator, weights) for pc in self._chunks(pos, z.size(0), chunk_size)],
+                         dim=1)
+
+    def _draw(self, z: Tensor, pos: Tensor, generator: Optional[torch.Generator], weights: Tensor) -> Tensor:
+        params, _, logits = self._mixture(z, pos, weights)
         u = torch.rand(logits.shape, generator=generator, device="cpu").to(logits)
         gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1.0)).clamp_min(1e-20))
         c = (logits + gumbel).argmax(-1)  # [B, m]
@@ -243,8 +259,7 @@ class VaMoHInference:
             eps = torch.randn(mu.shape, generator=generator, device="cpu").to(mu)
             z = mu + std * eps
             m = self._predict(z, pos, chunk_size)
-            v = torch.cat([self._draw(z, pc, generator) for pc in self._chunks(pos, z.size(0), chunk_size)],
-                          dim=1) if include_noise else m
+            v = self._draws(z, pos, generator, chunk_size) if include_noise else m
             total = m if total is None else total + m
             draws_sum = v if draws_sum is None else draws_sum + v
             sq = v * v if sq is None else sq + v * v
