@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._validation import check_finite, check_positive_int
+from ._activations import in_place
 
 __all__ = ["FunctionRepresentation", "HyperNetwork", "DEFAULT_CHUNK_ELEMENTS"]
 
@@ -28,23 +29,6 @@ def _check_sizes(sizes: Sequence[int], name: str) -> Tuple[int, ...]:
     return tuple(check_positive_int(s, f"{name}[{i}]") for i, s in enumerate(sizes))
 
 
-
-def _in_place(activation: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
-    """The in-place form of a common elementwise activation, else the activation itself. Applied to the fresh
-    output of a linear layer, which nothing else reads (its backward needs the layer's inputs, not its
-    output), it saves allocating, and keeping for the backward pass, one tensor per layer; on the CPU a large
-    fresh tensor costs page faults too. Autograd differentiates these from their results."""
-    kind = type(activation)
-    if kind is torch.nn.LeakyReLU and activation.negative_slope >= 0 and not activation.inplace:
-        slope = activation.negative_slope
-        return lambda h: F.leaky_relu_(h, slope)
-    if kind is torch.nn.ReLU:
-        return torch.relu_
-    if kind is torch.nn.Tanh:
-        return torch.tanh_
-    if kind is torch.nn.Sigmoid:
-        return torch.sigmoid_
-    return activation
 
 class FunctionRepresentation(torch.nn.Module):
     r"""A coordinate MLP :math:`f_\theta` whose weights :math:`\theta` are given at call time, per sample.
@@ -246,7 +230,7 @@ class FunctionRepresentation(torch.nn.Module):
             per_point = G * widest + (1 if shared else B) * e
             chunk_size = max(1, DEFAULT_CHUNK_ELEMENTS // per_point)
 
-        act = _in_place(self.activation)
+        act = in_place(self.activation)
         outs = []
         for start in range(0, N, chunk_size):
             xc = x[..., start:start + chunk_size, :]
@@ -378,7 +362,7 @@ class HyperNetwork(torch.nn.Module):
         W, b = self.weights[0], self.biases[0]
         K, o = W.shape[:2]
         h = F.linear(z, W.reshape(K * o, -1), b.reshape(K * o)).view(-1, K, o).permute(1, 2, 0)
-        act = _in_place(self.activation)
+        act = in_place(self.activation)
         for W, b in zip(self.weights[1:], self.biases[1:]):
             h = torch.baddbmm(b.unsqueeze(-1), W, act(h))
         if self.num_components is None:
