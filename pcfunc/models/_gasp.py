@@ -159,7 +159,7 @@ class GASP(nn.Module):
         one wrapper per network: e.g. ``lambda m: DistributedDataParallel(m)``, so that each network
         synchronises its own gradients when its own loss is backpropagated (GASP trains them with separate
         optimisers, and a discriminator step does not touch the generator's parameters). ``None`` removes the
-        wrappers. Used by :class:`~pcfunc.training.GANDDPStrategy`.
+        wrappers. Used by :class:`~pcfunc.training.DDPStrategy`.
 
         Returns:
             dict: The wrappers, by name (``"generator"``, ``"discriminator"``).

@@ -29,7 +29,6 @@ def _check_sizes(sizes: Sequence[int], name: str) -> Tuple[int, ...]:
     return tuple(check_positive_int(s, f"{name}[{i}]") for i, s in enumerate(sizes))
 
 
-
 class FunctionRepresentation(torch.nn.Module):
     r"""A coordinate MLP :math:`f_\theta` whose weights :math:`\theta` are given at call time, per sample.
 

@@ -55,6 +55,7 @@ class GASPModule(pl.LightningModule):
             if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
                 raise ValueError(f"{name} must be a positive number, got {lr!r}")
         self.model = model
+        self._wrappers: Dict[str, nn.Module] = {}  # per-network DDP wrappers, see parallelize
         self.automatic_optimization = False
         self.save_hyperparameters({"lr_generator": float(lr_generator), "lr_discriminator": float(lr_discriminator),
                                    "betas": [float(b) for b in betas], "num_points": num_points, "seed": int(seed),
@@ -76,10 +77,11 @@ class GASPModule(pl.LightningModule):
     def parallelize(self, wrap: Optional[Callable[[nn.Module], nn.Module]]) -> Dict[str, nn.Module]:
         """One wrapper per network (:meth:`pcfunc.models.GASP.parallelize`); called by
         :class:`~pcfunc.training.DDPStrategy`."""
-        return self.model.parallelize(wrap)
+        self._wrappers = self.model.parallelize(wrap)
+        return self._wrappers
 
     def _no_sync(self, name: str) -> ContextManager:
-        wrapper = self.model._wrappers.get(name)
+        wrapper = self._wrappers.get(name)
         return nullcontext() if wrapper is None else wrapper.no_sync()
 
     def _check(self, loss: Tensor, what: str) -> None:

@@ -141,7 +141,7 @@ def resolve_precision(precision: str = "auto", accelerator: str = "auto") -> str
     """A Lightning ``precision`` for ``accelerator``: ``"auto"`` gives ``"bf16-mixed"`` where the hardware runs
     bfloat16 natively (a CUDA GPU with bfloat16 support; a CPU with AMX or AVX512-BF16), else ``"32-true"``.
     Elsewhere bfloat16 is emulated and many times slower than float32 (measured: a VaMoH training step
-    about 12x slower on an AVX2-only CPU). Other values are returned as given.
+    about 25x slower on an AVX2-only CPU). Other values are returned as given.
 
     Args:
         precision (str): ``"auto"``, ``"32-true"`` or ``"bf16-mixed"``.
