@@ -41,18 +41,31 @@ from pcfunc.nn._point_conv_net import PointConvNet, gasp_discriminator_specs, va
 
 
 # ----------------------------------------------------------------------------- naive reference network
-def naive_group(pos: Tensor, num: Optional[int], k: int) -> Tuple[Tensor, Tensor]:
-    """Padded [B, N, D]: centroid indices [B, M] (Python-loop FPS or all points) and neighbours [B, M, k]."""
+def naive_group(pos: Tensor, num: Optional[int], k: int, cache: Optional[dict] = None,
+                key: object = None) -> Tuple[Tensor, Tensor]:
+    """Padded [B, N, D]: centroid indices [B, M] (Python-loop FPS or all points) and neighbours [B, M, k].
+
+    With a ``cache`` dict the result is computed once per ``key`` and reused, as the VaMoH reference code
+    does for clouds that all share coordinates (``same_coordinates: all``: neighbours found on the first
+    cloud, precomputed once and repeated over the batch)."""
+    if cache is not None and key in cache:
+        return cache[key]
     B, N, _ = pos.shape
-    idx = torch.arange(N).expand(B, N) if num is None else naive_fps(pos, num)
+    if cache is not None:
+        pos = pos[:1]
+    idx = torch.arange(N).expand(pos.size(0), N) if num is None else naive_fps(pos, num)
     cent = torch.gather(pos, 1, idx[..., None].expand(-1, -1, pos.size(-1)))
     nbr = torch.cdist(cent, pos).topk(k, dim=-1, largest=False).indices
+    if cache is not None:
+        idx, nbr = idx.expand(B, -1), nbr.expand(B, -1, -1)
+        cache[key] = (idx, nbr)
     return idx, nbr
 
 
-def naive_conv(conv: PointConv, x: Tensor, pos: Tensor) -> Tuple[Tensor, Tensor]:
+def naive_conv(conv: PointConv, x: Tensor, pos: Tensor, cache: Optional[dict] = None,
+               key: object = None) -> Tuple[Tensor, Tensor]:
     B, N, _ = pos.shape
-    idx, nbr = naive_group(pos, conv.num_centroids, conv.num_neighbors)
+    idx, nbr = naive_group(pos, conv.num_centroids, conv.num_neighbors, cache, key)
     M, k = nbr.shape[1], nbr.shape[2]
     cent = torch.gather(pos, 1, idx[..., None].expand(-1, -1, pos.size(-1)))
     flat = (nbr + torch.arange(B)[:, None, None] * N).reshape(-1)
@@ -64,22 +77,25 @@ def naive_conv(conv: PointConv, x: Tensor, pos: Tensor) -> Tuple[Tensor, Tensor]
     return out.view(B, M, -1), cent
 
 
-def naive_pool(pool: AvgPool, x: Tensor, pos: Tensor) -> Tuple[Tensor, Tensor]:
+def naive_pool(pool: AvgPool, x: Tensor, pos: Tensor, cache: Optional[dict] = None,
+               key: object = None) -> Tuple[Tensor, Tensor]:
     B, N, _ = pos.shape
     num = round(N * pool.ratio) if pool.ratio is not None else pool.num_centroids
-    idx, nbr = naive_group(pos, num, pool.num_neighbors)
+    idx, nbr = naive_group(pos, num, pool.num_neighbors, cache, key)
     cent = torch.gather(pos, 1, idx[..., None].expand(-1, -1, pos.size(-1)))
     flat = (nbr + torch.arange(B)[:, None, None] * N).reshape(-1)
     return x.reshape(B * N, -1)[flat].view(B, nbr.shape[1], nbr.shape[2], -1).mean(2), cent
 
 
-def naive_net(net: PointConvNet, x: Tensor, pos: Tensor):
-    for conv, norm, pool in zip(net.convs, net.norms, net.pools):
+def naive_net(net: PointConvNet, x: Tensor, pos: Tensor, cache: Optional[dict] = None):
+    """The network on padded clouds; ``cache``: a dict in which each level's neighbours are kept and reused
+    (clouds sharing coordinates, see :func:`naive_group`); ``None`` recomputes them on every call."""
+    for i, (conv, norm, pool) in enumerate(zip(net.convs, net.norms, net.pools)):
         B = x.size(0)
-        h, pos = naive_conv(conv, x, pos)
+        h, pos = naive_conv(conv, x, pos, cache, (i, "conv"))
         x = net.act(norm(h.reshape(-1, h.size(-1)))).view(B, -1, h.size(-1))
         if isinstance(pool, AvgPool):
-            x, pos = naive_pool(pool, x, pos)
+            x, pos = naive_pool(pool, x, pos, cache, (i, "pool"))
     pooled = x.mean(1)
     out = net.head(pooled)
     if net.head_kind == "gaussian":
