@@ -11,6 +11,7 @@ from torch import Tensor
 
 from .._validation import check_finite, check_positive_int
 from ._activations import in_place
+from ._wide_linear import wide_linear
 
 __all__ = ["FunctionRepresentation", "HyperNetwork", "DEFAULT_CHUNK_ELEMENTS"]
 
@@ -361,8 +362,10 @@ class HyperNetwork(torch.nn.Module):
         K, o = W.shape[:2]
         h = F.linear(z, W.reshape(K * o, -1), b.reshape(K * o)).view(-1, K, o).permute(1, 2, 0)
         act = in_place(self.activation)
-        for W, b in zip(self.weights[1:], self.biases[1:]):
+        for W, b in zip(self.weights[1:-1], self.biases[1:-1]):
             h = torch.baddbmm(b.unsqueeze(-1), W, act(h))
+        if len(self.weights) > 1:  # the wide last layer: the same product, a faster weight gradient on the CPU
+            h = wide_linear(act(h), self.weights[-1], self.biases[-1])
         if self.num_components is None:
             return h[0].t().contiguous()
         return h.permute(2, 0, 1).contiguous()
