@@ -35,8 +35,12 @@ and its Adam state take 0.66 GB when training.) pcfunc is measured in float32 an
 bfloat16 natively (AMX or AVX512-BF16; ``--bf16 yes`` forces it), under ``torch.autocast`` with bfloat16
 (what Lightning's ``precision="bf16-mixed"`` does; the likelihood, KL terms and flow stay float32).
 
+``--thp`` runs both with ``THP_MEM_ALLOC_ENABLE=1`` (torch's own switch: its large CPU tensors are
+backed by transparent huge pages, so fresh tensors cost fewer page faults); the reference's way gains
+more from it, as it allocates more fresh memory per step.
+
 Run: ``bash scripts/run python benchmarks/vamoh.py [--batch 16 64] [--repeat 3] [--warmup 2] [--only train rec sr]
-[--skip-025] [--bf16 auto|yes|no]``.
+[--skip-025] [--bf16 auto|yes|no] [--thp]``.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import resource
 import statistics
 import subprocess
@@ -306,6 +311,9 @@ def main(argv: Optional[List[str]] = None) -> None:
                    help="also time bf16-mixed (auto: where the CPU runs bfloat16 natively)")
     p.add_argument("--warmup", type=int, default=2, help="warm runs before timing (default: 2)")
     p.add_argument("--only", nargs="*", default=None, choices=sorted(WORKLOADS), help="workloads to run")
+    p.add_argument("--thp", action="store_true",
+                   help="run every case with THP_MEM_ALLOC_ENABLE=1: torch then asks Linux for transparent huge "
+                        "pages for its large CPU tensors (fewer page faults, for both implementations)")
     p.add_argument("--case", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -316,14 +324,16 @@ def main(argv: Optional[List[str]] = None) -> None:
     grid, _, model = setup(1)
     print(f"VaMoH ERA5 (Table 3): {sum(p.numel() for p in model.parameters()):,} parameters; grid {grid.shape} -> "
           f"{grid.num_points} points; super-resolution {grid.super_resolution(2).shape}; {a.threads} threads; "
-          f"median of {a.repeat} after {a.warmup} warm runs; each cell a fresh process; CPU "
+          f"median of {a.repeat} after {a.warmup} warm runs; each cell a fresh process"
+          f"{' with THP_MEM_ALLOC_ENABLE=1' if a.thp else ''}; CPU "
           f"{torch.backends.cpu.get_cpu_capability()}")
     agreement()
 
     def case(impl: str, workload: str, B: int) -> dict:
         cmd = [sys.executable, __file__, "--case", f"{impl}:{workload}:{B}", "--repeat", str(a.repeat),
                "--threads", str(a.threads), "--warmup", str(a.warmup)]
-        out = subprocess.run(cmd, capture_output=True, text=True)
+        env = dict(os.environ, THP_MEM_ALLOC_ENABLE="1") if a.thp else None
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if out.returncode != 0:
             raise RuntimeError(out.stderr[-2000:])
         return json.loads(out.stdout.strip().splitlines()[-1])

@@ -222,6 +222,9 @@ class FunctionRepresentation(torch.nn.Module):
         if not shared:
             W1, b1 = W1.reshape(B, K * h1, e), b1.reshape(B, 1, K * h1)
 
+        # The later layers' W^T, contiguous once per call: a product with a transposed view, or with the bias
+        # broadcast into its output (baddbmm), was slower (VaMoH ERA5 hidden layer: 4.6 -> 3.5 ms a block).
+        later = [(W.transpose(1, 2).contiguous(), b) for W, b in layers[1:]]
         if chunk_size is None:
             widest = max(w for w, _ in self.layer_shapes)
             per_point = G * widest + (1 if shared else B) * e
@@ -243,8 +246,8 @@ class FunctionRepresentation(torch.nn.Module):
                 h = torch.baddbmm(b1, enc.expand(G, n, e), W1.transpose(1, 2))
             else:
                 h = torch.baddbmm(b1, enc, W1.transpose(1, 2)).view(B, n, K, h1).transpose(1, 2).reshape(G, n, h1)
-            for W, b in layers[1:]:
-                h = torch.baddbmm(b, act(h), W.transpose(1, 2))
+            for W, b in later:
+                h = torch.bmm(act(h), W).add_(b)
             outs.append(h)
         if outs:
             y = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)

@@ -27,7 +27,7 @@ def test_values_and_gradients_equal_baddbmm(small_blocks):
     h, W, b = _inputs()
     out = wide_linear(h, W, b)
     ref = torch.baddbmm(b.unsqueeze(-1), W, h)
-    assert torch.equal(out, ref)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
     g = torch.randn_like(ref)
     got = torch.autograd.grad(out, (h, W, b), g)
     want = torch.autograd.grad(ref, (h, W, b), g)
@@ -89,3 +89,13 @@ def test_hypernetwork_gradients_unchanged_by_wide_last_layer():
     want = torch.autograd.grad(ref, [z, *hn.parameters()], g)
     for x, y in zip(got, want):
         torch.testing.assert_close(x, y)
+
+
+def test_forward_in_blocks_without_gradients(small_blocks):
+    h, W, b = _inputs(P=50)
+    with torch.no_grad():
+        out = wide_linear(h, W, b)
+    torch.testing.assert_close(out, torch.baddbmm(b.unsqueeze(-1), W, h).detach(), rtol=0, atol=1e-12)
+    # Mixed dtypes fall back to baddbmm's own type promotion rules (here: an error, as baddbmm raises).
+    with pytest.raises(RuntimeError):
+        wide_linear(h.float(), W, b)
