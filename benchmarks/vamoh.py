@@ -40,7 +40,7 @@ backed by transparent huge pages, so fresh tensors cost fewer page faults); the 
 more from it, as it allocates more fresh memory per step.
 
 Run: ``bash scripts/run python benchmarks/vamoh.py [--batch 16 64] [--repeat 3] [--warmup 2] [--only train rec sr]
-[--skip-025] [--bf16 auto|yes|no] [--thp]``.
+[--skip-025] [--bf16 auto|yes|no] [--thp] [--rounds 1]``.
 """
 
 from __future__ import annotations
@@ -311,6 +311,9 @@ def main(argv: Optional[List[str]] = None) -> None:
                    help="also time bf16-mixed (auto: where the CPU runs bfloat16 natively)")
     p.add_argument("--warmup", type=int, default=2, help="warm runs before timing (default: 2)")
     p.add_argument("--only", nargs="*", default=None, choices=sorted(WORKLOADS), help="workloads to run")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run every cell this many times, the implementations alternating, and report the median "
+                        "time (and the largest memory): steadier on a noisy machine")
     p.add_argument("--thp", action="store_true",
                    help="run every case with THP_MEM_ALLOC_ENABLE=1: torch then asks Linux for transparent huge "
                         "pages for its large CPU tensors (fewer page faults, for both implementations)")
@@ -325,6 +328,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     print(f"VaMoH ERA5 (Table 3): {sum(p.numel() for p in model.parameters()):,} parameters; grid {grid.shape} -> "
           f"{grid.num_points} points; super-resolution {grid.super_resolution(2).shape}; {a.threads} threads; "
           f"median of {a.repeat} after {a.warmup} warm runs; each cell a fresh process"
+          f"{f', median of {a.rounds} alternating rounds' if a.rounds > 1 else ''}"
           f"{' with THP_MEM_ALLOC_ENABLE=1' if a.thp else ''}; CPU "
           f"{torch.backends.cpu.get_cpu_capability()}")
     agreement()
@@ -349,7 +353,13 @@ def main(argv: Optional[List[str]] = None) -> None:
         for w, name in WORKLOADS.items():
             if a.only and w not in a.only:
                 continue
-            r = {i: case(i, w, B) for i in impls}
+            runs: dict = {i: [] for i in impls}
+            for _ in range(max(1, a.rounds)):
+                for i in impls:
+                    runs[i].append(case(i, w, B))
+            r = {i: {"seconds": statistics.median(x["seconds"] for x in v),
+                     "peak_rss_mib": max(x["peak_rss_mib"] for x in v),
+                     "extra_rss_mib": max(x["extra_rss_mib"] for x in v)} for i, v in runs.items()}
             cell = lambda i: (f"{r[i]['seconds']:.3f} s, {r[i]['peak_rss_mib'] / 1024:.2f} GB "  # noqa: E731
                               f"(+{r[i]['extra_rss_mib'] / 1024:.2f})") if i in r else "-"
             sp = "-" if "naive" not in r else " / ".join(f"{r['naive']['seconds'] / r[i]['seconds']:.1f}x"
