@@ -289,6 +289,12 @@ class HyperNetwork(torch.nn.Module):
     mixture of hypergenerators), evaluated together with batched matrix
     products, and returns weights of shape :math:`(B, K, P)`.
 
+    The last layer is the widest (:math:`K \times P \times` its input width, 38 M weights in VaMoH's ERA5
+    model) and sees only :math:`B` latents per call. On the CPU it is computed in blocks of output rows,
+    and its weight gradient is written block by block into a buffer for which Linux is asked for
+    transparent huge pages: the same values as one batched product, without mapping a fresh 153 MB
+    gradient 4 KiB page by page every step.
+
     Parameter counts of the papers' ERA5 configurations: GASP (latent 64,
     hidden (256, 512), 66,049 target weights) 34,031,361; VaMoH (latent 32,
     hidden (256, 512), 24,833 target weights) 12,879,361 per component.
