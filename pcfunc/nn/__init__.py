@@ -2,7 +2,8 @@
 
 from ._encodings import FourierFeatures, SphericalHarmonics, spherical_harmonics
 from ._flows import FlowPrior, PlanarFlow, planar_flow, planar_flow_inverse
-from ._function_representation import FunctionRepresentation, HyperNetwork
+from ._function_representation import FunctionRepresentation
+from ._hypernetwork import HyperNetwork
 from ._likelihood_math import (
     continuous_bernoulli_log_norm,
     continuous_bernoulli_mean,

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from pcfunc.nn._encodings import FourierFeatures, SphericalHarmonics
-from pcfunc.nn._function_representation import FunctionRepresentation, HyperNetwork
+from pcfunc.nn import FunctionRepresentation, HyperNetwork
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -320,7 +320,7 @@ sys.path.insert(0, {root!r})
 import torch
 from pcfunc.data import LatLonGrid
 from pcfunc.nn._encodings import FourierFeatures
-from pcfunc.nn._function_representation import FunctionRepresentation, HyperNetwork
+from pcfunc.nn import FunctionRepresentation, HyperNetwork
 pos = LatLonGrid.regular(721, 1440, collapse_poles=False).pos
 inr = FunctionRepresentation(3, 1, (128, 128, 128), FourierFeatures(3, 128, 2.0), final_activation=torch.nn.Tanh())
 hyper = HyperNetwork(64, (256, 512), inr)
