@@ -1,4 +1,6 @@
-"""Peak memory of a call, measured in-process: a sampling thread reads the resident set size.
+"""Time and peak memory of calls, measured in-process.
+
+:func:`measure`: a sampling thread reads the resident set size during one call.
 
 Large tensors are mmap-backed and returned to the OS when freed, so the peak increase over the
 baseline taken just before the call is a fair per-call figure even when calls run one after another
@@ -12,7 +14,10 @@ import os
 import resource
 import threading
 import time
-from typing import Any, Callable, Tuple
+import gc
+import statistics
+from pathlib import Path
+from typing import Any, Callable, Optional, Tuple
 
 import torch
 
@@ -60,3 +65,37 @@ def measure(fn: Callable[[], Any], device: str = "cpu", interval: float = 5e-4) 
         th.join()
     peak[0] = max(peak[0], rss_bytes())
     return out, dt, peak[0] - base
+
+
+def median_seconds(fn: Callable[[], Any], repeat: int, warmup: int = 1) -> float:
+    """Median wall time of ``repeat`` calls of ``fn`` after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def status_mib(key: str) -> Optional[float]:
+    """A field of ``/proc/self/status`` in MiB (``"VmRSS"``, ``"VmHWM"``); ``None`` where unavailable."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> Optional[float]:
+    """Reset the kernel's peak-RSS mark of this process (Linux: ``/proc/self/clear_refs``) and return the
+    current RSS in MiB, so that ``VmHWM`` afterwards is the peak of what follows; ``None`` where unsupported."""
+    gc.collect()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return None
+    return status_mib("VmRSS")

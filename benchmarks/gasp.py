@@ -19,11 +19,9 @@ Run: ``bash scripts/run python benchmarks/gasp.py [--batch 16] [--repeat 3]``.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +30,7 @@ from torch import Tensor
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _memory import median_seconds  # noqa: E402
 from layers import naive_net  # noqa: E402
 
 from pcfunc.data import LatLonGrid, MinMaxNormalizer, load_era5_sample  # noqa: E402
@@ -91,16 +90,6 @@ def pcfunc_step(model: GASP, batch, opt_g, opt_d, num_points: Optional[int]) -> 
     opt_g.step()
 
 
-def timed(fn: Callable[[], None], repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def main(argv: Optional[List[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, nargs="+", default=[16])
@@ -125,9 +114,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         vals = norm.transform(field.values[[i % field.values.shape[0] for i in range(B)]]) * 2 - 1
         batch = grid.to_batch(vals)
         y = batch.x.view(B, -1, 1)
-        t_ref = timed(lambda: naive_step(model, y, grid.pos, opt_g, opt_d), max(1, a.repeat - 1))
-        t_all = timed(lambda: pcfunc_step(model, batch, opt_g, opt_d, None), a.repeat)
-        t_sub = timed(lambda: pcfunc_step(model, batch, opt_g, opt_d, 2048), a.repeat)
+        t_ref = median_seconds(lambda: naive_step(model, y, grid.pos, opt_g, opt_d), max(1, a.repeat - 1))
+        t_all = median_seconds(lambda: pcfunc_step(model, batch, opt_g, opt_d, None), a.repeat)
+        t_sub = median_seconds(lambda: pcfunc_step(model, batch, opt_g, opt_d, 2048), a.repeat)
         print(f"| full training step (D + R1, G), all {grid.num_points} points | {B} | {t_all:.3f} s | "
               f"{t_ref:.3f} s | {t_ref / t_all:.1f}x |", flush=True)
         print(f"| full training step, 2,048-point subset shared by the batch | {B} | {t_sub:.3f} s | - | - |",

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -26,7 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from vamoh import _status_mib, reset_peak_rss, setup  # noqa: E402
+from _memory import median_seconds, reset_peak_rss, status_mib  # noqa: E402
+from vamoh import setup  # noqa: E402
 
 import pcfunc.nn._function_representation as fr  # noqa: E402
 
@@ -51,15 +50,10 @@ def run_cell(workload: str, B: int, power: int, repeat: int) -> dict:
         def fn() -> None:
             model.reconstruct(batch, out)
     base = reset_peak_rss()
-    fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    peak = _status_mib("VmHWM")
+    seconds = median_seconds(fn, repeat)
+    peak = status_mib("VmHWM")
     extra = float("nan") if base is None or peak is None else peak - base
-    return {"seconds": statistics.median(times), "extra_mib": extra}
+    return {"seconds": seconds, "extra_mib": extra}
 
 
 def main() -> None:

@@ -54,7 +54,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -66,6 +65,7 @@ from torch import Tensor
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _memory import median_seconds, reset_peak_rss, status_mib  # noqa: E402
 from layers import naive_net  # noqa: E402
 
 from pcfunc.data import LatLonGrid, MinMaxNormalizer, load_era5_sample  # noqa: E402
@@ -135,14 +135,14 @@ def naive_logits(model: VaMoH, weights: List[Tensor], rff: Tensor) -> Tensor:
     inr = model.hypernet.target
     K, B, (N, E) = len(weights), weights[0].size(0), rff.shape
     flat = torch.cat(weights)
-    linears = [i for i, m in enumerate(_template(inr)) if isinstance(m, torch.nn.Linear)]
+    template = _template(inr)
+    linears = [i for i, m in enumerate(template) if isinstance(m, torch.nn.Linear)]
     params = {}
     for j, (W, b) in zip(linears, inr.split_weights(flat)):
         params[f"{j}.weight"], params[f"{j}.bias"] = W, b
     # The reference encodes each sample's coordinates ([B, N, E]), then expands them over K and reshapes:
     # a [K B, N, E] copy.
     coords = rff.expand(B, N, E).contiguous().expand(K, B, N, E).reshape(K * B, N, E)
-    template = _template(inr)
     out = torch.func.vmap(lambda p, c: torch.func.functional_call(template, p, (c,)))(params, coords)
     return out.view(K, B, N).permute(1, 2, 0)
 
@@ -240,40 +240,11 @@ def run_case(impl: str, workload: str, B: int, repeat: int, warmup: int = 2) -> 
                         model.reconstruct(batch, None if workload == "rec" else out)
     # The process after setup (torch, PyG, the model, the data): the workload's memory is what it adds.
     base = reset_peak_rss()
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
+    seconds = median_seconds(fn, repeat, warmup)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    since = _status_mib("VmHWM") if base is not None else None
+    since = status_mib("VmHWM") if base is not None else None
     extra = (since - base) if since is not None else float("nan")
-    return {"seconds": statistics.median(times), "peak_rss_mib": peak, "extra_rss_mib": extra}
-
-
-def _status_mib(key: str) -> Optional[float]:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
-def reset_peak_rss() -> Optional[float]:
-    """Reset the kernel's peak-RSS mark of this process (Linux: ``/proc/self/clear_refs``) and return the
-    current RSS in MiB, so that ``VmHWM`` afterwards is the peak of what follows; ``None`` where unsupported."""
-    import gc
-
-    gc.collect()
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return None
-    return _status_mib("VmRSS")
+    return {"seconds": seconds, "peak_rss_mib": peak, "extra_rss_mib": extra}
 
 
 def agreement(B: int = 4) -> None:

@@ -54,8 +54,9 @@ class FunctionRepresentation(torch.nn.Module):
     of :math:`K` generators) is evaluated at once with batched matrix
     products, without copying the coordinates per sample or per component:
     for coordinates shared by the batch, the encoded points are computed once
-    and read by all :math:`BK` first layers (broadcast, not copied). Points are processed in chunks, each encoded once, so memory
-    stays bounded for any number of points (a million-point ERA5 grid).
+    and read by all :math:`BK` first layers (broadcast, not copied). Points
+    are processed in chunks, each encoded once, so memory stays bounded for
+    any number of points (a million-point ERA5 grid).
 
     Paper sizes: GASP uses 3 hidden layers of 128 units with 128 Fourier
     frequencies (256 encoded inputs), LeakyReLU(0.1) and a final tanh:

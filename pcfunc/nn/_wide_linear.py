@@ -58,13 +58,13 @@ def _advise_huge_pages(t: Tensor) -> None:
 
 def _weight_grad(grad: Tensor, h: Tensor) -> Tensor:
     """``grad @ h^T`` (``[K, P, B] x [K, B, I]``) into a fresh ``[K, P, I]`` buffer, block by block."""
+    hT = h.transpose(1, 2)
+    if grad.device.type != "cpu":
+        return torch.bmm(grad, hT)
     K, P, _ = grad.shape
     out = torch.empty(K, P, h.size(1), dtype=grad.dtype, device=grad.device)
-    if out.device.type != "cpu":
-        return torch.bmm(grad, h.transpose(1, 2), out=out)
     if out.numel() * out.element_size() >= _HUGE_MIN_BYTES:
         _advise_huge_pages(out)
-    hT = h.transpose(1, 2)
     for s in range(0, P, _ROWS):
         torch.bmm(grad[:, s:s + _ROWS], hT, out=out[:, s:s + _ROWS])
     return out
