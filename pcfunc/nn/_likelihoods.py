@@ -9,12 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._likelihood_base import Likelihood
 from ._likelihood_math import (
     _SCALE_MODES,
-    _broadcast,
     _check_num_bins,
-    _check_support,
-    _check_tensor,
     _clamp_log_scale,
     _continuous_bernoulli_icdf,
     _discretized_logistic_log_prob,
@@ -34,128 +32,6 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- modules
-class Likelihood(nn.Module):
-    r"""Base class of the per-point, per-channel likelihoods :math:`p(y \mid \theta)`.
-
-    A generator (one of VaMoH's :math:`K` hypernetwork generators) outputs
-    ``params`` of shape :math:`(*, P C)` for :math:`C` feature channels, where
-    :math:`P` = :attr:`num_params`; the :math:`P` parameters are laid out in
-    blocks of :math:`C` (``params[..., :C]`` is the first for every channel,
-    ``params[..., C:2C]`` the second, ...). Everything is elementwise over
-    channels, so a model sums :meth:`log_prob` over channels and mixes the
-    components with :func:`mixture_log_prob`.
-
-    Subclasses implement :meth:`_log_prob`, :meth:`_mean`, :meth:`_sample` on the
-    split parameters; this class validates shapes and the support of ``y``.
-
-    Example:
-        With :math:`K` generators evaluated at :math:`N` points (``params`` of
-        shape ``[N, K, P * C]``), per-point assignment logits ``[N, K]`` and data
-        ``y: [N, C]``, VaMoH's mixture likelihood (Eq. 10, marginalised over
-        :math:`c_d`) is
-
-        >>> log_p_k = likelihood.log_prob(params, y.unsqueeze(-2)).sum(-1)  # doctest: +SKIP
-        >>> log_p = mixture_log_prob(log_p_k, logits)  # [N]  # doctest: +SKIP
-
-    Args:
-        num_channels (int, optional): :math:`C`, checked against the inputs if given.
-        validate_args (bool): Check ``y`` (finite, in the support) on every call (default: ``True``;
-            each check costs a device synchronisation).
-    """
-
-    #: Name accepted by :func:`get_likelihood`.
-    name: str = "likelihood"
-    #: Support of ``y`` as ``(low, high)``, or ``None`` for the real line.
-    support: Optional[Tuple[float, float]] = None
-
-    def __init__(self, num_channels: Optional[int] = None, validate_args: bool = True) -> None:
-        super().__init__()
-        if num_channels is not None and (isinstance(num_channels, bool) or not isinstance(num_channels, int)
-                                         or num_channels < 1):
-            raise ValueError(f"num_channels must be a positive integer or None, got {num_channels!r}")
-        self.num_channels = num_channels
-        self.validate_args = bool(validate_args)
-
-    @property
-    def num_params(self) -> int:
-        """Parameters per channel the generator must output (its output size is ``num_params * C``)."""
-        return 1
-
-    def reset_parameters(self) -> None:
-        """Reset learnable parameters (none by default)."""
-
-    # ---------------------------------------------------------------- public
-    def log_prob(self, params: Tensor, y: Tensor, validate: Optional[bool] = None) -> Tensor:
-        r"""Log-likelihood :math:`\log p(y_c \mid \theta_c)` of every point and channel.
-
-        Args:
-            params (Tensor): Parameters, see Shapes.
-            y (Tensor): Observations, see Shapes.
-            validate (bool, optional): Check that ``y`` is finite and in :attr:`support` (one device
-                synchronisation); ``None`` for :attr:`validate_args`. A caller that has checked ``y``
-                itself passes ``False``.
-
-        Shapes:
-            - **params**: :math:`(*_p, P C)`.
-            - **y**: :math:`(*_y, C)`, in :attr:`support`.
-            - **output**: :math:`(*, C)` with :math:`*` the broadcast of :math:`*_p` and :math:`*_y`.
-        """
-        y = self._checked_y(y, self.validate_args if validate is None else bool(validate))
-        if self.num_channels is not None and y.size(-1) != self.num_channels:
-            raise ValueError(f"y has {y.size(-1)} channels (last dim) but {type(self).__name__} was built with "
-                             f"num_channels={self.num_channels}")
-        parts = self._split(params, y.size(-1))
-        _broadcast("params (without its last dim)", params.shape[:-1], "y (without its last dim)", y.shape[:-1])
-        return self._log_prob(parts, y.to(parts[0].dtype))
-
-    def mean(self, params: Tensor) -> Tensor:
-        r"""Predictive mean :math:`\mathbb{E}[y \mid \theta]` (used for reconstructions), shape :math:`(*, C)`."""
-        return self._mean(self._split(params))
-
-    def sample(self, params: Tensor) -> Tensor:
-        r"""One sample :math:`y \sim p(y \mid \theta)` per point and channel, shape :math:`(*, C)`."""
-        return self._sample(self._split(params))
-
-    def extra_repr(self) -> str:
-        return f"num_channels={self.num_channels}"
-
-    # ---------------------------------------------------------------- for subclasses
-    def _log_prob(self, parts: Tuple[Tensor, ...], y: Tensor) -> Tensor:
-        raise NotImplementedError(f"{type(self).__name__} must implement _log_prob(parts, y)")
-
-    def _mean(self, parts: Tuple[Tensor, ...]) -> Tensor:
-        raise NotImplementedError(f"{type(self).__name__} must implement _mean(parts)")
-
-    def _sample(self, parts: Tuple[Tensor, ...]) -> Tensor:
-        raise NotImplementedError(f"{type(self).__name__} must implement _sample(parts)")
-
-    def check(self, y: Tensor, name: str = "y") -> Tensor:
-        """Raise a ``ValueError`` naming ``name`` unless ``y`` is a finite tensor with a channel dimension in
-        :attr:`support` (and, for a discrete likelihood, takes its values); return it (as floats where the
-        likelihood converts it)."""
-        return self._checked_y(y, True, name)
-
-    def _checked_y(self, y: Tensor, validate: bool, name: str = "y") -> Tensor:
-        _check_tensor(y, name)
-        if y.dim() == 0:
-            raise ValueError(f"{name} must have a channel dimension, shape [..., C], got a scalar")
-        if validate:
-            low, high = self.support if self.support is not None else (None, None)
-            _check_support(y, name, low, high, f" for the {self.name} likelihood" if self.name else "")
-        return y
-
-    def _split(self, params: Tensor, channels: Optional[int] = None) -> Tuple[Tensor, ...]:
-        _check_tensor(params, "params")
-        p = self.num_params
-        size = params.size(-1) if params.dim() else 0
-        expected = channels if channels is not None else self.num_channels
-        if size == 0 or size % p or (expected is not None and size != p * expected):
-            want = f"{p} * {expected} = {p * expected}" if expected is not None else f"a multiple of {p}"
-            raise ValueError(f"params must have shape [..., num_params * C] with last dim {want} "
-                             f"for {type(self).__name__}, got {tuple(params.shape)}")
-        return tuple(params.split(size // p, dim=-1))
-
-
 class BernoulliLikelihood(Likelihood):
     r"""Bernoulli likelihood from logits, for binary data (voxel occupancy; VaMoH on ShapeNet).
 
