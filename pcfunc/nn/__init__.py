@@ -22,6 +22,7 @@ from ._likelihoods import (
 )
 from ._point_conv import AvgPool, PointConv, WeightNet
 from ._point_conv_net import LayerSpec, PointConvNet, VAMOH_ENCODERS, gasp_discriminator_specs, vamoh_encoder_specs
+from ._wide_linear import release_gradient_buffers
 
 __all__ = [
     "PointConv",
@@ -37,6 +38,7 @@ __all__ = [
     "spherical_harmonics",
     "FunctionRepresentation",
     "HyperNetwork",
+    "release_gradient_buffers",
     "PlanarFlow",
     "FlowPrior",
     "planar_flow",

@@ -61,12 +61,66 @@ def test_float32_weight_gradient_in_blocks_matches(small_blocks):
 
 def test_huge_page_advice_is_harmless():
     t = torch.zeros(3, 1000, 7)
-    wl._advise_huge_pages(t)  # a range inside one page, or a real one: never raises, never changes data
+    # A range inside one page, or a real one: never raises, never changes data.
+    wl._advise_huge_pages(t.data_ptr(), t.numel() * t.element_size())
     assert torch.count_nonzero(t) == 0
     big = torch.empty(9 << 20, dtype=torch.uint8)
-    wl._advise_huge_pages(big)
+    wl._advise_huge_pages(big.data_ptr(), big.numel())
     big.fill_(3)
     assert int(big[-1]) == 3
+
+
+def _weight_grad_of(h, W, b, g):
+    return torch.autograd.grad(wide_linear(h, W, b), W, g)[0]
+
+
+def test_gradient_buffers_are_reused_only_once_freed(small_blocks):
+    wl.release_gradient_buffers()
+    h, W, b = _inputs(P=40)
+    g1, g2 = torch.randn(2, 40, 3, dtype=torch.float64), torch.randn(2, 40, 3, dtype=torch.float64)
+    first = _weight_grad_of(h, W, b, g1)
+    alias = first.detach()  # shares the storage: the buffer must stay in use while it lives
+    kept = alias.clone()
+    del first
+    second = _weight_grad_of(h, W, b, g2)
+    assert second.data_ptr() != alias.data_ptr()
+    torch.testing.assert_close(alias, kept, rtol=0, atol=0)
+    torch.testing.assert_close(second, torch.bmm(g2, h.detach().transpose(1, 2)), rtol=0, atol=1e-12)
+    ptr = alias.data_ptr()
+    del alias
+    assert wl._pool.num_free() >= 1
+    third = _weight_grad_of(h, W, b, g1)
+    assert third.data_ptr() == ptr  # the freed buffer, not fresh memory
+    torch.testing.assert_close(third, kept, rtol=0, atol=1e-12)
+    wl.release_gradient_buffers()
+    assert wl._pool.num_free() == 0
+
+
+def test_training_steps_with_recycled_gradients_match_baddbmm(small_blocks):
+    # Adam over several steps, with gradients freed (set_to_none) and accumulated in place: the same
+    # parameters as with baddbmm's fresh gradients.
+    for set_to_none in (True, False):
+        runs = []
+        for fn in (wide_linear, lambda h, W, b: torch.baddbmm(b.unsqueeze(-1), W, h)):
+            h, W, b = (t.detach().clone().requires_grad_() for t in _inputs(P=45))
+            opt = torch.optim.Adam([h, W, b], lr=0.05)
+            for step in range(4):
+                opt.zero_grad(set_to_none=set_to_none)
+                for micro in range(2):  # gradient accumulation over two micro-batches
+                    fn(h, W, b).sin().sum().backward()
+                opt.step()
+            runs.append((h, W, b))
+        for x, y in zip(*runs):
+            torch.testing.assert_close(x, y, rtol=0, atol=1e-10)
+
+
+def test_gradient_in_a_dtype_numpy_lacks(small_blocks):
+    h, W, b = (t.detach().to(torch.bfloat16).requires_grad_() for t in _inputs(P=33))
+    g = torch.randn(2, 33, 3).to(torch.bfloat16)
+    got = _weight_grad_of(h, W, b, g)
+    assert got.dtype == torch.bfloat16
+    want = torch.bmm(g.double(), h.detach().double().transpose(1, 2))
+    torch.testing.assert_close(got.double(), want, rtol=2e-2, atol=5e-2)
 
 
 def test_hypernetwork_gradients_unchanged_by_wide_last_layer():
