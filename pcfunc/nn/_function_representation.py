@@ -21,6 +21,46 @@ __all__ = ["FunctionRepresentation", "DEFAULT_CHUNK_ELEMENTS"]
 DEFAULT_CHUNK_ELEMENTS = 1 << 21
 
 
+#: Output layers at most this wide are computed transposed (:class:`_NarrowOutput`).
+_NARROW = 4
+
+
+class _NarrowOutput(torch.autograd.Function):
+    r"""A layer with few outputs, :math:`\mathbf y = h W^T + \mathbf b` for ``h`` :math:`(G, n, H)`, ``W``
+    :math:`(G, C, H)`, ``b`` :math:`(G, 1, C)`, computed as :math:`(W h^T)^T` (a view).
+
+    ``torch.bmm(h, W^T)`` with a narrow :math:`W^T` is slow on the CPU, and so are its gradients; this
+    computes the same values with products whose wide side is :math:`n`. Measured on 2 AVX2 cores, one
+    block of VaMoH's ERA5 output layer (:math:`G = 48, n = 630, H = 64, C = 1`): forward 0.41 -> 0.23 ms,
+    forward with a LeakyReLU before it and the backward 10.5 -> 8.6 ms; with :math:`C = 3` the forward
+    2.4 -> 0.8 ms. The backward is written with differentiable operations, so a double backward works.
+    """
+
+    @staticmethod
+    def forward(ctx, h: Tensor, W: Tensor, b: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(h, W)
+        return torch.baddbmm(b.transpose(1, 2), W, h.transpose(1, 2)).transpose(1, 2)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tuple[Optional[Tensor], ...]:  # type: ignore[override]
+        h, W = ctx.saved_tensors
+        grad_h = grad_W = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_h = grad * W if W.size(1) == 1 else torch.bmm(grad, W)  # one output: an outer product
+        if ctx.needs_input_grad[1]:
+            grad_W = torch.bmm(grad.transpose(1, 2), h)
+        if ctx.needs_input_grad[2]:
+            grad_b = grad.sum(1, keepdim=True)
+        return grad_h, grad_W, grad_b
+
+
+def _output_layer(h: Tensor, W: Tensor, b: Tensor) -> Tensor:
+    """``h @ W^T + b`` (``h`` :math:`(G, n, H)`, ``W`` :math:`(G, C, H)`, ``b`` :math:`(G, 1, C)`), narrow ``C``."""
+    if torch.is_autocast_enabled(h.device.type) or not (h.dtype == W.dtype == b.dtype):
+        return torch.baddbmm(b, h, W.transpose(1, 2))
+    return _NarrowOutput.apply(h, W, b)
+
+
 def _check_sizes(sizes: Sequence[int], name: str) -> Tuple[int, ...]:
     if isinstance(sizes, int) or not isinstance(sizes, Sequence):
         raise TypeError(f"{name} must be a sequence of positive integers, got {sizes!r}")
@@ -222,7 +262,9 @@ class FunctionRepresentation(torch.nn.Module):
 
         # The later layers' W^T, contiguous once per call: a product with a transposed view, or with the bias
         # broadcast into its output (baddbmm), was slower (VaMoH ERA5 hidden layer: 4.6 -> 3.5 ms a block).
-        later = [(W.transpose(1, 2).contiguous(), b) for W, b in layers[1:]]
+        # A narrow output layer (e.g. one channel) is computed transposed instead (_NarrowOutput).
+        narrow = len(layers) > 1 and self.out_dim <= _NARROW
+        later = [(W.transpose(1, 2).contiguous(), b) for W, b in layers[1:len(layers) - narrow]]
         if chunk_size is None:
             widest = max(w for w, _ in self.layer_shapes)
             per_point = G * widest + (1 if shared else B) * e
@@ -246,6 +288,8 @@ class FunctionRepresentation(torch.nn.Module):
                 h = torch.baddbmm(b1, enc, W1.transpose(1, 2)).view(B, n, K, h1).transpose(1, 2).reshape(G, n, h1)
             for W, b in later:
                 h = torch.bmm(act(h), W).add_(b)
+            if narrow:
+                h = _output_layer(act(h), *layers[-1])
             outs.append(h)
         if outs:
             y = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)

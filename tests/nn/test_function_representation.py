@@ -155,6 +155,25 @@ def test_empty_points_and_gradients():
     assert torch.autograd.gradcheck(lambda w_: inr(x, w_, chunk_size=4), (w,))
 
 
+@pytest.mark.parametrize("out_dim", [1, 3, 5])
+def test_output_layer_values_gradients_and_double_backward(out_dim):
+    # Outputs up to 4 wide take the transposed output layer (_NarrowOutput), wider ones the plain product:
+    # both against the per-function reference, by finite differences, and through a double backward.
+    inr = _inr(hidden=(6, 5), out_dim=out_dim, final=None, frequencies=3)
+    x = torch.randn(9, 3, dtype=torch.float64)
+    w = (0.5 * torch.randn(2, 2, inr.num_weights, dtype=torch.float64)).requires_grad_(True)
+    torch.testing.assert_close(inr(x, w, chunk_size=4), _reference(inr, x, w.detach()))
+    assert torch.autograd.gradcheck(lambda w_: inr(x, w_, chunk_size=4), (w,))
+    assert torch.autograd.gradgradcheck(lambda w_: inr(x, w_, chunk_size=4), (w,))
+    inr32, x32, w32 = _inr(hidden=(6, 5), out_dim=out_dim, dtype=torch.float32, final=None, frequencies=3), \
+        x.float(), w.detach().float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the plain product under autocast
+        low = inr32(x32, w32)
+    assert low.dtype == torch.bfloat16
+    ref32 = _reference(inr32, x32, w32)
+    torch.testing.assert_close(low.float(), ref32, rtol=0.05, atol=0.05 * float(ref32.abs().max()))
+
+
 @pytest.mark.parametrize("act", [torch.nn.LeakyReLU(0.2), torch.nn.LeakyReLU(0.0), torch.nn.ReLU(), torch.nn.Tanh(),
                                  torch.nn.Sigmoid(), torch.nn.GELU(), torch.nn.LeakyReLU(-0.5)])
 def test_hidden_activations_values_and_gradients(act):
