@@ -84,7 +84,8 @@ class _BufferPool:
     def __init__(self, max_free: int = 1) -> None:
         self.max_free = max_free
         self._free: Dict[Tuple[int, torch.dtype], List[np.ndarray]] = {}
-        self._lock = threading.Lock()
+        # Re-entrant: a garbage collection inside a locked block may free a gradient and call _give_back.
+        self._lock = threading.RLock()
 
     def take(self, shape: Sequence[int], dtype: torch.dtype) -> Tensor:
         numel = math.prod(shape)

@@ -153,3 +153,23 @@ def test_forward_in_blocks_without_gradients(small_blocks):
     # Mixed dtypes fall back to baddbmm's own type promotion rules (here: an error, as baddbmm raises).
     with pytest.raises(RuntimeError):
         wide_linear(h.float(), W, b)
+
+
+def test_buffer_freed_while_the_pool_is_locked_does_not_deadlock(small_blocks):
+    # A garbage collection inside the pool's locked block can free a gradient, whose finaliser then gives its
+    # buffer back on the same thread: the lock must be re-entrant.
+    import threading
+
+    wl.release_gradient_buffers()
+    h, W, b = _inputs(P=40)
+    grads = [_weight_grad_of(h, W, b, torch.randn(2, 40, 3, dtype=torch.float64))]
+
+    def free_under_lock():
+        with wl._pool._lock:
+            grads.clear()
+
+    t = threading.Thread(target=free_under_lock, daemon=True)
+    t.start()
+    t.join(timeout=20)
+    assert not t.is_alive(), "freeing a pooled gradient under the pool's lock deadlocked"
+    assert wl._pool.num_free() == 1
