@@ -264,7 +264,8 @@ class FunctionRepresentation(torch.nn.Module):
         # broadcast into its output (baddbmm), was slower (VaMoH ERA5 hidden layer: 4.6 -> 3.5 ms a block).
         # A narrow output layer (e.g. one channel) is computed transposed instead (_NarrowOutput).
         narrow = len(layers) > 1 and self.out_dim <= _NARROW
-        later = [(W.transpose(1, 2).contiguous(), b) for W, b in layers[1:len(layers) - narrow]]
+        last_plain = len(layers) - 1 if narrow else len(layers)
+        later = [(W.transpose(1, 2).contiguous(), b) for W, b in layers[1:last_plain]]
         if chunk_size is None:
             widest = max(w for w, _ in self.layer_shapes)
             per_point = G * widest + (1 if shared else B) * e

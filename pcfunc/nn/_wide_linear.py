@@ -38,7 +38,8 @@ __all__ = ["wide_linear", "release_gradient_buffers"]
 
 #: Output rows of the weight gradient computed per product (blocks of ``rows x in`` numbers).
 _ROWS = 1024
-#: Buffers at least this large ask for huge pages (smaller ones are recycled by the C allocator).
+#: Weight gradients at least this large come from the pool, advised for huge pages (smaller ones are
+#: recycled by the C allocator itself).
 _HUGE_MIN_BYTES = 32 << 20
 _MADV_HUGEPAGE = 14
 _PAGE = 4096
