@@ -198,6 +198,22 @@ class FunctionRepresentation(torch.nn.Module):
             out.append((W, b.reshape(*lead, o)))
         return out
 
+    def default_chunk_size(self, num_functions: int, num_point_sets: int = 1) -> int:
+        r"""The most points evaluated at once by default: as many as keep the hidden activations of
+        ``num_functions`` networks and the encoded points of ``num_point_sets`` coordinate sets (1 when the
+        points are shared, :math:`B` when each sample has its own) under :data:`DEFAULT_CHUNK_ELEMENTS`
+        elements. :meth:`forward` splits :math:`N` points into the fewest blocks of at most this size,
+        all of (nearly) equal size.
+
+        Args:
+            num_functions (int): Number of networks :math:`B` (or :math:`B K`) evaluated together.
+            num_point_sets (int): Number of distinct coordinate sets. (default: ``1``)
+        """
+        num_functions = check_positive_int(num_functions, "num_functions")
+        num_point_sets = check_positive_int(num_point_sets, "num_point_sets")
+        widest = max(w for w, _ in self.layer_shapes)
+        return max(1, DEFAULT_CHUNK_ELEMENTS // (num_functions * widest + num_point_sets * self.encoded_dim))
+
     def _check_weights(self, weights: Tensor, any_lead: bool = False) -> None:
         if not isinstance(weights, Tensor):
             raise TypeError(f"weights must be a torch.Tensor, got {type(weights).__name__}")
@@ -233,10 +249,11 @@ class FunctionRepresentation(torch.nn.Module):
         Args:
             x (Tensor): Coordinates, :math:`(N, d)` for all samples or :math:`(B, N, d)` per sample.
             weights (Tensor): Flat weights, :math:`(B, P)` or :math:`(B, K, P)`.
-            chunk_size (int, optional): Points evaluated at once. By default as many as keep
-                each hidden activation block under :data:`DEFAULT_CHUNK_ELEMENTS` elements
-                (e.g. 2,730 points for 4 GASP functions). Chunking saves memory without
-                autograd; with autograd every chunk's activations are kept for the backward pass.
+            chunk_size (int, optional): Points evaluated at once. By default the fewest equal blocks
+                of at most :meth:`default_chunk_size` points, which keeps each hidden activation block
+                under :data:`DEFAULT_CHUNK_ELEMENTS` elements (e.g. at most 2,730 points for 4 GASP
+                functions). Chunking saves memory without autograd; with autograd every chunk's
+                activations are kept for the backward pass.
 
         Returns:
             Tensor: :math:`(B, N, \text{out\_dim})` or :math:`(B, K, N, \text{out\_dim})`.
@@ -267,9 +284,10 @@ class FunctionRepresentation(torch.nn.Module):
         last_plain = len(layers) - 1 if narrow else len(layers)
         later = [(W.transpose(1, 2).contiguous(), b) for W, b in layers[1:last_plain]]
         if chunk_size is None:
-            widest = max(w for w, _ in self.layer_shapes)
-            per_point = G * widest + (1 if shared else B) * e
-            chunk_size = max(1, DEFAULT_CHUNK_ELEMENTS // per_point)
+            # Equal blocks under the default size: N = 3962 points in blocks of at most 630 are 7 blocks of
+            # 566, not 6 of 630 and one of 182 (each block costs a fixed overhead per layer).
+            cap = self.default_chunk_size(G, 1 if shared else B)
+            chunk_size = -(-N // -(-N // cap)) if N else cap
 
         act = in_place(self.activation)
         outs = []

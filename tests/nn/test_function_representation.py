@@ -124,6 +124,35 @@ def test_encoding_once_per_chunk_no_copies_per_component(shared):
     assert enc.rows == (N if shared else B * N)  # each point encoded once: never per component or per sample
 
 
+class _SizeRecordingEncoding(_CountingEncoding):
+    def forward(self, x):
+        self.sizes = getattr(self, "sizes", []) + [x.size(-2)]
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_default_chunks_are_the_fewest_equal_blocks_under_the_budget(shared):
+    from pcfunc.nn._function_representation import DEFAULT_CHUNK_ELEMENTS
+
+    enc = _SizeRecordingEncoding(FourierFeatures(3, 128))
+    inr = FunctionRepresentation(3, 1, (64, 64, 64), encoding=enc)
+    B, K = 4, 3
+    cap = inr.default_chunk_size(B * K, 1 if shared else B)
+    # Closed form: hidden blocks of B K networks x 64 units plus the encoded points (256 each) per point.
+    assert cap == DEFAULT_CHUNK_ELEMENTS // (B * K * 64 + (1 if shared else B) * 256)
+    N = 2 * cap + 5  # three blocks, not two full ones and a 5-point tail
+    w = torch.randn(B, K, inr.num_weights) * 0.1
+    x = torch.randn(N, 3) if shared else torch.randn(B, N, 3)
+    y = inr(x, w)
+    assert enc.sizes == [-(-N // 3)] * 2 + [N - 2 * -(-N // 3)]
+    assert max(enc.sizes) - min(enc.sizes) <= 2 and max(enc.sizes) <= cap
+    torch.testing.assert_close(y, inr(x, w, chunk_size=N), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="num_functions"):
+        inr.default_chunk_size(0)
+    with pytest.raises(ValueError, match="num_point_sets"):
+        inr.default_chunk_size(3, num_point_sets=-1)
+
+
 def test_identity_encoding_and_no_hidden_layers():
     inr = FunctionRepresentation(2, 3, hidden=(), final_activation=None)
     assert inr.num_weights == 2 * 3 + 3 and inr.encoded_dim == 2
