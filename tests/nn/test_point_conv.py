@@ -28,19 +28,41 @@ def _brute_force(conv, x, pos, batch, num):
     return torch.stack(outs), torch.stack(cents)
 
 
+@pytest.mark.parametrize("channels", [3, 16], ids=["einsum", "per-centroid-products"])
 @pytest.mark.parametrize("manifold", [Euclidean(2), Sphere()], ids=repr)
-def test_point_conv_equals_per_centroid_loop(manifold):
+def test_point_conv_equals_per_centroid_loop(manifold, channels):
     torch.manual_seed(0)
     pos = torch.cat((manifold.random(30, generator=torch.Generator().manual_seed(1)),
                      manifold.random(25, generator=torch.Generator().manual_seed(2)))).double()
     batch = torch.tensor([0] * 30 + [1] * 25)
-    x = torch.randn(55, 3, dtype=torch.float64)
-    conv = PointConv(3, 5, num_neighbors=4, num_centroids=7, manifold=manifold, cache=None).double().eval()
+    x = torch.randn(55, channels, dtype=torch.float64)
+    conv = PointConv(channels, 5, num_neighbors=4, num_centroids=7, manifold=manifold, cache=None).double().eval()
     out, cpos, cbatch = conv(x, pos, batch)
     ref, rpos = _brute_force(conv, x, pos, batch, 7)
     assert out.shape == (14, 5) and torch.equal(cbatch, torch.tensor([0] * 7 + [1] * 7))
     assert torch.allclose(cpos, rpos)
     assert torch.allclose(out, ref, atol=1e-10)
+
+
+def test_aggregate_values_gradients_and_double_backward():
+    # The per-(cloud, centroid) products against einsum, with first and second derivatives (GASP's R1
+    # penalty differentiates the discriminator's gradient).
+    from pcfunc.nn._point_conv import _WIDE_FEATURES, _aggregate
+
+    torch.manual_seed(0)
+    g = torch.randn(3, 5, 4, _WIDE_FEATURES, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, 4, 6, dtype=torch.float64, requires_grad=True)
+    out = _aggregate(g, w)
+    assert out.grad_fn is not None and "Aggregate" in type(out.grad_fn).__name__
+    ref = torch.einsum("bmkc,mkw->bmcw", g, w)
+    torch.testing.assert_close(out, ref)
+    grad = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad(out, (g, w), grad), torch.autograd.grad(ref, (g, w), grad)):
+        torch.testing.assert_close(a, b)
+    assert torch.autograd.gradcheck(_aggregate, (g, w))
+    assert torch.autograd.gradgradcheck(_aggregate, (g, w))
+    # Narrow features keep einsum.
+    assert "Aggregate" not in type(_aggregate(g[..., :3], w).grad_fn).__name__
 
 
 def test_point_conv_is_permutation_invariant():
