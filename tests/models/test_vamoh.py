@@ -332,3 +332,33 @@ def test_shared_point_dropout_keeps_the_grid_shared():
     m2 = tiny(max_dropout=0.6, shared_dropout=False).train()
     res2 = m2.elbo(b, generator=torch.Generator().manual_seed(0))
     assert len(set(res2.num_encoded.tolist())) > 1
+
+
+@pytest.mark.parametrize("with_y", [False, True], ids=["prior", "posterior"])
+def test_categorical_net_is_the_mlp_on_the_concatenation_with_its_gradients(with_y):
+    # The split first layer and the in-place activations against one MLP on [rff(x), y, z] per point.
+    from pcfunc.models._categorical import CategoricalNet
+
+    torch.manual_seed(0)
+    E, Z, K, F, B, N = 6, 4, 3, 2, 2, 5
+    net = CategoricalNet(E, Z, K, F if with_y else 0, hidden=(7, 5)).double()
+    coords = torch.randn(N, E, dtype=torch.float64)
+    z = torch.randn(B, Z, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(B, N, F, dtype=torch.float64) if with_y else None
+
+    def reference(z):
+        parts = [coords.expand(B, N, E)] + ([y] if with_y else []) + [z[:, None].expand(B, N, Z)]
+        weights = [net.coord_in.weight] + ([net.feature_in.weight] if with_y else []) + [net.latent_in.weight]
+        first = torch.cat(weights, 1)
+        h = torch.cat(parts, -1) @ first.t() + net.coord_in.bias
+        for lin in net.layers:
+            h = lin(torch.nn.functional.leaky_relu(h, 0.1))
+        return h
+
+    out = net(coords, z, y)
+    torch.testing.assert_close(out, reference(z))
+    grad = torch.randn_like(out)
+    params = [z] + list(net.parameters())
+    for a, b in zip(torch.autograd.grad(out, params, grad), torch.autograd.grad(reference(z), params, grad)):
+        torch.testing.assert_close(a, b)
+    assert torch.autograd.gradgradcheck(lambda z_: net(coords, z_, y), (z,))
