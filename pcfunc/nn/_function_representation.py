@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
@@ -9,6 +10,7 @@ from torch import Tensor
 
 from .._validation import check_finite, check_positive_int
 from ._activations import in_place
+from ._custom_ops import exact_dtypes
 
 __all__ = ["FunctionRepresentation", "DEFAULT_CHUNK_ELEMENTS"]
 
@@ -56,7 +58,7 @@ class _NarrowOutput(torch.autograd.Function):
 
 def _output_layer(h: Tensor, W: Tensor, b: Tensor) -> Tensor:
     """``h @ W^T + b`` (``h`` :math:`(G, n, H)`, ``W`` :math:`(G, C, H)`, ``b`` :math:`(G, 1, C)`), narrow ``C``."""
-    if torch.is_autocast_enabled(h.device.type) or not (h.dtype == W.dtype == b.dtype):
+    if not exact_dtypes(h, W, b):
         return torch.baddbmm(b, h, W.transpose(1, 2))
     return _NarrowOutput.apply(h, W, b)
 
@@ -287,7 +289,8 @@ class FunctionRepresentation(torch.nn.Module):
             # Equal blocks under the default size: N = 3962 points in blocks of at most 630 are 7 blocks of
             # 566, not 6 of 630 and one of 182 (each block costs a fixed overhead per layer).
             cap = self.default_chunk_size(G, 1 if shared else B)
-            chunk_size = -(-N // -(-N // cap)) if N else cap
+            blocks = max(1, math.ceil(N / cap))
+            chunk_size = math.ceil(N / blocks) if N else cap
 
         act = in_place(self.activation)
         outs = []

@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from ..manifolds import Manifold, resolve_manifold
 from ..ops import Level, NeighborCache, default_cache, sample_and_group
+from ._custom_ops import exact_dtypes
 
 __all__ = ["PointConv", "AvgPool", "WeightNet"]
 
@@ -45,8 +46,7 @@ class _Aggregate(torch.autograd.Function):
 
 def _aggregate(g: Tensor, w: Tensor) -> Tensor:
     """``einsum("bmkc,mkw->bmcw", g, w)`` for ``g`` :math:`(B, m, k, c)` and ``w`` :math:`(m, k, W)`."""
-    if (g.device.type != "cpu" or g.size(-1) < _WIDE_FEATURES or g.dtype != w.dtype
-            or torch.is_autocast_enabled("cpu")):
+    if g.device.type != "cpu" or g.size(-1) < _WIDE_FEATURES or not exact_dtypes(g, w):
         return torch.einsum("bmkc,mkw->bmcw", g, w)
     return _Aggregate.apply(g, w)
 

@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ._custom_ops import exact_dtypes
+
 __all__ = ["wide_linear", "release_gradient_buffers"]
 
 #: Output rows of the weight gradient computed per product (blocks of ``rows x in`` numbers).
@@ -197,7 +199,7 @@ def wide_linear(h: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     Returns:
         Tensor: :math:`(K, P, B)`.
     """
-    if torch.is_autocast_enabled(weight.device.type) or h.dtype != weight.dtype or bias.dtype != weight.dtype:
+    if not exact_dtypes(weight, h, bias):
         return torch.baddbmm(bias.unsqueeze(-1), weight, h)
     if not torch.is_grad_enabled() or not (h.requires_grad or weight.requires_grad or bias.requires_grad):
         return _product(h, weight, bias)
