@@ -1,0 +1,168 @@
+"""The baselines a sceptical reader tries first, on fields that share their points.
+
+Every function here takes point values of shape :math:`(B, N, C)` (``B`` fields on one grid of ``N``
+points) and returns predictions of the same layout, so they are scored on exactly the points a model is.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .._validation import check_positive_int
+
+__all__ = ["training_mean", "PCABaseline", "zonal_mean_fill", "observed_mask"]
+
+
+def _check_fields(values: Tensor, name: str, dim: int = 3) -> Tensor:
+    if not isinstance(values, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(values).__name__}")
+    if values.dim() != dim:
+        want = "[B, N, C]" if dim == 3 else "[N, C]"
+        raise ValueError(f"{name} must have shape {want}, got {tuple(values.shape)}")
+    if not bool(torch.isfinite(values).all()):
+        raise ValueError(f"{name} has NaN or Inf values")
+    return values
+
+
+def observed_mask(observed: Tensor, num_fields: int, num_points: int, name: str = "observed") -> Tensor:
+    """``observed`` as a bool mask :math:`(B, N)`, from one mask :math:`(N,)` shared by all fields or one per field."""
+    if not isinstance(observed, Tensor) or observed.dtype != torch.bool:
+        raise TypeError(f"{name} must be a bool tensor")
+    if observed.dim() == 1 and observed.numel() == num_points:
+        return observed.expand(num_fields, num_points)
+    if observed.shape == (num_fields, num_points):
+        return observed
+    raise ValueError(f"{name} must have shape [{num_points}] or [{num_fields}, {num_points}], "
+                     f"got {tuple(observed.shape)}")
+
+
+def training_mean(train: Tensor) -> Tensor:
+    r"""The mean of the training fields at every point, :math:`\bar{\mathbf y}_d = \frac1T \sum_t \mathbf y_{td}`.
+
+    Args:
+        train (Tensor): Training fields :math:`(T, N, C)`.
+
+    Returns:
+        Tensor: :math:`(N, C)`; predict every field (or every hidden point) by it.
+    """
+    _check_fields(train, "train")
+    if train.size(0) < 1:
+        raise ValueError("train must hold at least one field")
+    return train.double().mean(0).to(train.dtype)
+
+
+class PCABaseline:
+    r"""Principal components of the training fields: a linear autoencoder with ``num_components`` latents.
+
+    Fitted on the training fields :math:`\mathbf Y \in \mathbb R^{T \times NC}` (flattened) by the SVD of
+    :math:`\mathbf Y - \bar{\mathbf y}`; :math:`\mathbf U` holds the leading right singular vectors. A field is
+    reconstructed by its least-squares coefficients on the **observed** points,
+
+    .. math::
+        \hat{\mathbf y} = \bar{\mathbf y} + \mathbf U \mathbf a, \qquad
+        \mathbf a = \arg\min_{\mathbf a} \lVert (\bar{\mathbf y} + \mathbf U \mathbf a - \mathbf y)_{\text{obs}}
+        \rVert^2 + \lambda \lVert \mathbf a \rVert^2,
+
+    which on fully observed fields is the orthogonal projection (the PCA reconstruction) and on partly
+    observed fields an in-painting from the observed part. If a nonlinear model with a
+    ``num_components``-dimensional latent reconstructs held-out fields worse than this, it is not earning
+    its keep.
+
+    Args:
+        train (Tensor): Training fields :math:`(T, N, C)`.
+        num_components (int): Components kept; at most the rank of the centred training fields
+            (:math:`T - 1` for distinct fields), the rest is dropped: :attr:`num_components` says how many
+            were kept.
+        ridge (float): :math:`\lambda`, relative to the number of observed values (default: ``1e-6``).
+    """
+
+    def __init__(self, train: Tensor, num_components: int, ridge: float = 1e-6) -> None:
+        _check_fields(train, "train")
+        requested = check_positive_int(num_components, "num_components")
+        if not ridge >= 0:
+            raise ValueError(f"ridge must be non-negative, got {ridge!r}")
+        T, N, C = train.shape
+        y = train.double().reshape(T, N * C)
+        self.mean = y.mean(0)
+        _, s, vh = torch.linalg.svd(y - self.mean, full_matrices=False)
+        tol = s.max().clamp_min(1e-300) * max(T, N * C) * torch.finfo(torch.float64).eps if s.numel() else 0.0
+        rank = int((s > tol).sum())
+        #: Components kept (``min(num_components, rank)``).
+        self.num_components = min(requested, rank)
+        #: The requested number of components.
+        self.requested_components = requested
+        #: Singular values of the centred training fields, all of them.
+        self.singular_values = s
+        self.components = vh[: self.num_components].T.contiguous()  # [N C, k]
+        self.ridge = float(ridge)
+        self.shape = (N, C)
+
+    def reconstruct(self, values: Tensor, observed: Optional[Tensor] = None) -> Tensor:
+        """Predict ``values`` :math:`(B, N, C)` from their ``observed`` points (bool :math:`(N,)` or :math:`(B, N)`;
+        ``None``: all), :math:`(B, N, C)`."""
+        _check_fields(values, "values")
+        if tuple(values.shape[1:]) != self.shape:
+            raise ValueError(f"values must have shape [B, {self.shape[0]}, {self.shape[1]}], got {tuple(values.shape)}")
+        B, N, C = values.shape
+        r = values.double().reshape(B, N * C) - self.mean
+        U = self.components
+        k = U.size(1)
+        if k == 0:
+            return self.mean.expand(B, -1).reshape(B, N, C).to(values.dtype)
+        if observed is None:
+            coef = r @ U
+        else:
+            obs = observed_mask(observed, B, N).repeat_interleave(C, dim=1)  # [B, N C]
+            coef = torch.empty(B, k, dtype=torch.float64)
+            eye = torch.eye(k, dtype=torch.float64)
+            for b in range(B):
+                Uo = U[obs[b]]
+                if Uo.size(0) == 0:
+                    coef[b] = 0.0
+                    continue
+                lam = self.ridge * Uo.size(0)
+                coef[b] = torch.linalg.solve(Uo.T @ Uo + lam * eye, Uo.T @ r[b, obs[b]])
+        return (self.mean + coef @ U.T).reshape(B, N, C).to(values.dtype)
+
+
+def zonal_mean_fill(values: Tensor, lat: Tensor, observed: Tensor) -> Tensor:
+    r"""In-painting by latitude: every hidden point gets the mean of the observed points at its latitude.
+
+    The observed points keep their values. A latitude with no observed point takes the mean of the observed
+    points at the nearest latitude that has some (ties: the mean of both sides).
+
+    Args:
+        values (Tensor): Fields :math:`(B, N, C)`; only the observed entries are read.
+        lat (Tensor): Latitude of each point in degrees, :math:`(N,)`.
+        observed (Tensor): Bool :math:`(N,)` or :math:`(B, N)`.
+
+    Returns:
+        Tensor: :math:`(B, N, C)`.
+    """
+    _check_fields(values, "values")
+    B, N, C = values.shape
+    if not isinstance(lat, Tensor) or lat.shape != (N,):
+        raise ValueError(f"lat must be a tensor of shape [{N}], got {getattr(lat, 'shape', lat)}")
+    obs = observed_mask(observed, B, N)
+    keys, row = torch.unique(torch.round(lat.double() * 1e6), return_inverse=True)  # rows sorted by latitude
+    L = keys.numel()
+    lat_rows = keys / 1e6
+    v = values.double()
+    out = v.clone()
+    for b in range(B):
+        o = obs[b]
+        sums = torch.zeros(L, C, dtype=torch.float64).index_add_(0, row[o], v[b, o])
+        counts = torch.zeros(L, dtype=torch.float64).index_add_(0, row[o], torch.ones(int(o.sum()), dtype=torch.float64))
+        if not bool((counts > 0).any()):
+            raise ValueError(f"field {b} has no observed point")
+        have = counts > 0
+        means = sums / counts.clamp_min(1)[:, None]
+        if not bool(have.all()):
+            d = (lat_rows[:, None] - lat_rows[have][None, :]).abs()  # [L, L_have]
+            near = d <= d.min(1, keepdim=True).values + 1e-9
+            means = (near.double() @ means[have]) / near.sum(1, keepdim=True)
+        out[b, ~o] = means[row[~o]]
+    return out.to(values.dtype)

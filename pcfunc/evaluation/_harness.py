@@ -1,0 +1,232 @@
+"""The quality harness: a trained model's tasks on held-out fields, next to the baselines, and its health."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from ..data import Grid, LatLonGrid, interpolate_to_points
+from ..manifolds import xyz_to_latlon
+from ..metrics import psnr, rmse
+from ._baselines import PCABaseline, _check_fields, observed_mask, training_mean, zonal_mean_fill
+from ._health import active_units, mixture_usage, sample_statistics
+
+__all__ = ["evaluate_vamoh", "evaluate_gasp", "format_report", "score"]
+
+
+def score(pred: Tensor, truth: Tensor, hidden: Optional[Tensor] = None, data_range: float = 1.0,
+          scale: float = 1.0) -> Dict[str, float]:
+    r"""PSNR (VaMoH App. B.3) and RMSE of ``pred`` against ``truth`` (each :math:`(B, N, C)`), per field on its
+    ``hidden`` points (bool :math:`(N,)`; ``None``: all), averaged over fields; RMSE times ``scale`` (data units)."""
+    if pred.shape != truth.shape:
+        raise ValueError(f"pred and truth must have the same shape, got {tuple(pred.shape)} and {tuple(truth.shape)}")
+    p, t = (pred, truth) if hidden is None else (pred[:, hidden], truth[:, hidden])
+    if t.size(1) == 0:
+        raise ValueError("hidden selects no point")
+    return {"psnr": float(psnr(p.double(), t.double(), data_range=data_range).mean()),
+            "rmse": float(rmse(p.double(), t.double()).mean()) * scale, "points": int(t.size(1))}
+
+
+def _chunks(n: int, size: int) -> Iterator[slice]:
+    for s in range(0, n, size):
+        yield slice(s, min(n, s + size))
+
+
+def _batch(grid: Grid, values: Tensor, observed: Optional[Tensor] = None) -> Any:
+    from torch_geometric.data import Batch
+
+    B, N, C = values.shape
+    pos = grid.pos.to(values.dtype)
+    keep = torch.ones(N, dtype=torch.bool) if observed is None else observed
+    n = int(keep.sum())
+    return Batch(x=values[:, keep].reshape(B * n, C), pos=pos[keep].repeat(B, 1),
+                 batch=torch.arange(B).repeat_interleave(n), ptr=torch.arange(B + 1) * n)
+
+
+def _lat(grid: Grid) -> Optional[Tensor]:
+    if isinstance(grid, LatLonGrid):
+        return xyz_to_latlon(grid.pos.double())[0]
+    return None
+
+
+def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
+                   masks: Optional[Mapping[str, Tensor]] = None,
+                   fine: Optional[Tuple[Grid, Tensor]] = None,
+                   pca_components: Optional[int] = None, scale: float = 1.0, data_range: float = 1.0,
+                   num_prior_samples: int = 32, max_train_fields: int = 64, fields_per_call: int = 16,
+                   seed: int = 0) -> Dict[str, Any]:
+    r"""Every task of a trained :class:`~pcfunc.models.VaMoH` on held-out fields, next to the baselines.
+
+    Tasks (each scored by :func:`score` on the points it predicts):
+
+    * ``reconstruction`` of the held-out fields and ``reconstruction_train`` of (up to ``max_train_fields``)
+      training fields, from all their points: VaMoH against the training mean and PCA with
+      ``pca_components`` components (default: the latent dimension) fitted on the training fields;
+    * ``inpaint_<name>`` for each observed mask of ``masks`` (bool :math:`(N,)`, ``True`` = observed), scored on
+      the hidden points: VaMoH against the training mean, PCA fitted to the observed points, and on a
+      :class:`~pcfunc.data.LatLonGrid` the zonal mean of the observed points;
+    * ``super_resolution`` when ``fine`` = ``(fine_grid, fine_test)`` gives the same held-out fields on finer
+      points: VaMoH evaluated there from the coarse fields against, on lat/lon grids, bilinear interpolation
+      of the coarse field.
+
+    Health (``health``): active latent dimensions (:func:`~pcfunc.evaluation.active_units`) on the held-out
+    and on the training fields, the posterior mixture's usage (:func:`~pcfunc.evaluation.mixture_usage`) on
+    the held-out fields, and :func:`~pcfunc.evaluation.sample_statistics` of ``num_prior_samples`` prior
+    samples against the held-out fields. ``elbo``: the ELBO and its terms per point on the held-out fields
+    (no point dropout).
+
+    Args:
+        model (VaMoH): A trained model (put in eval mode here).
+        grid (Grid): The points of ``train`` and ``test``.
+        train (Tensor): Training fields :math:`(T, N, C)`, normalised as the model saw them.
+        test (Tensor): Held-out fields :math:`(B, N, C)`, :math:`B \ge 2`.
+        masks (dict, optional): Name to observed mask for in-painting.
+        fine (tuple, optional): ``(fine_grid, fine_test)`` with ``fine_test`` :math:`(B, M, C)`.
+        pca_components (int, optional): Components of the PCA baseline.
+        scale (float): RMSE (and spreads) multiplied by it: data units (e.g. the normaliser's range).
+        data_range (float): PSNR peak value (default: 1, data in :math:`[0, 1]`).
+        num_prior_samples (int): Prior samples for the spread figures.
+        max_train_fields (int): Training fields reconstructed (the first ones).
+        fields_per_call (int): Fields per forward pass (memory).
+        seed (int): Seed of the prior samples and the ELBO's latent sample.
+
+    Returns:
+        dict: ``{"tasks": {task: {method: {"psnr", "rmse", "points"}}}, "health": {...}, "elbo": {...}}``,
+        JSON-serialisable; :func:`format_report` prints it as a table.
+    """
+    _check_fields(train, "train")
+    _check_fields(test, "test")
+    N = grid.num_points
+    for name, t in (("train", train), ("test", test)):
+        if t.size(1) != N:
+            raise ValueError(f"{name} has {t.size(1)} points per field but grid has {N}")
+    if test.size(0) < 2:
+        raise ValueError("test must hold at least 2 fields (the spread and active units need a variance)")
+    model.eval()
+    k = pca_components if pca_components is not None else model.latent_dim
+    pca = PCABaseline(train, k)
+    mean = training_mean(train)
+    lat = _lat(grid)
+    B = test.size(0)
+    tasks: Dict[str, Dict[str, Dict[str, float]]] = {}
+    sc = lambda p, t, h=None: score(p, t, h, data_range, scale)  # noqa: E731
+
+    def run(fn: Callable[[Tensor], Tensor], values: Tensor) -> Tensor:
+        return torch.cat([fn(values[s]) for s in _chunks(values.size(0), fields_per_call)])
+
+    def rec(values: Tensor) -> Tensor:
+        return model.reconstruct(_batch(grid, values), grid.pos.to(values.dtype)).to(values.dtype)
+
+    pca_name = f"pca_{pca.num_components}"
+    for task, values in (("reconstruction", test), ("reconstruction_train", train[:max_train_fields])):
+        tasks[task] = {"vamoh": sc(run(rec, values), values),
+                       "training_mean": sc(mean.expand_as(values), values),
+                       pca_name: sc(pca.reconstruct(values), values)}
+    for name, observed in (masks or {}).items():
+        obs = observed_mask(observed, 1, N, f"masks[{name!r}]")[0]
+        hidden = ~obs
+        if not bool(hidden.any()) or not bool(obs.any()):
+            raise ValueError(f"masks[{name!r}] must observe some points and hide some")
+
+        def inp(values: Tensor, obs: Tensor = obs) -> Tensor:
+            return model.inpaint(_batch(grid, values, obs), grid.pos.to(values.dtype)).to(values.dtype)
+
+        row = {"vamoh": sc(run(inp, test), test, hidden),
+               "training_mean": sc(mean.expand_as(test), test, hidden),
+               pca_name: sc(pca.reconstruct(test, obs), test, hidden)}
+        if lat is not None:
+            row["zonal_mean"] = sc(zonal_mean_fill(test, lat, obs), test, hidden)
+        tasks[f"inpaint_{name}"] = row
+    if fine is not None:
+        fine_grid, fine_test = fine
+        _check_fields(fine_test, "fine[1]")
+        if fine_test.size(0) != B or fine_test.size(1) != fine_grid.num_points:
+            raise ValueError(f"fine[1] must have shape [{B}, {fine_grid.num_points}, C], got {tuple(fine_test.shape)}")
+        fpos = fine_grid.pos.to(test.dtype)
+        sr = torch.cat([model.reconstruct(_batch(grid, test[s]), fpos).to(test.dtype)
+                        for s in _chunks(B, fields_per_call)])
+        row = {"vamoh": sc(sr, fine_test)}
+        if isinstance(grid, LatLonGrid):
+            arr = grid.to_array(test.reshape(-1, test.size(-1)), torch.arange(B).repeat_interleave(N))
+            bil = torch.stack([interpolate_to_points(arr[..., c].double(), grid.lat, grid.lon, fine_grid.pos.double())
+                               for c in range(test.size(-1))], -1).to(test.dtype)
+            row["bilinear"] = sc(bil, fine_test)
+        tasks["super_resolution"] = row
+
+    # Health figures.
+    def means(values: Tensor) -> Tensor:
+        with torch.no_grad():
+            return torch.cat([model.encode(_batch(grid, values[s]))[0] for s in _chunks(values.size(0), fields_per_call)])
+
+    health: Dict[str, Any] = {"active_units_test": active_units(means(test)), "latent_dim": int(model.latent_dim)}
+    tr = train[:max_train_fields]
+    if tr.size(0) >= 2:
+        health["active_units_train"] = active_units(means(tr))
+    probs = torch.cat([model.component_maps(_batch(grid, test[s]), posterior=True).probs
+                       for s in _chunks(B, fields_per_call)])
+    health["mixture"] = mixture_usage(probs)
+    g = torch.Generator().manual_seed(seed)
+    samples = torch.cat([model.sample(min(fields_per_call, num_prior_samples - s), grid.pos.to(test.dtype),
+                                      generator=g).to(test.dtype)
+                         for s in range(0, num_prior_samples, fields_per_call)])
+    health["prior_samples"] = sample_statistics(samples, test, scale)
+    with torch.no_grad():
+        terms = [model.elbo(_batch(grid, test[s]), dropout=False, generator=g) for s in _chunks(B, fields_per_call)]
+    npts = torch.cat([t.num_points for t in terms]).double()
+    per_point = lambda name: float((torch.cat([getattr(t, name) for t in terms]).double() / npts).mean())  # noqa: E731
+    elbo = {name: per_point(name) for name in ("elbo", "log_likelihood", "kl_z", "kl_c")}
+    return {"tasks": tasks, "health": health, "elbo_per_point": elbo,
+            "fields": {"train": int(train.size(0)), "test": int(B), "points": int(N)}}
+
+
+def evaluate_gasp(model: Any, grid: Grid, test: Tensor, *, num_samples: int = 64,
+                  transform: Optional[Callable[[Tensor], Tensor]] = None, scale: float = 1.0,
+                  seed: int = 0) -> Dict[str, Any]:
+    r"""Samples of a trained :class:`~pcfunc.models.GASP` against held-out fields.
+
+    Args:
+        model (GASP): A trained model.
+        grid (Grid): The points of ``test``; the samples are drawn there.
+        test (Tensor): Held-out fields :math:`(R, N, C)` in the data's normalised range.
+        num_samples (int): Samples drawn (at least 2).
+        transform (callable, optional): Maps the model's outputs to the range of ``test`` (GASP's features are
+            in :math:`[-1, 1]`; for data in :math:`[0, 1]` pass ``lambda v: (v + 1) / 2``).
+        scale (float): Multiplies the figures (data units).
+        seed (int): Seed of the samples.
+
+    Returns:
+        dict: ``{"health": {"samples": sample_statistics(...)}}``.
+    """
+    _check_fields(test, "test")
+    if num_samples < 2:
+        raise ValueError(f"num_samples must be at least 2, got {num_samples}")
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        s = model.sample(num_samples, grid.pos.to(test.dtype), generator=g).to(test.dtype)
+    if transform is not None:
+        s = transform(s)
+    return {"health": {"samples": sample_statistics(s, test, scale)},
+            "fields": {"test": int(test.size(0)), "points": int(grid.num_points), "samples": int(num_samples)}}
+
+
+def format_report(report: Mapping[str, Any], units: str = "") -> str:
+    """A plain-text table of a report from :func:`evaluate_vamoh` or :func:`evaluate_gasp`."""
+    lines = []
+    tasks = report.get("tasks", {})
+    if tasks:
+        lines.append(f"{'task':<24}{'method':<16}{'PSNR dB':>9}{'RMSE ' + units:>12}{'points':>9}")
+        for task, row in tasks.items():
+            best = max(v["psnr"] for v in row.values())
+            for i, (method, v) in enumerate(row.items()):
+                mark = " *" if v["psnr"] == best else ""
+                lines.append(f"{task if i == 0 else '':<24}{method:<16}{v['psnr']:>9.2f}{v['rmse']:>12.3f}"
+                             f"{v['points']:>9}{mark}")
+    health = report.get("health", {})
+    if health:
+        lines.append("health: " + json.dumps(health, default=lambda o: round(o, 4) if isinstance(o, float) else str(o)))
+    if "elbo_per_point" in report:
+        lines.append("ELBO per point: " + ", ".join(f"{k} {v:.4f}" for k, v in report["elbo_per_point"].items()))
+    return "\n".join(lines)
