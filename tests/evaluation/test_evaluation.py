@@ -1,0 +1,201 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pcfunc.data import ImageGrid, LatLonGrid
+from pcfunc.evaluation import (PCABaseline, active_units, energy_distance, evaluate_gasp, evaluate_vamoh,
+                               format_report, mixture_usage, sample_statistics, score, training_mean,
+                               zonal_mean_fill)
+from pcfunc.manifolds import xyz_to_latlon
+from pcfunc.metrics import psnr
+from pcfunc.models import VaMoH
+from pcfunc.nn import LayerSpec
+
+GRID = LatLonGrid.regular(9, 16)  # 7 * 16 + 2 = 114 points
+
+
+def fields(num, n=20, c=1, rank=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    basis = torch.randn(rank, n * c, generator=g, dtype=torch.float64)
+    coef = torch.randn(num, rank, generator=g, dtype=torch.float64)
+    return (0.5 + 0.1 * coef @ basis).reshape(num, n, c)
+
+
+def test_training_mean_is_the_pointwise_mean():
+    t = fields(7, c=2)
+    assert torch.allclose(training_mean(t), torch.as_tensor(t.numpy().mean(0)))
+    with pytest.raises(ValueError, match="train"):
+        training_mean(t[0])
+
+
+def test_pca_matches_scikit_learn_and_recovers_hidden_points():
+    sklearn = pytest.importorskip("sklearn.decomposition")
+    train, test = fields(30, rank=6), fields(5, rank=6, seed=1)
+    pca = PCABaseline(train, 4)
+    ref = sklearn.PCA(4, svd_solver="full").fit(train.reshape(30, -1).numpy())
+    expect = ref.inverse_transform(ref.transform(test.reshape(5, -1).numpy())).reshape(5, 20, 1)
+    assert np.allclose(pca.reconstruct(test).numpy(), expect, atol=1e-10)
+    # A field in the span of the components is recovered at hidden points from a few observed ones.
+    full = PCABaseline(train, 6, ridge=0.0)
+    inside = train[:2] * 0.3 + train[2:4] * 0.7
+    observed = torch.zeros(20, dtype=torch.bool)
+    observed[::2] = True
+    pred = full.reconstruct(inside, observed)
+    assert torch.allclose(pred[:, ~observed], inside[:, ~observed], atol=1e-5)
+    # Per-field masks give the same as one shared mask.
+    assert torch.allclose(full.reconstruct(inside, observed.expand(2, 20)), pred)
+
+
+def test_pca_keeps_at_most_the_rank_and_checks_its_input():
+    train = fields(5, rank=3)
+    pca = PCABaseline(train, 10)
+    assert pca.num_components == 3 and pca.requested_components == 10
+    assert torch.allclose(pca.reconstruct(train), train, atol=1e-10)
+    with pytest.raises(ValueError, match="num_components"):
+        PCABaseline(train, 0)
+    with pytest.raises(ValueError, match="values must have shape"):
+        pca.reconstruct(fields(2, n=21))
+    with pytest.raises(ValueError, match="observed"):
+        pca.reconstruct(train, torch.ones(19, dtype=torch.bool))
+    with pytest.raises(ValueError, match="NaN"):
+        PCABaseline(train * float("nan"), 2)
+
+
+def test_zonal_mean_fill_by_hand():
+    lat = torch.tensor([10.0, 10.0, 10.0, 0.0, 0.0, -10.0, -10.0])
+    values = torch.tensor([[1.0, 2.0, 9.0, 4.0, 8.0, 5.0, 7.0]])[..., None]
+    observed = torch.tensor([True, True, False, True, False, False, False])
+    out = zonal_mean_fill(values, lat, observed)[0, :, 0]
+    # Observed points are kept; 10N is filled with (1 + 2) / 2; 0 with 4; -10 (nothing observed) from the
+    # nearest latitude that has observations (0 degrees).
+    assert out.tolist() == [1.0, 2.0, 1.5, 4.0, 4.0, 4.0, 4.0]
+    # A field constant along latitudes is recovered exactly.
+    lat_g = xyz_to_latlon(GRID.pos.double())[0]
+    field = torch.cos(torch.deg2rad(lat_g))[None, :, None].repeat(2, 1, 1)
+    obs = torch.rand(GRID.num_points) < 0.5
+    obs[lat_g.abs() == 90] = True
+    assert torch.allclose(zonal_mean_fill(field, lat_g, obs), field)
+    with pytest.raises(ValueError, match="lat"):
+        zonal_mean_fill(values, lat[:-1], observed)
+
+
+def test_active_units_on_a_constructed_encoder():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 3, generator=g)
+    # An "encoder" whose posterior means move with the data in 3 dimensions and not in the other 5.
+    mean = torch.cat([x * torch.tensor([1.0, 0.5, 0.2]), 0.05 * torch.randn(200, 1, generator=g),
+                      torch.zeros(200, 4)], 1)
+    assert active_units(mean) == 3  # variances 1, 0.25, 0.04 count; 0.0025 and 0 do not
+    assert active_units(mean, threshold=0.1) == 2
+    with pytest.raises(ValueError, match="at least 2"):
+        active_units(mean[:1])
+
+
+def test_mixture_usage_by_hand():
+    probs = torch.tensor([[[1.0, 0.0], [0.5, 0.5], [0.2, 0.8], [0.9, 0.1]]])
+    u = mixture_usage(probs)
+    ent = [0.0, math.log(2), -(0.2 * math.log(0.2) + 0.8 * math.log(0.8)), -(0.9 * math.log(0.9) + 0.1 * math.log(0.1))]
+    assert u["mean_entropy"] == pytest.approx(sum(ent) / 4)
+    assert u["entropy_gap"] == pytest.approx(math.log(2) - sum(ent) / 4)
+    assert u["shares"] == [0.75, 0.25]  # argmax: 0, 0 (tie), 1, 0
+
+
+def test_energy_distance_against_scipy_in_one_dimension():
+    stats = pytest.importorskip("scipy.stats")
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 1, generator=g), 1.5 + torch.randn(25, 1, generator=g)
+    # scipy returns the square root of the same V-statistic.
+    assert energy_distance(x, y) == pytest.approx(stats.energy_distance(x[:, 0], y[:, 0]) ** 2, rel=1e-9)
+    assert energy_distance(x, x) == pytest.approx(0.0, abs=1e-12)
+    a, b = torch.tensor([[0.0, 0.0]]), torch.tensor([[3.0, 4.0]])
+    assert energy_distance(a, b) == pytest.approx(10.0)  # 2 |a - b|
+    with pytest.raises(ValueError, match="same dimension"):
+        energy_distance(a, torch.zeros(1, 3))
+
+
+def test_sample_statistics_by_hand():
+    ref = torch.tensor([[0.0, 0.0], [2.0, 2.0]])[..., None]  # per-point std sqrt(2), mean 1
+    samples = torch.tensor([[1.0, 1.0], [2.0, 2.0]])[..., None]  # std sqrt(0.5), mean 1.5
+    s = sample_statistics(samples, ref, scale=10.0)
+    assert s["reference_spread"] == pytest.approx(10 * math.sqrt(2))
+    assert s["spread_ratio"] == pytest.approx(0.5)
+    assert s["mean_rmse"] == pytest.approx(5.0) and s["mean_within_spread"]
+
+
+def tiny_vamoh(**kw):
+    args = dict(in_channels=1, encoder=[LayerSpec(8, 4, num_centroids=32), LayerSpec(8, 4, global_centroid=True)],
+                latent_dim=4, num_components=3, hypernet_hidden=(8,), generator_hidden=(8,), num_frequencies=4,
+                categorical_hidden=(8,), flow_layers=2)
+    args.update(kw)
+    return VaMoH("sphere", **args)
+
+
+def grid_fields(num, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lat = xyz_to_latlon(GRID.pos.double())[0]
+    phase = torch.rand(num, 1, generator=g, dtype=torch.float64)
+    v = 0.5 + 0.3 * torch.cos(torch.deg2rad(lat))[None] * torch.cos(phase * 3 + torch.deg2rad(lat)[None])
+    return v[..., None].float()
+
+
+def test_evaluate_vamoh_reports_the_baselines_it_claims():
+    torch.manual_seed(0)
+    model = tiny_vamoh()
+    train, test = grid_fields(10), grid_fields(4, seed=1)
+    fine_grid = GRID.super_resolution()
+    fine_test = torch.rand(4, fine_grid.num_points, 1)
+    mask = torch.zeros(GRID.num_points, dtype=torch.bool)
+    mask[: GRID.num_points // 2] = True
+    rep = evaluate_vamoh(model, GRID, train, test, masks={"half": mask}, fine=(fine_grid, fine_test), scale=100.0,
+                         num_prior_samples=5, fields_per_call=3)
+    t = rep["tasks"]
+    assert set(t) == {"reconstruction", "reconstruction_train", "inpaint_half", "super_resolution"}
+    mean = train.mean(0)
+    expect = float(psnr(mean.expand_as(test).double(), test.double()).mean())
+    assert t["reconstruction"]["training_mean"]["psnr"] == pytest.approx(expect, rel=1e-6)
+    pca = PCABaseline(train, 4)
+    assert t["reconstruction"]["pca_4"]["psnr"] == pytest.approx(
+        float(psnr(pca.reconstruct(test).double(), test.double()).mean()), rel=1e-6)
+    hidden = ~mask
+    assert t["inpaint_half"]["vamoh"]["points"] == int(hidden.sum())
+    lat = xyz_to_latlon(GRID.pos.double())[0]
+    zm = zonal_mean_fill(test, lat, mask)
+    assert t["inpaint_half"]["zonal_mean"] == score(zm, test, hidden, scale=100.0)
+    assert {"vamoh", "bilinear"} == set(t["super_resolution"])
+    h = rep["health"]
+    assert 0 <= h["active_units_test"] <= 4 and h["mixture"]["max_entropy"] == pytest.approx(math.log(3))
+    assert h["prior_samples"]["reference_spread"] > 0
+    assert set(rep["elbo_per_point"]) == {"elbo", "log_likelihood", "kl_z", "kl_c"}
+    assert "reconstruction" in format_report(rep, "K")
+    with pytest.raises(ValueError, match="at least 2"):
+        evaluate_vamoh(model, GRID, train, test[:1])
+    with pytest.raises(ValueError, match="points per field"):
+        evaluate_vamoh(model, GRID, train[:, :-1], test)
+    with pytest.raises(ValueError, match="masks"):
+        evaluate_vamoh(model, GRID, train, test, masks={"all": torch.ones(GRID.num_points, dtype=torch.bool)})
+
+
+def test_evaluate_vamoh_reconstruction_is_the_models():
+    torch.manual_seed(0)
+    model = tiny_vamoh().eval()
+    train, test = grid_fields(6), grid_fields(3, seed=2)
+    rep = evaluate_vamoh(model, GRID, train, test, num_prior_samples=3)
+    rec = model.reconstruct(GRID.to_batch(GRID.to_array(test.reshape(-1, 1), torch.arange(3).repeat_interleave(
+        GRID.num_points)))).view_as(test)
+    assert rep["tasks"]["reconstruction"]["vamoh"] == score(rec, test)
+
+
+def test_evaluate_gasp_on_an_image_grid():
+    class Fixed:  # a "model" whose samples are known: the reference shifted by 1 (GASP's [-1, 1] range)
+        def sample(self, num, pos, generator=None):
+            return torch.stack([ref[i % 3] * 2 - 1 for i in range(num)])
+
+    grid = ImageGrid(4, 4)
+    ref = torch.rand(3, 16, 1)
+    rep = evaluate_gasp(Fixed(), grid, ref, num_samples=6, transform=lambda v: (v + 1) / 2)
+    s = rep["health"]["samples"]
+    assert s["mean_rmse"] == pytest.approx(0.0, abs=1e-6)
+    assert s["spread_ratio"] == pytest.approx(float(torch.cat([ref, ref]).std(0).mean() / ref.std(0).mean()),
+                                              rel=1e-5)
