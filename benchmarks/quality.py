@@ -36,6 +36,10 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     "gaussian_learned": dict(likelihood=("gaussian", dict(scale="learned", init_scale=0.05))),
     "gaussian_fixed": dict(likelihood=("gaussian", dict(scale="fixed", init_scale=0.02))),
     "no_dropout": dict(max_dropout=0.0),
+    "gaussian_predicted": dict(likelihood=("gaussian", dict(scale="predicted"))),
+    "gaussian_learned_init": dict(likelihood=("gaussian", dict(scale="learned", init_scale=0.05)), init=True),
+    "gaussian_predicted_init": dict(likelihood=("gaussian", dict(scale="predicted")), init=True),
+    "paper_init": dict(likelihood="continuous_bernoulli", init=True),
 }
 
 
@@ -89,6 +93,7 @@ def build_vamoh(data: Dict[str, Any], variant: Dict[str, Any]):
     from pcfunc.nn import get_likelihood
 
     kw = dict(variant)
+    kw.pop("init", None)
     lik = kw.pop("likelihood", None)
     if isinstance(lik, tuple):
         lik = get_likelihood(lik[0], **lik[1])
@@ -120,6 +125,18 @@ def era5_small() -> Dict[str, Any]:
                 weight_hidden=[16, 16], hypernet_hidden=[128, 256], generator_hidden=[32, 32, 32])
 
 
+def quick_psnr(model, data: Dict[str, Any]) -> Dict[str, float]:
+    """Reconstruction PSNR of the held-out and of the first 16 training fields (a learning curve's point)."""
+    from pcfunc.evaluation import score
+    from pcfunc.evaluation._harness import _batch
+
+    grid, out = data["grid"], {}
+    for name, values in (("test_psnr", data["test"][:16]), ("train_psnr", data["train"][:16])):
+        rec = model.reconstruct(_batch(grid, values), grid.pos.to(values.dtype))
+        out[name] = round(score(rec, values)["psnr"], 2)
+    return out
+
+
 def train_vamoh(model, data: Dict[str, Any], steps: int, batch_size: int, lr: float, warmup_steps: int,
                 seed: int, log_every: int = 100) -> Tuple[Any, List[Dict[str, float]], float]:
     """Adam on the negative ELBO for ``steps`` optimiser steps (the same loop as
@@ -130,7 +147,7 @@ def train_vamoh(model, data: Dict[str, Any], steps: int, batch_size: int, lr: fl
 
     torch.manual_seed(seed)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
-    loader = DataLoader(data["dataset"], batch_size=batch_size, shuffle=True, drop_last=True,
+    loader = DataLoader(data["dataset"], batch_size=batch_size, shuffle=True, drop_last=False,
                         generator=torch.Generator().manual_seed(seed))
     model.train()
     log, step, t0 = [], 0, time.perf_counter()
@@ -144,7 +161,9 @@ def train_vamoh(model, data: Dict[str, Any], steps: int, batch_size: int, lr: fl
             opt.step()
             step += 1
             if step % log_every == 0 or step == steps:
-                row = {"step": step, "seconds": round(time.perf_counter() - t0, 1), **out.scalars()}
+                row = {"step": step, "seconds": round(time.perf_counter() - t0, 1), **out.scalars(),
+                       **quick_psnr(model, data)}
+                model.train()
                 log.append(row)
                 print(json.dumps(row), flush=True)
             if step >= steps:
@@ -161,6 +180,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup-steps", type=int, default=150)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=100, help="steps between learning-curve points")
     p.add_argument("--out", type=Path, default=Path("outputs/quality"))
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -170,8 +190,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     for name in args.variants:
         print(f"== {args.dataset} / {name}: {args.steps} steps at batch {args.batch_size}", flush=True)
         model = build_vamoh(data, VARIANTS[name])
+        if VARIANTS[name].get("init"):
+            t0 = time.perf_counter()
+            tr = data["train"]
+            nll = model.initialize_generators(data["grid"].pos.repeat(tr.size(0), 1), tr.reshape(-1, tr.size(-1)),
+                                              generator=torch.Generator().manual_seed(args.seed))
+            print(f"initialize_generators: NLL per point {nll:.4f} in {time.perf_counter() - t0:.1f} s", flush=True)
         model, log, secs = train_vamoh(model, data, args.steps, args.batch_size, args.lr, args.warmup_steps,
-                                       args.seed)
+                                       args.seed, args.log_every)
         t0 = time.perf_counter()
         report = evaluate_vamoh(model, data["grid"], data["train"], data["test"], masks=data["masks"],
                                 fine=data["fine"], scale=data["scale"], seed=args.seed)

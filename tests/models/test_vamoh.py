@@ -362,3 +362,31 @@ def test_categorical_net_is_the_mlp_on_the_concatenation_with_its_gradients(with
     for a, b in zip(torch.autograd.grad(out, params, grad), torch.autograd.grad(reference(z), params, grad)):
         torch.testing.assert_close(a, b)
     assert torch.autograd.gradgradcheck(lambda z_: net(coords, z_, y), (z,))
+
+
+def test_initialize_generators_starts_every_latent_at_the_data_mean():
+    torch.manual_seed(0)
+    model = tiny(likelihood="gaussian", num_frequencies=16, sigma=0.5, generator_hidden=(16,)).float()
+    pos = GRID.pos.float()
+    lat = torch.asin(pos[:, 2].clamp(-1, 1))
+    mean = 0.5 + 0.3 * torch.cos(2 * lat)[:, None]
+    g = torch.Generator().manual_seed(0)
+    # Five noisy "training fields" around one mean function.
+    y = torch.cat([mean + 0.02 * torch.randn(mean.shape, generator=g) for _ in range(5)])
+    before = model.decode(torch.randn(3, 4, generator=g), pos)
+    nll = model.initialize_generators(pos.repeat(5, 1), y, steps=800, generator=g)
+    after = model.decode(torch.randn(3, 4, generator=g), pos)
+    err = lambda pred: float((pred - mean).pow(2).mean().sqrt())  # noqa: E731
+    assert err(after) < 0.03 < err(before)
+    # The learned scale was fitted too: close to the noise (0.02), and the reported NLL is the Gaussian's.
+    sigma = float(model.likelihood.log_scale.exp())
+    assert 0.01 < sigma < 0.05
+    assert nll == pytest.approx(math.log(sigma) + 0.5 * math.log(2 * math.pi) + 0.5, abs=0.3)
+    b = model.hypernet.biases[-1]
+    assert torch.equal(b[0], b[1]) and torch.equal(b[1], b[2])
+    with pytest.raises(ValueError, match="y must have shape"):
+        model.initialize_generators(pos, y)
+    with pytest.raises(ValueError, match="residual_scale"):
+        model.initialize_generators(pos, mean, residual_scale=0.0)
+    with pytest.raises(ValueError, match="pos"):
+        model.initialize_generators(pos * 2, mean)
