@@ -40,6 +40,11 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     "gaussian_learned_init": dict(likelihood=("gaussian", dict(scale="learned", init_scale=0.05)), init=True),
     "gaussian_predicted_init": dict(likelihood=("gaussian", dict(scale="predicted")), init=True),
     "paper_init": dict(likelihood="continuous_bernoulli", init=True),
+    "gaussian_learned_init_ln": dict(likelihood=("gaussian", dict(scale="learned", init_scale=0.05)), init=True,
+                                     encoder_norm="layer"),
+    "gaussian_predicted_init_ln": dict(likelihood=("gaussian", dict(scale="predicted")), init=True,
+                                       encoder_norm="layer"),
+    "paper_ln": dict(likelihood="continuous_bernoulli", encoder_norm="layer"),
 }
 
 

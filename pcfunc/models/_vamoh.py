@@ -122,6 +122,10 @@ class VaMoH(VaMoHInference, nn.Module):
         negative_slope (float): LeakyReLU slope of the hypernetworks, INRs and categorical nets.
             (default: ``0.1``)
         cache (NeighborCache, optional): Neighbour cache of the encoder.
+        encoder_norm (str): Normalisation in the encoder (:func:`~pcfunc.nn.norm_layer`): ``"batch"``
+            (BatchNorm, the paper's) or ``"layer"`` (LayerNorm: the same function in training and evaluation
+            mode; BatchNorm's running statistics, gathered on clouds thinned by point dropout, do not fit
+            whole clouds or observed patches) or ``"none"``. (default: ``"batch"``)
 
     Shapes:
         Batches are PyG batches (``x`` :math:`(N, C)`, ``pos`` :math:`(N, D)`, ``batch``). Query
@@ -150,6 +154,7 @@ class VaMoH(VaMoHInference, nn.Module):
         logit_cap: Optional[float] = None,
         negative_slope: float = 0.1,
         cache: Optional[NeighborCache] = default_cache,
+        encoder_norm: str = "batch",
     ) -> None:
         super().__init__()
         self.manifold = resolve_manifold(manifold)
@@ -171,7 +176,7 @@ class VaMoH(VaMoHInference, nn.Module):
             weight_hidden = enc_kw.get("weight_hidden", (16, 16, 16, 16))
         self.encoder = PointConvNet(self.in_channels, specs, self.manifold, head="gaussian",
                                     latent_dim=self.latent_dim, weight_hidden=tuple(weight_hidden),
-                                    cache=cache)
+                                    cache=cache, norm=encoder_norm)
         first = self.encoder.specs[0]
         #: Points the first encoder level needs per cloud (its centroids), kept by point dropout.
         self.min_encoder_points = first.num_centroids or first.num_neighbors

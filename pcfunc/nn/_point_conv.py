@@ -9,7 +9,7 @@ from ..manifolds import Manifold, resolve_manifold
 from ..ops import Level, NeighborCache, default_cache, sample_and_group
 from ._custom_ops import exact_dtypes
 
-__all__ = ["PointConv", "AvgPool", "WeightNet"]
+__all__ = ["PointConv", "AvgPool", "WeightNet", "norm_layer"]
 
 
 #: Feature widths from which the neighbour aggregation runs as products per (cloud, centroid) on the CPU.
@@ -54,19 +54,22 @@ def _aggregate(g: Tensor, w: Tensor) -> Tensor:
 class WeightNet(nn.Module):
     r"""The MLP :math:`W` of PointConv: relative position :math:`\to` :math:`C_\text{mid}` kernel weights.
 
-    Every layer is ``Linear -> BatchNorm1d -> LeakyReLU(0.2)`` (BatchNorm optional); the last
-    hidden width is :math:`C_\text{mid}`.
+    Every layer is ``Linear -> norm -> LeakyReLU(0.2)``; the last hidden width is :math:`C_\text{mid}`.
 
     Args:
         in_dim (int): Size of the relative position (``manifold.relative_dim``).
         hidden (sequence of int): Layer widths. (default: ``(16, 16, 16, 16)``, GASP App. A.1)
-        batch_norm (bool): Use BatchNorm after each linear layer. (default: ``True``)
+        batch_norm (bool): Use BatchNorm after each linear layer (``norm="batch"``); ``False``: no
+            normalisation. (default: ``True``)
         negative_slope (float): LeakyReLU slope. (default: ``0.2``)
+        norm (str, optional): ``"batch"``, ``"layer"`` or ``"none"``; overrides ``batch_norm`` when given
+            (see :func:`norm_layer`).
     """
 
     def __init__(self, in_dim: int, hidden: Sequence[int] = (16, 16, 16, 16), batch_norm: bool = True,
-                 negative_slope: float = 0.2) -> None:
+                 negative_slope: float = 0.2, norm: Optional[str] = None) -> None:
         super().__init__()
+        norm = resolve_norm(norm, batch_norm)
         hidden = tuple(int(h) for h in hidden)
         if not hidden or any(h < 1 for h in hidden):
             raise ValueError(f"hidden must be a non-empty sequence of positive ints, got {hidden!r}")
@@ -74,8 +77,8 @@ class WeightNet(nn.Module):
         d = in_dim
         for h in hidden:
             layers.append(nn.Linear(d, h))
-            if batch_norm:
-                layers.append(nn.BatchNorm1d(h))
+            if norm != "none":
+                layers.append(norm_layer(norm, h))
             layers.append(nn.LeakyReLU(negative_slope))
             d = h
         self.net = nn.Sequential(*layers)
@@ -88,6 +91,37 @@ class WeightNet(nn.Module):
 
     def forward(self, rel: Tensor) -> Tensor:
         return self.net(rel)
+
+
+NORMS = ("batch", "layer", "none")
+
+
+def resolve_norm(norm: Optional[str], batch_norm: bool = True) -> str:
+    """``norm`` checked, or ``"batch"``/``"none"`` from the older ``batch_norm`` flag when ``norm`` is ``None``."""
+    if norm is None:
+        return "batch" if batch_norm else "none"
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    return norm
+
+
+def norm_layer(norm: str, channels: int) -> nn.Module:
+    r"""The normalisation after a linear map of PointConv's networks.
+
+    * ``"batch"``: :class:`torch.nn.BatchNorm1d`, over every point (or offset) of the batch: the papers'
+      networks. In evaluation mode it uses running statistics gathered in training, so a network trained
+      on thinned clouds (VaMoH's point dropout) and evaluated on whole ones, or on a patch, computes a
+      different function from the one it was trained as.
+    * ``"layer"``: :class:`torch.nn.LayerNorm` over the channels of each point: no batch statistics, the same
+      function in training and evaluation, whatever the batch and whichever points are observed.
+    * ``"none"``: :class:`torch.nn.Identity`.
+    """
+    norm = resolve_norm(norm)
+    if norm == "batch":
+        return nn.BatchNorm1d(channels)
+    if norm == "layer":
+        return nn.LayerNorm(channels)
+    return nn.Identity()
 
 
 def _centroid_args(ratio: Optional[float], num_centroids: Optional[int]) -> Tuple[Optional[float], Optional[int]]:
@@ -141,6 +175,8 @@ class PointConv(nn.Module):
         manifold (Manifold or str): The space of ``pos`` (required).
         weight_hidden (sequence of int): :class:`WeightNet` widths. (default: ``(16, 16, 16, 16)``)
         batch_norm (bool): BatchNorm in the weight network. (default: ``True``)
+        norm (str, optional): The weight network's normalisation, ``"batch"``, ``"layer"`` or ``"none"``
+            (:func:`~pcfunc.nn.norm_layer`); overrides ``batch_norm`` when given.
         concat_relative (bool): Feed the relative position along with the features. (default: ``True``)
         cache (NeighborCache, optional): Neighbour cache (``None`` disables it). (default: the process-wide one)
         global_centroid (bool): One centroid per cloud whose neighbourhood is the whole cloud, as the
@@ -166,6 +202,7 @@ class PointConv(nn.Module):
         concat_relative: bool = True,
         cache: Optional[NeighborCache] = default_cache,
         global_centroid: bool = False,
+        norm: Optional[str] = None,
     ) -> None:
         super().__init__()
         if global_centroid and (num_centroids is not None or ratio is not None):
@@ -185,7 +222,7 @@ class PointConv(nn.Module):
         self.concat_relative = concat_relative
         self.cache = cache
         rel_dim = self.manifold.relative_dim
-        self.weight_net = WeightNet(rel_dim, weight_hidden, batch_norm)
+        self.weight_net = WeightNet(rel_dim, weight_hidden, batch_norm, norm=norm)
         c_in = in_channels + (rel_dim if concat_relative else 0)
         self.linear = nn.Linear(c_in * self.weight_net.out_dim, out_channels)
 

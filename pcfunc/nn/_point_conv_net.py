@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from ..manifolds import Manifold, resolve_manifold
 from ..ops import NeighborCache, default_cache
-from ._point_conv import AvgPool, PointConv
+from ._point_conv import AvgPool, PointConv, norm_layer, resolve_norm
 
 __all__ = ["LayerSpec", "PointConvNet", "VAMOH_ENCODERS", "gasp_discriminator_specs", "vamoh_encoder_specs"]
 
@@ -72,6 +72,9 @@ class PointConvNet(nn.Module):
         readout (str): ``"mean"`` or ``"flatten"``. (default: ``"mean"``)
         weight_hidden (sequence of int): Widths of every PointConv weight network. (default: ``(16, 16, 16, 16)``)
         batch_norm (bool): BatchNorm after each PointConv and in the weight networks. (default: ``True``)
+        norm (str, optional): ``"batch"``, ``"layer"`` or ``"none"`` after each PointConv and in the weight
+            networks (:func:`~pcfunc.nn.norm_layer`); overrides ``batch_norm`` when given. ``"layer"`` computes
+            the same function in training and evaluation mode (no running statistics).
         negative_slope (float): LeakyReLU slope. (default: ``0.2``)
         cache (NeighborCache, optional): Neighbour cache shared by the layers.
 
@@ -93,8 +96,12 @@ class PointConvNet(nn.Module):
         batch_norm: bool = True,
         negative_slope: float = 0.2,
         cache: Optional[NeighborCache] = default_cache,
+        norm: Optional[str] = None,
     ) -> None:
         super().__init__()
+        norm = resolve_norm(norm, batch_norm)
+        #: The normalisation of the blocks and the weight networks.
+        self.norm = norm
         specs = [_as_spec(s, i) for i, s in enumerate(layers)]
         if not specs:
             raise ValueError("layers must contain at least one LayerSpec")
@@ -110,8 +117,8 @@ class PointConvNet(nn.Module):
         c = in_channels
         for s in specs:
             self.convs.append(PointConv(c, s.out_channels, s.num_neighbors, s.num_centroids, s.ratio, self.manifold,
-                                        weight_hidden, batch_norm, cache=cache, global_centroid=s.global_centroid))
-            self.norms.append(nn.BatchNorm1d(s.out_channels) if batch_norm else nn.Identity())
+                                        weight_hidden, cache=cache, global_centroid=s.global_centroid, norm=norm))
+            self.norms.append(norm_layer(norm, s.out_channels))
             pool = None
             if s.pool_neighbors is not None:
                 pool = AvgPool(s.pool_neighbors, s.pool_centroids, s.pool_ratio, self.manifold, cache=cache)

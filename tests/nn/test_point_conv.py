@@ -203,3 +203,34 @@ def test_global_centroid_sums_over_each_whole_cloud():
     assert specs[-1].global_centroid and specs[-1].num_centroids is None
     with pytest.raises(ValueError, match="global_centroid=True takes no"):
         PointConv(1, 2, 3, num_centroids=4, manifold=m, global_centroid=True)
+
+
+def test_layer_norm_computes_the_same_function_in_training_and_evaluation():
+    from pcfunc.nn import LayerSpec, PointConvNet
+
+    torch.manual_seed(0)
+    pos = Sphere().random(120, generator=torch.Generator().manual_seed(0))
+    pos = torch.cat([pos, pos])
+    x = torch.rand(240, 1)
+    batch = torch.arange(2).repeat_interleave(120)
+    specs = [LayerSpec(8, 5, num_centroids=30), LayerSpec(8, 5, num_centroids=8)]
+    outs = {}
+    for norm in ("batch", "layer", "none"):
+        torch.manual_seed(1)
+        net = PointConvNet(1, specs, "sphere", head="gaussian", latent_dim=3, norm=norm, cache=None)
+        kinds = {type(m).__name__ for m in net.modules()}
+        assert ("BatchNorm1d" in kinds) == (norm == "batch") and ("LayerNorm" in kinds) == (norm == "layer")
+        net.train()
+        a = net(x, pos, batch)[0]
+        # Train-mode output of cloud 0 alone (batch statistics of one cloud) and eval-mode output.
+        b = net(x[:120], pos[:120], batch[:120])[0]
+        net.eval()
+        c = net(x, pos, batch)[0]
+        outs[norm] = (a, b, c)
+    for norm in ("layer", "none"):
+        a, b, c = outs[norm]
+        assert torch.allclose(a, c, atol=1e-6) and torch.allclose(a[:1], b, atol=1e-6)
+    a, _, c = outs["batch"]
+    assert not torch.allclose(a, c, atol=1e-3)  # running statistics differ from the batch's
+    with pytest.raises(ValueError, match="norm must be one of"):
+        PointConvNet(1, specs, "sphere", norm="group")
