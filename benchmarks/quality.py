@@ -45,6 +45,10 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     "gaussian_predicted_init_ln": dict(likelihood=("gaussian", dict(scale="predicted")), init=True,
                                        encoder_norm="layer"),
     "paper_ln": dict(likelihood="continuous_bernoulli", encoder_norm="layer"),
+    "gaussian_learned_init_in": dict(likelihood=("gaussian", dict(scale="learned", init_scale=0.05)), init=True,
+                                     encoder_norm="instance"),
+    "gaussian_learned_init_nonorm": dict(likelihood=("gaussian", dict(scale="learned", init_scale=0.05)),
+                                         init=True, encoder_norm="none"),
 }
 
 

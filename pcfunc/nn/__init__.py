@@ -20,7 +20,7 @@ from ._likelihoods import (
     Likelihood,
     get_likelihood,
 )
-from ._point_conv import AvgPool, PointConv, WeightNet, norm_layer
+from ._point_conv import AvgPool, CloudNorm, PointConv, WeightNet, norm_layer
 from ._point_conv_net import LayerSpec, PointConvNet, VAMOH_ENCODERS, gasp_discriminator_specs, vamoh_encoder_specs
 from ._wide_linear import release_gradient_buffers
 
@@ -29,6 +29,7 @@ __all__ = [
     "AvgPool",
     "WeightNet",
     "norm_layer",
+    "CloudNorm",
     "PointConvNet",
     "LayerSpec",
     "VAMOH_ENCODERS",

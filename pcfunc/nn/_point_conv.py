@@ -9,7 +9,7 @@ from ..manifolds import Manifold, resolve_manifold
 from ..ops import Level, NeighborCache, default_cache, sample_and_group
 from ._custom_ops import exact_dtypes
 
-__all__ = ["PointConv", "AvgPool", "WeightNet", "norm_layer"]
+__all__ = ["PointConv", "AvgPool", "WeightNet", "CloudNorm", "norm_layer"]
 
 
 #: Feature widths from which the neighbour aggregation runs as products per (cloud, centroid) on the CPU.
@@ -62,7 +62,7 @@ class WeightNet(nn.Module):
         batch_norm (bool): Use BatchNorm after each linear layer (``norm="batch"``); ``False``: no
             normalisation. (default: ``True``)
         negative_slope (float): LeakyReLU slope. (default: ``0.2``)
-        norm (str, optional): ``"batch"``, ``"layer"`` or ``"none"``; overrides ``batch_norm`` when given
+        norm (str, optional): ``"batch"``, ``"instance"``, ``"layer"`` or ``"none"``; overrides ``batch_norm`` when given
             (see :func:`norm_layer`).
     """
 
@@ -89,11 +89,65 @@ class WeightNet(nn.Module):
             if hasattr(m, "reset_parameters"):
                 m.reset_parameters()
 
-    def forward(self, rel: Tensor) -> Tensor:
-        return self.net(rel)
+    def forward(self, rel: Tensor, group: Optional[Tensor] = None) -> Tensor:
+        """Kernel weights of the offsets ``rel`` :math:`(E, r)`; ``group`` :math:`(E,)`: the cloud of each offset,
+        for ``norm="instance"`` (``None``: one cloud)."""
+        for m in self.net:
+            rel = m(rel, group) if isinstance(m, CloudNorm) else m(rel)
+        return rel
 
 
-NORMS = ("batch", "layer", "none")
+NORMS = ("batch", "instance", "layer", "none")
+
+
+class CloudNorm(nn.Module):
+    r"""Instance normalisation of point features: each channel standardised over the points of each cloud.
+
+    .. math::
+        \hat{\mathbf f}_i = \boldsymbol\gamma \odot \frac{\mathbf f_i - \boldsymbol\mu_{b(i)}}
+        {\sqrt{\boldsymbol\sigma^2_{b(i)} + \epsilon}} + \boldsymbol\beta,
+
+    with :math:`\boldsymbol\mu_b, \boldsymbol\sigma^2_b` the mean and (biased) variance over the points of
+    cloud :math:`b`. BatchNorm's statistics over the points of one cloud, without running statistics: the same
+    function in training and evaluation mode, independent of the other clouds of the batch. A cloud of a
+    single point is only scaled and shifted (its variance is not defined).
+
+    Args:
+        channels (int): Feature channels.
+        eps (float): :math:`\epsilon`. (default: ``1e-5``)
+
+    Shapes:
+        - **input:** ``x`` :math:`(N, C)`, ``batch`` :math:`(N,)` or ``None`` (one cloud)
+        - **output:** :math:`(N, C)`
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = float(eps)
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+        nn.init.zeros_(self.bias)
+
+    def forward(self, x: Tensor, batch: Optional[Tensor] = None) -> Tensor:
+        if batch is None:
+            if x.size(0) < 2:
+                return x * self.weight + self.bias
+            var, mean = torch.var_mean(x, dim=0, unbiased=False, keepdim=True)
+            return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+        num = int(batch.max()) + 1 if batch.numel() else 0
+        counts = torch.bincount(batch, minlength=num).to(x.dtype).clamp_min(1)[:, None]
+        mean = x.new_zeros(num, x.size(1)).index_add_(0, batch, x) / counts
+        d = x - mean[batch]
+        var = x.new_zeros(num, x.size(1)).index_add_(0, batch, d * d) / counts
+        inv = torch.where(counts > 1, torch.rsqrt(var + self.eps), torch.ones_like(var))
+        d = torch.where((counts > 1)[batch], d, x)
+        return d * inv[batch] * self.weight + self.bias
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.numel()}, eps={self.eps:g}"
 
 
 def resolve_norm(norm: Optional[str], batch_norm: bool = True) -> str:
@@ -112,6 +166,9 @@ def norm_layer(norm: str, channels: int) -> nn.Module:
       networks. In evaluation mode it uses running statistics gathered in training, so a network trained
       on thinned clouds (VaMoH's point dropout) and evaluated on whole ones, or on a patch, computes a
       different function from the one it was trained as.
+    * ``"instance"``: :class:`CloudNorm`, BatchNorm's statistics over the points (or offsets) of each cloud
+      alone: the same function in training and evaluation, whatever the batch and whichever points are
+      observed.
     * ``"layer"``: :class:`torch.nn.LayerNorm` over the channels of each point: no batch statistics, the same
       function in training and evaluation, whatever the batch and whichever points are observed.
     * ``"none"``: :class:`torch.nn.Identity`.
@@ -119,6 +176,8 @@ def norm_layer(norm: str, channels: int) -> nn.Module:
     norm = resolve_norm(norm)
     if norm == "batch":
         return nn.BatchNorm1d(channels)
+    if norm == "instance":
+        return CloudNorm(channels)
     if norm == "layer":
         return nn.LayerNorm(channels)
     return nn.Identity()
@@ -175,7 +234,8 @@ class PointConv(nn.Module):
         manifold (Manifold or str): The space of ``pos`` (required).
         weight_hidden (sequence of int): :class:`WeightNet` widths. (default: ``(16, 16, 16, 16)``)
         batch_norm (bool): BatchNorm in the weight network. (default: ``True``)
-        norm (str, optional): The weight network's normalisation, ``"batch"``, ``"layer"`` or ``"none"``
+        norm (str, optional): The weight network's normalisation, ``"batch"``, ``"instance"``, ``"layer"`` or
+            ``"none"``
             (:func:`~pcfunc.nn.norm_layer`); overrides ``batch_norm`` when given.
         concat_relative (bool): Feed the relative position along with the features. (default: ``True``)
         cache (NeighborCache, optional): Neighbour cache (``None`` disables it). (default: the process-wide one)
@@ -251,7 +311,9 @@ class PointConv(nn.Module):
         m1 = M // B
         rows = row[: m1 * k]
         rel = self.manifold.relative(lv.pos.index_select(0, rows), pos.index_select(0, col[: m1 * k]))
-        w = self.weight_net(rel).view(m1, k, -1)
+        # Offsets of one cloud when the clouds share a grid, else of every cloud (grouped for norm="instance").
+        group = None if lv.clouds else lv.batch.index_select(0, rows)
+        w = self.weight_net(rel, group).view(m1, k, -1)
         c_mid = w.size(-1)
         g = x.index_select(0, col).view(B, m1, k, -1)
         agg = _aggregate(g, w).reshape(M, -1)
@@ -269,7 +331,7 @@ class PointConv(nn.Module):
         if batch is None:
             batch = torch.zeros(pos.size(0), dtype=torch.long, device=pos.device)
         num = int(batch.max()) + 1 if batch.numel() else 0
-        w = self.weight_net(pos)  # offsets from the origin
+        w = self.weight_net(pos, batch)  # offsets from the origin
         g = torch.cat((x, pos.to(x.dtype)), dim=-1) if self.concat_relative else x
         # Sum over each cloud of g_j (x) w_j, as one scatter of the per-point outer products.
         outer = (g.unsqueeze(-1) * w.unsqueeze(-2)).reshape(pos.size(0), -1)

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from ..manifolds import Manifold, resolve_manifold
 from ..ops import NeighborCache, default_cache
-from ._point_conv import AvgPool, PointConv, norm_layer, resolve_norm
+from ._point_conv import AvgPool, CloudNorm, PointConv, norm_layer, resolve_norm
 
 __all__ = ["LayerSpec", "PointConvNet", "VAMOH_ENCODERS", "gasp_discriminator_specs", "vamoh_encoder_specs"]
 
@@ -72,9 +72,9 @@ class PointConvNet(nn.Module):
         readout (str): ``"mean"`` or ``"flatten"``. (default: ``"mean"``)
         weight_hidden (sequence of int): Widths of every PointConv weight network. (default: ``(16, 16, 16, 16)``)
         batch_norm (bool): BatchNorm after each PointConv and in the weight networks. (default: ``True``)
-        norm (str, optional): ``"batch"``, ``"layer"`` or ``"none"`` after each PointConv and in the weight
-            networks (:func:`~pcfunc.nn.norm_layer`); overrides ``batch_norm`` when given. ``"layer"`` computes
-            the same function in training and evaluation mode (no running statistics).
+        norm (str, optional): ``"batch"``, ``"instance"``, ``"layer"`` or ``"none"`` after each PointConv and in
+            the weight networks (:func:`~pcfunc.nn.norm_layer`); overrides ``batch_norm`` when given.
+            ``"instance"`` and ``"layer"`` compute the same function in training and evaluation mode.
         negative_slope (float): LeakyReLU slope. (default: ``0.2``)
         cache (NeighborCache, optional): Neighbour cache shared by the layers.
 
@@ -150,7 +150,7 @@ class PointConvNet(nn.Module):
             batch = torch.zeros(pos.size(0), dtype=torch.long, device=pos.device)
         for conv, norm, pool in zip(self.convs, self.norms, self.pools):
             x, pos, batch = conv(x, pos, batch)
-            x = self.act(norm(x))
+            x = self.act(norm(x, batch) if isinstance(norm, CloudNorm) else norm(x))
             if isinstance(pool, AvgPool):
                 x, pos, batch = pool(x, pos, batch)
         return x, pos, batch

@@ -215,11 +215,12 @@ def test_layer_norm_computes_the_same_function_in_training_and_evaluation():
     batch = torch.arange(2).repeat_interleave(120)
     specs = [LayerSpec(8, 5, num_centroids=30), LayerSpec(8, 5, num_centroids=8)]
     outs = {}
-    for norm in ("batch", "layer", "none"):
+    for norm in ("batch", "instance", "layer", "none"):
         torch.manual_seed(1)
         net = PointConvNet(1, specs, "sphere", head="gaussian", latent_dim=3, norm=norm, cache=None)
         kinds = {type(m).__name__ for m in net.modules()}
         assert ("BatchNorm1d" in kinds) == (norm == "batch") and ("LayerNorm" in kinds) == (norm == "layer")
+        assert ("CloudNorm" in kinds) == (norm == "instance")
         net.train()
         a = net(x, pos, batch)[0]
         # Train-mode output of cloud 0 alone (batch statistics of one cloud) and eval-mode output.
@@ -227,7 +228,7 @@ def test_layer_norm_computes_the_same_function_in_training_and_evaluation():
         net.eval()
         c = net(x, pos, batch)[0]
         outs[norm] = (a, b, c)
-    for norm in ("layer", "none"):
+    for norm in ("instance", "layer", "none"):
         a, b, c = outs[norm]
         assert torch.allclose(a, c, atol=1e-6) and torch.allclose(a[:1], b, atol=1e-6)
     a, _, c = outs["batch"]
