@@ -140,10 +140,19 @@ def quick_psnr(model, data: Dict[str, Any]) -> Dict[str, float]:
     from pcfunc.evaluation._harness import _batch
 
     grid, out = data["grid"], {}
+    recalibrate(model, data, 8)
     for name, values in (("test_psnr", data["test"][:16]), ("train_psnr", data["train"][:16])):
         rec = model.reconstruct(_batch(grid, values), grid.pos.to(values.dtype))
         out[name] = round(score(rec, values)["psnr"], 2)
     return out
+
+
+def recalibrate(model, data: Dict[str, Any], batch_size: int, fields: int = 64) -> None:
+    """Precise BatchNorm on the first ``fields`` training fields, as :class:`~pcfunc.training.VaMoHModule` does."""
+    from torch_geometric.data import Batch
+
+    items = [data["dataset"][i] for i in range(min(fields, len(data["dataset"])))]
+    model.recalibrate_encoder(Batch.from_data_list(items[s:s + batch_size]) for s in range(0, len(items), batch_size))
 
 
 def train_vamoh(model, data: Dict[str, Any], steps: int, batch_size: int, lr: float, warmup_steps: int,
@@ -177,6 +186,7 @@ def train_vamoh(model, data: Dict[str, Any], steps: int, batch_size: int, lr: fl
                 print(json.dumps(row), flush=True)
             if step >= steps:
                 break
+    recalibrate(model, data, batch_size)
     return model.eval(), log, time.perf_counter() - t0
 
 

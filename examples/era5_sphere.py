@@ -63,6 +63,8 @@ GASP_CONFIGS: Dict[str, Dict[str, Any]] = {
     "tiny": dict(latent_dim=8, hypernet_hidden=[16], inr_hidden=[16, 16], num_frequencies=16,
                  disc_channels=[4, 8], weight_hidden=[4]),
 }
+DEFAULT_STEPS = 2000
+DEFAULT_GASP_STEPS = 2000
 PATCH = (45.0, -100.0, 30.0)  # centre latitude, longitude and great-circle radius (degrees): North America
 
 
@@ -76,9 +78,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--variable", default="t2m", help="variable to model (default: t2m)")
     p.add_argument("--config", choices=sorted(CONFIGS), default="small",
                    help="model size: small (default, minutes on a CPU), paper (VaMoH Table 3), tiny (tests)")
-    p.add_argument("--epochs", type=int, default=None,
-                   help="training epochs (default: as many as fit in --minutes)")
-    p.add_argument("--minutes", type=float, default=5.0, help="training time budget when --epochs is not given")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"optimiser steps (default: {DEFAULT_STEPS} for VaMoH, {DEFAULT_GASP_STEPS} for GASP, so that "
+                        "every machine trains the same model; about 8 minutes on 2 CPU cores)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs instead of --steps")
+    p.add_argument("--minutes", type=float, default=None, help="a wall-time budget instead of --steps")
     p.add_argument("--batch-size", type=int, default=8, help="fields per batch and device (default: 8)")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: 1e-3, paper: 1e-4)")
     p.add_argument("--warmup-steps", type=int, default=150,
@@ -127,6 +131,18 @@ def zonal_mean_fill(values: torch.Tensor, lat: torch.Tensor, observed: torch.Ten
 
 
 # ------------------------------------------------------------------------------------------------ main
+def budget(args: argparse.Namespace, default_steps: int) -> Dict[str, Any]:
+    """Trainer limits: optimiser steps by default (the same model on every machine); epochs or wall time on request."""
+    if args.epochs is not None:
+        return {"max_epochs": args.epochs}
+    if args.minutes is not None and args.steps is None:
+        return {"max_time": {"minutes": args.minutes}, "max_epochs": 1_000_000}
+    limits: Dict[str, Any] = {"max_steps": args.steps or default_steps, "max_epochs": 1_000_000}
+    if args.minutes is not None:
+        limits["max_time"] = {"minutes": args.minutes}
+    return limits
+
+
 def train(args: argparse.Namespace, train_set, val_set, out: Path):
     import lightning.pytorch as pl
 
@@ -138,12 +154,7 @@ def train(args: argparse.Namespace, train_set, val_set, out: Path):
                                               else 1e-3)
     module = VaMoHModule.from_config("era5", lr=lr, warmup_steps=args.warmup_steps, seed=args.seed, **overrides)
     dm = FunctionDataModule(train_set, val_set, batch_size=min(args.batch_size, len(train_set)), seed=args.seed)
-    limits: Dict[str, Any] = {}
-    if args.epochs is None:
-        limits["max_time"] = {"minutes": args.minutes}
-        limits["max_epochs"] = 10_000
-    else:
-        limits["max_epochs"] = args.epochs
+    limits = budget(args, DEFAULT_STEPS)
     trainer = make_trainer(out, checkpoint_every=50, devices=args.devices, num_nodes=args.num_nodes,
                            accelerator=args.accelerator, gradient_clip_val=1000.0, log_every=5,
                            progress_bar=not args.no_progress, val_every_epochs=5, precision=args.precision_used,
@@ -170,8 +181,7 @@ def train_gasp(args: argparse.Namespace, train_set, out: Path):
     module = GASPModule.from_config("era5", num_points=None if args.config == "paper" else 2048, seed=args.seed,
                                     **GASP_CONFIGS[args.config])
     dm = FunctionDataModule(train_set, batch_size=min(args.batch_size, len(train_set)), seed=args.seed)
-    limits: Dict[str, Any] = ({"max_time": {"minutes": args.minutes}, "max_epochs": 10_000} if args.epochs is None
-                              else {"max_epochs": args.epochs})
+    limits = budget(args, DEFAULT_GASP_STEPS)
     trainer = make_trainer(out, checkpoint_every=50, devices=args.devices, num_nodes=args.num_nodes,
                            accelerator=args.accelerator, log_every=5, progress_bar=not args.no_progress,
                            limit_val_batches=0, **limits)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -368,6 +368,46 @@ class VaMoH(VaMoHInference, nn.Module):
             self.hypernet.biases[-1].copy_(theta.detach().expand_as(self.hypernet.biases[-1]))
             self.hypernet.weights[-1].mul_(residual_scale)
         return final
+
+    @torch.no_grad()
+    def recalibrate_encoder(self, batches: Iterable[Any]) -> int:
+        r"""Recompute the encoder's BatchNorm running statistics on whole clouds ("precise BatchNorm").
+
+        In training, BatchNorm normalises with the statistics of the current batch of clouds thinned by point
+        dropout; in evaluation it uses running averages of those. Their mismatch (thinned vs whole clouds, and
+        the lag of a moving average) makes the evaluation-mode encoder a different function from the one that
+        was trained: on ERA5 it cost ~10 dB of reconstruction PSNR. This resets the running statistics and
+        sets them to the exact averages over ``batches`` of whole clouds, without point dropout (`Wu & Johnson,
+        2021 <https://arxiv.org/abs/2105.07576>`_). No parameter changes; a model without BatchNorm is left as is.
+
+        Args:
+            batches (iterable): PyG batches of training clouds.
+
+        Returns:
+            int: The number of batches used (0 if the encoder has no BatchNorm).
+        """
+        norms = [m for m in self.encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return 0
+        momenta = [m.momentum for m in norms]
+        was_training = self.encoder.training
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches
+        self.encoder.train()
+        n = 0
+        try:
+            for b in batches:
+                pts = as_points(b, self.manifold, self.in_channels, "batches")
+                self.encoder(pts.x, pts.pos, pts.batch)
+                n += 1
+        finally:
+            for m, mom in zip(norms, momenta):
+                m.momentum = mom
+            self.encoder.train(was_training)
+        if n == 0:
+            raise ValueError("batches is empty: pass at least one batch of training clouds")
+        return n
 
     # ------------------------------------------------------------------ training
     def elbo(self, batch: Any, num_samples: int = 1, dropout: Optional[bool] = None,

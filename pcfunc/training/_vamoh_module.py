@@ -68,7 +68,7 @@ class VaMoHModule(pl.LightningModule):
     """
 
     def __init__(self, model: VaMoH, lr: float = 1e-4, warmup_steps: int = 0, seed: int = 0,
-                 model_config: Optional[Dict[str, Any]] = None) -> None:
+                 model_config: Optional[Dict[str, Any]] = None, recalibrate_fields: int = 64) -> None:
         super().__init__()
         if not isinstance(model, VaMoH):
             raise TypeError(f"model must be a VaMoH, got {type(model).__name__}")
@@ -76,9 +76,11 @@ class VaMoHModule(pl.LightningModule):
             raise ValueError(f"lr must be a positive number, got {lr!r}")
         if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
             raise ValueError(f"warmup_steps must be a non-negative integer, got {warmup_steps!r}")
+        if isinstance(recalibrate_fields, bool) or not isinstance(recalibrate_fields, int) or recalibrate_fields < 0:
+            raise ValueError(f"recalibrate_fields must be a non-negative integer, got {recalibrate_fields!r}")
         self.model = model
         self.save_hyperparameters({"lr": float(lr), "warmup_steps": warmup_steps, "seed": int(seed),
-                                   "model_config": model_config})
+                                   "model_config": model_config, "recalibrate_fields": recalibrate_fields})
 
     @classmethod
     def from_config(cls, name: str, lr: Optional[float] = None, warmup_steps: int = 0, seed: int = 0,
@@ -143,6 +145,36 @@ class VaMoHModule(pl.LightningModule):
             raise NonFiniteLossError(f"non-finite gradient norm at step {self.global_step}; training stopped "
                                      "before the update, the last checkpoint is intact.")
         self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+
+    # ---------------------------------------------------------------- precise BatchNorm
+    def _recalibrate(self) -> bool:
+        n = self.hparams.get("recalibrate_fields", 0)
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        data = getattr(dm, "train_set", None)
+        if not n or data is None or len(data) == 0:
+            return False
+        from torch_geometric.data import Batch
+
+        items = [data[i] for i in range(min(n, len(data)))]
+        size = max(1, int(getattr(dm, "batch_size", 16)))
+        device = next(self.model.parameters()).device
+        batches = (Batch.from_data_list(items[s:s + size]).to(device) for s in range(0, len(items), size))
+        return self.model.recalibrate_encoder(batches) > 0
+
+    def on_validation_start(self) -> None:
+        self._recalibrate()
+
+    def on_train_end(self) -> None:
+        self._recalibrate()
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        # The saved model is the evaluation-mode model that was trained: BatchNorm statistics of whole clouds.
+        if self._recalibrate():
+            state = checkpoint.get("state_dict")
+            if state is not None:
+                for k, v in self.model.encoder.state_dict(prefix="model.encoder.").items():
+                    if k in state:
+                        state[k] = v.detach().clone()
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._sync_warmup()

@@ -390,3 +390,28 @@ def test_initialize_generators_starts_every_latent_at_the_data_mean():
         model.initialize_generators(pos, mean, residual_scale=0.0)
     with pytest.raises(ValueError, match="pos"):
         model.initialize_generators(pos * 2, mean)
+
+
+def test_recalibrate_encoder_makes_evaluation_mode_the_trained_function():
+    torch.manual_seed(0)
+    model = tiny(encoder=[LayerSpec(8, 4, num_centroids=32), LayerSpec(8, 4, num_centroids=8)])
+    b = batch(4)
+    with torch.no_grad():
+        for m in model.encoder.modules():  # stale running statistics, as after training on thinned clouds
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+        model.encoder.train()
+        trained = model.encoder(b.x, b.pos, b.batch)[0]
+        model.eval()
+        stale = model.encode(b)[0]
+        assert model.recalibrate_encoder([b]) == 1
+        assert not model.training
+        fresh = model.encode(b)[0]
+    # Running statistics of this one batch: evaluation mode computes what training mode did (up to the
+    # unbiased variance BatchNorm keeps, n / (n - 1) over 32 rows in the last level).
+    assert torch.allclose(fresh, trained, atol=0.15 * float(trained.abs().max()))
+    assert (fresh - trained).abs().max() < 0.2 * (stale - trained).abs().max()
+    with pytest.raises(ValueError, match="batches is empty"):
+        model.recalibrate_encoder([])
+    assert tiny(encoder_norm="instance").recalibrate_encoder([b]) == 0
