@@ -36,6 +36,11 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     "gaussian_learned": dict(likelihood=("gaussian", dict(scale="learned", init_scale=0.05))),
     "gaussian_fixed": dict(likelihood=("gaussian", dict(scale="fixed", init_scale=0.02))),
     "no_dropout": dict(max_dropout=0.0),
+    "gaussian_learned_init_beta10": dict(likelihood=("gaussian", dict(scale="learned", init_scale=0.05)), init=True,
+                                         kl_weight=10.0),
+    "gaussian_fixed_init": dict(likelihood=("gaussian", dict(scale="fixed", init_scale=0.02)), init=True),
+    "gaussian_learned_init_nodrop": dict(likelihood=("gaussian", dict(scale="learned", init_scale=0.05)), init=True,
+                                         max_dropout=0.0),
     "gaussian_predicted": dict(likelihood=("gaussian", dict(scale="predicted"))),
     "gaussian_learned_init": dict(likelihood=("gaussian", dict(scale="learned", init_scale=0.05)), init=True),
     "gaussian_predicted_init": dict(likelihood=("gaussian", dict(scale="predicted")), init=True),
@@ -200,6 +205,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     p.add_argument("--warmup-steps", type=int, default=150)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=100, help="steps between learning-curve points")
+    p.add_argument("--save", action="store_true", help="also save each trained model's state_dict to --out")
     p.add_argument("--out", type=Path, default=Path("outputs/quality"))
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -224,6 +230,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                       train_seconds=round(secs, 1), eval_seconds=round(time.perf_counter() - t0, 1), log=log)
         print(format_report(report, data["units"]), flush=True)
         results[name] = report
+        if args.save:
+            torch.save(model.state_dict(), args.out / f"{args.dataset}_{name}.pt")
         (args.out / f"{args.dataset}_{name}.json").write_text(json.dumps(report, indent=1))
     return results
 

@@ -49,11 +49,12 @@ CONFIGS: Dict[str, Dict[str, Any]] = {
                            dict(out_channels=64, num_neighbors=9, num_centroids=256),
                            dict(out_channels=128, num_neighbors=9, num_centroids=64),
                            dict(out_channels=32, num_neighbors=9, num_centroids=16)],
-                  weight_hidden=[16, 16], hypernet_hidden=[128, 256], generator_hidden=[32, 32, 32]),
+                  weight_hidden=[16, 16], hypernet_hidden=[128, 256], generator_hidden=[32, 32, 32],
+                  likelihood="gaussian"),
     "tiny": dict(encoder=[dict(out_channels=8, num_neighbors=9, num_centroids=256),
                           dict(out_channels=8, num_neighbors=9, num_centroids=16)],
                  weight_hidden=[8], latent_dim=8, hypernet_hidden=[16], generator_hidden=[16],
-                 num_frequencies=16, categorical_hidden=[8], flow_layers=2),
+                 num_frequencies=16, categorical_hidden=[8], flow_layers=2, likelihood="gaussian"),
 }
 # GASP sizes: "paper" is App. A.1 (ERA5); "small" trains in minutes on a CPU (2,048-point subsets).
 GASP_CONFIGS: Dict[str, Dict[str, Any]] = {
@@ -91,6 +92,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="bf16-mixed runs the networks in bfloat16 under autocast (about 1.5x faster training on "
                         "CPUs with AMX or AVX512-BF16, slower on others); densities and KL terms stay float32. "
                         "auto (default): bf16-mixed where the CPU or GPU supports bfloat16 natively, else 32-true")
+    p.add_argument("--likelihood", default=None, choices=["gaussian", "continuous_bernoulli"],
+                   help="VaMoH's per-point likelihood (default: gaussian with a learned scale for small/tiny; the "
+                        "paper's continuous_bernoulli for --config paper)")
+    p.add_argument("--no-init", action="store_true",
+                   help="start the generators at random (the paper) instead of at the training data's mean function")
     p.add_argument("--resolution", type=float, default=4.0, help="training grid spacing in degrees (default: 4)")
     p.add_argument("--devices", type=int, default=1, help="processes (CPU) or GPUs per node for DDP")
     p.add_argument("--num-nodes", type=int, default=1, help="nodes for DDP")
@@ -152,7 +158,15 @@ def train(args: argparse.Namespace, train_set, val_set, out: Path):
     overrides = dict(CONFIGS[args.config])
     lr = args.lr if args.lr is not None else (vamoh_config("era5")["training"]["lr"] if args.config == "paper"
                                               else 1e-3)
+    if args.likelihood is not None:
+        overrides["likelihood"] = args.likelihood
     module = VaMoHModule.from_config("era5", lr=lr, warmup_steps=args.warmup_steps, seed=args.seed, **overrides)
+    if not args.no_init and not args.resume:
+        # Start every generator at the function that best explains the pooled training points (and the
+        # likelihood's scale at their spread): training then spends its steps on what tells fields apart.
+        pos = torch.cat([train_set[i].pos for i in range(len(train_set))])
+        y = torch.cat([train_set[i].x for i in range(len(train_set))])
+        module.model.initialize_generators(pos, y, generator=torch.Generator().manual_seed(args.seed))
     dm = FunctionDataModule(train_set, val_set, batch_size=min(args.batch_size, len(train_set)), seed=args.seed)
     limits = budget(args, DEFAULT_STEPS)
     trainer = make_trainer(out, checkpoint_every=50, devices=args.devices, num_nodes=args.num_nodes,
@@ -221,7 +235,14 @@ def evaluate_gasp(model, field, coarse, test_idx: np.ndarray, norm: MinMaxNormal
     with torch.no_grad():
         render_sphere(f, out=out / "globe_gasp_sample.png", image_size=size, vmin=lo, vmax=hi, label=label,
                       title="GASP sample, the INR evaluated at the globe's vertices")
-    return {"metrics": metrics, "figures": ["gasp_samples.png", "globe_gasp_sample.png"]}
+    from pcfunc.evaluation import evaluate_gasp as harness
+
+    g4 = LatLonGrid(coarse.lat, coarse.lon)
+    test4 = g4.to_batch(torch.as_tensor(norm.transform(coarse.values[test_idx], clip=True),
+                                        dtype=torch.float32)[..., None]).x.view(len(test_idx), -1, 1)
+    quality = harness(model, g4, test4, num_samples=num_samples, transform=lambda v: (v + 1) / 2,
+                      scale=norm.high - norm.low) if len(test_idx) >= 2 else None
+    return {"metrics": metrics, "figures": ["gasp_samples.png", "globe_gasp_sample.png"], "quality": quality}
 
 
 def evaluate(model: VaMoH, field, coarse, test_idx: np.ndarray, norm: MinMaxNormalizer) -> Dict[str, Any]:
@@ -273,6 +294,15 @@ def evaluate(model: VaMoH, field, coarse, test_idx: np.ndarray, norm: MinMaxNorm
     half_obs = g4.to_batch(x4[:1])
     keep = masks["inpaint_half"]
     half_obs.x, half_obs.pos, half_obs.batch = half_obs.x[keep], half_obs.pos[keep], half_obs.batch[keep]
+    # The quality harness: every task next to the training mean, PCA, zonal mean and bilinear baselines, and the
+    # model's health (active latent dimensions, mixture usage, prior-sample spread).
+    from pcfunc.evaluation import evaluate_vamoh
+
+    n_train = int(test_idx[0])
+    train4 = g4.to_batch(torch.as_tensor(norm.transform(coarse.values[:n_train], clip=True),
+                                         dtype=torch.float32)[..., None]).x.view(n_train, -1, 1)
+    res["_quality"] = evaluate_vamoh(model, g4, train4, y4, masks=masks, fine=(fine, y1), scale=scale,
+                                     seed=0) if B >= 2 else None
     unc = model.predictive(half_obs, g4.pos, num_samples=16, include_noise=False,
                            generator=torch.Generator().manual_seed(0))
     maps = model.component_maps(g4.to_batch(x4[:1]), posterior=True)
@@ -380,7 +410,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             return {}
         t_render = time.perf_counter()
         res = evaluate_gasp(model, field, coarse, test_idx, norm, out, args.globe_size)
-        metrics, written = res["metrics"], res["figures"]
+        metrics, written, quality = res["metrics"], res["figures"], res.get("quality")
     else:
         train_set = ERA5Dataset(train_f, norm)
         val_set = ERA5Dataset(test_f, norm, clip=True)
@@ -391,6 +421,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         t_render = time.perf_counter()
         written = render(model, res, norm, out, args.globe_size, field.units, field.variable)
         metrics = {k: v for k, v in res.items() if not k.startswith("_")}
+        quality = res["_quality"]
     summary = {
         "data": "embedded ERA5 sample" if args.data is None else str(args.data),
         "variable": field.variable, "units": field.units,
@@ -402,10 +433,16 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         "total_seconds": round(time.perf_counter() - t_start, 1),
         "resumed_from": None if resumed is None else str(resumed),
         "normalisation_k": norm.to_dict(), "psnr_definition": "VaMoH App. B.3 on data normalised to [0, 1]",
-        "metrics": metrics, "figures": written, "attribution": ERA5_ATTRIBUTION,
+        "metrics": metrics, "quality": quality, "figures": written, "attribution": ERA5_ATTRIBUTION,
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
-    print(json.dumps(metrics, indent=2))
+    if quality is not None:
+        from pcfunc.evaluation import format_report
+
+        print(format_report(quality, field.units or ""))
+    else:
+        print(json.dumps(metrics, indent=2))
+    print(f"trained {summary['steps']} optimiser steps in {summary['train_seconds']} s")
     print(f"wrote {out / 'metrics.json'} and {len(written)} figures in {summary['total_seconds']} s")
     return summary
 

@@ -29,7 +29,8 @@ class ELBOTerms:
     r"""The terms of VaMoH's ELBO (Eq. 16) for each sample of a batch, in nats.
 
     Attributes:
-        loss (Tensor): Scalar to minimise, :math:`-\frac1B \sum_b \mathcal L_b`.
+        loss (Tensor): Scalar to minimise, :math:`-\frac1B \sum_b \mathcal L_b` (with ``kl_weight`` :math:`\beta
+            \ne 1` the latent KL is weighted by :math:`\beta` here).
         elbo (Tensor): :math:`\mathcal L_b`, shape :math:`(B,)`.
         log_likelihood (Tensor): :math:`\sum_d \sum_k \tilde\pi_{dk} \log p_{\theta_k}(\mathbf y_d \mid \mathbf x_d)`.
         kl_z (Tensor): The estimate of :math:`D_\text{KL}(q(\mathbf z) \,\|\, p(\mathbf z))` (with
@@ -122,6 +123,9 @@ class VaMoH(VaMoHInference, nn.Module):
         negative_slope (float): LeakyReLU slope of the hypernetworks, INRs and categorical nets.
             (default: ``0.1``)
         cache (NeighborCache, optional): Neighbour cache of the encoder.
+        kl_weight (float): :math:`\beta` on :math:`D_\text{KL}(q(\mathbf z) \| p(\mathbf z))` in the loss
+            (`Higgins et al., 2017 <https://openreview.net/forum?id=Sy2fzU9gl>`_); the reported ELBO is always
+            the paper's. (default: ``1``, the ELBO)
         encoder_norm (str): Normalisation in the encoder (:func:`~pcfunc.nn.norm_layer`): ``"batch"``
             (BatchNorm, the paper's) or ``"layer"`` (LayerNorm: the same function in training and evaluation
             mode; BatchNorm's running statistics, gathered on clouds thinned by point dropout, do not fit
@@ -155,6 +159,7 @@ class VaMoH(VaMoHInference, nn.Module):
         negative_slope: float = 0.1,
         cache: Optional[NeighborCache] = default_cache,
         encoder_norm: str = "batch",
+        kl_weight: float = 1.0,
     ) -> None:
         super().__init__()
         self.manifold = resolve_manifold(manifold)
@@ -165,7 +170,12 @@ class VaMoH(VaMoHInference, nn.Module):
             raise ValueError(f"kl_estimator must be one of {_KL_ESTIMATORS}, got {kl_estimator!r}")
         if max_dropout is not None and not 0.0 <= float(max_dropout) < 1.0:
             raise ValueError(f"max_dropout must be in [0, 1) or None, got {max_dropout!r}")
+        if isinstance(kl_weight, bool) or not isinstance(kl_weight, (int, float)) or not math.isfinite(kl_weight) \
+                or kl_weight < 0:
+            raise ValueError(f"kl_weight must be a non-negative number, got {kl_weight!r}")
         self.kl_estimator = kl_estimator
+        #: :math:`\beta`, the weight of the latent KL in the loss (1: the ELBO).
+        self.kl_weight = float(kl_weight)
         self.max_dropout = None if max_dropout is None else float(max_dropout)
         self.shared_dropout = bool(shared_dropout)
         if isinstance(encoder, str):
@@ -467,7 +477,9 @@ class VaMoH(VaMoHInference, nn.Module):
         elbo = (log_lik - kl_z - kl_c).view(num_samples, B).mean(0)
         mean = lambda t: t.view(num_samples, B).mean(0)  # noqa: E731
         counts = dense.mask.sum(-1)
-        return ELBOTerms(loss=-elbo.mean(), elbo=elbo, log_likelihood=mean(log_lik), kl_z=mean(kl_z),
+        loss = -elbo.mean() if self.kl_weight == 1.0 else \
+            -(log_lik - self.kl_weight * kl_z - kl_c).view(num_samples, B).mean(0).mean()
+        return ELBOTerms(loss=loss, elbo=elbo, log_likelihood=mean(log_lik), kl_z=mean(kl_z),
                          kl_c=mean(kl_c), num_points=counts,
                          num_encoded=torch.bincount(enc.batch, minlength=B))
 

@@ -415,3 +415,19 @@ def test_recalibrate_encoder_makes_evaluation_mode_the_trained_function():
     with pytest.raises(ValueError, match="batches is empty"):
         model.recalibrate_encoder([])
     assert tiny(encoder_norm="instance").recalibrate_encoder([b]) == 0
+
+
+def test_kl_weight_changes_the_loss_not_the_elbo():
+    torch.manual_seed(0)
+    a = tiny()
+    b = tiny(kl_weight=3.0)
+    b.load_state_dict(a.state_dict())
+    a.warmup = b.warmup = False
+    x = batch(3)
+    ta = a.elbo(x, dropout=False, generator=torch.Generator().manual_seed(0))
+    tb = b.elbo(x, dropout=False, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(ta.elbo, tb.elbo)
+    expect = -(ta.log_likelihood - 3.0 * ta.kl_z - ta.kl_c).mean()
+    assert torch.allclose(tb.loss, expect) and torch.allclose(ta.loss, -ta.elbo.mean())
+    with pytest.raises(ValueError, match="kl_weight"):
+        tiny(kl_weight=-1.0)
