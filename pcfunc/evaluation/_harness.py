@@ -57,7 +57,7 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
                    fine: Optional[Tuple[Grid, Tensor]] = None,
                    pca_components: Optional[int] = None, scale: float = 1.0, data_range: float = 1.0,
                    num_prior_samples: int = 32, max_train_fields: int = 64, fields_per_call: int = 16,
-                   seed: int = 0) -> Dict[str, Any]:
+                   seed: int = 0, refine_steps: int = 0) -> Dict[str, Any]:
     r"""Every task of a trained :class:`~pcfunc.models.VaMoH` on held-out fields, next to the baselines.
 
     Tasks (each scored by :func:`score` on the points it predicts):
@@ -92,6 +92,8 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
         max_train_fields (int): Training fields reconstructed (the first ones).
         fields_per_call (int): Fields per forward pass (memory).
         seed (int): Seed of the prior samples and the ELBO's latent sample.
+        refine_steps (int): Passed to ``reconstruct`` and ``inpaint`` (semi-amortised inference); ``0``: the
+            encoder alone.
 
     Returns:
         dict: ``{"tasks": {task: {method: {"psnr", "rmse", "points"}}}, "health": {...}, "elbo": {...}}``,
@@ -117,8 +119,11 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
     def run(fn: Callable[[Tensor], Tensor], values: Tensor) -> Tensor:
         return torch.cat([fn(values[s]) for s in _chunks(values.size(0), fields_per_call)])
 
+    g = torch.Generator().manual_seed(seed)
+    refine = dict(refine_steps=refine_steps, generator=g) if refine_steps else {}
+
     def rec(values: Tensor) -> Tensor:
-        return model.reconstruct(_batch(grid, values), grid.pos.to(values.dtype)).to(values.dtype)
+        return model.reconstruct(_batch(grid, values), grid.pos.to(values.dtype), **refine).to(values.dtype)
 
     pca_name = f"pca_{pca.num_components}"
     for task, values in (("reconstruction", test), ("reconstruction_train", train[:max_train_fields])):
@@ -132,7 +137,7 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
             raise ValueError(f"masks[{name!r}] must observe some points and hide some")
 
         def inp(values: Tensor, obs: Tensor = obs) -> Tensor:
-            return model.inpaint(_batch(grid, values, obs), grid.pos.to(values.dtype)).to(values.dtype)
+            return model.inpaint(_batch(grid, values, obs), grid.pos.to(values.dtype), **refine).to(values.dtype)
 
         row = {"vamoh": sc(run(inp, test), test, hidden),
                "training_mean": sc(mean.expand_as(test), test, hidden),
@@ -146,7 +151,7 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
         if fine_test.size(0) != B or fine_test.size(1) != fine_grid.num_points:
             raise ValueError(f"fine[1] must have shape [{B}, {fine_grid.num_points}, C], got {tuple(fine_test.shape)}")
         fpos = fine_grid.pos.to(test.dtype)
-        sr = torch.cat([model.reconstruct(_batch(grid, test[s]), fpos).to(test.dtype)
+        sr = torch.cat([model.reconstruct(_batch(grid, test[s]), fpos, **refine).to(test.dtype)
                         for s in _chunks(B, fields_per_call)])
         row = {"vamoh": sc(sr, fine_test)}
         if isinstance(grid, LatLonGrid):
@@ -178,7 +183,7 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
     npts = torch.cat([t.num_points for t in terms]).double()
     per_point = lambda name: float((torch.cat([getattr(t, name) for t in terms]).double() / npts).mean())  # noqa: E731
     elbo = {name: per_point(name) for name in ("elbo", "log_likelihood", "kl_z", "kl_c")}
-    return {"tasks": tasks, "health": health, "elbo_per_point": elbo,
+    return {"tasks": tasks, "health": health, "elbo_per_point": elbo, "refine_steps": int(refine_steps),
             "fields": {"train": int(train.size(0)), "test": int(B), "points": int(N)}}
 
 

@@ -4,6 +4,7 @@ component maps, latent interpolation and uncertainty maps."""
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Callable, Iterator, NamedTuple, Optional, Tuple, TypeVar
 
 import torch
@@ -92,6 +93,43 @@ class VaMoHInference:
             outs.append((torch.softmax(logits, -1).unsqueeze(-1) * means).sum(-2))
         return torch.cat(outs, dim=1)
 
+    def _posterior(self, pts: Any, refine_steps: int = 0, refine_lr: float = 0.05,
+                   generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
+        r"""Mean and log-variance of :math:`q(\mathbf z)` for the clouds ``pts``: the encoder's, then, with
+        ``refine_steps > 0``, refined by Adam on the ELBO of these points with the generators fixed."""
+        mu, logvar = self._encode_points(pts)
+        if refine_steps:
+            mu, logvar = self._refine(pts, mu, logvar, check_positive_int(refine_steps, "refine_steps"), refine_lr,
+                                      generator)
+        return mu, logvar
+
+    def _refine(self, pts: Any, mu: Tensor, logvar: Tensor, steps: int, lr: float,
+                generator: Optional[torch.Generator]) -> Tuple[Tensor, Tensor]:
+        if not (isinstance(lr, (int, float)) and lr > 0):
+            raise ValueError(f"refine_lr must be a positive number, got {lr!r}")
+        dense = dense_points(pts)
+        pos, y, mask = dense.pos, dense.y.to(mu.dtype), dense.mask.to(mu.dtype)
+        coords = self.fourier(pos)
+        mu = mu.detach().clone().requires_grad_(True)
+        logvar = logvar.detach().clone().requires_grad_(True)
+        opt = torch.optim.Adam([mu, logvar], lr=lr)
+        with torch.enable_grad():
+            for _ in range(steps):
+                eps = torch.randn(mu.shape, generator=generator, device="cpu").to(mu)
+                z = mu + torch.exp(0.5 * logvar) * eps
+                params = self._component_params(z, pos)
+                log_p = self.likelihood.log_prob(params, y.unsqueeze(-2), validate=False).sum(-1)  # [B, N, K]
+                log_pi = torch.log_softmax(self._prior_logits(coords, z, y.size(1)), dim=-1)
+                # The mixture's exact log-likelihood per point, log sum_k pi_k p_k (no bound over c needed here).
+                log_lik = (torch.logsumexp(log_pi + log_p, dim=-1) * mask).sum(-1)
+                log_q = (-0.5 * eps * eps - 0.5 * logvar - 0.5 * math.log(2 * math.pi)).sum(-1)
+                kl = log_q - self.prior_log_prob(z)
+                loss = -(log_lik - kl).sum()
+                grads = torch.autograd.grad(loss, [mu, logvar])
+                mu.grad, logvar.grad = grads
+                opt.step()
+        return mu.detach(), logvar.detach()
+
     def _latent(self, source: Any) -> Tensor:
         if isinstance(source, Tensor):
             if source.dim() != 2 or source.size(1) != self.latent_dim:
@@ -140,7 +178,9 @@ class VaMoHInference:
         return y.gather(2, c[..., None, None].expand(*c.shape, 1, y.size(-1))).squeeze(2)
 
     @_inference
-    def reconstruct(self, batch: Any, pos: Optional[Tensor] = None, chunk_size: Optional[int] = None) -> Tensor:
+    def reconstruct(self, batch: Any, pos: Optional[Tensor] = None, chunk_size: Optional[int] = None,
+                    refine_steps: int = 0, refine_lr: float = 0.05,
+                    generator: Optional[torch.Generator] = None) -> Tensor:
         r"""Posterior-mean reconstruction in one forward pass: :math:`\mathbf z = \mathbb E_q[\mathbf z]`, decoded.
 
         Args:
@@ -149,9 +189,15 @@ class VaMoHInference:
                 then packed like ``batch.x``, :math:`(N, C)`), or :math:`(M, D)` / :math:`(B, M, D)` for any
                 other points, e.g. a finer grid for super-resolution (output :math:`(B, M, C)`).
             chunk_size (int, optional): Points decoded at once.
+            refine_steps (int): Adam steps that refine :math:`q(\mathbf z)` from the encoder's output by maximising
+                the ELBO of the given points with the generators fixed (semi-amortised inference, `Kim et al.,
+                2018 <https://arxiv.org/abs/1802.02550>`_); ``0``: the encoder's posterior alone, as in the
+                paper. (default: ``0``)
+            refine_lr (float): Their learning rate. (default: ``0.05``)
+            generator (torch.Generator, optional): Randomness of the refinement's latent samples.
         """
         pts = as_points(batch, self.manifold, self.in_channels, "batch")
-        z = self._encode_points(pts)[0]
+        z = self._posterior(pts, refine_steps, refine_lr, generator)[0]
         if pos is not None:
             return self._predict(z, self._check_query(pos, z.size(0)), chunk_size)
         dense = dense_points(pts)
@@ -159,15 +205,17 @@ class VaMoHInference:
 
     @_inference
     def inpaint(self, observed: Any, pos: Tensor, keep_observed: bool = False,
-                chunk_size: Optional[int] = None) -> Tensor:
+                chunk_size: Optional[int] = None, refine_steps: int = 0, refine_lr: float = 0.05,
+                generator: Optional[torch.Generator] = None) -> Tensor:
         r"""Complete functions from the observed part of each: encode ``observed`` (any subset of points: a
         patch removed, half a globe, random points) and predict at ``pos``, :math:`(B, M, C)`.
 
         With ``keep_observed=True`` the prediction at a query point that coincides with an observed point of
-        the same cloud (same coordinates) is replaced by the observed value.
+        the same cloud (same coordinates) is replaced by the observed value. ``refine_steps``, ``refine_lr`` and
+        ``generator``: see :meth:`reconstruct` (the refinement fits the observed points only).
         """
         pts = as_points(observed, self.manifold, self.in_channels, "observed")
-        z = self._encode_points(pts)[0]
+        z = self._posterior(pts, refine_steps, refine_lr, generator)[0]
         pos = self._check_query(pos, z.size(0))
         out = self._predict(z, pos, chunk_size)
         if keep_observed:
@@ -233,7 +281,7 @@ class VaMoHInference:
     @_inference
     def predictive(self, batch: Any, pos: Optional[Tensor] = None, num_samples: int = 32,
                    include_noise: bool = True, generator: Optional[torch.Generator] = None,
-                   chunk_size: Optional[int] = None) -> Predictive:
+                   chunk_size: Optional[int] = None, refine_steps: int = 0, refine_lr: float = 0.05) -> Predictive:
         r"""Per-point predictive mean and standard deviation given the observed ``batch`` (uncertainty maps).
 
         Draws ``num_samples`` latents :math:`\mathbf z_s \sim q(\mathbf z \mid \mathbf X, \mathbf Y)`. The mean is
@@ -246,12 +294,14 @@ class VaMoHInference:
             batch: The observed points.
             pos (Tensor, optional): Query points :math:`(M, D)` / :math:`(B, M, D)`; ``None`` for the
                 batch's own points (equal-size clouds).
+            refine_steps (int): See :meth:`reconstruct`. (default: ``0``)
+            refine_lr (float): See :meth:`reconstruct`. (default: ``0.05``)
         """
         num_samples = check_positive_int(num_samples, "num_samples")
         if num_samples < 2:
             raise ValueError(f"num_samples must be at least 2 for a standard deviation, got {num_samples}")
         pts = as_points(batch, self.manifold, self.in_channels, "batch")
-        mu, logvar = self._encode_points(pts)
+        mu, logvar = self._posterior(pts, refine_steps, refine_lr, generator)
         if pos is None:
             dense = dense_points(pts)
             if not bool(dense.mask.all()):
