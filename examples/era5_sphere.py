@@ -37,7 +37,6 @@ import torch
 from pcfunc.data import (ERA5_ATTRIBUTION, ERA5Dataset, LatLonGrid, MinMaxNormalizer, interpolate_to_points,
                          load_era5, load_era5_sample, split_by_time)
 from pcfunc.manifolds import latlon_to_xyz, xyz_to_latlon
-from pcfunc.metrics import psnr, rmse
 from pcfunc.models import VaMoH, vamoh_config
 
 # Model sizes. "paper" is VaMoH Table 3 (ERA5 column). "small" keeps its structure (PointConv encoder
@@ -50,7 +49,7 @@ CONFIGS: Dict[str, Dict[str, Any]] = {
                            dict(out_channels=128, num_neighbors=9, num_centroids=64),
                            dict(out_channels=32, num_neighbors=9, num_centroids=16)],
                   weight_hidden=[16, 16], hypernet_hidden=[128, 256], generator_hidden=[32, 32, 32],
-                  likelihood="gaussian"),
+                  likelihood="gaussian", max_dropout=0.0),
     "tiny": dict(encoder=[dict(out_channels=8, num_neighbors=9, num_centroids=256),
                           dict(out_channels=8, num_neighbors=9, num_centroids=16)],
                  weight_hidden=[8], latent_dim=8, hypernet_hidden=[16], generator_hidden=[16],
@@ -64,7 +63,8 @@ GASP_CONFIGS: Dict[str, Dict[str, Any]] = {
     "tiny": dict(latent_dim=8, hypernet_hidden=[16], inr_hidden=[16, 16], num_frequencies=16,
                  disc_channels=[4, 8], weight_hidden=[4]),
 }
-DEFAULT_STEPS = 2000
+DEFAULT_STEPS = 1500
+DEFAULT_REFINE = 100
 DEFAULT_GASP_STEPS = 2000
 PATCH = (45.0, -100.0, 30.0)  # centre latitude, longitude and great-circle radius (degrees): North America
 
@@ -95,6 +95,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--likelihood", default=None, choices=["gaussian", "continuous_bernoulli"],
                    help="VaMoH's per-point likelihood (default: gaussian with a learned scale for small/tiny; the "
                         "paper's continuous_bernoulli for --config paper)")
+    p.add_argument("--refine-steps", type=int, default=DEFAULT_REFINE,
+                   help=f"steps refining q(z) on each field's observed points at inference (default: {DEFAULT_REFINE}; "
+                        "0: the encoder alone, as in the paper)")
     p.add_argument("--no-init", action="store_true",
                    help="start the generators at random (the paper) instead of at the training data's mean function")
     p.add_argument("--resolution", type=float, default=4.0, help="training grid spacing in degrees (default: 4)")
@@ -121,19 +124,6 @@ def load_field(args: argparse.Namespace):
     lat, lon = regular_axes(args.resolution)
     coarse = field.regrid(lat, lon % 360.0 if field.lon.min() >= 0 else ((lon + 180) % 360) - 180)
     return field, coarse
-
-
-def zonal_mean_fill(values: torch.Tensor, lat: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
-    """Baseline in-painting: each hidden point gets the mean of the observed points at its latitude
-    (the global observed mean where a latitude has none)."""
-    out = values.clone()
-    keys = torch.round(lat * 1e4)
-    fallback = values[observed].mean()
-    for k in torch.unique(keys):
-        row = keys == k
-        obs = row & observed
-        out[row & ~observed] = values[obs].mean() if bool(obs.any()) else fallback
-    return out
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -245,70 +235,60 @@ def evaluate_gasp(model, field, coarse, test_idx: np.ndarray, norm: MinMaxNormal
     return {"metrics": metrics, "figures": ["gasp_samples.png", "globe_gasp_sample.png"], "quality": quality}
 
 
-def evaluate(model: VaMoH, field, coarse, test_idx: np.ndarray, norm: MinMaxNormalizer) -> Dict[str, Any]:
-    """All tasks on the test fields; returns the metrics and the arrays of the first test field for the figures."""
+def evaluate(model: VaMoH, field, coarse, test_idx: np.ndarray, norm: MinMaxNormalizer,
+             refine_steps: int = 0) -> Dict[str, Any]:
+    """Every task on the test fields by the quality harness (next to its baselines), and the arrays of the first
+    test field for the figures."""
+    from pcfunc.evaluation import evaluate_vamoh
+
     g4 = LatLonGrid(coarse.lat, coarse.lon)
     fine = LatLonGrid(field.lat, field.lon)
-    x4 = torch.as_tensor(norm.transform(coarse.values[test_idx], clip=True), dtype=torch.float32)[..., None]
-    x1 = torch.as_tensor(norm.transform(field.values[test_idx], clip=True), dtype=torch.float32)[..., None]
-    b4 = g4.to_batch(x4)
-    y4 = b4.x.view(len(test_idx), -1, 1)
-    y1 = fine.to_batch(x1).x.view(len(test_idx), -1, 1)
+    to_pts = lambda grid, v: grid.to_batch(torch.as_tensor(norm.transform(v, clip=True), dtype=torch.float32)[
+        ..., None]).x.view(len(v), -1, 1)  # noqa: E731
+    n_train = int(test_idx[0])
+    train4, y4, y1 = to_pts(g4, coarse.values[:n_train]), to_pts(g4, coarse.values[test_idx]), \
+        to_pts(fine, field.values[test_idx])
     scale = norm.high - norm.low
-    res: Dict[str, Any] = {}
-
-    def score(name: str, pred: torch.Tensor, truth: torch.Tensor, sel: Optional[torch.Tensor] = None) -> None:
-        p, t = (pred, truth) if sel is None else (pred[:, sel], truth[:, sel])
-        res[name] = {"psnr_db": float(psnr(p, t, data_range=1.0).mean()),
-                     "rmse_k": float(rmse(p, t).mean()) * scale, "points": int(t.size(1))}
-
-    # Reconstruction at the training resolution, one forward pass.
-    rec4 = model.reconstruct(b4).view_as(y4)
-    # Task names carry the grids' spacings (4 and 1 degrees by default; others with --resolution / --data).
-    coarse_deg = f"{abs(float(coarse.lat[0] - coarse.lat[1])):g}deg" if len(coarse.lat) > 1 else "grid"
-    fine_deg = f"{abs(float(field.lat[0] - field.lat[1])):g}deg" if len(field.lat) > 1 else "grid"
-    score(f"reconstruction_{coarse_deg}", rec4, y4)
-    # Super-resolution: the INR evaluated at the 1-degree points vs the real 1-degree data.
-    sr = model.reconstruct(b4, fine.pos)
-    score(f"super_resolution_{fine_deg}", sr, y1)
-    arr4 = g4.to_array(y4.reshape(-1, 1), torch.arange(len(test_idx)).repeat_interleave(g4.num_points))
-    bil = interpolate_to_points(arr4[..., 0].double(), g4.lat, g4.lon, fine.pos.double()).float()[..., None]
-    score(f"baseline_bilinear_{fine_deg}", bil, y1)
-
     lat4, lon4 = xyz_to_latlon(g4.pos.double())
     centre = latlon_to_xyz(torch.tensor(PATCH[0], dtype=torch.float64), torch.tensor(PATCH[1], dtype=torch.float64))
     in_patch = torch.acos((g4.pos.double() @ centre).clamp(-1, 1)) < math.radians(PATCH[2])
     west = torch.remainder(lon4, 360.0) >= 180.0
-    masks = {"inpaint_patch": ~in_patch, "inpaint_half": ~west}
-    B, N = y4.shape[:2]
+    masks = {"patch": ~in_patch, "half": ~west}
+    quality = evaluate_vamoh(model, g4, train4, y4, masks=masks, fine=(fine, y1), scale=scale, seed=0,
+                             refine_steps=refine_steps)
+    # metrics.json's flat view: task names carry the grids' spacings (4 and 1 degrees by default).
+    coarse_deg = f"{abs(float(coarse.lat[0] - coarse.lat[1])):g}deg" if len(coarse.lat) > 1 else "grid"
+    fine_deg = f"{abs(float(field.lat[0] - field.lat[1])):g}deg" if len(field.lat) > 1 else "grid"
+    t = quality["tasks"]
+    flat = lambda d: {"psnr_db": d["psnr"], "rmse_k": d["rmse"], "points": d["points"]}  # noqa: E731
+    res: Dict[str, Any] = {
+        f"reconstruction_{coarse_deg}": flat(t["reconstruction"]["vamoh"]),
+        f"baseline_training_mean_{coarse_deg}": flat(t["reconstruction"]["training_mean"]),
+        f"super_resolution_{fine_deg}": flat(t["super_resolution"]["vamoh"]),
+        f"baseline_bilinear_{fine_deg}": flat(t["super_resolution"]["bilinear"]),
+    }
+    for name in masks:
+        res[f"inpaint_{name}"] = flat(t[f"inpaint_{name}"]["vamoh"])
+        res[f"baseline_zonal_mean_{name}"] = flat(t[f"inpaint_{name}"]["zonal_mean"])
+        res[f"baseline_training_mean_{name}"] = flat(t[f"inpaint_{name}"]["training_mean"])
+    res["_quality"] = quality
+
+    # The first test field, for the maps.
+    refine = dict(refine_steps=refine_steps, generator=torch.Generator().manual_seed(0)) if refine_steps else {}
+    one = _batch_of(g4, y4[0])
+    rec4 = model.reconstruct(one, g4.pos, **refine)[0]
+    sr = model.reconstruct(one, fine.pos, **refine)[0]
+    arr4 = g4.to_array(y4[0])
+    bil = interpolate_to_points(arr4[..., 0].double(), g4.lat, g4.lon, fine.pos.double()).float()[..., None]
     preds = {}
     for name, observed in masks.items():
-        obs_b = g4.to_batch(x4)
-        keep = observed.repeat(B)
-        obs_b.x, obs_b.pos, obs_b.batch = obs_b.x[keep], obs_b.pos[keep], obs_b.batch[keep]
-        pred = model.inpaint(obs_b, g4.pos)
-        preds[name] = (pred, observed)
-        score(name, pred, y4, ~observed)
-        base = torch.stack([zonal_mean_fill(y4[i, :, 0], lat4.float(), observed) for i in range(B)])[..., None]
-        score(f"baseline_zonal_mean_{name.split('_')[1]}", base, y4, ~observed)
-    half_obs = g4.to_batch(x4[:1])
-    keep = masks["inpaint_half"]
-    half_obs.x, half_obs.pos, half_obs.batch = half_obs.x[keep], half_obs.pos[keep], half_obs.batch[keep]
-    # The quality harness: every task next to the training mean, PCA, zonal mean and bilinear baselines, and the
-    # model's health (active latent dimensions, mixture usage, prior-sample spread).
-    from pcfunc.evaluation import evaluate_vamoh
-
-    n_train = int(test_idx[0])
-    train4 = g4.to_batch(torch.as_tensor(norm.transform(coarse.values[:n_train], clip=True),
-                                         dtype=torch.float32)[..., None]).x.view(n_train, -1, 1)
-    res["_quality"] = evaluate_vamoh(model, g4, train4, y4, masks=masks, fine=(fine, y1), scale=scale,
-                                     seed=0) if B >= 2 else None
-    unc = model.predictive(half_obs, g4.pos, num_samples=16, include_noise=False,
-                           generator=torch.Generator().manual_seed(0))
-    maps = model.component_maps(g4.to_batch(x4[:1]), posterior=True)
-    res["_arrays"] = dict(g4=g4, fine=fine, truth1=y1[0], truth4=y4[0], rec4=rec4[0], sr=sr[0], bil=bil[0],
-                          preds={k: (v[0][0], v[1]) for k, v in preds.items()}, std=unc.std[0],
-                          entropy=maps.entropy[0], seg=maps.segmentation[0])
+        obs = _batch_of(g4, y4[0], observed)
+        preds[f"inpaint_{name}"] = (model.inpaint(obs, g4.pos, **refine)[0], observed)
+    unc = model.predictive(_batch_of(g4, y4[0], masks["half"]), g4.pos, num_samples=16, include_noise=False,
+                           generator=torch.Generator().manual_seed(0), refine_steps=refine_steps)
+    maps = model.component_maps(one, posterior=True)
+    res["_arrays"] = dict(g4=g4, fine=fine, truth1=y1[0], truth4=y4[0], rec4=rec4, sr=sr, bil=bil, preds=preds,
+                          std=unc.std[0], entropy=maps.entropy[0], seg=maps.segmentation[0])
     return res
 
 
@@ -379,10 +359,14 @@ def render(model: VaMoH, res: Dict[str, Any], norm: MinMaxNormalizer, out: Path,
     return written
 
 
-def _batch_of(grid: LatLonGrid, values: torch.Tensor):
+def _batch_of(grid: LatLonGrid, values: torch.Tensor, observed: Optional[torch.Tensor] = None):
+    """One field on ``grid`` as a batch of one cloud, restricted to its ``observed`` points if given."""
     from torch_geometric.data import Batch
 
-    return Batch(x=values.reshape(-1, 1), pos=grid.pos, batch=torch.zeros(grid.num_points, dtype=torch.long))
+    keep = torch.ones(grid.num_points, dtype=torch.bool) if observed is None else observed
+    n = int(keep.sum())
+    return Batch(x=values.reshape(-1, 1)[keep], pos=grid.pos[keep], batch=torch.zeros(n, dtype=torch.long),
+                 ptr=torch.tensor([0, n]))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
@@ -417,7 +401,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         model, trainer, train_s, resumed = train(args, train_set, val_set, out)
         if trainer.global_rank != 0:
             return {}
-        res = evaluate(model, field, coarse, test_idx, norm_test)
+        res = evaluate(model, field, coarse, test_idx, norm_test, refine_steps=args.refine_steps)
         t_render = time.perf_counter()
         written = render(model, res, norm, out, args.globe_size, field.units, field.variable)
         metrics = {k: v for k, v in res.items() if not k.startswith("_")}

@@ -36,14 +36,21 @@ from pcfunc.nn import LayerSpec
 from pcfunc.render import save_image_grid
 
 
+DEFAULT_STEPS = 1500
+DEFAULT_GASP_STEPS = 2000
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=None,
                    help="a folder of images or an MNIST idx file (.gz ok); default: scikit-learn's digits")
     p.add_argument("--size", type=int, default=32, help="image size for --data folders (default: 32)")
     p.add_argument("--model", choices=["both", "vamoh", "gasp"], default="both")
-    p.add_argument("--minutes", type=float, default=2.5, help="training time per model (default: 2.5)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs per model instead of --minutes")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"optimiser steps per model (default: {DEFAULT_STEPS} for VaMoH, {DEFAULT_GASP_STEPS} for "
+                        "GASP: the same model on every machine)")
+    p.add_argument("--minutes", type=float, default=None, help="a wall-time budget per model instead of --steps")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per model instead of --steps")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--tiny", action="store_true", help="tiny networks (tests)")
     p.add_argument("--limit", type=int, default=None, help="use at most this many images")
@@ -74,11 +81,17 @@ def encoder_specs(n: int, tiny: bool) -> List[Dict[str, Any]]:
             for i, (w, c) in enumerate(zip(widths, cents))]
 
 
-def trainer_for(args: argparse.Namespace, out: Path):
+def trainer_for(args: argparse.Namespace, out: Path, default_steps: int):
     from pcfunc.training import make_trainer
 
-    limits: Dict[str, Any] = ({"max_time": {"minutes": args.minutes}, "max_epochs": 10_000} if args.epochs is None
-                              else {"max_epochs": args.epochs})
+    if args.epochs is not None:
+        limits: Dict[str, Any] = {"max_epochs": args.epochs}
+    elif args.minutes is not None and args.steps is None:
+        limits = {"max_time": {"minutes": args.minutes}, "max_epochs": 1_000_000}
+    else:
+        limits = {"max_steps": args.steps or default_steps, "max_epochs": 1_000_000}
+        if args.minutes is not None:
+            limits["max_time"] = {"minutes": args.minutes}
     return make_trainer(out, checkpoint_every=200, accelerator="cpu", log_every=20,
                         progress_bar=not args.no_progress, tensorboard=False, limit_val_batches=0, **limits)
 
@@ -101,9 +114,13 @@ def run_vamoh(args, train_img, test_img, levels, out: Path) -> Dict[str, Any]:
 
     model = VaMoH(grid.manifold, in_channels=C, encoder=spec,
                   likelihood=DiscretizedLogisticLikelihood(C, num_bins=levels), **kw)
+    # Every generator starts at the mean image (and the likelihood's scale at the pixels' spread).
+    train_t = torch.as_tensor(train_img)
+    pix = grid.to_batch(train_t)
+    model.initialize_generators(pix.pos, pix.x, generator=torch.Generator().manual_seed(args.seed))
     module = VaMoHModule(model, lr=1e-3, warmup_steps=200, seed=args.seed)
     t0 = time.perf_counter()
-    fit(trainer_for(args, out / "vamoh"), module, FunctionDataModule(ImageDataset(train_img), batch_size=args.batch_size,
+    fit(trainer_for(args, out / "vamoh", DEFAULT_STEPS), module, FunctionDataModule(ImageDataset(train_img), batch_size=args.batch_size,
                                                                       seed=args.seed))
     train_s = time.perf_counter() - t0
     model = module.model.eval()
@@ -160,10 +177,18 @@ def run_vamoh(args, train_img, test_img, levels, out: Path) -> Dict[str, Any]:
                     cmap="viridis", row_titles=["image", "entropy / log K", "segmentation"], scale=max(1, 64 // H),
                     title="VaMoH mixture assignments q(c | x, y, z)")
     res["figures"] = ["vamoh_tasks.png", "vamoh_samples.png", "vamoh_samples_x4.png", "vamoh_components.png"]
+    if len(test) >= 2:
+        # The quality harness: the tasks next to the mean image and PCA with as many components as the latent.
+        from pcfunc.evaluation import evaluate_vamoh, format_report
+
+        flat = lambda a: grid.to_batch(a).x.view(len(a), -1, C)  # noqa: E731
+        res["quality"] = evaluate_vamoh(model, grid, flat(train_t[:2000]), flat(test),
+                                        masks={"centre_hidden": ~centre, "centre_only": centre}, seed=args.seed)
+        print(format_report(res["quality"]))
     return res
 
 
-def run_gasp(args, train_img, out: Path) -> Dict[str, Any]:
+def run_gasp(args, train_img, out: Path, test_img: Optional[np.ndarray] = None) -> Dict[str, Any]:
     import lightning.pytorch as pl
 
     from pcfunc.models import GASP
@@ -184,7 +209,7 @@ def run_gasp(args, train_img, out: Path) -> Dict[str, Any]:
             return d
 
     t0 = time.perf_counter()
-    fit(trainer_for(args, out / "gasp"), module,
+    fit(trainer_for(args, out / "gasp", DEFAULT_GASP_STEPS), module,
         FunctionDataModule(ImageDataset(train_img, transform=Symmetric()), batch_size=args.batch_size, seed=args.seed))
     train_s = time.perf_counter() - t0
     model = module.model.eval()
@@ -196,8 +221,15 @@ def run_gasp(args, train_img, out: Path) -> Dict[str, Any]:
     save_image_grid(s4.reshape(-1, *fine.shape, C), out / "gasp_samples_x4.png", ncols=8,
                     scale=max(1, 64 // fine.shape[0]),
                     title=f"the same samples at {fine.shape[0]}x{fine.shape[1]}")
+    from pcfunc.evaluation import evaluate_gasp
+
+    quality = None
+    if test_img is not None and len(test_img) >= 2:
+        test = torch.as_tensor(test_img)
+        quality = evaluate_gasp(model, grid, grid.to_batch(test).x.view(len(test), -1, C),
+                                transform=lambda v: (v + 1) / 2, seed=args.seed)
     return {"train_seconds": round(train_s, 1), "batches": int(module.global_step // 2),
-            "figures": ["gasp_samples.png", "gasp_samples_x4.png"]}
+            "figures": ["gasp_samples.png", "gasp_samples_x4.png"], "quality": quality}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
@@ -213,7 +245,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     if args.model in ("both", "vamoh"):
         summary["vamoh"] = run_vamoh(args, train_img, test_img, levels, out)
     if args.model in ("both", "gasp"):
-        summary["gasp"] = run_gasp(args, train_img, out)
+        summary["gasp"] = run_gasp(args, train_img, out, test_img)
     summary["total_seconds"] = round(time.perf_counter() - t_start, 1)
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))

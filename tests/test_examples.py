@@ -58,6 +58,12 @@ def test_era5_sphere_main_tiny(tmp_path: Path) -> None:
                  "baseline_zonal_mean_patch", "inpaint_half", "baseline_zonal_mean_half"):
         assert np.isfinite(m[task]["psnr_db"]) and m[task]["rmse_k"] > 0, task
     assert m["super_resolution_1deg"]["points"] == 64442
+    # The quality harness's report: VaMoH next to the training mean and PCA on the same points, and its health.
+    q = saved["quality"]["tasks"]
+    assert set(q["reconstruction"]) == {"vamoh", "training_mean", "pca_8"}
+    assert q["reconstruction"]["vamoh"]["psnr"] == m["reconstruction_4deg"]["psnr_db"]
+    assert set(q["inpaint_half"]) == {"vamoh", "training_mean", "pca_8", "zonal_mean"}
+    assert saved["quality"]["health"]["latent_dim"] == 8
     assert m["inpaint_half"]["points"] == m["baseline_zonal_mean_half"]["points"] > 1000
     # The bilinear baseline is an honest one: t2m at 1 degree from 4 degrees within a few kelvin.
     assert m["baseline_bilinear_1deg"]["rmse_k"] < 4.0

@@ -82,7 +82,8 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
         model (VaMoH): A trained model (put in eval mode here).
         grid (Grid): The points of ``train`` and ``test``.
         train (Tensor): Training fields :math:`(T, N, C)`, normalised as the model saw them.
-        test (Tensor): Held-out fields :math:`(B, N, C)`, :math:`B \ge 2`.
+        test (Tensor): Held-out fields :math:`(B, N, C)` (with :math:`B = 1` the figures that need a variance
+            over fields, active units and prior-sample spread, are ``None``).
         masks (dict, optional): Name to observed mask for in-painting.
         fine (tuple, optional): ``(fine_grid, fine_test)`` with ``fine_test`` :math:`(B, M, C)`.
         pca_components (int, optional): Components of the PCA baseline.
@@ -105,8 +106,8 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
     for name, t in (("train", train), ("test", test)):
         if t.size(1) != N:
             raise ValueError(f"{name} has {t.size(1)} points per field but grid has {N}")
-    if test.size(0) < 2:
-        raise ValueError("test must hold at least 2 fields (the spread and active units need a variance)")
+    if test.size(0) < 1:
+        raise ValueError("test must hold at least one field")
     model.eval()
     k = pca_components if pca_components is not None else model.latent_dim
     pca = PCABaseline(train, k)
@@ -166,7 +167,9 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
         with torch.no_grad():
             return torch.cat([model.encode(_batch(grid, values[s]))[0] for s in _chunks(values.size(0), fields_per_call)])
 
-    health: Dict[str, Any] = {"active_units_test": active_units(means(test)), "latent_dim": int(model.latent_dim)}
+    # Figures that need a variance over fields are None with a single held-out field.
+    health: Dict[str, Any] = {"active_units_test": active_units(means(test)) if B >= 2 else None,
+                              "latent_dim": int(model.latent_dim)}
     tr = train[:max_train_fields]
     if tr.size(0) >= 2:
         health["active_units_train"] = active_units(means(tr))
@@ -177,7 +180,7 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
     samples = torch.cat([model.sample(min(fields_per_call, num_prior_samples - s), grid.pos.to(test.dtype),
                                       generator=g).to(test.dtype)
                          for s in range(0, num_prior_samples, fields_per_call)])
-    health["prior_samples"] = sample_statistics(samples, test, scale)
+    health["prior_samples"] = sample_statistics(samples, test, scale) if B >= 2 and num_prior_samples >= 2 else None
     with torch.no_grad():
         terms = [model.elbo(_batch(grid, test[s]), dropout=False, generator=g) for s in _chunks(B, fields_per_call)]
     npts = torch.cat([t.num_points for t in terms]).double()
