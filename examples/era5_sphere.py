@@ -184,6 +184,11 @@ def train_gasp(args: argparse.Namespace, train_set, out: Path):
     pl.seed_everything(args.seed, workers=True, verbose=False)
     module = GASPModule.from_config("era5", num_points=None if args.config == "paper" else 2048, seed=args.seed,
                                     **GASP_CONFIGS[args.config])
+    if not args.no_init and not args.resume:
+        # The generator starts at the training fields' mean function; the game then learns what varies.
+        items = [train_set[i] for i in range(len(train_set))]
+        module.model.initialize_generator(torch.cat([d.pos for d in items]), torch.cat([d.x for d in items]),
+                                          generator=torch.Generator().manual_seed(args.seed))
     dm = FunctionDataModule(train_set, batch_size=min(args.batch_size, len(train_set)), seed=args.seed)
     limits = budget(args, DEFAULT_GASP_STEPS)
     trainer = make_trainer(out, checkpoint_every=50, devices=args.devices, num_nodes=args.num_nodes,

@@ -11,7 +11,8 @@ from torch import Tensor, nn
 
 from .._validation import check_points, check_positive_int
 from ..manifolds import Manifold, resolve_manifold
-from ..nn import FourierFeatures, FunctionRepresentation, HyperNetwork, PointConvNet, gasp_discriminator_specs
+from ..nn import (FourierFeatures, FunctionRepresentation, HyperNetwork, PointConvNet, fit_function,
+                  gasp_discriminator_specs)
 from ..ops import NeighborCache, default_cache
 from ._configs import copy_config
 from ._points import Points, as_points, dense_points, rank_in_cloud, shared_positions
@@ -183,6 +184,38 @@ class GASP(nn.Module):
         return cls(**cfg)
 
     # ------------------------------------------------------------------ generator
+    def initialize_generator(self, pos: Tensor, y: Tensor, steps: int = 500, lr: float = 1e-2, num_points: int = 4096,
+                             residual_scale: float = 0.1, generator: Optional[torch.Generator] = None) -> float:
+        r"""Start the generator at the function that best fits the pooled training points (least squares).
+
+        Fits one INR weight vector :math:`\theta_0` to minimise :math:`\frac1N \sum_i \lVert f_{\theta_0}(\mathbf x_i)
+        - \mathbf y_i \rVert^2` (:func:`~pcfunc.nn.fit_function`) and sets the hypernetwork to
+        :math:`\theta_0 + \text{residual\_scale} \cdot W \mathbf h(\mathbf z)` (:meth:`~pcfunc.nn.HyperNetwork.start_at`):
+        every latent then generates (nearly) the data's mean function at the first step, and the adversarial game
+        starts from there instead of from a random field. The paper starts from a random initialisation.
+
+        Args:
+            pos (Tensor): Coordinates of the pooled training points :math:`(N, D)`.
+            y (Tensor): Their features :math:`(N, C)` in :math:`[-1, 1]` (GASP's range).
+            steps, lr, num_points, residual_scale, generator: As in :meth:`pcfunc.models.VaMoH.initialize_generators`.
+
+        Returns:
+            float: The final mean squared error per point.
+        """
+        if not isinstance(pos, Tensor) or not isinstance(y, Tensor):
+            raise TypeError("pos and y must be torch.Tensors")
+        check_points(pos, "pos", self.manifold.ambient_dim)
+        self.manifold.assert_check_point(pos, "pos")
+        if y.dim() != 2 or y.size(0) != pos.size(0) or y.size(1) != self.in_channels:
+            raise ValueError(f"y must have shape [{pos.size(0)}, {self.in_channels}], got {tuple(y.shape)}")
+        if not bool(torch.isfinite(y).all()) or float(y.abs().max()) > 1.0:
+            raise ValueError("y must be finite and in [-1, 1] (GASP's feature range)")
+        dtype = self.generator.weights[0].dtype
+        theta, final = fit_function(self.generator.target, pos.to(dtype), lambda out, v: (out - v).pow(2).sum(-1).mean(),
+                                    y.to(dtype), steps, lr, num_points, generator=generator)
+        self.generator.start_at(theta, residual_scale)
+        return final
+
     def sample_latent(self, num: int, generator: Optional[torch.Generator] = None) -> Tensor:
         """``num`` latents :math:`\\mathbf z \\sim \\mathcal N(0, I)`, :math:`(num, Z)`."""
         num = check_positive_int(num, "num")

@@ -12,7 +12,8 @@ from torch import Tensor, nn
 from .._validation import check_points, check_positive_int
 from ..manifolds import Manifold, resolve_manifold
 from ..nn import (FlowPrior, FourierFeatures, FunctionRepresentation, HyperNetwork, LayerSpec, Likelihood,
-                  PointConvNet, get_likelihood, vamoh_encoder_specs)
+                  PointConvNet, fit_function, get_likelihood, vamoh_encoder_specs)
+
 from ..ops import NeighborCache, default_cache
 from ._categorical import CategoricalNet
 from ._configs import vamoh_config
@@ -329,10 +330,6 @@ class VaMoH(VaMoHInference, nn.Module):
         Returns:
             float: The final mean negative log-likelihood per point of :math:`\theta_0` on all points.
         """
-        steps = check_positive_int(steps, "steps")
-        num_points = check_positive_int(num_points, "num_points")
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-            raise ValueError(f"lr must be a positive number, got {lr!r}")
         if not (isinstance(residual_scale, (int, float)) and 0 < residual_scale <= 1):
             raise ValueError(f"residual_scale must be in (0, 1], got {residual_scale!r}")
         if not isinstance(pos, Tensor) or not isinstance(y, Tensor):
@@ -346,37 +343,17 @@ class VaMoH(VaMoHInference, nn.Module):
         if self.likelihood.validate_args:
             self.likelihood.check(y, "y")
         target = self.hypernet.target
-        dtype = self.dtype
-        pos, y = pos.to(dtype), y.to(dtype)
-        theta = torch.empty(target.num_weights, dtype=dtype, device=pos.device)
-        with torch.no_grad():
-            for (W, b), (o, i) in zip(target.split_weights(theta), target.layer_shapes):
-                bound = 1.0 / math.sqrt(i)  # torch.nn.Linear's initialisation, layer by layer
-                W.copy_(torch.rand((o, i), generator=generator, dtype=dtype).mul_(2 * bound).sub_(bound))
-                b.copy_(torch.rand((o,), generator=generator, dtype=dtype).mul_(2 * bound).sub_(bound))
-        theta.requires_grad_(True)
-        opt = torch.optim.Adam([theta, *self.likelihood.parameters()], lr=lr)
-        n = pos.size(0)
+        pos, y = pos.to(self.dtype), y.to(self.dtype)
+        c = self.in_channels
 
-        def nll(p: Tensor, v: Tensor) -> Tensor:
-            raw = target(p, theta[None])[0]  # [m, P C]
+        def nll(raw: Tensor, v: Tensor) -> Tensor:
             if self._location_link:
-                c = self.in_channels
                 raw = torch.cat([torch.sigmoid(raw[..., :c]), raw[..., c:]], dim=-1)
             return -self.likelihood.log_prob(raw, v, validate=False).sum(-1).mean()
 
-        with torch.enable_grad():
-            for _ in range(steps):
-                idx = torch.randint(n, (min(num_points, n),), generator=generator).to(pos.device)
-                loss = nll(pos[idx], y[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-        with torch.no_grad():
-            final = float(sum(nll(pos[s:s + num_points], y[s:s + num_points]) * min(num_points, n - s)
-                              for s in range(0, n, num_points)) / n)
-            self.hypernet.biases[-1].copy_(theta.detach().expand_as(self.hypernet.biases[-1]))
-            self.hypernet.weights[-1].mul_(residual_scale)
+        theta, final = fit_function(target, pos, nll, y, steps, lr, num_points, list(self.likelihood.parameters()),
+                                    generator)
+        self.hypernet.start_at(theta, residual_scale)
         return final
 
     @torch.no_grad()

@@ -3,7 +3,7 @@
 from ._encodings import FourierFeatures, SphericalHarmonics, spherical_harmonics
 from ._flows import FlowPrior, PlanarFlow, planar_flow, planar_flow_inverse
 from ._function_representation import FunctionRepresentation
-from ._hypernetwork import HyperNetwork
+from ._hypernetwork import HyperNetwork, fit_function
 from ._likelihood_math import (
     continuous_bernoulli_log_norm,
     continuous_bernoulli_mean,
@@ -40,6 +40,7 @@ __all__ = [
     "spherical_harmonics",
     "FunctionRepresentation",
     "HyperNetwork",
+    "fit_function",
     "release_gradient_buffers",
     "PlanarFlow",
     "FlowPrior",

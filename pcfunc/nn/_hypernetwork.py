@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +14,7 @@ from ._activations import in_place
 from ._function_representation import FunctionRepresentation, _check_sizes
 from ._wide_linear import wide_linear
 
-__all__ = ["HyperNetwork"]
+__all__ = ["HyperNetwork", "fit_function"]
 
 
 class HyperNetwork(torch.nn.Module):
@@ -132,6 +132,19 @@ class HyperNetwork(torch.nn.Module):
             return h[0].t().contiguous()
         return h.permute(2, 0, 1).contiguous()
 
+    @torch.no_grad()
+    def start_at(self, weights: Tensor, residual_scale: float = 0.1) -> None:
+        r"""Make every latent map near the INR weights ``weights`` :math:`(P,)`: the last bias of every component
+        becomes :math:`\theta_0` = ``weights`` and the last weight is scaled by ``residual_scale``, so that
+        :math:`g_\phi(\mathbf z) = \theta_0 + \text{residual\_scale} \cdot W \mathbf h(\mathbf z)`.
+        See :func:`fit_function` for a :math:`\theta_0` fitted to data."""
+        if not isinstance(weights, Tensor) or weights.shape != (self.num_weights,):
+            raise ValueError(f"weights must have shape [{self.num_weights}], got {getattr(weights, 'shape', weights)}")
+        if not (isinstance(residual_scale, (int, float)) and 0 < residual_scale <= 1):
+            raise ValueError(f"residual_scale must be in (0, 1], got {residual_scale!r}")
+        self.biases[-1].copy_(weights.detach().to(self.biases[-1]).expand_as(self.biases[-1]))
+        self.weights[-1].mul_(residual_scale)
+
     def decode(self, z: Tensor, x: Tensor, chunk_size: Optional[int] = None) -> Tensor:
         r"""Values :math:`f_{g_\phi(\mathbf{z})}(\mathbf{x})` of the functions of ``z`` at ``x``.
 
@@ -162,3 +175,54 @@ class HyperNetwork(torch.nn.Module):
     def extra_repr(self) -> str:
         k = "" if self.num_components is None else f", num_components={self.num_components}"
         return f"latent_dim={self.latent_dim}, hidden={self.hidden}, num_weights={self.num_weights}{k}"
+
+
+def fit_function(target: FunctionRepresentation, pos: Tensor, loss: Callable[[Tensor, Tensor], Tensor],
+                 y: Tensor, steps: int = 500, lr: float = 1e-2, num_points: int = 4096,
+                 extra_params: Sequence[Tensor] = (), generator: Optional[torch.Generator] = None) -> Tuple[Tensor, float]:
+    r"""Fit one weight vector :math:`\theta_0` of ``target`` to points: Adam on ``loss(f_\theta(x), y)`` over random
+    subsets of ``num_points`` points, from :class:`torch.nn.Linear`'s initialisation layer by layer.
+
+    Used to start hypernetworks at the function that best explains the pooled training data
+    (:meth:`HyperNetwork.start_at`, :meth:`pcfunc.models.VaMoH.initialize_generators`,
+    :meth:`pcfunc.models.GASP.initialize_generator`).
+
+    Args:
+        target (FunctionRepresentation): The INR.
+        pos (Tensor): Coordinates :math:`(N, d)`.
+        loss (callable): ``loss(out, y)`` with ``out`` :math:`(m, \text{out\_dim})` the INR's outputs at a subset
+            and ``y`` :math:`(m, C)` the values there; returns a scalar mean over the points.
+        y (Tensor): Values :math:`(N, C)`.
+        steps, lr, num_points: Adam steps, learning rate and points per step.
+        extra_params (sequence of Tensor): Other leaves ``loss`` depends on, optimised too (e.g. a likelihood's
+            learned scale).
+        generator (torch.Generator, optional): Randomness of the initial weights and the subsets.
+
+    Returns:
+        (Tensor, float): :math:`\theta_0` :math:`(P,)` and the final loss over all points.
+    """
+    steps = check_positive_int(steps, "steps")
+    num_points = check_positive_int(num_points, "num_points")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    dtype = pos.dtype
+    theta = torch.empty(target.num_weights, dtype=dtype, device=pos.device)
+    with torch.no_grad():
+        for (W, b), (o, i) in zip(target.split_weights(theta), target.layer_shapes):
+            bound = 1.0 / math.sqrt(i)
+            W.copy_(torch.rand((o, i), generator=generator, dtype=dtype).mul_(2 * bound).sub_(bound))
+            b.copy_(torch.rand((o,), generator=generator, dtype=dtype).mul_(2 * bound).sub_(bound))
+    theta.requires_grad_(True)
+    opt = torch.optim.Adam([theta, *extra_params], lr=lr)
+    n = pos.size(0)
+    with torch.enable_grad():
+        for _ in range(steps):
+            idx = torch.randint(n, (min(num_points, n),), generator=generator).to(pos.device)
+            value = loss(target(pos[idx], theta[None])[0], y[idx])
+            opt.zero_grad(set_to_none=True)
+            value.backward()
+            opt.step()
+    with torch.no_grad():
+        final = sum(float(loss(target(pos[s:s + num_points], theta[None])[0], y[s:s + num_points]))
+                    * min(num_points, n - s) for s in range(0, n, num_points)) / n
+    return theta.detach(), final

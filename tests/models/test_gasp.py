@@ -145,3 +145,24 @@ def test_errors_name_the_argument():
     with pytest.raises(ValueError, match="pos must have"):
         m.generate(torch.zeros(1, 4, dtype=torch.float64), torch.zeros(5, 2, dtype=torch.float64))
     assert math.isfinite(float(m.discriminator_loss(batch(2)).loss))
+
+
+def test_initialize_generator_starts_every_latent_at_the_data_mean():
+    from pcfunc.data import LatLonGrid
+    from pcfunc.models import GASP
+
+    torch.manual_seed(0)
+    grid = LatLonGrid.regular(9, 16)
+    model = GASP("sphere", latent_dim=4, hypernet_hidden=(8,), inr_hidden=(16,), num_frequencies=16, sigma=0.5,
+                 disc_channels=(4,), weight_hidden=(4,))
+    pos = grid.pos.float()
+    mean = 0.6 * torch.cos(2 * torch.asin(pos[:, 2].clamp(-1, 1)))[:, None]
+    g = torch.Generator().manual_seed(0)
+    y = torch.cat([mean + 0.05 * torch.randn(mean.shape, generator=g) for _ in range(4)])
+    err = lambda: float((model.sample(3, pos, generator=g) - mean).pow(2).mean().sqrt())  # noqa: E731
+    before = err()
+    mse = model.initialize_generator(pos.repeat(4, 1), y, steps=800, residual_scale=0.02, generator=g)
+    assert err() < 0.05 < before
+    assert mse == pytest.approx(0.05 ** 2, rel=0.5)  # the noise variance around the fitted mean
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        model.initialize_generator(pos, mean * 3)
