@@ -32,6 +32,9 @@ from pcfunc.evaluation import evaluate_vamoh, format_report
 # the examples use; "paper" is the paper's objective (continuous Bernoulli, Monte Carlo KL at weight 1).
 VARIANTS: Dict[str, Dict[str, Any]] = {
     "paper": dict(likelihood="continuous_bernoulli"),
+    # The default's training without changing the dataset's own likelihood (digits: discretized logistic).
+    "default_own_likelihood": dict(init=True, max_dropout=0.0),
+    "own_likelihood_dropout": dict(init=True),
     "reference_estimator": dict(likelihood="continuous_bernoulli", kl_estimator="cross_entropy"),
     # What the examples train: Gaussian likelihood with a learned scale, generators started at the mean function,
     # no point dropout (q(z) is refined on the observed points at inference instead, --refine-steps).
@@ -241,7 +244,8 @@ def train_vamoh(model, data: Dict[str, Any], steps: int, batch_size: int, lr: fl
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", choices=["era5", "digits", "file"], default="era5",
-                   help="era5: the embedded sample at 4 degrees (1 degree for super-resolution); digits: scikit-learn's; "
+                   help="era5: the embedded sample at 4 degrees (1 degree for super-resolution); "
+                        "digits: scikit-learn's; "
                         "file: --data PATH --variable NAME, any gridded NetCDF/Zarr file on its own grid")
     p.add_argument("--data", type=Path, default=None, help="the file for --dataset file")
     p.add_argument("--variable", default=None, help="its variable")

@@ -155,7 +155,8 @@ def zonal_mean_fill(values: Tensor, lat: Tensor, observed: Tensor) -> Tensor:
     for b in range(B):
         o = obs[b]
         sums = torch.zeros(L, C, dtype=torch.float64).index_add_(0, row[o], v[b, o])
-        counts = torch.zeros(L, dtype=torch.float64).index_add_(0, row[o], torch.ones(int(o.sum()), dtype=torch.float64))
+        ones = torch.ones(int(o.sum()), dtype=torch.float64)
+        counts = torch.zeros(L, dtype=torch.float64).index_add_(0, row[o], ones)
         if not bool((counts > 0).any()):
             raise ValueError(f"field {b} has no observed point")
         have = counts > 0

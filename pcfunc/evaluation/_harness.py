@@ -165,7 +165,8 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
     # Health figures.
     def means(values: Tensor) -> Tensor:
         with torch.no_grad():
-            return torch.cat([model.encode(_batch(grid, values[s]))[0] for s in _chunks(values.size(0), fields_per_call)])
+            return torch.cat([model.encode(_batch(grid, values[s]))[0]
+                              for s in _chunks(values.size(0), fields_per_call)])
 
     # Figures that need a variance over fields are None with a single held-out field.
     health: Dict[str, Any] = {"active_units_test": active_units(means(test)) if B >= 2 else None,

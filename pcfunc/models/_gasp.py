@@ -190,7 +190,8 @@ class GASP(nn.Module):
 
         Fits one INR weight vector :math:`\theta_0` to minimise :math:`\frac1N \sum_i \lVert f_{\theta_0}(\mathbf x_i)
         - \mathbf y_i \rVert^2` (:func:`~pcfunc.nn.fit_function`) and sets the hypernetwork to
-        :math:`\theta_0 + \text{residual\_scale} \cdot W \mathbf h(\mathbf z)` (:meth:`~pcfunc.nn.HyperNetwork.start_at`):
+        :math:`\theta_0 + \text{residual\_scale} \cdot W \mathbf h(\mathbf z)`
+        (:meth:`~pcfunc.nn.HyperNetwork.start_at`):
         every latent then generates (nearly) the data's mean function at the first step, and the adversarial game
         starts from there instead of from a random field. The paper starts from a random initialisation.
 
@@ -211,8 +212,9 @@ class GASP(nn.Module):
         if not bool(torch.isfinite(y).all()) or float(y.abs().max()) > 1.0:
             raise ValueError("y must be finite and in [-1, 1] (GASP's feature range)")
         dtype = self.generator.weights[0].dtype
-        theta, final = fit_function(self.generator.target, pos.to(dtype), lambda out, v: (out - v).pow(2).sum(-1).mean(),
-                                    y.to(dtype), steps, lr, num_points, generator=generator)
+        theta, final = fit_function(self.generator.target, pos.to(dtype),
+                                    lambda out, v: (out - v).pow(2).sum(-1).mean(), y.to(dtype), steps, lr,
+                                    num_points, generator=generator)
         self.generator.start_at(theta, residual_scale)
         return final
 

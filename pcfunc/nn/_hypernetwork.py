@@ -179,7 +179,8 @@ class HyperNetwork(torch.nn.Module):
 
 def fit_function(target: FunctionRepresentation, pos: Tensor, loss: Callable[[Tensor, Tensor], Tensor],
                  y: Tensor, steps: int = 500, lr: float = 1e-2, num_points: int = 4096,
-                 extra_params: Sequence[Tensor] = (), generator: Optional[torch.Generator] = None) -> Tuple[Tensor, float]:
+                 extra_params: Sequence[Tensor] = (),
+                 generator: Optional[torch.Generator] = None) -> Tuple[Tensor, float]:
     r"""Fit one weight vector :math:`\theta_0` of ``target`` to points: Adam on ``loss(f_\theta(x), y)`` over random
     subsets of ``num_points`` points, from :class:`torch.nn.Linear`'s initialisation layer by layer.
 

@@ -62,8 +62,8 @@ class WeightNet(nn.Module):
         batch_norm (bool): Use BatchNorm after each linear layer (``norm="batch"``); ``False``: no
             normalisation. (default: ``True``)
         negative_slope (float): LeakyReLU slope. (default: ``0.2``)
-        norm (str, optional): ``"batch"``, ``"instance"``, ``"layer"`` or ``"none"``; overrides ``batch_norm`` when given
-            (see :func:`norm_layer`).
+        norm (str, optional): ``"batch"``, ``"instance"``, ``"layer"`` or ``"none"``; overrides ``batch_norm``
+            when given (see :func:`norm_layer`).
     """
 
     def __init__(self, in_dim: int, hidden: Sequence[int] = (16, 16, 16, 16), batch_norm: bool = True,
