@@ -15,7 +15,7 @@ from ..nn import (FourierFeatures, FunctionRepresentation, HyperNetwork, PointCo
                   gasp_discriminator_specs)
 from ..ops import NeighborCache, default_cache
 from ._configs import copy_config
-from ._points import Points, as_points, dense_points, rank_in_cloud, shared_positions
+from ._points import Points, as_points, check_pooled_points, dense_points, rank_in_cloud, shared_positions
 
 __all__ = ["GASP", "GASPTerms", "GASP_CONFIGS", "gasp_config", "gan_discriminator_loss", "gan_generator_loss",
            "random_subset"]
@@ -203,14 +203,9 @@ class GASP(nn.Module):
         Returns:
             float: The final mean squared error per point.
         """
-        if not isinstance(pos, Tensor) or not isinstance(y, Tensor):
-            raise TypeError("pos and y must be torch.Tensors")
-        check_points(pos, "pos", self.manifold.ambient_dim)
-        self.manifold.assert_check_point(pos, "pos")
-        if y.dim() != 2 or y.size(0) != pos.size(0) or y.size(1) != self.in_channels:
-            raise ValueError(f"y must have shape [{pos.size(0)}, {self.in_channels}], got {tuple(y.shape)}")
-        if not bool(torch.isfinite(y).all()) or float(y.abs().max()) > 1.0:
-            raise ValueError("y must be finite and in [-1, 1] (GASP's feature range)")
+        check_pooled_points(pos, y, self.manifold, self.in_channels)
+        if float(y.abs().max()) > 1.0:
+            raise ValueError("y must be in [-1, 1] (GASP's feature range)")
         dtype = self.generator.weights[0].dtype
         theta, final = fit_function(self.generator.target, pos.to(dtype),
                                     lambda out, v: (out - v).pow(2).sum(-1).mean(), y.to(dtype), steps, lr,

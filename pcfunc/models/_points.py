@@ -133,3 +133,15 @@ def point_dropout(pts: Points, max_rate: Optional[float], min_points: int,
     idx = keep.nonzero().squeeze(1)
     return Points(pts.x[idx], pts.pos[idx], pts.batch[idx], B)
 
+
+
+def check_pooled_points(pos: Tensor, y: Tensor, manifold: Any, channels: int) -> None:
+    """``pos`` :math:`(N, D)` on ``manifold`` and finite values ``y`` :math:`(N, C)`, or a clear error naming them."""
+    if not isinstance(pos, Tensor) or not isinstance(y, Tensor):
+        raise TypeError("pos and y must be torch.Tensors")
+    check_points(pos, "pos", manifold.ambient_dim)
+    manifold.assert_check_point(pos, "pos")
+    if y.dim() != 2 or y.size(0) != pos.size(0) or y.size(1) != channels:
+        raise ValueError(f"y must have shape [{pos.size(0)}, {channels}], got {tuple(y.shape)}")
+    if not bool(torch.isfinite(y).all()):
+        raise ValueError("y has NaN or Inf values")

@@ -17,7 +17,7 @@ from ..nn import (FlowPrior, FourierFeatures, FunctionRepresentation, HyperNetwo
 from ..ops import NeighborCache, default_cache
 from ._categorical import CategoricalNet
 from ._configs import vamoh_config
-from ._points import Points, as_points, dense_points, point_dropout
+from ._points import Points, as_points, check_pooled_points, dense_points, point_dropout
 from ._vamoh_inference import VaMoHInference
 
 __all__ = ["VaMoH", "ELBOTerms"]
@@ -332,14 +332,7 @@ class VaMoH(VaMoHInference, nn.Module):
         """
         if not (isinstance(residual_scale, (int, float)) and 0 < residual_scale <= 1):
             raise ValueError(f"residual_scale must be in (0, 1], got {residual_scale!r}")
-        if not isinstance(pos, Tensor) or not isinstance(y, Tensor):
-            raise TypeError("pos and y must be torch.Tensors")
-        check_points(pos, "pos", self.manifold.ambient_dim)
-        self.manifold.assert_check_point(pos, "pos")
-        if y.dim() != 2 or y.size(0) != pos.size(0) or y.size(1) != self.in_channels:
-            raise ValueError(f"y must have shape [{pos.size(0)}, {self.in_channels}], got {tuple(y.shape)}")
-        if not bool(torch.isfinite(y).all()):
-            raise ValueError("y has NaN or Inf values")
+        check_pooled_points(pos, y, self.manifold, self.in_channels)
         if self.likelihood.validate_args:
             self.likelihood.check(y, "y")
         target = self.hypernet.target
