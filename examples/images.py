@@ -224,6 +224,9 @@ def run_gasp(args, train_img, out: Path, test_img: Optional[np.ndarray] = None) 
             d.x = d.x * 2 - 1
             return d
 
+    # The generator starts at the mean training image (in GASP's [-1, 1]); the game then learns what varies.
+    pix = grid.to_batch(torch.as_tensor(train_img))
+    model.initialize_generator(pix.pos, pix.x * 2 - 1, generator=torch.Generator().manual_seed(args.seed))
     t0 = time.perf_counter()
     fit(trainer_for(args, out / "gasp", DEFAULT_GASP_STEPS), module,
         FunctionDataModule(ImageDataset(train_img, transform=Symmetric()), batch_size=args.batch_size, seed=args.seed))
