@@ -115,16 +115,13 @@ class PCABaseline:
         if observed is None:
             coef = r @ U
         else:
-            obs = observed_mask(observed, B, N).repeat_interleave(C, dim=1)  # [B, N C]
-            coef = torch.empty(B, k, dtype=torch.float64)
+            # Normal equations of every field at once: (U^T M_b U + lambda_b I) a_b = U^T M_b r_b.
+            m = observed_mask(observed, B, N).repeat_interleave(C, dim=1).double()  # [B, N C]
+            gram = torch.einsum("nk,bn,nl->bkl", U, m, U)
+            n_obs = m.sum(1)
+            lam = torch.where(n_obs > 0, self.ridge * n_obs, torch.ones_like(n_obs))  # nothing observed: a = 0
             eye = torch.eye(k, dtype=torch.float64)
-            for b in range(B):
-                Uo = U[obs[b]]
-                if Uo.size(0) == 0:
-                    coef[b] = 0.0
-                    continue
-                lam = self.ridge * Uo.size(0)
-                coef[b] = torch.linalg.solve(Uo.T @ Uo + lam * eye, Uo.T @ r[b, obs[b]])
+            coef = torch.linalg.solve(gram + lam[:, None, None] * eye, ((m * r) @ U).unsqueeze(-1)).squeeze(-1)
         return (self.mean + coef @ U.T).reshape(B, N, C).to(values.dtype)
 
 
@@ -151,19 +148,19 @@ def zonal_mean_fill(values: Tensor, lat: Tensor, observed: Tensor) -> Tensor:
     L = keys.numel()
     lat_rows = keys / 1e6
     v = values.double()
-    out = v.clone()
-    for b in range(B):
-        o = obs[b]
-        sums = torch.zeros(L, C, dtype=torch.float64).index_add_(0, row[o], v[b, o])
-        ones = torch.ones(int(o.sum()), dtype=torch.float64)
-        counts = torch.zeros(L, dtype=torch.float64).index_add_(0, row[o], ones)
-        if not bool((counts > 0).any()):
-            raise ValueError(f"field {b} has no observed point")
-        have = counts > 0
-        means = sums / counts.clamp_min(1)[:, None]
-        if not bool(have.all()):
-            d = (lat_rows[:, None] - lat_rows[have][None, :]).abs()  # [L, L_have]
-            near = d <= d.min(1, keepdim=True).values + 1e-9
-            means = (near.double() @ means[have]) / near.sum(1, keepdim=True)
-        out[b, ~o] = means[row[~o]]
-    return out.to(values.dtype)
+    # Sums and counts of the observed points per (field, latitude row), for all fields at once.
+    m = obs.double()
+    sums = torch.zeros(B, L, C, dtype=torch.float64).index_add_(1, row, v * m[..., None])
+    counts = torch.zeros(B, L, dtype=torch.float64).index_add_(1, row, m)
+    empty = counts.sum(1) == 0
+    if bool(empty.any()):
+        raise ValueError(f"field {int(empty.nonzero()[0])} has no observed point")
+    have = counts > 0
+    means = sums / counts.clamp_min(1)[..., None]  # [B, L, C]
+    if not bool(have.all()):
+        # A row with nothing observed: the mean of the nearest observed rows of that field (ties: both sides).
+        d = (lat_rows[:, None] - lat_rows[None, :]).abs().expand(B, L, L)
+        d = d.masked_fill(~have[:, None, :], float("inf"))
+        near = (d <= d.min(2, keepdim=True).values + 1e-9) & have[:, None, :]
+        means = torch.where(have[..., None], means, (near.double() @ means) / near.sum(2, keepdim=True))
+    return torch.where(obs[..., None], v, means[:, row]).to(values.dtype)

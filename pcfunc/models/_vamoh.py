@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -12,13 +12,13 @@ from torch import Tensor, nn
 from .._validation import check_points, check_positive_int
 from ..manifolds import Manifold, resolve_manifold
 from ..nn import (FlowPrior, FourierFeatures, FunctionRepresentation, HyperNetwork, LayerSpec, Likelihood,
-                  PointConvNet, fit_function, get_likelihood, vamoh_encoder_specs)
-
+                  PointConvNet, get_likelihood, vamoh_encoder_specs)
 from ..ops import NeighborCache, default_cache
 from ._categorical import CategoricalNet
 from ._configs import vamoh_config
-from ._points import Points, as_points, check_pooled_points, dense_points, point_dropout
+from ._points import Points, as_points, dense_points, point_dropout
 from ._vamoh_inference import VaMoHInference
+from ._vamoh_setup import initialize_generators, recalibrate_encoder
 
 __all__ = ["VaMoH", "ELBOTerms"]
 
@@ -243,6 +243,11 @@ class VaMoH(VaMoHInference, nn.Module):
         mu, logvar = self.encoder(pts.x, pts.pos, pts.batch)
         return mu.to(self.dtype), logvar.to(self.dtype)
 
+    @staticmethod
+    def _log_q(eps: Tensor, logvar: Tensor) -> Tensor:
+        r""":math:`\log q(\mathbf z)` of the Gaussian posterior at :math:`\mathbf z = \mu + \sigma \epsilon`."""
+        return (-0.5 * eps * eps - 0.5 * logvar - 0.5 * math.log(2 * math.pi)).sum(-1)
+
     def prior_log_prob(self, z: Tensor) -> Tensor:
         r""":math:`\log p(\mathbf z)` under the current prior (flow, or :math:`\mathcal N(0, I)` in warm-up)."""
         if self.warmup:
@@ -276,11 +281,15 @@ class VaMoH(VaMoHInference, nn.Module):
         from :meth:`_generator_weights` (computed once for many chunks of points) or computed here."""
         if weights is None:
             weights = self._generator_weights(z)
-        raw = self.hypernet.target(pos, weights).transpose(1, 2).to(self.dtype)
-        if self._location_link:
-            c = self.in_channels
-            raw = torch.cat([torch.sigmoid(raw[..., :c]), raw[..., c:]], dim=-1)
-        return raw
+        return self._link(self.hypernet.target(pos, weights).transpose(1, 2).to(self.dtype))
+
+    def _link(self, raw: Tensor) -> Tensor:
+        """INR outputs :math:`(..., P C)` to likelihood parameters: a sigmoid on the location (its first ``C``
+        entries) for the location-scale likelihoods, the identity (logits) for the Bernoullis."""
+        if not self._location_link:
+            return raw
+        c = self.in_channels
+        return torch.cat([torch.sigmoid(raw[..., :c]), raw[..., c:]], dim=-1)
 
     def _prior_logits(self, coords: Tensor, z: Tensor, n: int) -> Tensor:
         if self.warmup:
@@ -300,94 +309,9 @@ class VaMoH(VaMoHInference, nn.Module):
         self.manifold.assert_check_point(pos, "pos")
         return pos
 
-    # ------------------------------------------------------------------ initialisation
-    def initialize_generators(self, pos: Tensor, y: Tensor, steps: int = 500, lr: float = 1e-2,
-                              num_points: int = 4096, residual_scale: float = 0.1,
-                              generator: Optional[torch.Generator] = None) -> float:
-        r"""Start every generator at the function that best explains the training data as a whole.
-
-        Fits one INR weight vector :math:`\theta_0` (and the likelihood's own parameters, e.g. a learned
-        scale) by maximising :math:`\sum_i \log p_{\theta_0}(\mathbf y_i \mid \mathbf x_i)` over the pooled points
-        of the training functions, with Adam on random subsets of ``num_points`` points; then sets the last
-        bias of every hypernetwork to :math:`\theta_0` and scales its last weight by ``residual_scale``, so
-        that :math:`g_{\phi_k}(\mathbf z) = \theta_0 + \text{residual\_scale} \cdot W_k \mathbf h_k(\mathbf z)`.
-
-        Every latent then decodes to (nearly) the pointwise mean of the data (with a predicted scale, also
-        its spread) from the first step, and training spends its steps on what distinguishes one function
-        from another instead of on the mean, which a randomly initialised hypernetwork reaches only after
-        hundreds of steps. The paper starts from a random initialisation; this is an option.
-
-        Args:
-            pos (Tensor): Coordinates of the pooled training points, :math:`(N, D)` (e.g. every point of
-                every training field; points may repeat).
-            y (Tensor): Their values, :math:`(N, C)`, in the likelihood's support.
-            steps (int): Adam steps. (default: ``500``)
-            lr (float): Adam learning rate. (default: ``1e-2``)
-            num_points (int): Points per step. (default: ``4096``)
-            residual_scale (float): Factor on the hypernetworks' last weights, in :math:`(0, 1]`. (default: ``0.1``)
-            generator (torch.Generator, optional): Randomness of the initial weights and the point subsets.
-
-        Returns:
-            float: The final mean negative log-likelihood per point of :math:`\theta_0` on all points.
-        """
-        if not (isinstance(residual_scale, (int, float)) and 0 < residual_scale <= 1):
-            raise ValueError(f"residual_scale must be in (0, 1], got {residual_scale!r}")
-        check_pooled_points(pos, y, self.manifold, self.in_channels)
-        if self.likelihood.validate_args:
-            self.likelihood.check(y, "y")
-        target = self.hypernet.target
-        pos, y = pos.to(self.dtype), y.to(self.dtype)
-        c = self.in_channels
-
-        def nll(raw: Tensor, v: Tensor) -> Tensor:
-            if self._location_link:
-                raw = torch.cat([torch.sigmoid(raw[..., :c]), raw[..., c:]], dim=-1)
-            return -self.likelihood.log_prob(raw, v, validate=False).sum(-1).mean()
-
-        theta, final = fit_function(target, pos, nll, y, steps, lr, num_points, list(self.likelihood.parameters()),
-                                    generator)
-        self.hypernet.start_at(theta, residual_scale)
-        return final
-
-    @torch.no_grad()
-    def recalibrate_encoder(self, batches: Iterable[Any]) -> int:
-        r"""Recompute the encoder's BatchNorm running statistics on whole clouds ("precise BatchNorm").
-
-        In training, BatchNorm normalises with the statistics of the current batch of clouds thinned by point
-        dropout; in evaluation it uses running averages of those. Their mismatch (thinned vs whole clouds, and
-        the lag of a moving average) makes the evaluation-mode encoder a different function from the one that
-        was trained: on ERA5 it cost ~10 dB of reconstruction PSNR. This resets the running statistics and
-        sets them to the exact averages over ``batches`` of whole clouds, without point dropout (`Wu & Johnson,
-        2021 <https://arxiv.org/abs/2105.07576>`_). No parameter changes; a model without BatchNorm is left as is.
-
-        Args:
-            batches (iterable): PyG batches of training clouds.
-
-        Returns:
-            int: The number of batches used (0 if the encoder has no BatchNorm).
-        """
-        norms = [m for m in self.encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        if not norms:
-            return 0
-        momenta = [m.momentum for m in norms]
-        was_training = self.encoder.training
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over the batches
-        self.encoder.train()
-        n = 0
-        try:
-            for b in batches:
-                pts = as_points(b, self.manifold, self.in_channels, "batches")
-                self.encoder(pts.x, pts.pos, pts.batch)
-                n += 1
-        finally:
-            for m, mom in zip(norms, momenta):
-                m.momentum = mom
-            self.encoder.train(was_training)
-        if n == 0:
-            raise ValueError("batches is empty: pass at least one batch of training clouds")
-        return n
+    # ------------------------------------------------------------------ around training (_vamoh_setup.py)
+    initialize_generators = initialize_generators
+    recalibrate_encoder = recalibrate_encoder
 
     # ------------------------------------------------------------------ training
     def elbo(self, batch: Any, num_samples: int = 1, dropout: Optional[bool] = None,
@@ -439,7 +363,7 @@ class VaMoH(VaMoHInference, nn.Module):
             if self.warmup:
                 kl_z = 0.5 * (mu * mu + std * std - 1.0 - logvar).sum(-1).repeat(num_samples)
             elif self.kl_estimator == "mc":
-                log_qz = (-0.5 * eps * eps - 0.5 * logvar - 0.5 * math.log(2 * math.pi)).sum(-1).reshape(-1)
+                log_qz = self._log_q(eps, logvar).reshape(-1)
                 kl_z = log_qz - self.flow.log_prob(z)
             else:
                 kl_z = -self.flow.log_prob(z.detach())

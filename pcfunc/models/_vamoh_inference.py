@@ -4,7 +4,6 @@ component maps, latent interpolation and uncertainty maps."""
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any, Callable, Iterator, NamedTuple, Optional, Tuple, TypeVar
 
 import torch
@@ -122,8 +121,7 @@ class VaMoHInference:
                 log_pi = torch.log_softmax(self._prior_logits(coords, z, y.size(1)), dim=-1)
                 # The mixture's exact log-likelihood per point, log sum_k pi_k p_k (no bound over c needed here).
                 log_lik = (torch.logsumexp(log_pi + log_p, dim=-1) * mask).sum(-1)
-                log_q = (-0.5 * eps * eps - 0.5 * logvar - 0.5 * math.log(2 * math.pi)).sum(-1)
-                kl = log_q - self.prior_log_prob(z)
+                kl = self._log_q(eps, logvar) - self.prior_log_prob(z)
                 loss = -(log_lik - kl).sum()
                 grads = torch.autograd.grad(loss, [mu, logvar])
                 mu.grad, logvar.grad = grads
