@@ -3,13 +3,15 @@ then report every task on held-out fields next to the trivial baselines, and the
 
 Each variant is trained in this process, one after the other, with the same data, seed and step count, and
 scored by :func:`pcfunc.evaluation.evaluate_vamoh`. Prints one table per variant and writes everything to
-``--out`` as JSON. GASP is measured by the examples (``--model gasp``), which run
-:func:`pcfunc.evaluation.evaluate_gasp` on their held-out fields.
+``--out`` as JSON. With ``--model gasp``, GASP variants are trained the same way (``--steps`` counts batches,
+each one discriminator and one generator step) and scored by :func:`pcfunc.evaluation.evaluate_gasp` against
+the held-out and the training fields, with a learning curve of the sample statistics.
 
 Examples::
 
     python benchmarks/quality.py --dataset era5 --variants default paper --steps 1500
     python benchmarks/quality.py --dataset digits --variants default --steps 1500
+    python benchmarks/quality.py --dataset era5 --model gasp --variants default ema --steps 1000 --batch-size 8
     python benchmarks/quality.py --dataset file --data hgt_djf.nc --variable z --variants default
 """
 
@@ -49,6 +51,8 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
                                          max_dropout=0.0),
     "gaussian_predicted": dict(likelihood=("gaussian", dict(scale="predicted"))),
     "gaussian_learned_init": dict(likelihood=("gaussian", dict(scale="learned", init_scale=0.05)), init=True),
+    "gaussian_learned_init_drop25": dict(likelihood=("gaussian", dict(scale="learned", init_scale=0.05)), init=True,
+                                         max_dropout=0.25),
     "gaussian_predicted_init": dict(likelihood=("gaussian", dict(scale="predicted")), init=True),
     "paper_init": dict(likelihood="continuous_bernoulli", init=True),
     "gaussian_learned_init_ln": dict(likelihood=("gaussian", dict(scale="learned", init_scale=0.05)), init=True,
@@ -60,6 +64,16 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
                                      encoder_norm="instance"),
     "gaussian_learned_init_nonorm": dict(likelihood=("gaussian", dict(scale="learned", init_scale=0.05)),
                                          init=True, encoder_norm="none"),
+}
+
+# GASP variants: "init" starts the generator at the training fields' mean function (the examples' default);
+# "ema" samples from an exponential moving average of the weights (decay per batch); "lr" scales both learning
+# rates of GASP App. A.1.
+GASP_VARIANTS: Dict[str, Dict[str, Any]] = {
+    "default": dict(init=True),
+    "no_init": dict(),
+    "ema": dict(init=True, ema=0.999),
+    "lr_half": dict(init=True, lr=0.5),
 }
 
 
@@ -241,6 +255,116 @@ def train_vamoh(model, data: Dict[str, Any], steps: int, batch_size: int, lr: fl
     return model.eval(), log, time.perf_counter() - t0
 
 
+def build_gasp(data: Dict[str, Any]):
+    """The examples' GASP sizes: ERA5's "small" configuration, or the images example's."""
+    from pcfunc.models import GASP
+
+    if data["name"] == "digits":
+        return GASP(data["grid"].manifold, in_channels=data["train"].size(-1), latent_dim=32,
+                    hypernet_hidden=(128, 256), inr_hidden=(64, 64, 64), num_frequencies=64, sigma=1.0,
+                    disc_channels=(32, 64), weight_hidden=(16, 16))
+    return GASP.from_config("era5", hypernet_hidden=[128, 256], inr_hidden=[64, 64, 64],
+                            disc_channels=[16, 32, 64, 128], weight_hidden=[16, 16])
+
+
+def gasp_figures(model, data: Dict[str, Any], seed: int) -> Dict[str, Any]:
+    """The harness's sample statistics (against the held-out and the training fields), GASP's [-1, 1] mapped back."""
+    from pcfunc.evaluation import evaluate_gasp
+
+    model.eval()
+    rep = evaluate_gasp(model, data["grid"], data["test"], train=data["train"], num_samples=32,
+                        transform=lambda v: (v + 1) / 2, scale=data["scale"], seed=seed)
+    model.train()
+    return rep
+
+
+def train_gasp(model, data: Dict[str, Any], variant: Dict[str, Any], steps: int, batch_size: int, seed: int,
+               log_every: int) -> Tuple[Any, List[Dict[str, Any]], float]:
+    """Alternating discriminator and generator Adam steps, as :class:`~pcfunc.training.GASPModule` does (without
+    Lightning); ``steps`` counts batches. With ``ema``, the returned model's generator holds the moving average."""
+    import copy
+
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from pcfunc.evaluation._harness import _batch
+    from pcfunc.training import step_generator
+
+    torch.manual_seed(seed)
+    lr = variant.get("lr", 1.0)
+    opt_g = torch.optim.Adam(model.generator.parameters(), lr=1e-4 * lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=4e-4 * lr, betas=(0.5, 0.999))
+    ema = (AveragedModel(model.generator, multi_avg_fn=get_ema_multi_avg_fn(variant["ema"]))
+           if variant.get("ema") else None)
+    num_points = None if data["name"] == "digits" else 2048
+    train = data["train"] * 2 - 1
+    g = torch.Generator().manual_seed(seed)
+    log: List[Dict[str, Any]] = []
+    t0 = time.perf_counter()
+
+    def figures():  # of the averaged generator, if any, swapped in for the evaluation
+        if ema is None:
+            return gasp_figures(model, data, seed)
+        current = copy.deepcopy(model.generator.state_dict())
+        model.generator.load_state_dict(ema.module.state_dict())
+        try:
+            return gasp_figures(model, data, seed)
+        finally:
+            model.generator.load_state_dict(current)
+
+    model.train()
+    for step in range(steps):
+        idx = torch.randint(0, train.size(0), (batch_size,), generator=g)
+        real = _batch(data["grid"], train[idx])
+        terms = model.discriminator_loss(real, num_points=num_points, generator=step_generator(seed, step))
+        opt_d.zero_grad(set_to_none=True)
+        terms.loss.backward()
+        opt_d.step()
+        for p in model.discriminator.parameters():
+            p.requires_grad_(False)
+        loss = model.generator_loss(real, num_points=num_points, generator=step_generator(seed, step, 1000))
+        opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_g.step()
+        for p in model.discriminator.parameters():
+            p.requires_grad_(True)
+        if ema is not None:
+            ema.update_parameters(model.generator)
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            h = figures()["health"]
+            row = {"step": step + 1, "seconds": round(time.perf_counter() - t0, 1),
+                   "d_loss": float(terms.loss.detach()), "g_loss": float(loss.detach())}
+            for key, name in (("samples", "test"), ("samples_vs_train", "train")):
+                row.update({f"{name}_mean_rmse": round(h[key]["mean_rmse"], 4),
+                            f"{name}_spread_ratio": round(h[key]["spread_ratio"], 3),
+                            f"{name}_energy": round(h[key]["energy_distance"], 4)})
+            log.append(row)
+            print(json.dumps(row), flush=True)
+    if ema is not None:
+        model.generator.load_state_dict(ema.module.state_dict())
+    return model, log, time.perf_counter() - t0
+
+
+def run_gasp(args: argparse.Namespace, data: Dict[str, Any]) -> Dict[str, Any]:
+    results: Dict[str, Any] = {}
+    for name in args.variants:
+        variant = GASP_VARIANTS[name]
+        print(f"== {args.dataset} / GASP {name}: {args.steps} batches of {args.batch_size}", flush=True)
+        torch.manual_seed(args.seed)
+        model = build_gasp(data)
+        if variant.get("init"):
+            tr = data["train"]
+            model.initialize_generator(data["grid"].pos.repeat(tr.size(0), 1), tr.reshape(-1, tr.size(-1)) * 2 - 1,
+                                       generator=torch.Generator().manual_seed(args.seed))
+        model, log, secs = train_gasp(model, data, variant, args.steps, args.batch_size, args.seed, args.log_every)
+        report = gasp_figures(model, data, args.seed)
+        report.update(variant=name, batches=args.steps, batch_size=args.batch_size, train_seconds=round(secs, 1),
+                      log=log)
+        print(format_report(report, data["units"]), flush=True)
+        results[name] = report
+        (args.out / f"{args.dataset}_gasp_{name}.json").write_text(json.dumps(report, indent=1))
+    return results
+
+
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", choices=["era5", "digits", "file"], default="era5",
@@ -249,8 +373,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                         "file: --data PATH --variable NAME, any gridded NetCDF/Zarr file on its own grid")
     p.add_argument("--data", type=Path, default=None, help="the file for --dataset file")
     p.add_argument("--variable", default=None, help="its variable")
-    p.add_argument("--variants", nargs="+", default=["default"], choices=sorted(VARIANTS), metavar="VARIANT",
-                   help=f"VaMoH variants to train, from {sorted(VARIANTS)}")
+    p.add_argument("--model", choices=["vamoh", "gasp"], default="vamoh")
+    p.add_argument("--variants", nargs="+", default=["default"], metavar="VARIANT",
+                   help=f"variants to train: VaMoH's {sorted(VARIANTS)}; GASP's {sorted(GASP_VARIANTS)}")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -270,6 +395,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     else:
         data = era5_data() if args.dataset == "era5" else digits_data()
     args.out.mkdir(parents=True, exist_ok=True)
+    known = GASP_VARIANTS if args.model == "gasp" else VARIANTS
+    unknown = [v for v in args.variants if v not in known]
+    if unknown:
+        p.error(f"unknown {args.model} variants {unknown}; choose from {sorted(known)}")
+    if args.model == "gasp":
+        return run_gasp(args, data)
     results: Dict[str, Any] = {}
     for name in args.variants:
         print(f"== {args.dataset} / {name}: {args.steps} steps at batch {args.batch_size}", flush=True)

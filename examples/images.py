@@ -245,8 +245,9 @@ def run_gasp(args, train_img, out: Path, test_img: Optional[np.ndarray] = None) 
     quality = None
     if test_img is not None and len(test_img) >= 2:
         test = torch.as_tensor(test_img)
-        quality = evaluate_gasp(model, grid, grid.to_batch(test).x.view(len(test), -1, C),
-                                transform=lambda v: (v + 1) / 2, seed=args.seed)
+        flat = lambda a: grid.to_batch(torch.as_tensor(a)).x.view(len(a), -1, C)  # noqa: E731
+        quality = evaluate_gasp(model, grid, flat(test), train=flat(train_img), transform=lambda v: (v + 1) / 2,
+                                seed=args.seed)
     return {"train_seconds": round(train_s, 1), "batches": int(module.global_step // 2),
             "figures": ["gasp_samples.png", "gasp_samples_x4.png"], "quality": quality}
 

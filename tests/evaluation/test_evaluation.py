@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from pcfunc.data import ImageGrid, LatLonGrid
+from pcfunc.data import ImageGrid, LatLonGrid, interpolate_to_points
 from pcfunc.evaluation import (PCABaseline, active_units, energy_distance, evaluate_gasp, evaluate_vamoh,
                                format_report, mixture_usage, sample_statistics, score, training_mean,
                                zonal_mean_fill)
@@ -177,6 +177,28 @@ def test_evaluate_vamoh_reports_the_baselines_it_claims():
         evaluate_vamoh(model, GRID, train, test, masks={"all": torch.ones(GRID.num_points, dtype=torch.bool)})
 
 
+def test_bilinear_mean_residual_recovers_a_static_sub_grid_pattern():
+    # Fine fields = bilinear interpolation of the coarse ones + one static pattern: the baseline is then exact,
+    # bilinear alone is not.
+    torch.manual_seed(0)
+    model = tiny_vamoh()
+    train, test = grid_fields(6), grid_fields(3, seed=1)
+    fine_grid = GRID.super_resolution()
+    pattern = 0.05 * torch.sin(7 * fine_grid.pos[:, :1].double()) * torch.cos(5 * fine_grid.pos[:, 1:2].double())
+
+    def fine(values):
+        arr = GRID.to_array(values.reshape(-1, 1), torch.arange(values.size(0)).repeat_interleave(GRID.num_points))
+        bil = interpolate_to_points(arr[..., 0].double(), GRID.lat, GRID.lon, fine_grid.pos.double())
+        return (bil[..., None] + pattern).float()
+
+    rep = evaluate_vamoh(model, GRID, train, test, fine=(fine_grid, fine(test), fine(train)), num_prior_samples=2)
+    sr = rep["tasks"]["super_resolution"]
+    assert sr["bilinear_mean_residual"]["rmse"] < 1e-6
+    assert sr["bilinear"]["rmse"] == pytest.approx(float(pattern.pow(2).mean().sqrt()), rel=1e-4)
+    with pytest.raises(ValueError, match="fine\\[2\\]"):
+        evaluate_vamoh(model, GRID, train, test, fine=(fine_grid, fine(test), fine(train)[:2]))
+
+
 def test_evaluate_vamoh_reconstruction_is_the_models():
     torch.manual_seed(0)
     model = tiny_vamoh().eval()
@@ -185,6 +207,30 @@ def test_evaluate_vamoh_reconstruction_is_the_models():
     rec = model.reconstruct(GRID.to_batch(GRID.to_array(test.reshape(-1, 1), torch.arange(3).repeat_interleave(
         GRID.num_points)))).view_as(test)
     assert rep["tasks"]["reconstruction"]["vamoh"] == score(rec, test)
+
+
+def test_evaluate_gasp_reports_the_ideal_sampler_of_the_training_fields():
+    class Train:  # samples that are exactly the training fields: the ideal sampler of the training distribution
+        def sample(self, num, pos, generator=None):
+            return torch.stack([train[i % 4] for i in range(num)])
+
+    grid = ImageGrid(4, 4)
+    g = torch.Generator().manual_seed(3)
+    train, test = torch.rand(4, 16, 1, generator=g), torch.rand(3, 16, 1, generator=g) + 0.5
+    rep = evaluate_gasp(Train(), grid, test, train=train, num_samples=8, scale=2.0)
+    h = rep["health"]
+    assert h["samples_vs_train"]["mean_rmse"] == pytest.approx(0.0, abs=1e-6)
+    assert h["samples_vs_train"]["spread_ratio"] == pytest.approx(
+        float(torch.cat([train, train]).std(0).mean() / train.std(0).mean()), rel=1e-5)
+    # The training fields against the held-out ones, computed here by hand (in data units: scale 2).
+    ideal = h["train_as_samples"]
+    assert ideal["mean_rmse"] == pytest.approx(2 * float((train.mean(0) - test.mean(0)).pow(2).mean().sqrt()),
+                                               rel=1e-5)
+    assert ideal["reference_spread"] == pytest.approx(2 * float(test.std(0).mean()), rel=1e-5)
+    assert not ideal["mean_within_spread"]  # the held-out fields are shifted by 0.5
+    assert rep["fields"]["train"] == 4
+    with pytest.raises(ValueError, match="train"):
+        evaluate_gasp(Train(), grid, test, train=train[:, :8])
 
 
 def test_evaluate_gasp_on_an_image_grid():
