@@ -41,6 +41,10 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     # What the examples train: Gaussian likelihood with a learned scale, generators started at the mean function,
     # no point dropout (q(z) is refined on the observed points at inference instead, --refine-steps).
     "default": dict(likelihood=("gaussian", dict(scale="learned")), init=True, max_dropout=0.0),
+    # The default trained with fine supervision: the encoder sees the 4-degree field, the likelihood is evaluated
+    # at 4,096 random points of the same field at 1 degree.
+    "default_fine": dict(likelihood=("gaussian", dict(scale="learned")), init=True, max_dropout=0.0,
+                         fine_points=4096),
     "gaussian_learned": dict(likelihood=("gaussian", dict(scale="learned", init_scale=0.05))),
     "gaussian_fixed": dict(likelihood=("gaussian", dict(scale="fixed", init_scale=0.02))),
     "no_dropout": dict(max_dropout=0.0),
@@ -91,10 +95,17 @@ def era5_data(resolution: float = 4.0) -> Dict[str, Any]:
     t = lambda v: torch.as_tensor(norm.transform(v, clip=True), dtype=torch.float32)[..., None]  # noqa: E731
     n_train = train_f.values.shape[0]
     test_fine = fine.to_batch(t(field.values[n_train:])).x.view(-1, fine.num_points, 1)
+    train_fine = fine.to_batch(t(field.values[:n_train])).x.view(n_train, fine.num_points, 1)
+    fine_train_field = field.select_time(np.arange(n_train))
+
+    def fine_dataset(points: int, seed: int) -> ERA5Dataset:  # fine supervision: targets drawn from the 1-degree field
+        return ERA5Dataset(train_f, norm, target=fine_train_field, target_points=points,
+                           generator=torch.Generator().manual_seed(seed))
+
     return dict(name="era5", grid=grid, train=grid.to_batch(t(train_f.values)).x.view(n_train, -1, 1),
                 test=grid.to_batch(t(test_f.values)).x.view(-1, grid.num_points, 1),
-                dataset=ERA5Dataset(train_f, norm), fine=(fine, test_fine), scale=norm.high - norm.low,
-                units=coarse.units, masks=era5_masks(grid))
+                dataset=ERA5Dataset(train_f, norm), fine=(fine, test_fine, train_fine), scale=norm.high - norm.low,
+                units=coarse.units, masks=era5_masks(grid), fine_dataset=fine_dataset)
 
 
 def file_data(path: Path, variable: str) -> Dict[str, Any]:
@@ -162,6 +173,7 @@ def build_vamoh(data: Dict[str, Any], variant: Dict[str, Any]):
 
     kw = dict(variant)
     kw.pop("init", None)
+    kw.pop("fine_points", None)
     lik = kw.pop("likelihood", None)
     if isinstance(lik, tuple):
         lik = get_likelihood(lik[0], **lik[1])
@@ -221,23 +233,30 @@ def recalibrate(model, data: Dict[str, Any], batch_size: int, fields: int = 64) 
 
 
 def train_vamoh(model, data: Dict[str, Any], steps: int, batch_size: int, lr: float, warmup_steps: int,
-                seed: int, log_every: int = 100) -> Tuple[Any, List[Dict[str, float]], float]:
+                seed: int, log_every: int = 100, fine_points: Optional[int] = None
+                ) -> Tuple[Any, List[Dict[str, float]], float]:
     """Adam on the negative ELBO for ``steps`` optimiser steps (the same loop as
-    :class:`~pcfunc.training.VaMoHModule`, without Lightning)."""
+    :class:`~pcfunc.training.VaMoHModule`, without Lightning). With ``fine_points``, the likelihood is evaluated
+    at that many random points of the fine training fields (fine supervision)."""
     from torch_geometric.loader import DataLoader
 
+    from pcfunc.data import target_points
     from pcfunc.training import step_generator
 
     torch.manual_seed(seed)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
-    loader = DataLoader(data["dataset"], batch_size=batch_size, shuffle=True, drop_last=False,
+    if fine_points is not None and "fine_dataset" not in data:
+        raise SystemExit(f"fine supervision needs a dataset with finer fields; {data['name']} has none")
+    dataset = data["dataset"] if fine_points is None else data["fine_dataset"](fine_points, seed)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=False,
                         generator=torch.Generator().manual_seed(seed))
     model.train()
     log, step, t0 = [], 0, time.perf_counter()
     while step < steps:
         for batch in loader:
             model.warmup = step < warmup_steps
-            out = model.elbo(batch, generator=step_generator(seed, step))
+            target = None if fine_points is None else target_points(batch)
+            out = model.elbo(batch, generator=step_generator(seed, step), target=target)
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1000.0)
@@ -407,12 +426,15 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         model = build_vamoh(data, VARIANTS[name])
         if VARIANTS[name].get("init"):
             t0 = time.perf_counter()
-            tr = data["train"]
-            nll = model.initialize_generators(data["grid"].pos.repeat(tr.size(0), 1), tr.reshape(-1, tr.size(-1)),
+            # At the mean of the points the likelihood will see: the fine fields under fine supervision.
+            grid, tr = data["grid"], data["train"]
+            if VARIANTS[name].get("fine_points"):
+                grid, tr = data["fine"][0], data["fine"][2]
+            nll = model.initialize_generators(grid.pos.repeat(tr.size(0), 1), tr.reshape(-1, tr.size(-1)),
                                               generator=torch.Generator().manual_seed(args.seed))
             print(f"initialize_generators: NLL per point {nll:.4f} in {time.perf_counter() - t0:.1f} s", flush=True)
         model, log, secs = train_vamoh(model, data, args.steps, args.batch_size, args.lr, args.warmup_steps,
-                                       args.seed, args.log_every)
+                                       args.seed, args.log_every, VARIANTS[name].get("fine_points"))
         t0 = time.perf_counter()
         report = evaluate_vamoh(model, data["grid"], data["train"], data["test"], masks=data["masks"],
                                 fine=data["fine"], scale=data["scale"], seed=args.seed,

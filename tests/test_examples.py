@@ -102,7 +102,7 @@ def test_images_main_tiny(tmp_path: Path) -> None:
     images = load_example("images")
     out = tmp_path / "img"
     summary = images.main(["--tiny", "--epochs", "1", "--limit", "200", "--batch-size", "32", "--out", str(out),
-                           "--no-progress"])
+                           "--no-progress", "--refine-steps", "10"])
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["train"] == 180 and saved["test"] == 20 and saved["shape"] == [8, 8, 1] and saved["levels"] == 17
     v = saved["vamoh"]

@@ -9,7 +9,8 @@ from typing import Any, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-__all__ = ["ERA5_ATTRIBUTION", "ERA5Field", "ERA5Dataset", "load_era5", "load_era5_sample", "MinMaxNormalizer", "split_by_time"]
+__all__ = ["ERA5_ATTRIBUTION", "ERA5Field", "ERA5Dataset", "load_era5", "load_era5_sample", "MinMaxNormalizer", "split_by_time",
+           "target_points"]
 
 _TIME_NAMES = ("valid_time", "time")
 _LAT_NAMES = ("latitude", "lat")
@@ -254,6 +255,14 @@ class ERA5Dataset(torch.utils.data.Dataset):
     Each item has ``pos`` (the grid's unit vectors, each pole one point), ``x`` (the normalised values,
     shape ``(N, 1)``) and ``time_index``. Batch with :class:`torch_geometric.loader.DataLoader`.
 
+    With ``target`` (the same times on another grid, usually finer), each item also carries
+    ``target_points`` points of that grid drawn uniformly without replacement at every access:
+    ``target_pos`` :math:`(M, 3)`, ``target_x`` :math:`(M, 1)` (normalised like ``x``) and ``num_target``
+    :math:`(1,)`; :func:`target_points` turns a batch of them into the ``target`` of
+    :meth:`pcfunc.models.VaMoH.elbo` (training with fine supervision; :class:`~pcfunc.training.VaMoHModule`
+    does it when the batch has them). The draws use ``generator``, or torch's global generator (seeded per
+    DataLoader worker by ``lightning.seed_everything(..., workers=True)``).
+
     Args:
         field (ERA5Field): The data (e.g. one split of :func:`split_by_time`).
         normalizer (MinMaxNormalizer, optional): Maps values to [0, 1]; by default fitted on ``field``
@@ -261,10 +270,15 @@ class ERA5Dataset(torch.utils.data.Dataset):
         transform (callable, optional): Applied to every item (e.g. :class:`PointDropout`).
         clip (bool): Clip the normalised values to :math:`[0, 1]` (for splits other than the one the
             normalizer was fitted on). (default: ``False``)
+        target (ERA5Field, optional): The same time steps on the grid the likelihood is evaluated on.
+        target_points (int, optional): Target points per item (all of them by default); memory per batch
+            grows with this number, not with the target grid's size.
+        generator (torch.Generator, optional): Randomness of the target points.
     """
 
     def __init__(self, field: ERA5Field, normalizer: Optional[MinMaxNormalizer] = None,
-                 transform: Optional[Any] = None, clip: bool = False) -> None:
+                 transform: Optional[Any] = None, clip: bool = False, target: Optional[ERA5Field] = None,
+                 target_points: Optional[int] = None, generator: Optional[torch.Generator] = None) -> None:
         from ._grids import LatLonGrid
 
         self.field = field
@@ -272,6 +286,24 @@ class ERA5Dataset(torch.utils.data.Dataset):
         self.grid = LatLonGrid(field.lat, field.lon)
         self.transform = transform
         self.clip = bool(clip)
+        self.target, self.target_grid, self.target_points, self.generator = None, None, None, generator
+        if target is None:
+            if target_points is not None:
+                raise ValueError("target_points needs target (the field to draw them from)")
+            return
+        if not isinstance(target, ERA5Field):
+            raise TypeError(f"target must be an ERA5Field, got {type(target).__name__}")
+        if target.values.shape[0] != field.values.shape[0] or not np.array_equal(target.time, field.time):
+            raise ValueError(f"target must have the same time steps as field: {target.values.shape[0]} steps "
+                             f"from {target.time[:1]} against {field.values.shape[0]} from {field.time[:1]}")
+        if target.units != field.units:
+            raise ValueError(f"target is in {target.units!r} and field in {field.units!r}; the normalizer maps "
+                             "both, so they must share units")
+        self.target, self.target_grid = target, LatLonGrid(target.lat, target.lon)
+        if target_points is not None:
+            if isinstance(target_points, bool) or not isinstance(target_points, int) or target_points < 1:
+                raise ValueError(f"target_points must be a positive integer or None, got {target_points!r}")
+            self.target_points = min(int(target_points), self.target_grid.num_points)
 
     def __len__(self) -> int:
         return int(self.field.values.shape[0])
@@ -281,4 +313,32 @@ class ERA5Dataset(torch.utils.data.Dataset):
             raise IndexError(f"index {i} out of range for {len(self)} time steps")
         data = self.grid.to_data(self.normalizer.transform(self.field.values[i], clip=self.clip))
         data.time_index = torch.tensor([i % len(self)])
+        if self.target is not None:
+            fine = self.target_grid.to_data(self.normalizer.transform(self.target.values[i], clip=self.clip))
+            n = fine.pos.size(0)
+            if self.target_points is not None and self.target_points < n:
+                keep = torch.randperm(n, generator=self.generator)[: self.target_points].sort().values
+                fine.pos, fine.x = fine.pos[keep], fine.x[keep]
+            data.target_pos, data.target_x = fine.pos, fine.x
+            data.num_target = torch.tensor([fine.pos.size(0)])
         return self.transform(data) if self.transform is not None else data
+
+
+def target_points(batch: Any) -> Any:
+    """The target points of a batch of :class:`ERA5Dataset` items made with ``target=``, as a PyG ``Data``
+    with ``x``, ``pos`` and ``batch`` (numbering the same fields as ``batch``): the ``target`` of
+    :meth:`pcfunc.models.VaMoH.elbo`.
+
+    Raises:
+        ValueError: if ``batch`` has no target points.
+    """
+    from torch_geometric.data import Data
+
+    x, pos, num = (getattr(batch, k, None) for k in ("target_x", "target_pos", "num_target"))
+    if not all(isinstance(t, torch.Tensor) for t in (x, pos, num)):
+        raise ValueError("batch has no target points (target_x, target_pos, num_target): build its dataset "
+                         "with ERA5Dataset(..., target=fine_field)")
+    if int(num.sum()) != x.size(0) or pos.size(0) != x.size(0):
+        raise ValueError(f"batch.num_target sums to {int(num.sum())} but there are {x.size(0)} target points")
+    index = torch.repeat_interleave(torch.arange(num.numel(), device=num.device), num.reshape(-1))
+    return Data(x=x, pos=pos, batch=index)

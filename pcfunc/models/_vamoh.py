@@ -315,8 +315,15 @@ class VaMoH(VaMoHInference, nn.Module):
 
     # ------------------------------------------------------------------ training
     def elbo(self, batch: Any, num_samples: int = 1, dropout: Optional[bool] = None,
-             generator: Optional[torch.Generator] = None) -> ELBOTerms:
+             generator: Optional[torch.Generator] = None, target: Any = None) -> ELBOTerms:
         r"""The ELBO of Eq. 16 for each sample of ``batch`` and the loss to minimise.
+
+        With ``target``, the encoder sees ``batch`` (e.g. a coarse field) and the likelihood terms are those
+        of the ``target`` points of the same fields (e.g. a random subset of a finer grid): the bound
+        :math:`\mathbb E_{q(\mathbf z \mid \mathbf X, \mathbf Y)}[\log p(\mathbf Y' \mid \mathbf X', \mathbf z)]
+        - \mathrm{KL}`, so the generators learn what the target points show and the observed points do not
+        ("fine supervision", for super-resolution). Memory grows with the number of target points, not
+        with the resolution they were drawn from.
 
         Args:
             batch: A PyG ``Batch`` (or ``Data``) with ``x`` :math:`(N, C)` in the likelihood's support,
@@ -324,11 +331,23 @@ class VaMoH(VaMoHInference, nn.Module):
             num_samples (int): Reparameterised samples of :math:`\mathbf z` averaged. (default: ``1``)
             dropout (bool, optional): Apply point dropout; ``None`` for ``self.training``.
             generator (torch.Generator, optional): Randomness of the dropout and of :math:`\mathbf z`.
+            target (optional): Points :math:`(N', \cdot)` of the same fields (``x``, ``pos``, ``batch``
+                numbering the same clouds as ``batch``) at which the likelihood is evaluated; ``None`` for
+                ``batch`` itself (the paper). :func:`pcfunc.data.target_points` builds it from a batch of
+                :class:`~pcfunc.data.ERA5Dataset` items with ``target=``.
         """
         num_samples = check_positive_int(num_samples, "num_samples")
         pts = as_points(batch, self.manifold, self.in_channels, "batch")
         if self.likelihood.validate_args:  # once, here, to name batch.x; log_prob below does not repeat it
             self.likelihood.check(pts.x, "batch.x")
+        lik_pts = pts
+        if target is not None:
+            lik_pts = as_points(target, self.manifold, self.in_channels, "target")
+            if lik_pts.num_clouds != pts.num_clouds:
+                raise ValueError(f"target must hold points of the same {pts.num_clouds} clouds as batch, got "
+                                 f"{lik_pts.num_clouds}")
+            if self.likelihood.validate_args:
+                self.likelihood.check(lik_pts.x, "target.x")
         use_dropout = self.training if dropout is None else bool(dropout)
         enc = pts
         if use_dropout and self.max_dropout != 0.0:
@@ -342,7 +361,7 @@ class VaMoH(VaMoHInference, nn.Module):
         eps = torch.randn((num_samples, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
         z = (mu + std * eps).reshape(num_samples * B, -1)
 
-        dense = dense_points(pts)  # pos [N, D] or [B, N, D]; y [B, N, C]; mask [B, N]
+        dense = dense_points(lik_pts)  # pos [N, D] or [B, N, D]; y [B, N, C]; mask [B, N]
         rep = (lambda t: t.repeat(num_samples, *([1] * (t.dim() - 1)))) if num_samples > 1 else (lambda t: t)
         pos = dense.pos if dense.pos.dim() == 2 else rep(dense.pos)
         y, mask = rep(dense.y), rep(dense.mask)

@@ -36,6 +36,15 @@ def load_trained_model(checkpoint: Union[str, Path], cls: Any, model: Optional[t
     return model.eval()
 
 
+def _target(batch: Any) -> Any:
+    """Fine supervision: the batch's target points (:class:`~pcfunc.data.ERA5Dataset` with ``target=``), if any."""
+    if getattr(batch, "target_x", None) is None:
+        return None
+    from ..data import target_points
+
+    return target_points(batch)
+
+
 def step_generator(seed: int, step: int, rank: int = 0, device: Union[str, torch.device] = "cpu") -> torch.Generator:
     """A generator seeded from ``(seed, step, rank)``: each step's randomness (point dropout, the latent
     sample) is then a pure function of where the run is, so a resumed run repeats it exactly."""
@@ -122,7 +131,7 @@ class VaMoHModule(pl.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         g = step_generator(self.hparams.seed, self.global_step, self.global_rank)
-        out = self.model.elbo(batch, generator=g)
+        out = self.model.elbo(batch, generator=g, target=_target(batch))
         if not bool(torch.isfinite(out.loss)):
             raise NonFiniteLossError(
                 f"non-finite training loss {float(out.loss)} at step {self.global_step} "
@@ -179,7 +188,7 @@ class VaMoHModule(pl.LightningModule):
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._sync_warmup()
         g = step_generator(self.hparams.seed, batch_idx, -1 - self.global_rank)
-        out = self.model.elbo(batch, dropout=False, generator=g)
+        out = self.model.elbo(batch, dropout=False, generator=g, target=_target(batch))
         rec = self.model.reconstruct(batch)
         n = int(out.elbo.numel())
         p = psnr(rec, batch.x, data_range=1.0, batch=batch.batch)

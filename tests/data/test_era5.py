@@ -148,3 +148,39 @@ def test_normalizer_and_time_split():
         split_by_time(train, (0.5, 0.2))
     with pytest.raises(ValueError, match="cannot be split"):
         split_by_time(train.select_time([0, 1]), (0.5, 0.25, 0.25))
+
+
+def test_dataset_with_fine_target_points():
+    import torch
+    from torch_geometric.loader import DataLoader
+
+    from pcfunc.data import ERA5Dataset, MinMaxNormalizer, load_era5_sample, target_points
+
+    fine = load_era5_sample().select_time([0, 1, 2])
+    coarse = fine.regrid(np.linspace(90, -90, 46), np.arange(90) * 4.0)
+    norm = MinMaxNormalizer.fit(coarse)
+    ds = ERA5Dataset(coarse, norm, target=fine, target_points=500, generator=torch.Generator().manual_seed(0))
+    item = ds[1]
+    assert item.target_x.shape == (500, 1) and item.target_pos.shape == (500, 3) and item.num_target.tolist() == [500]
+    # Every target point is a point of the fine grid with its normalised value at that time (found by position).
+    grid = LatLonGrid(fine.lat, fine.lon)
+    all_fine = grid.to_data(norm.transform(fine.values[1]))
+    d = torch.cdist(item.target_pos.double(), all_fine.pos.double())
+    nearest = d.argmin(1)
+    assert float(d.min(1).values.max()) < 1e-6
+    torch.testing.assert_close(item.target_x, all_fine.x[nearest])
+    assert nearest.unique().numel() == 500  # without replacement
+    assert not torch.equal(ds[1].target_pos, item.target_pos)  # fresh points at every access
+    b = next(iter(DataLoader(ds, batch_size=3)))
+    t = target_points(b)
+    assert t.batch.tolist() == [0] * 500 + [1] * 500 + [2] * 500
+    torch.testing.assert_close(t.x, b.target_x)
+    assert ERA5Dataset(coarse, norm, target=fine)[0].num_target.tolist() == [grid.num_points]
+    with pytest.raises(ValueError, match="same time steps"):
+        ERA5Dataset(coarse, norm, target=fine.select_time([0, 1]))
+    with pytest.raises(ValueError, match="target_points"):
+        ERA5Dataset(coarse, norm, target=fine, target_points=0)
+    with pytest.raises(ValueError, match="needs target"):
+        ERA5Dataset(coarse, norm, target_points=10)
+    with pytest.raises(ValueError, match="no target points"):
+        target_points(next(iter(DataLoader(ERA5Dataset(coarse, norm), batch_size=2))))

@@ -163,7 +163,11 @@ def test_evaluate_vamoh_reports_the_baselines_it_claims():
     lat = xyz_to_latlon(GRID.pos.double())[0]
     zm = zonal_mean_fill(test, lat, mask)
     assert t["inpaint_half"]["zonal_mean"] == score(zm, test, hidden, scale=100.0)
-    assert {"vamoh", "bilinear"} == set(t["super_resolution"])
+    assert {"vamoh", "vamoh_residuals", "bilinear"} == set(t["super_resolution"])
+    b = GRID.to_batch(GRID.to_array(test.reshape(-1, 1), torch.arange(4).repeat_interleave(GRID.num_points)))
+    srr = model.reconstruct(b, fine_grid.pos, residual_neighbors=4)
+    expect = score(srr, fine_test, scale=100.0)
+    assert t["super_resolution"]["vamoh_residuals"] == pytest.approx(expect, rel=1e-6)  # chunked by 3 fields there
     h = rep["health"]
     assert 0 <= h["active_units_test"] <= 4 and h["mixture"]["max_entropy"] == pytest.approx(math.log(3))
     assert h["prior_samples"]["reference_spread"] > 0

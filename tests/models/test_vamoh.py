@@ -455,3 +455,75 @@ def test_refined_posterior_fits_the_observed_points_better():
         model.reconstruct(b, refine_steps=2, refine_lr=0.0)
     with pytest.raises(ValueError, match="refine_steps"):
         model.inpaint(b, GRID.pos.double(), refine_steps=-1)
+
+
+def test_elbo_with_target_points_matches_brute_force():
+    # Fine supervision: z from the coarse clouds, the likelihood terms at other points of the same functions.
+    torch.manual_seed(2)
+    m = tiny()
+    m.warmup = False
+    m.eval()
+    coarse = batch()
+    fine_grid = LatLonGrid.regular(13, 24)
+    fine = batch(grid=fine_grid)
+    keep = torch.randperm(fine_grid.num_points, generator=torch.Generator().manual_seed(0))[:40]
+    sel = (torch.arange(fine.pos.size(0)) % fine_grid.num_points)[:, None] == keep[None]
+    pick = sel.any(1)
+    target = Data(x=fine.x[pick], pos=fine.pos[pick], batch=fine.batch[pick])
+    out = m.elbo(coarse, generator=torch.Generator().manual_seed(5), target=target)
+    g = torch.Generator().manual_seed(5)
+    mu, logvar = m.encoder(coarse.x, coarse.pos, coarse.batch)
+    z = mu + torch.exp(0.5 * logvar) * torch.randn((1, *mu.shape), generator=g, dtype=mu.dtype)[0]
+    weights = m.hypernet(z)
+    for i in range(3):
+        s = target.batch == i
+        pos, y = target.pos[s], target.x[s]
+        ll = kl_c = 0.0
+        for d in range(pos.size(0)):
+            enc = m.fourier(pos[d:d + 1])
+            q = torch.softmax(m.posterior_c(enc, z[i:i + 1], y[d:d + 1].unsqueeze(0))[0, 0], -1)
+            p_logit = m.prior_c(enc, z[i:i + 1])[0, 0]
+            for k in range(3):
+                logit = m.hypernet.target(pos[d:d + 1], weights[i:i + 1, k])[0, 0]
+                ll = ll + q[k] * cb_log_prob(logit, y[d]).sum()
+            kl_c = kl_c + (q * (torch.log(q) - torch.log_softmax(p_logit, -1))).sum()
+        kl_z = torch.distributions.Normal(mu[i], torch.exp(0.5 * logvar[i])).log_prob(z[i]).sum() \
+            - m.flow.log_prob(z[i:i + 1])[0]
+        torch.testing.assert_close(out.log_likelihood[i], ll)
+        torch.testing.assert_close(out.kl_c[i], kl_c)
+        torch.testing.assert_close(out.elbo[i], ll - kl_z - kl_c)
+    assert out.num_points.tolist() == [40] * 3
+    assert out.num_encoded.tolist() == [GRID.num_points] * 3
+    # target=batch is the paper's ELBO.
+    same = m.elbo(coarse, generator=torch.Generator().manual_seed(5), target=coarse)
+    torch.testing.assert_close(same.elbo, m.elbo(coarse, generator=torch.Generator().manual_seed(5)).elbo)
+    with pytest.raises(ValueError, match="target"):
+        m.elbo(coarse, target=Data(x=target.x[target.batch < 2], pos=target.pos[target.batch < 2],
+                                   batch=target.batch[target.batch < 2]))
+    with pytest.raises(ValueError, match="target.x"):
+        m.elbo(coarse, target=Data(x=target.x + 5, pos=target.pos, batch=target.batch))
+
+
+def test_reconstruct_with_interpolated_residuals_matches_brute_force():
+    torch.manual_seed(3)
+    m = tiny().eval()
+    b = batch()
+    fine = torch.nn.functional.normalize(torch.randn(300, 3, generator=torch.Generator().manual_seed(0),
+                                                     dtype=torch.float64), dim=-1)  # random points: no ties
+    plain = m.reconstruct(b, fine)
+    out = m.reconstruct(b, fine, residual_neighbors=3)
+    # Brute force: per cloud, all distances, the 3 nearest, inverse squared distance weights (PyG's knn_interpolate).
+    residual = b.x - m.reconstruct(b)
+    for i in range(3):
+        sel = b.batch == i
+        d2 = torch.cdist(fine, b.pos[sel]).pow(2)
+        near = d2.topk(3, largest=False)
+        w = 1 / near.values.clamp_min(1e-24)  # a query on an observed point takes its value
+        ref = (residual[sel][near.indices, 0] * w).sum(1) / w.sum(1)
+        torch.testing.assert_close(out[i, :, 0] - plain[i, :, 0], ref)
+    # At the observed points the result is the observed values.
+    torch.testing.assert_close(m.reconstruct(b, residual_neighbors=4), b.x)
+    with pytest.raises(ValueError, match="residual_neighbors"):
+        m.reconstruct(b, fine, residual_neighbors=-1)
+    with pytest.raises(ValueError, match="residual_neighbors=500"):
+        m.reconstruct(b, fine, residual_neighbors=500)

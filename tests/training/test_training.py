@@ -200,6 +200,34 @@ def test_train_logs_checkpoints_and_load_model(tmp_path):
         fit(trainer, module, dm, resume=tmp_path / "nope.ckpt")
 
 
+def test_fine_supervision_trains_on_the_target_points(tmp_path):
+    import numpy as np
+
+    from pcfunc.data import ERA5Dataset, ERA5Field, MinMaxNormalizer
+
+    lat, lon = np.linspace(90, -90, 13), np.arange(24) * 15.0
+    t = np.arange(6).astype("datetime64[h]")
+    vals = (280 + 10 * np.cos(np.deg2rad(lat))[None, :, None] * np.sin(np.deg2rad(lon) + np.arange(6)[:, None, None])
+            ).astype(np.float32)
+    fine = ERA5Field(vals, lat, lon, t, "t2m", "K")
+    coarse = fine.regrid(lat[::2], lon[::2])
+    norm = MinMaxNormalizer.fit(coarse)
+    module = _module()
+    elbo, seen = module.model.elbo, []
+
+    def spy(batch, **kwargs):
+        seen.append(kwargs.get("target"))
+        return elbo(batch, **kwargs)
+
+    module.model.elbo = spy
+    trainer = make_trainer(tmp_path, max_steps=2, checkpoint_every=10, accelerator="cpu", progress_bar=False,
+                           tensorboard=False, limit_val_batches=0, log_every=1)
+    ds = ERA5Dataset(coarse, norm, target=fine, target_points=50, generator=torch.Generator().manual_seed(0))
+    fit(trainer, module, FunctionDataModule(ds, batch_size=3))
+    assert len(seen) == 2 and all(t is not None and t.x.size(0) == 150 for t in seen)
+    assert seen[0].batch.tolist() == [0] * 50 + [1] * 50 + [2] * 50
+
+
 def test_module_errors():
     with pytest.raises(TypeError, match="model must be a VaMoH"):
         VaMoHModule(torch.nn.Linear(2, 2))
