@@ -45,6 +45,10 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     # at 4,096 random points of the same field at 1 degree.
     "default_fine": dict(likelihood=("gaussian", dict(scale="learned")), init=True, max_dropout=0.0,
                          fine_points=4096),
+    # ... with a base function (one INR of 3 x 128 units on 256 Fourier features, shared by every field) for the
+    # fine detail every field shares.
+    "default_fine_base": dict(likelihood=("gaussian", dict(scale="learned")), init=True, max_dropout=0.0,
+                              fine_points=4096, base_hidden=(128, 128, 128)),
     "gaussian_learned": dict(likelihood=("gaussian", dict(scale="learned", init_scale=0.05))),
     "gaussian_fixed": dict(likelihood=("gaussian", dict(scale="fixed", init_scale=0.02))),
     "no_dropout": dict(max_dropout=0.0),

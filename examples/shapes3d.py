@@ -2,15 +2,17 @@
 
 With no arguments it voxelises the Stanford bunny point cloud that ships with PyGSP (2,503 real scanned
 surface points) at 32^3 and augments it (rotations about the vertical axis, small tilts, anisotropic
-scaling) into a small dataset of 48 shapes, trains both models for a few minutes each on random subsets
-of 4,096 points per shape, and writes to ``outputs/shapes3d/``:
+scaling) into a small dataset of 48 shapes, trains both models for a fixed number of optimiser steps
+(``--steps``; about 5 minutes in all on two CPU cores), started at the training shapes' mean occupancy, on
+random subsets of 4,096 points per shape, and writes to ``outputs/shapes3d/``:
 
 * ``training_shapes.png``: three training shapes, rendered the same way as the samples;
 * ``vamoh_samples.png`` and ``gasp_samples.png``: samples, the INR evaluated on a 128^3 grid, the 0.5
   level set extracted with ``pytorch3d.ops.marching_cubes`` and shaded with PyTorch3D;
 * ``vamoh_reconstruction.png``: a held-out shape and its reconstruction from 4,096 of its points;
 * ``metrics.json``: the intersection over union of VaMoH's reconstructions of the held-out shapes
-  (occupancy > 0.5 on the voxel grid) and the occupied fraction of the samples next to the data's.
+  (occupancy > 0.5 on the voxel grid) next to that of the training shapes' mean occupancy, and the occupied
+  fraction of the samples next to the data's.
 
 ``--data FOLDER`` takes any folder of ``.npy`` occupancy arrays or ``.binvox`` files (ShapeNet style).
 """
@@ -33,6 +35,10 @@ from pcfunc.nn import LayerSpec
 from pcfunc.render import render_occupancy
 
 
+DEFAULT_STEPS = 600
+DEFAULT_GASP_STEPS = 800
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=None, help="folder of .npy/.binvox voxel grids (default: bunny)")
@@ -40,8 +46,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--resolution", type=int, default=32, help="voxel resolution of the bunny dataset")
     p.add_argument("--points", type=int, default=4096, help="random points per shape and step (default: 4096)")
     p.add_argument("--model", choices=["both", "vamoh", "gasp"], default="both")
-    p.add_argument("--minutes", type=float, default=2.5, help="training time per model (default: 2.5)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs per model instead of --minutes")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"optimiser steps per model (default: {DEFAULT_STEPS} for VaMoH, {DEFAULT_GASP_STEPS} for "
+                        "GASP: the same model on every machine)")
+    p.add_argument("--minutes", type=float, default=None, help="a wall-time budget per model instead of --steps")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per model instead of --steps")
+    p.add_argument("--no-init", action="store_true",
+                   help="start the generators at random (the papers) instead of at the training shapes' mean")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--render-resolution", type=int, default=128, help="grid on which the INRs are evaluated")
     p.add_argument("--image-size", type=int, default=256)
@@ -52,11 +63,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def trainer_for(args: argparse.Namespace, out: Path):
+def trainer_for(args: argparse.Namespace, out: Path, default_steps: int):
     from pcfunc.training import make_trainer
 
-    limits: Dict[str, Any] = ({"max_time": {"minutes": args.minutes}, "max_epochs": 10_000} if args.epochs is None
-                              else {"max_epochs": args.epochs})
+    if args.epochs is not None:
+        limits: Dict[str, Any] = {"max_epochs": args.epochs}
+    elif args.minutes is not None and args.steps is None:
+        limits = {"max_time": {"minutes": args.minutes}, "max_epochs": 1_000_000}
+    else:
+        limits = {"max_steps": args.steps or default_steps, "max_epochs": 1_000_000}
+        if args.minutes is not None:
+            limits["max_time"] = {"minutes": args.minutes}
     return make_trainer(out, checkpoint_every=200, accelerator="cpu", log_every=10,
                         progress_bar=not args.no_progress, tensorboard=False, limit_val_batches=0, **limits)
 
@@ -77,25 +94,34 @@ def run_vamoh(args, train_vox, test_vox, out: Path) -> Dict[str, Any]:
                   num_frequencies=8 if args.tiny else 64, sigma=1.0, categorical_hidden=(8,) if args.tiny else (32, 32),
                   flow_layers=2 if args.tiny else 10, likelihood="bernoulli",
                   weight_hidden=(8,) if args.tiny else (16, 16))
+    if not args.no_init:
+        # Every generator starts at the training shapes' mean occupancy; training then learns what varies.
+        pos, y = _pooled(train_vox)
+        model.initialize_generators(pos, y, generator=torch.Generator().manual_seed(args.seed))
     module = VaMoHModule(model, lr=1e-3, warmup_steps=100, seed=args.seed)
     data = VoxelDataset(train_vox, transform=RandomSubset(n, torch.Generator().manual_seed(args.seed)))
     t0 = time.perf_counter()
-    fit(trainer_for(args, out / "vamoh"), module, FunctionDataModule(data, batch_size=args.batch_size, seed=args.seed))
+    fit(trainer_for(args, out / "vamoh", DEFAULT_STEPS), module,
+        FunctionDataModule(data, batch_size=args.batch_size, seed=args.seed))
     res: Dict[str, Any] = {"train_seconds": round(time.perf_counter() - t0, 1), "steps": int(module.global_step)}
     model = module.model.eval()
     grid = VoxelGrid(*test_vox.shape[1:])
-    ious = []
+    ious, base = [], []
     g = torch.Generator().manual_seed(1)
     recon = None
+    iou = lambda a, b: float((a & b).sum() / (a | b).sum().clamp_min(1))  # noqa: E731
+    mean_shape = torch.as_tensor(train_vox.reshape(len(train_vox), -1).mean(0)) > 0.5  # the baseline
     for v in test_vox:
         full = grid.to_data(torch.as_tensor(v))
         obs = RandomSubset(n, g)(full)
         pred = model.inpaint(obs, grid.pos)[0, :, 0] > 0.5
         truth = full.x[:, 0] > 0.5
-        ious.append(float((pred & truth).sum() / (pred | truth).sum().clamp_min(1)))
+        ious.append(iou(pred, truth))
+        base.append(iou(grid.to_data(mean_shape.reshape(v.shape).float()).x[:, 0] > 0.5, truth))
         if recon is None:
             recon = model.encode(obs)[0]
-    res["reconstruction_iou"] = {"mean": float(np.mean(ious)), "per_shape": ious, "observed_points": n}
+    res["reconstruction_iou"] = {"mean": float(np.mean(ious)), "per_shape": ious, "observed_points": n,
+                                 "baseline_training_mean_iou": float(np.mean(base))}
     R = args.render_resolution
     samples = model.sample_latent(3, torch.Generator().manual_seed(2))
     res["sample_occupied_fraction"] = float(model.decode(samples, grid.pos).gt(0.5).float().mean())
@@ -123,6 +149,9 @@ def run_gasp(args, train_vox, out: Path) -> Dict[str, Any]:
                  inr_hidden=(8,) if args.tiny else (64, 64, 64), num_frequencies=None,
                  disc_channels=(4, 8) if args.tiny else (16, 32, 64), weight_hidden=(8,) if args.tiny else (16, 16))
     module = GASPModule(model, 2e-4, 8e-4, num_points=args.points, seed=args.seed)
+    if not args.no_init:
+        pos, y = _pooled(train_vox)
+        model.initialize_generator(pos, y * 2 - 1, generator=torch.Generator().manual_seed(args.seed))
 
     class Symmetric:
         def __call__(self, d):
@@ -130,7 +159,7 @@ def run_gasp(args, train_vox, out: Path) -> Dict[str, Any]:
             return d
 
     t0 = time.perf_counter()
-    fit(trainer_for(args, out / "gasp"), module,
+    fit(trainer_for(args, out / "gasp", DEFAULT_GASP_STEPS), module,
         FunctionDataModule(VoxelDataset(train_vox, transform=Symmetric()), batch_size=args.batch_size,
                            seed=args.seed))
     res: Dict[str, Any] = {"train_seconds": round(time.perf_counter() - t0, 1), "batches": int(module.global_step // 2)}
@@ -147,6 +176,12 @@ def run_gasp(args, train_vox, out: Path) -> Dict[str, Any]:
     _save_row(imgs, out / "gasp_samples.png", f"GASP samples (INR on a {R}^3 grid, marching cubes at 0.5)")
     res["figures"] = ["gasp_samples.png"]
     return res
+
+
+def _pooled(vox: np.ndarray):
+    """Every training shape's voxel centres and occupancies, pooled: ``pos`` :math:`(T N, 3)`, ``y`` :math:`(T N, 1)`."""
+    b = VoxelGrid(*vox.shape[1:4]).to_batch(torch.as_tensor(vox, dtype=torch.float32))
+    return b.pos, b.x
 
 
 def _save_row(images, path: Path, title: str) -> None:

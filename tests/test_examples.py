@@ -136,6 +136,7 @@ def test_shapes3d_main_tiny(tmp_path: Path) -> None:
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["train"] == 9 and saved["test"] == 1 and saved["grid"] == [16, 16, 16]
     assert 0.0 <= saved["vamoh"]["reconstruction_iou"]["mean"] <= 1.0
+    assert 0.0 <= saved["vamoh"]["reconstruction_iou"]["baseline_training_mean_iou"] <= 1.0
     assert saved["vamoh"]["steps"] == 3 and saved["gasp"]["batches"] == 3
     for name in saved["figures"] + saved["vamoh"]["figures"] + saved["gasp"]["figures"]:
         with Image.open(out / name) as im:

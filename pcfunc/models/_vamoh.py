@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -131,6 +131,15 @@ class VaMoH(VaMoHInference, nn.Module):
             (BatchNorm, the paper's) or ``"layer"`` (LayerNorm: the same function in training and evaluation
             mode; BatchNorm's running statistics, gathered on clouds thinned by point dropout, do not fit
             whole clouds or observed patches) or ``"none"``. (default: ``"batch"``)
+        base_hidden (sequence of int, optional): Hidden widths of a **base function** :math:`g(\mathbf x)`,
+            one ordinary INR (random Fourier features and an MLP, its own weights, not generated) shared by
+            every field and component and added to each component's location before its link:
+            :math:`\mu_k(\mathbf x) = \text{link}(f_{\theta_k(\mathbf z)}(\mathbf x) + g(\mathbf x))`.
+            It holds what every field shares (orography, coastlines: the mean's fine detail) at a size a
+            hypernetwork could not emit; its last layer starts at zero, so a new model is unchanged.
+            ``None``: no base (the paper). (default: ``None``)
+        base_frequencies (int): Random Fourier features of the base function. (default: ``256``)
+        base_sigma (float): Their scale. (default: ``4.0``)
 
     Shapes:
         Batches are PyG batches (``x`` :math:`(N, C)`, ``pos`` :math:`(N, D)`, ``batch``). Query
@@ -161,6 +170,9 @@ class VaMoH(VaMoHInference, nn.Module):
         cache: Optional[NeighborCache] = default_cache,
         encoder_norm: str = "batch",
         kl_weight: float = 1.0,
+        base_hidden: Optional[Sequence[int]] = None,
+        base_frequencies: int = 256,
+        base_sigma: float = 4.0,
     ) -> None:
         super().__init__()
         self.manifold = resolve_manifold(manifold)
@@ -208,6 +220,19 @@ class VaMoH(VaMoHInference, nn.Module):
         self.posterior_c = CategoricalNet(enc_dim, self.latent_dim, self.num_components, self.in_channels,
                                           categorical_hidden, negative_slope, logit_cap)
         self.flow = FlowPrior(self.latent_dim, flow_layers)
+        self.base: Optional[nn.Module] = None
+        if base_hidden is not None:
+            widths = [check_positive_int(w, "base_hidden") for w in base_hidden]
+            layers: List[nn.Module] = [FourierFeatures(dim, check_positive_int(base_frequencies, "base_frequencies"),
+                                                       base_sigma)]
+            width = layers[0].out_dim
+            for w in widths:
+                layers += [nn.Linear(width, w), nn.LeakyReLU(negative_slope)]
+                width = w
+            last = nn.Linear(width, self.in_channels)
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+            self.base = nn.Sequential(*layers, last)
         # Saved with the weights, so a resumed run knows which stage of Algorithm 1 it is in.
         self.register_buffer("_warmup", torch.tensor(True))
         self._location_link = self.likelihood.name in ("discretized_logistic", "gaussian")
@@ -281,7 +306,12 @@ class VaMoH(VaMoHInference, nn.Module):
         from :meth:`_generator_weights` (computed once for many chunks of points) or computed here."""
         if weights is None:
             weights = self._generator_weights(z)
-        return self._link(self.hypernet.target(pos, weights).transpose(1, 2).to(self.dtype))
+        raw = self.hypernet.target(pos, weights).transpose(1, 2).to(self.dtype)  # [B, N, K, P C]
+        if self.base is not None:
+            c = self.in_channels
+            g = self.base(pos).to(raw.dtype).unsqueeze(-2)  # [N, 1, C] or [B, N, 1, C]
+            raw = torch.cat([raw[..., :c] + g, raw[..., c:]], dim=-1)
+        return self._link(raw)
 
     def _link(self, raw: Tensor) -> Tensor:
         """INR outputs :math:`(..., P C)` to likelihood parameters: a sigmoid on the location (its first ``C``

@@ -527,3 +527,32 @@ def test_reconstruct_with_interpolated_residuals_matches_brute_force():
         m.reconstruct(b, fine, residual_neighbors=-1)
     with pytest.raises(ValueError, match="residual_neighbors=500"):
         m.reconstruct(b, fine, residual_neighbors=500)
+
+
+def test_base_function_is_added_to_every_components_location():
+    torch.manual_seed(4)
+    m = tiny(likelihood="gaussian", base_hidden=(8, 8), base_frequencies=6).eval()
+    m.warmup = False
+    b = batch()
+    z = torch.randn(3, 4, dtype=torch.float64)
+    pos = GRID.pos.double()
+    # A new base starts at zero: the model is the one without a base.
+    plain = tiny(likelihood="gaussian")
+    plain.load_state_dict({k: v for k, v in m.state_dict().items() if not k.startswith("base.")})
+    plain.warmup = False
+    torch.testing.assert_close(m.decode(z, pos), plain.eval().decode(z, pos))
+    with torch.no_grad():
+        for p in m.base.parameters():
+            p.normal_(0, 0.5)
+    # By hand: sigmoid(INR_k location + g(x)) per component, the scale untouched, then the prior mixture.
+    g = m.base(pos)  # [N, 1]
+    w = m.hypernet(z)
+    raw = torch.stack([m.hypernet.target(pos, w[:, k]) for k in range(3)], 2)  # [B, N, K, 2]
+    loc = torch.sigmoid(raw[..., :1] + g[None, :, None])
+    pi = torch.softmax(m.prior_c(m.fourier(pos), z), -1)
+    torch.testing.assert_close(m.decode(z, pos), (pi.unsqueeze(-1) * loc).sum(-2))
+    params = m._component_params(z, pos)
+    torch.testing.assert_close(params[..., 1:], raw[..., 1:])
+    assert m.elbo(b).loss.requires_grad
+    with pytest.raises(ValueError, match="base_hidden"):
+        tiny(base_hidden=(0,))
