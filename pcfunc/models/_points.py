@@ -52,6 +52,12 @@ def as_points(data: Any, manifold: Manifold, channels: int, name: str) -> Points
     if pos.size(0) == 0:
         raise ValueError(f"{name} has no points")
     num = int(batch[-1]) + 1
+    # A PyG Batch knows its number of clouds (ptr / num_graphs): an empty last cloud is not silently dropped.
+    ptr = getattr(data, "ptr", None)
+    declared = ptr.numel() - 1 if isinstance(ptr, Tensor) else getattr(data, "num_graphs", None)
+    if isinstance(declared, int) and declared > num:
+        raise ValueError(f"{name} has {declared} clouds but its last {declared - num} have no points; drop empty "
+                         "clouds before batching (a function needs at least one observed point)")
     if bool((torch.bincount(batch, minlength=num) == 0).any()):
         raise ValueError(f"{name}.batch must number its clouds 0..B-1 without gaps (some cloud is empty)")
     return Points(x, pos, batch.long(), num)
