@@ -135,14 +135,9 @@ def load_field(args: argparse.Namespace):
 # ------------------------------------------------------------------------------------------------ main
 def budget(args: argparse.Namespace, default_steps: int) -> Dict[str, Any]:
     """Trainer limits: optimiser steps by default (the same model on every machine); epochs or wall time on request."""
-    if args.epochs is not None:
-        return {"max_epochs": args.epochs}
-    if args.minutes is not None and args.steps is None:
-        return {"max_time": {"minutes": args.minutes}, "max_epochs": 1_000_000}
-    limits: Dict[str, Any] = {"max_steps": args.steps or default_steps, "max_epochs": 1_000_000}
-    if args.minutes is not None:
-        limits["max_time"] = {"minutes": args.minutes}
-    return limits
+    from pcfunc.training import training_budget
+
+    return training_budget(default_steps, args.steps, args.minutes, args.epochs)
 
 
 def train(args: argparse.Namespace, train_set, val_set, out: Path):

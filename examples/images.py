@@ -90,16 +90,9 @@ def encoder_specs(n: int, tiny: bool) -> List[Dict[str, Any]]:
 
 
 def trainer_for(args: argparse.Namespace, out: Path, default_steps: int):
-    from pcfunc.training import make_trainer
+    from pcfunc.training import make_trainer, training_budget
 
-    if args.epochs is not None:
-        limits: Dict[str, Any] = {"max_epochs": args.epochs}
-    elif args.minutes is not None and args.steps is None:
-        limits = {"max_time": {"minutes": args.minutes}, "max_epochs": 1_000_000}
-    else:
-        limits = {"max_steps": args.steps or default_steps, "max_epochs": 1_000_000}
-        if args.minutes is not None:
-            limits["max_time"] = {"minutes": args.minutes}
+    limits = training_budget(default_steps, args.steps, args.minutes, args.epochs)
     return make_trainer(out, checkpoint_every=200, accelerator="cpu", log_every=20,
                         progress_bar=not args.no_progress, tensorboard=False, limit_val_batches=0, **limits)
 

@@ -4,7 +4,7 @@ exact resume, distributed data parallel."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 import lightning.pytorch as pl
 import torch
@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from ._ddp import DDPStrategy
 from ._sync_batch_norm import convert_sync_batchnorm
 
-__all__ = ["make_trainer", "fit", "last_checkpoint", "SyncBatchNorm", "resolve_precision"]
+__all__ = ["make_trainer", "fit", "last_checkpoint", "SyncBatchNorm", "resolve_precision", "training_budget"]
 
 _PRECISIONS = ("auto", "32-true", "bf16-mixed")
 
@@ -26,6 +26,35 @@ class SyncBatchNorm(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if trainer.world_size > 1:
             convert_sync_batchnorm(pl_module)
+
+
+def training_budget(default_steps: int, steps: Optional[int] = None, minutes: Optional[float] = None,
+                    epochs: Optional[int] = None) -> Dict[str, Any]:
+    """The limits of :func:`make_trainer` for a budget in optimiser steps (the default: every machine trains the
+    same model), in epochs, or in wall time.
+
+    Args:
+        default_steps (int): Optimiser steps when nothing else is given.
+        steps (int, optional): Optimiser steps; with ``minutes`` too, whichever ends first.
+        minutes (float, optional): Wall time, alone or as a cap on ``steps``.
+        epochs (int, optional): Epochs; overrides the others.
+
+    Returns:
+        dict: ``max_steps`` / ``max_epochs`` / ``max_time`` keyword arguments.
+    """
+    for name, v in (("default_steps", default_steps), ("steps", steps), ("epochs", epochs)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if minutes is not None and not (isinstance(minutes, (int, float)) and minutes > 0):
+        raise ValueError(f"minutes must be a positive number, got {minutes!r}")
+    if epochs is not None:
+        return {"max_epochs": epochs}
+    if minutes is not None and steps is None:
+        return {"max_time": {"minutes": minutes}, "max_epochs": 1_000_000}
+    limits: Dict[str, Any] = {"max_steps": steps or default_steps, "max_epochs": 1_000_000}
+    if minutes is not None:
+        limits["max_time"] = {"minutes": minutes}
+    return limits
 
 
 def make_trainer(

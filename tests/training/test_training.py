@@ -228,6 +228,21 @@ def test_fine_supervision_trains_on_the_target_points(tmp_path):
     assert seen[0].batch.tolist() == [0] * 50 + [1] * 50 + [2] * 50
 
 
+def test_training_budget_steps_by_default_epochs_or_time_on_request():
+    from pcfunc.training import training_budget
+
+    assert training_budget(1500) == {"max_steps": 1500, "max_epochs": 1_000_000}
+    assert training_budget(1500, steps=10) == {"max_steps": 10, "max_epochs": 1_000_000}
+    assert training_budget(1500, minutes=2.5) == {"max_time": {"minutes": 2.5}, "max_epochs": 1_000_000}
+    assert training_budget(1500, steps=10, minutes=2.5) == {"max_steps": 10, "max_epochs": 1_000_000,
+                                                            "max_time": {"minutes": 2.5}}
+    assert training_budget(1500, steps=10, epochs=3) == {"max_epochs": 3}
+    with pytest.raises(ValueError, match="steps"):
+        training_budget(1500, steps=0)
+    with pytest.raises(ValueError, match="minutes"):
+        training_budget(1500, minutes=-1)
+
+
 def test_module_errors():
     with pytest.raises(TypeError, match="model must be a VaMoH"):
         VaMoHModule(torch.nn.Linear(2, 2))
