@@ -225,6 +225,7 @@ class GASP(nn.Module):
         if not isinstance(pos, Tensor) or pos.dim() not in (2, 3):
             raise ValueError(f"pos must have shape [N, D] or [B, N, D], got {getattr(pos, 'shape', pos)}")
         check_points(pos.reshape(-1, pos.size(-1)), "pos", self.manifold.ambient_dim)
+        self.manifold.assert_check_point(pos.reshape(-1, pos.size(-1)), "pos")  # as VaMoH: no values off the manifold
         # = generator.decode(z, pos), with the hypernetwork's forward through its wrapper (if any).
         return self.generator.target(pos, self._forward("generator", z), chunk_size=chunk_size)
 

@@ -31,3 +31,13 @@ def test_an_empty_last_cloud_is_an_error_not_a_dropped_result():
     b.x = b.x * 2 - 1
     with pytest.raises(ValueError, match="3 clouds but its last 1 have no points"):
         gasp.discriminator_loss(b)
+
+
+def test_gasp_rejects_query_points_off_the_manifold_like_vamoh():
+    gasp = GASP("sphere", latent_dim=4, hypernet_hidden=[8], inr_hidden=[8], num_frequencies=4, disc_channels=[4, 8],
+                weight_hidden=[4])
+    off = GRID.pos * 2  # norm 2
+    for call in (lambda: gasp.sample(2, off), lambda: gasp.generate(torch.zeros(2, 4), off)):
+        with pytest.raises(ValueError, match="pos"):
+            call()
+    assert gasp.sample(2, GRID.pos).shape == (2, GRID.num_points, 1)
