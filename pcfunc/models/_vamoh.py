@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -18,7 +18,7 @@ from ._categorical import CategoricalNet
 from ._configs import vamoh_config
 from ._points import Points, as_points, dense_points, point_dropout
 from ._vamoh_inference import VaMoHInference
-from ._vamoh_setup import initialize_generators, recalibrate_encoder
+from ._vamoh_setup import base_function, initialize_generators, recalibrate_encoder
 
 __all__ = ["VaMoH", "ELBOTerms"]
 
@@ -220,19 +220,8 @@ class VaMoH(VaMoHInference, nn.Module):
         self.posterior_c = CategoricalNet(enc_dim, self.latent_dim, self.num_components, self.in_channels,
                                           categorical_hidden, negative_slope, logit_cap)
         self.flow = FlowPrior(self.latent_dim, flow_layers)
-        self.base: Optional[nn.Module] = None
-        if base_hidden is not None:
-            widths = [check_positive_int(w, "base_hidden") for w in base_hidden]
-            layers: List[nn.Module] = [FourierFeatures(dim, check_positive_int(base_frequencies, "base_frequencies"),
-                                                       base_sigma)]
-            width = layers[0].out_dim
-            for w in widths:
-                layers += [nn.Linear(width, w), nn.LeakyReLU(negative_slope)]
-                width = w
-            last = nn.Linear(width, self.in_channels)
-            nn.init.zeros_(last.weight)
-            nn.init.zeros_(last.bias)
-            self.base = nn.Sequential(*layers, last)
+        self.base = None if base_hidden is None else base_function(dim, self.in_channels, base_hidden,
+                                                                     base_frequencies, base_sigma, negative_slope)
         # Saved with the weights, so a resumed run knows which stage of Algorithm 1 it is in.
         self.register_buffer("_warmup", torch.tensor(True))
         self._location_link = self.likelihood.name in ("discretized_logistic", "gaussian")

@@ -24,6 +24,16 @@ __all__ = ["ComponentMaps", "Predictive", "VaMoHInference"]
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
+def _nearest_observed(pts: Any, pos: Tensor, num: int, k: int) -> Tuple[Tensor, Tensor]:
+    """Query points ``pos`` :math:`(M, D)` / :math:`(B, M, D)` flattened to :math:`(B M, D)`, and the indices
+    :math:`(B M, k)` into ``pts`` of the ``k`` nearest observed points of the same cloud, nearest first
+    (memory-linear kNN, any grid size)."""
+    M = pos.size(-2)
+    q = (pos.expand(num, *pos.shape[-2:]) if pos.dim() == 2 else pos).reshape(num * M, -1).to(pts.pos.dtype)
+    qb = torch.arange(num, device=q.device).repeat_interleave(M)
+    return q, knn(pts.pos, q, k, pts.batch, qb, p=2)[1].view(num * M, k)
+
+
 class ComponentMaps(NamedTuple):
     r"""Per-point mixture assignments: ``probs`` :math:`(B, M, K)`, ``entropy`` :math:`(B, M)` in nats
     (:math:`-\sum_k \pi_k \log \pi_k`, at most :math:`\log K`) and ``segmentation`` :math:`(B, M)`
@@ -211,27 +221,17 @@ class VaMoHInference:
         query = dense.pos if pos is None else self._check_query(pos, z.size(0))
         out = self._predict(z, query, chunk_size)
         if k:
-            out = out + self._interpolated_residuals(pts, z, query, k, chunk_size)
+            counts = dense.mask.sum(-1)
+            if k > int(counts.min()):
+                raise ValueError(f"residual_neighbors={k} is more than the {int(counts.min())} observed points of "
+                                 "the smallest cloud")
+            # Inverse squared distance weights of the k nearest observed points of the same cloud.
+            q, nearest = _nearest_observed(pts, query, z.size(0), k)
+            w = 1.0 / (q.unsqueeze(1) - pts.pos[nearest]).pow(2).sum(-1).clamp_min(1e-24)  # [B M, k]
+            w = (w / w.sum(-1, keepdim=True)).to(out.dtype)
+            residual = (dense.y.to(out.dtype) - self._predict(z, dense.pos, chunk_size))[dense.mask]  # like pts.x
+            out = out + (residual[nearest] * w.unsqueeze(-1)).sum(1).view_as(out)
         return out if pos is not None else out[dense.mask]
-
-    def _interpolated_residuals(self, pts: Any, z: Tensor, pos: Tensor, k: int, chunk_size: Optional[int]) -> Tensor:
-        """The residuals of the observed points under the decoded functions ``z``, interpolated at ``pos``
-        :math:`(M, D)` / :math:`(B, M, D)` by inverse squared distance of the ``k`` nearest (same cloud)."""
-        counts = torch.bincount(pts.batch, minlength=pts.num_clouds)
-        if k > int(counts.min()):
-            raise ValueError(f"residual_neighbors={k} is more than the {int(counts.min())} observed points of the "
-                             "smallest cloud")
-        dense = dense_points(pts)
-        residual = (dense.y.to(z.dtype) - self._predict(z, dense.pos, chunk_size))[dense.mask]  # packed like pts
-        B = z.size(0)
-        M = pos.size(-2)
-        q = (pos.expand(B, *pos.shape[-2:]) if pos.dim() == 2 else pos).reshape(B * M, -1).to(pts.pos.dtype)
-        qb = torch.arange(B, device=q.device).repeat_interleave(M)
-        edge = knn(pts.pos, q, k, pts.batch, qb, p=2)
-        d2 = (q[edge[0]] - pts.pos[edge[1]]).pow(2).sum(-1).clamp_min(1e-24)
-        w = (1.0 / d2).view(B * M, k)
-        w = (w / w.sum(-1, keepdim=True)).to(residual.dtype)
-        return (residual[edge[1]].view(B * M, k, -1) * w.unsqueeze(-1)).sum(1).view(B, M, -1)
 
     @_inference
     def inpaint(self, observed: Any, pos: Tensor, keep_observed: bool = False,
@@ -251,9 +251,8 @@ class VaMoHInference:
         if keep_observed:
             # The nearest observed point of the same cloud for every query (memory-linear kNN, any grid size).
             B, M = out.shape[:2]
-            q = (pos.expand(B, *pos.shape[-2:]) if pos.dim() == 2 else pos).reshape(B * M, -1).to(pts.pos.dtype)
-            qb = torch.arange(B, device=q.device).repeat_interleave(M)
-            nearest = knn(pts.pos, q, 1, pts.batch, qb, p=2)[1]
+            q, nearest = _nearest_observed(pts, pos, B, 1)
+            nearest = nearest[:, 0]
             hit = (q - pts.pos[nearest]).norm(dim=-1) <= 1e-6
             flat = out.view(B * M, -1)
             flat[hit] = pts.x[nearest[hit]].to(out.dtype)

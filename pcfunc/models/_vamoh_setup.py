@@ -4,12 +4,13 @@ from the model's equations."""
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from ..nn import fit_function
+from .._validation import check_positive_int
+from ..nn import FourierFeatures, fit_function
 from ._points import as_points, check_pooled_points
 
 __all__ = ["initialize_generators", "recalibrate_encoder"]
@@ -102,3 +103,19 @@ def recalibrate_encoder(self, batches: Iterable[Any]) -> int:
     if n == 0:
         raise ValueError("batches is empty: pass at least one batch of training clouds")
     return n
+
+
+def base_function(dim: int, channels: int, hidden: Sequence[int], num_frequencies: int, sigma: float,
+                  negative_slope: float) -> nn.Sequential:
+    """VaMoH's optional base function :math:`g(\mathbf x)`: random Fourier features and an MLP with its own
+    weights, its last layer at zero (a new model is unchanged); see ``VaMoH(base_hidden=...)``."""
+    widths = [check_positive_int(w, "base_hidden") for w in hidden]
+    layers: List[nn.Module] = [FourierFeatures(dim, check_positive_int(num_frequencies, "base_frequencies"), sigma)]
+    width = layers[0].out_dim
+    for w in widths:
+        layers += [nn.Linear(width, w), nn.LeakyReLU(negative_slope)]
+        width = w
+    last = nn.Linear(width, channels)
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
+    return nn.Sequential(*layers, last)

@@ -36,6 +36,20 @@ def cb_log_prob(logit, y):
     return torch.distributions.ContinuousBernoulli(logits=logit).log_prob(y)
 
 
+def brute_force_mixture_terms(m, z, weights, pos, y):
+    """Expected log-likelihood and KL of q(c) of one cloud, point by point and component by component."""
+    ll = kl_c = 0.0
+    for d in range(pos.size(0)):
+        enc = m.fourier(pos[d:d + 1])
+        q = torch.softmax(m.posterior_c(enc, z, y[d:d + 1].unsqueeze(0))[0, 0], -1)
+        p_logit = m.prior_c(enc, z)[0, 0]
+        for k in range(m.num_components):
+            logit = m.hypernet.target(pos[d:d + 1], weights[:, k])[0, 0]
+            ll = ll + q[k] * cb_log_prob(logit, y[d]).sum()
+        kl_c = kl_c + (q * (torch.log(q) - torch.log_softmax(p_logit, -1))).sum()
+    return ll, kl_c
+
+
 def test_elbo_matches_brute_force():
     torch.manual_seed(1)
     m = tiny()
@@ -50,17 +64,7 @@ def test_elbo_matches_brute_force():
     weights = m.hypernet(z)  # [B, K, P]
     for i in range(3):
         sel = b.batch == i
-        pos, y = b.pos[sel], b.x[sel]
-        ll = kl_c = 0.0
-        for d in range(pos.size(0)):
-            enc = m.fourier(pos[d:d + 1])
-            q_logit = m.posterior_c(enc, z[i:i + 1], y[d:d + 1].unsqueeze(0))[0, 0]
-            p_logit = m.prior_c(enc, z[i:i + 1])[0, 0]
-            q = torch.softmax(q_logit, -1)
-            for k in range(3):
-                logit = m.hypernet.target(pos[d:d + 1], weights[i:i + 1, k])[0, 0]
-                ll = ll + q[k] * cb_log_prob(logit, y[d]).sum()
-            kl_c = kl_c + (q * (torch.log(q) - torch.log_softmax(p_logit, -1))).sum()
+        ll, kl_c = brute_force_mixture_terms(m, z[i:i + 1], weights[i:i + 1], b.pos[sel], b.x[sel])
         log_q = torch.distributions.Normal(mu[i], torch.exp(0.5 * logvar[i])).log_prob(z[i]).sum()
         kl_z = log_q - m.flow.log_prob(z[i:i + 1])[0]
         torch.testing.assert_close(out.log_likelihood[i], ll)
@@ -477,16 +481,7 @@ def test_elbo_with_target_points_matches_brute_force():
     weights = m.hypernet(z)
     for i in range(3):
         s = target.batch == i
-        pos, y = target.pos[s], target.x[s]
-        ll = kl_c = 0.0
-        for d in range(pos.size(0)):
-            enc = m.fourier(pos[d:d + 1])
-            q = torch.softmax(m.posterior_c(enc, z[i:i + 1], y[d:d + 1].unsqueeze(0))[0, 0], -1)
-            p_logit = m.prior_c(enc, z[i:i + 1])[0, 0]
-            for k in range(3):
-                logit = m.hypernet.target(pos[d:d + 1], weights[i:i + 1, k])[0, 0]
-                ll = ll + q[k] * cb_log_prob(logit, y[d]).sum()
-            kl_c = kl_c + (q * (torch.log(q) - torch.log_softmax(p_logit, -1))).sum()
+        ll, kl_c = brute_force_mixture_terms(m, z[i:i + 1], weights[i:i + 1], target.pos[s], target.x[s])
         kl_z = torch.distributions.Normal(mu[i], torch.exp(0.5 * logvar[i])).log_prob(z[i]).sum() \
             - m.flow.log_prob(z[i:i + 1])[0]
         torch.testing.assert_close(out.log_likelihood[i], ll)
