@@ -4,6 +4,7 @@ component maps, latent interpolation and uncertainty maps."""
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Callable, Iterator, NamedTuple, Optional, Tuple, TypeVar
 
 import torch
@@ -185,6 +186,35 @@ class VaMoHInference:
         y = self.likelihood.sample(params)  # [B, m, K, C]
         return y.gather(2, c[..., None, None].expand(*c.shape, 1, y.size(-1))).squeeze(2)
 
+    @staticmethod
+    def _check_residual_neighbors(residual_neighbors: int) -> int:
+        k = int(residual_neighbors)
+        if isinstance(residual_neighbors, bool) or k != residual_neighbors or k < 0:
+            raise ValueError(f"residual_neighbors must be a non-negative integer, got {residual_neighbors!r}")
+        return k
+
+    @staticmethod
+    def _residual_weights(pts: Any, dense: Any, query: Tensor, k: int) -> Tuple[Tensor, Tensor]:
+        """The ``k`` nearest observed points of the same cloud of every query point and their normalised inverse
+        squared distance weights, each :math:`(B M, k)`."""
+        counts = dense.mask.sum(-1)
+        if k > int(counts.min()):
+            raise ValueError(f"residual_neighbors={k} is more than the {int(counts.min())} observed points of the "
+                             "smallest cloud")
+        q, nearest = _nearest_observed(pts, query, dense.mask.size(0), k)
+        w = 1.0 / (q.unsqueeze(1) - pts.pos[nearest]).pow(2).sum(-1).clamp_min(1e-24)  # [B M, k]
+        return nearest, w / w.sum(-1, keepdim=True)
+
+    def _residuals(self, z: Tensor, pts: Any, dense: Any, weights: Tuple[Tensor, Tensor],
+                   chunk_size: Optional[int]) -> Tensor:
+        """The residuals of the functions ``z`` at the observed points, interpolated to the query points of
+        ``weights`` (:meth:`_residual_weights`): :math:`(B, M, C)`."""
+        nearest, w = weights
+        fit = self._predict(z, dense.pos, chunk_size)
+        residual = (dense.y.to(fit.dtype) - fit)[dense.mask]  # packed like pts.x
+        out = (residual[nearest] * w.to(fit.dtype).unsqueeze(-1)).sum(1)
+        return out.view(z.size(0), -1, out.size(-1))
+
     @_inference
     def reconstruct(self, batch: Any, pos: Optional[Tensor] = None, chunk_size: Optional[int] = None,
                     refine_steps: int = 0, refine_lr: float = 0.05,
@@ -214,23 +244,12 @@ class VaMoHInference:
         """
         pts = as_points(batch, self.manifold, self.in_channels, "batch")
         z = self._posterior(pts, refine_steps, refine_lr, generator)[0]
-        k = int(residual_neighbors)
-        if isinstance(residual_neighbors, bool) or k != residual_neighbors or k < 0:
-            raise ValueError(f"residual_neighbors must be a non-negative integer, got {residual_neighbors!r}")
+        k = self._check_residual_neighbors(residual_neighbors)
         dense = dense_points(pts)
         query = dense.pos if pos is None else self._check_query(pos, z.size(0))
         out = self._predict(z, query, chunk_size)
         if k:
-            counts = dense.mask.sum(-1)
-            if k > int(counts.min()):
-                raise ValueError(f"residual_neighbors={k} is more than the {int(counts.min())} observed points of "
-                                 "the smallest cloud")
-            # Inverse squared distance weights of the k nearest observed points of the same cloud.
-            q, nearest = _nearest_observed(pts, query, z.size(0), k)
-            w = 1.0 / (q.unsqueeze(1) - pts.pos[nearest]).pow(2).sum(-1).clamp_min(1e-24)  # [B M, k]
-            w = (w / w.sum(-1, keepdim=True)).to(out.dtype)
-            residual = (dense.y.to(out.dtype) - self._predict(z, dense.pos, chunk_size))[dense.mask]  # like pts.x
-            out = out + (residual[nearest] * w.unsqueeze(-1)).sum(1).view_as(out)
+            out = out + self._residuals(z, pts, dense, self._residual_weights(pts, dense, query, k), chunk_size)
         return out if pos is not None else out[dense.mask]
 
     @_inference
@@ -310,7 +329,8 @@ class VaMoHInference:
     @_inference
     def predictive(self, batch: Any, pos: Optional[Tensor] = None, num_samples: int = 32,
                    include_noise: bool = True, generator: Optional[torch.Generator] = None,
-                   chunk_size: Optional[int] = None, refine_steps: int = 0, refine_lr: float = 0.05) -> Predictive:
+                   chunk_size: Optional[int] = None, refine_steps: int = 0, refine_lr: float = 0.05,
+                   residual_neighbors: int = 0, std_scale: float = 1.0) -> Predictive:
         r"""Per-point predictive mean and standard deviation given the observed ``batch`` (uncertainty maps).
 
         Draws ``num_samples`` latents :math:`\mathbf z_s \sim q(\mathbf z \mid \mathbf X, \mathbf Y)`. The mean is
@@ -319,36 +339,64 @@ class VaMoHInference:
         observation noise included); otherwise that of the conditional means :math:`\mathbb E[\mathbf y \mid
         \mathbf z_s]` (the spread of the inferred function only).
 
+        With ``residual_neighbors`` :math:`k > 0` every draw is corrected by its own residuals at the observed
+        points, interpolated as in :meth:`reconstruct` (conditional simulation: the draws agree with the
+        observations there and differ between them), so the mean is :meth:`reconstruct`'s with the same
+        ``k`` averaged over the posterior.
+
+        The standard deviation is multiplied by ``std_scale``: a factor fitted on held-out data by
+        :func:`pcfunc.metrics.fit_std_scale`, for intervals that cover what they claim (the posterior of a
+        model fitted to few fields is over-confident about fields it has not seen).
+
         Args:
             batch: The observed points.
             pos (Tensor, optional): Query points :math:`(M, D)` / :math:`(B, M, D)`; ``None`` for the
                 batch's own points (equal-size clouds).
+            num_samples (int): Posterior draws, at least 2. (default: ``32``)
+            include_noise (bool): See above. (default: ``True``)
+            generator (torch.Generator, optional): Randomness of the draws (and of the refinement).
+            chunk_size (int, optional): Points decoded at once.
             refine_steps (int): See :meth:`reconstruct`. (default: ``0``)
             refine_lr (float): See :meth:`reconstruct`. (default: ``0.05``)
+            residual_neighbors (int): See above and :meth:`reconstruct`. (default: ``0``)
+            std_scale (float): Positive factor of the standard deviation. (default: ``1``)
+
+        Shapes:
+            - **output**: ``mean`` and ``std``, each :math:`(B, M, C)`.
         """
         num_samples = check_positive_int(num_samples, "num_samples")
         if num_samples < 2:
             raise ValueError(f"num_samples must be at least 2 for a standard deviation, got {num_samples}")
+        if isinstance(std_scale, bool) or not isinstance(std_scale, (int, float)) or not 0 < std_scale < math.inf:
+            raise ValueError(f"std_scale must be a positive finite number, got {std_scale!r}")
+        k = self._check_residual_neighbors(residual_neighbors)
         pts = as_points(batch, self.manifold, self.in_channels, "batch")
         mu, logvar = self._posterior(pts, refine_steps, refine_lr, generator)
+        dense = dense_points(pts)
         if pos is None:
-            dense = dense_points(pts)
             if not bool(dense.mask.all()):
                 raise ValueError("pos=None needs clouds of equal size; pass pos for query points")
             pos = dense.pos
         pos = self._check_query(pos, mu.size(0))
+        weights = self._residual_weights(pts, dense, pos, k) if k else None
         std = torch.exp(0.5 * logvar)
-        total = sq = draws_sum = None
+        # Moments of the draws about the first one (float32 sums of squares of values far larger than their
+        # spread would cancel catastrophically).
+        total = ref = dsum = dsq = None
         for _ in range(num_samples):
             eps = torch.randn(mu.shape, generator=generator, device="cpu").to(mu)
             z = mu + std * eps
             m = self._predict(z, pos, chunk_size)
             v = self._draws(z, pos, generator, chunk_size) if include_noise else m
-            total = m if total is None else total + m
-            draws_sum = v if draws_sum is None else draws_sum + v
-            sq = v * v if sq is None else sq + v * v
+            if weights is not None:
+                shift = self._residuals(z, pts, dense, weights, chunk_size)
+                m, v = m + shift, v + shift
+            if ref is None:
+                total, ref, dsum, dsq = m, v, torch.zeros_like(v), torch.zeros_like(v)
+            else:
+                total = total + m
+                d = v - ref
+                dsum, dsq = dsum + d, dsq + d * d
         mean = total / num_samples
-        dmean = draws_sum / num_samples
-        var = (sq - num_samples * dmean * dmean) / (num_samples - 1)
-        return Predictive(mean, var.clamp_min(0).sqrt())
-
+        var = (dsq - dsum * dsum / num_samples) / (num_samples - 1)
+        return Predictive(mean, var.clamp_min(0).sqrt() * float(std_scale))

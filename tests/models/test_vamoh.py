@@ -524,6 +524,47 @@ def test_reconstruct_with_interpolated_residuals_matches_brute_force():
         m.reconstruct(b, fine, residual_neighbors=500)
 
 
+def test_predictive_with_residuals_is_conditional_simulation():
+    torch.manual_seed(5)
+    m = tiny().eval()
+    m.warmup = False
+    b = batch(2)
+    fine = torch.nn.functional.normalize(torch.randn(200, 3, generator=torch.Generator().manual_seed(1),
+                                                     dtype=torch.float64), dim=-1)
+    pred = m.predictive(b, fine, num_samples=5, include_noise=False, generator=torch.Generator().manual_seed(3),
+                        residual_neighbors=3)
+    # Brute force: the same latent draws, each decoded and corrected by its own residuals (all distances).
+    mu, logvar = m.encode(b)
+    g = torch.Generator().manual_seed(3)
+    draws = []
+    for _ in range(5):
+        z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=g, dtype=mu.dtype)
+        out = m.decode(z, fine)
+        for i in range(2):
+            sel = b.batch == i
+            r = b.x[sel] - m.decode(z[i:i + 1], b.pos[sel])[0]
+            near = torch.cdist(fine, b.pos[sel]).pow(2).topk(3, largest=False)
+            w = 1 / near.values
+            out[i] = out[i] + ((r[near.indices, 0] * w).sum(1) / w.sum(1))[:, None]
+        draws.append(out)
+    draws = torch.stack(draws)
+    torch.testing.assert_close(pred.mean, draws.mean(0))
+    torch.testing.assert_close(pred.std, draws.std(0))
+    # Every draw passes through the observations: no spread there.
+    at_obs = m.predictive(b, num_samples=4, include_noise=False, residual_neighbors=2)
+    torch.testing.assert_close(at_obs.mean, b.x.view(2, -1, 1))
+    assert float(at_obs.std.max()) < 1e-6
+    # std_scale multiplies the spread only.
+    wide = m.predictive(b, fine, num_samples=5, include_noise=False, generator=torch.Generator().manual_seed(3),
+                        residual_neighbors=3, std_scale=2.5)
+    torch.testing.assert_close(wide.mean, pred.mean)
+    torch.testing.assert_close(wide.std, 2.5 * pred.std)
+    with pytest.raises(ValueError, match="std_scale"):
+        m.predictive(b, fine, std_scale=0.0)
+    with pytest.raises(ValueError, match="residual_neighbors"):
+        m.predictive(b, fine, residual_neighbors=-2)
+
+
 def test_base_function_is_added_to_every_components_location():
     torch.manual_seed(4)
     m = tiny(likelihood="gaussian", base_hidden=(8, 8), base_frequencies=6).eval()
