@@ -117,26 +117,36 @@ def interval_coverage(mean: Tensor, std: Tensor, target: Tensor, level: float = 
     return (target.double() - mean.double()).abs() <= half
 
 
-def fit_std_scale(mean: Tensor, std: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> float:
-    r"""The factor :math:`s` by which to multiply predictive standard deviations so that they minimise the mean
-    Gaussian CRPS on held-out data (a one-parameter recalibration, as temperature scaling is for classifiers):
+def fit_std_scale(mean: Tensor, std: Tensor, target: Tensor, mask: Optional[Tensor] = None,
+                  level: Optional[float] = None) -> float:
+    r"""The factor :math:`s` by which to multiply predictive standard deviations, fitted on held-out data (a
+    one-parameter recalibration, as temperature scaling is for classifiers).
+
+    With ``level=None``, the :math:`s` that minimises the mean Gaussian CRPS,
 
     .. math::
-        s^\star = \arg\min_{s > 0} \frac1n \sum_i \mathrm{CRPS}\left(\mathcal N(\mu_i, s^2 \sigma_i^2), y_i\right).
+        s^\star = \arg\min_{s > 0} \frac1n \sum_i \mathrm{CRPS}\left(\mathcal N(\mu_i, s^2 \sigma_i^2), y_i\right),
 
-    The objective is convex in :math:`s` (:math:`\partial^2 / \partial s^2 \geq 0` term by term), so a
-    golden-section search on :math:`\log s` finds the minimum. Fit it on fields and points that neither
-    trained the model nor are scored with it (a calibration split), then pass it as ``std_scale`` to
-    :meth:`~pcfunc.models.VaMoH.predictive`.
+    convex in :math:`s` (:math:`\partial^2 / \partial s^2 \geq 0` term by term), found by golden-section search
+    on :math:`\log s`. With a ``level``, the :math:`s` whose central ``level`` interval
+    :math:`\mu_i \pm \Phi^{-1}(\tfrac{1 + \text{level}}{2})\, s \sigma_i` covers that fraction of the
+    points: the ``level`` quantile of :math:`|y_i - \mu_i| / \sigma_i` over
+    :math:`\Phi^{-1}(\tfrac{1 + \text{level}}{2})` (split conformal prediction with normalised scores; `Lei et
+    al., 2018 <https://arxiv.org/abs/1604.04173>`_). Errors with heavier tails than a Gaussian's need a
+    different factor for each level.
+
+    Fit it on fields and points that neither trained the model nor are scored with it (a calibration split),
+    then pass it as ``std_scale`` to :meth:`~pcfunc.models.VaMoH.predictive`.
 
     Args:
         mean (Tensor): Predictive means, any shape.
         std (Tensor): Predictive standard deviations (:math:`\geq 0`, not all zero), same shape.
         target (Tensor): Held-out values, same shape.
         mask (Tensor, optional): bool, broadcastable to ``target``'s shape: the elements to use.
+        level (float, optional): Interval probability in :math:`(0, 1)`, or ``None`` for the CRPS.
 
     Returns:
-        float: :math:`s^\star`, in :math:`[10^{-4}, 10^{4}]`.
+        float: The factor (for the CRPS within :math:`[10^{-4}, 10^{4}]`).
     """
     _check_same("mean", mean, "target", target)
     _check_same("std", std, "target", target)
@@ -154,6 +164,14 @@ def fit_std_scale(mean: Tensor, std: Tensor, target: Tensor, mask: Optional[Tens
     if not bool(keep.any()):
         raise ValueError("std must be positive somewhere (in mask)")
     m, s, y = m[keep], s[keep], y[keep]
+    if level is not None:
+        if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0.0 < float(level) < 1.0:
+            raise ValueError(f"level must be a probability in (0, 1) or None, got {level!r}")
+        score = ((y - m).abs() / s).flatten()
+        # The ceil(level (n + 1))-th smallest score: the split-conformal quantile.
+        rank = min(score.numel(), math.ceil(float(level) * (score.numel() + 1)))
+        q = float(score.kthvalue(rank).values)
+        return q / (_SQRT2 * float(torch.erfinv(torch.tensor(float(level), dtype=torch.float64))))
 
     def loss(log_scale: float) -> float:
         return float(crps_gaussian(m, s * math.exp(log_scale), y).mean())

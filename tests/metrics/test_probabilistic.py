@@ -62,6 +62,19 @@ def test_fit_std_scale_recovers_the_true_spread():
     assert fit_std_scale(mu, sd, y2, torch.arange(50000) < 25000) == pytest.approx(s, rel=0.05)
 
 
+def test_fit_std_scale_for_a_level_covers_it_on_the_calibration_data():
+    torch.manual_seed(4)
+    mu, sd = torch.zeros(20001), torch.ones(20001)
+    y = torch.distributions.StudentT(2.0).sample((20001,))  # heavy tails: one factor cannot fit every level
+    for level in (0.5, 0.9):
+        s = fit_std_scale(mu, sd, y, level=level)
+        assert float(interval_coverage(mu, s * sd, y, level).float().mean()) == pytest.approx(level, abs=1e-3)
+        # The Student-t(2) quantile over the Gaussian one, in closed form.
+        q = {0.5: 0.816497, 0.9: 2.919986}[level]
+        z = {0.5: 0.674490, 0.9: 1.644854}[level]
+        assert s == pytest.approx(q / z, rel=0.05)
+
+
 def test_errors_name_the_argument():
     a = torch.zeros(3)
     with pytest.raises(ValueError, match="std must be finite and non-negative"):
@@ -74,5 +87,7 @@ def test_errors_name_the_argument():
         crps_ensemble(torch.zeros(4, 2), a)
     with pytest.raises(ValueError, match="std must be positive"):
         fit_std_scale(a, a, a)
+    with pytest.raises(ValueError, match="level"):
+        fit_std_scale(a, torch.ones(3), a, level=0.0)
     with pytest.raises(TypeError, match="mask"):
         fit_std_scale(a, torch.ones(3), a, torch.ones(3))
