@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -13,6 +13,7 @@ from ..manifolds import xyz_to_latlon
 from ..metrics import psnr, rmse
 from ._baselines import PCABaseline, _check_fields, observed_mask, training_mean, zonal_mean_fill
 from ._health import active_units, mixture_usage, sample_statistics
+from ._uncertainty import evaluate_uncertainty
 
 __all__ = ["evaluate_vamoh", "evaluate_gasp", "format_report", "score"]
 
@@ -65,7 +66,9 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
                    fine: Optional[Tuple[Grid, Tensor]] = None,
                    pca_components: Optional[int] = None, scale: float = 1.0, data_range: float = 1.0,
                    num_prior_samples: int = 32, max_train_fields: int = 64, fields_per_call: int = 16,
-                   seed: int = 0, refine_steps: int = 0, residual_neighbors: int = 4) -> Dict[str, Any]:
+                   seed: int = 0, refine_steps: int = 0, residual_neighbors: int = 4,
+                   calibration: Optional[Union[Tensor, Tuple[Tensor, Optional[Tensor]]]] = None,
+                   predictive_samples: int = 0) -> Dict[str, Any]:
     r"""Every task of a trained :class:`~pcfunc.models.VaMoH` on held-out fields, next to the baselines.
 
     Tasks (each scored by :func:`score` on the points it predicts):
@@ -83,6 +86,10 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
       :math:`\frac1T \sum_t (\mathbf y^{\text{fine}}_t - \mathrm{bilinear}(\mathbf y_t))`
       (``bilinear_mean_residual``, the first statistical downscaling a climate scientist tries); and
       ``vamoh_residuals``, the model plus its interpolated residuals at the coarse points;
+
+    Uncertainty (``uncertainty``, with ``predictive_samples`` :math:`\geq 2`): the coverage of the predictive
+    intervals and the CRPS of the in-painting and super-resolution tasks, raw and recalibrated on
+    ``calibration``, next to Gaussian baselines (:func:`~pcfunc.evaluation.evaluate_uncertainty`).
 
     Health (``health``): active latent dimensions (:func:`~pcfunc.evaluation.active_units`) on the held-out
     and on the training fields, the posterior mixture's usage (:func:`~pcfunc.evaluation.mixture_usage`) on
@@ -111,6 +118,10 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
         residual_neighbors (int): Super-resolution also with the model's residuals at the coarse points
             interpolated from this many neighbours (``reconstruct(..., residual_neighbors=k)``, row
             ``vamoh_residuals``); ``0``: not.
+        calibration (Tensor or tuple, optional): Calibration fields for the uncertainty figures, see
+            :func:`~pcfunc.evaluation.evaluate_uncertainty`.
+        predictive_samples (int): Posterior draws per field for the uncertainty figures; ``0``: none.
+            (default: ``0``)
 
     Returns:
         dict: ``{"tasks": {task: {method: {"psnr", "rmse", "points"}}}, "health": {...}, "elbo": {...}}``,
@@ -163,10 +174,10 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
             row["zonal_mean"] = sc(zonal_mean_fill(test, lat, obs), test, hidden)
         tasks[f"inpaint_{name}"] = row
     if fine is not None:
-        if not isinstance(fine, (tuple, list)) or len(fine) not in (2, 3):
-            raise ValueError("fine must be (fine_grid, fine_test) or (fine_grid, fine_test, fine_train)")
+        if not isinstance(fine, (tuple, list)) or len(fine) not in (2, 3, 4):
+            raise ValueError("fine must be (fine_grid, fine_test[, fine_train[, fine_calibration]])")
         fine_grid, fine_test = fine[0], fine[1]
-        fine_train = fine[2] if len(fine) == 3 else None
+        fine_train = fine[2] if len(fine) >= 3 else None
         _check_fields(fine_test, "fine[1]")
         if fine_test.size(0) != B or fine_test.size(1) != fine_grid.num_points:
             raise ValueError(f"fine[1] must have shape [{B}, {fine_grid.num_points}, C], got {tuple(fine_test.shape)}")
@@ -218,8 +229,14 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
     npts = torch.cat([t.num_points for t in terms]).double()
     per_point = lambda name: float((torch.cat([getattr(t, name) for t in terms]).double() / npts).mean())  # noqa: E731
     elbo = {name: per_point(name) for name in ("elbo", "log_likelihood", "kl_z", "kl_c")}
-    return {"tasks": tasks, "health": health, "elbo_per_point": elbo, "refine_steps": int(refine_steps),
-            "fields": {"train": int(train.size(0)), "test": int(B), "points": int(N)}}
+    report = {"tasks": tasks, "health": health, "elbo_per_point": elbo, "refine_steps": int(refine_steps),
+              "fields": {"train": int(train.size(0)), "test": int(B), "points": int(N)}}
+    if predictive_samples:
+        report["uncertainty"] = evaluate_uncertainty(
+            model, grid, train, test, masks=masks, fine=fine, calibration=calibration,
+            num_samples=predictive_samples, scale=scale, fields_per_call=fields_per_call, seed=seed,
+            refine_steps=refine_steps, residual_neighbors=residual_neighbors)
+    return report
 
 
 def evaluate_gasp(model: Any, grid: Grid, test: Tensor, *, train: Optional[Tensor] = None, num_samples: int = 64,
@@ -286,6 +303,13 @@ def format_report(report: Mapping[str, Any], units: str = "") -> str:
     health = report.get("health", {})
     if health:
         lines.append("health: " + json.dumps(health, default=lambda o: round(o, 4) if isinstance(o, float) else str(o)))
+    unc = report.get("uncertainty", {})
+    if unc:
+        lines.append(f"{'uncertainty':<24}{'method':<30}{'cover 50%':>10}{'cover 90%':>10}{'CRPS ' + units:>12}")
+        for task, row in unc.items():
+            for i, (method, v) in enumerate(row.items()):
+                lines.append(f"{task if i == 0 else '':<24}{method:<30}{v['coverage_50']:>10.3f}"
+                             f"{v['coverage_90']:>10.3f}{v['crps']:>12.4f}")
     if "elbo_per_point" in report:
         lines.append("ELBO per point: " + ", ".join(f"{k} {v:.4f}" for k, v in report["elbo_per_point"].items()))
     return "\n".join(lines)

@@ -133,10 +133,12 @@ class VaMoH(VaMoHInference, nn.Module):
             whole clouds or observed patches) or ``"none"``. (default: ``"batch"``)
         base_hidden (sequence of int, optional): Hidden widths of a **base function** :math:`g(\mathbf x)`,
             one ordinary INR (random Fourier features and an MLP, its own weights, not generated) shared by
-            every field and component and added to each component's location before its link:
+            every field and component and added to each component's likelihood parameters before their link:
             :math:`\mu_k(\mathbf x) = \text{link}(f_{\theta_k(\mathbf z)}(\mathbf x) + g(\mathbf x))`.
             It holds what every field shares (orography, coastlines: the mean's fine detail) at a size a
-            hypernetwork could not emit; its last layer starts at zero, so a new model is unchanged.
+            hypernetwork could not emit; with a predicted scale (``likelihood=("gaussian", {"scale":
+            "predicted"})``) also a static map of the log noise level (larger over mountains and coasts, where
+            the sub-grid detail varies most). Its last layer starts at zero, so a new model is unchanged.
             ``None``: no base (the paper). (default: ``None``)
         base_frequencies (int): Random Fourier features of the base function. (default: ``256``)
         base_sigma (float): Their scale. (default: ``4.0``)
@@ -220,8 +222,9 @@ class VaMoH(VaMoHInference, nn.Module):
         self.posterior_c = CategoricalNet(enc_dim, self.latent_dim, self.num_components, self.in_channels,
                                           categorical_hidden, negative_slope, logit_cap)
         self.flow = FlowPrior(self.latent_dim, flow_layers)
-        self.base = None if base_hidden is None else base_function(dim, self.in_channels, base_hidden,
-                                                                     base_frequencies, base_sigma, negative_slope)
+        self.base = None if base_hidden is None else base_function(
+            dim, self.in_channels * self.likelihood.num_params, base_hidden, base_frequencies, base_sigma,
+            negative_slope)
         # Saved with the weights, so a resumed run knows which stage of Algorithm 1 it is in.
         self.register_buffer("_warmup", torch.tensor(True))
         self._location_link = self.likelihood.name in ("discretized_logistic", "gaussian")
@@ -297,9 +300,7 @@ class VaMoH(VaMoHInference, nn.Module):
             weights = self._generator_weights(z)
         raw = self.hypernet.target(pos, weights).transpose(1, 2).to(self.dtype)  # [B, N, K, P C]
         if self.base is not None:
-            c = self.in_channels
-            g = self.base(pos).to(raw.dtype).unsqueeze(-2)  # [N, 1, C] or [B, N, 1, C]
-            raw = torch.cat([raw[..., :c] + g, raw[..., c:]], dim=-1)
+            raw = raw + self.base(pos).to(raw.dtype).unsqueeze(-2)  # [N, 1, P C] or [B, N, 1, P C]
         return self._link(raw)
 
     def _link(self, raw: Tensor) -> Tensor:

@@ -107,7 +107,7 @@ def recalibrate_encoder(self, batches: Iterable[Any]) -> int:
 
 def base_function(dim: int, channels: int, hidden: Sequence[int], num_frequencies: int, sigma: float,
                   negative_slope: float) -> nn.Sequential:
-    """VaMoH's optional base function :math:`g(\mathbf x)`: random Fourier features and an MLP with its own
+    r"""VaMoH's optional base function :math:`g(\mathbf x)`: random Fourier features and an MLP with its own
     weights, its last layer at zero (a new model is unchanged); see ``VaMoH(base_hidden=...)``."""
     widths = [check_positive_int(w, "base_hidden") for w in hidden]
     layers: List[nn.Module] = [FourierFeatures(dim, check_positive_int(num_frequencies, "base_frequencies"), sigma)]

@@ -5,11 +5,13 @@ import pytest
 import torch
 
 from pcfunc.data import ImageGrid, LatLonGrid, interpolate_to_points
-from pcfunc.evaluation import (PCABaseline, active_units, energy_distance, evaluate_gasp, evaluate_vamoh,
+from pcfunc.evaluation import (PCABaseline, active_units, energy_distance, evaluate_gasp, evaluate_uncertainty,
+                               evaluate_vamoh,
                                format_report, mixture_usage, sample_statistics, score, training_mean,
                                zonal_mean_fill)
+from pcfunc.evaluation._harness import _batch
 from pcfunc.manifolds import xyz_to_latlon
-from pcfunc.metrics import psnr
+from pcfunc.metrics import crps_gaussian, fit_std_scale, interval_coverage, psnr
 from pcfunc.models import VaMoH
 from pcfunc.nn import LayerSpec
 
@@ -201,6 +203,66 @@ def test_bilinear_mean_residual_recovers_a_static_sub_grid_pattern():
     assert sr["bilinear"]["rmse"] == pytest.approx(float(pattern.pow(2).mean().sqrt()), rel=1e-4)
     with pytest.raises(ValueError, match="fine\\[2\\]"):
         evaluate_vamoh(model, GRID, train, test, fine=(fine_grid, fine(test), fine(train)[:2]))
+
+
+def test_evaluate_uncertainty_scores_the_predictive_and_its_calibration():
+    torch.manual_seed(0)
+    model = tiny_vamoh().eval()
+    train, test, cal = grid_fields(6), grid_fields(3, seed=1), grid_fields(4, seed=2)
+    fine_grid = GRID.super_resolution()
+    fine_train, fine_test, fine_cal = (torch.rand(n, fine_grid.num_points, 1, generator=torch.Generator().manual_seed(n))
+                                       for n in (6, 3, 4))
+    mask = torch.zeros(GRID.num_points, dtype=torch.bool)
+    mask[: GRID.num_points // 2] = True
+    hidden = ~mask
+    torch.manual_seed(7)  # the encoder's farthest-point sampling draws its start from the global generator
+    rep = evaluate_uncertainty(model, GRID, train, test, masks={"half": mask},
+                               fine=(fine_grid, fine_test, fine_train), calibration=(cal, fine_cal), num_samples=4,
+                               scale=10.0, fields_per_call=2, seed=3, residual_neighbors=3)
+    assert set(rep) == {"inpaint_half", "super_resolution"}
+    assert set(rep["inpaint_half"]) == {"vamoh", "vamoh_calibrated", "climatology", "climatology_calibrated"}
+    assert set(rep["super_resolution"]) == {"vamoh", "vamoh_calibrated", "bilinear_mean_residual",
+                                            "bilinear_mean_residual_calibrated"}
+    # The climatology rows by hand: a Gaussian of the training fields' mean and spread at each point.
+    m, sd = train.mean(0, keepdim=True).expand_as(test), train.std(0, keepdim=True).expand_as(test)
+    row = rep["inpaint_half"]["climatology"]
+    assert row["points"] == int(hidden.sum())
+    assert row["crps"] == pytest.approx(10 * float(crps_gaussian(m[:, hidden], sd[:, hidden], test[:, hidden])
+                                                   .double().mean()), rel=1e-5)
+    assert row["coverage_90"] == pytest.approx(float(interval_coverage(m[:, hidden], sd[:, hidden], test[:, hidden],
+                                                                       0.9).double().mean()))
+    # Its calibrated factors are fitted on the calibration fields.
+    mc, sc = train.mean(0, keepdim=True).expand_as(cal), train.std(0, keepdim=True).expand_as(cal)
+    f = rep["inpaint_half"]["climatology_calibrated"]["std_scale"]
+    assert f["crps"] == pytest.approx(fit_std_scale(mc[:, hidden], sc[:, hidden], cal[:, hidden]), rel=1e-5)
+    assert f["coverage_50"] == pytest.approx(fit_std_scale(mc[:, hidden], sc[:, hidden], cal[:, hidden], level=0.5))
+    # The model's row is its predictive on the hidden points (same seed, same draws).
+    g = torch.Generator().manual_seed(3)
+    torch.manual_seed(7)
+    parts = [model.predictive(_batch(GRID, test[s], mask), GRID.pos.float(), num_samples=4, generator=g)
+             for s in (slice(0, 2), slice(2, 3))]
+    pm, ps = torch.cat([p.mean for p in parts]), torch.cat([p.std for p in parts])
+    assert rep["inpaint_half"]["vamoh"]["crps"] == pytest.approx(
+        10 * float(crps_gaussian(pm[:, hidden], ps[:, hidden], test[:, hidden]).double().mean()), rel=1e-5)
+    for v in rep.values():
+        for r in v.values():
+            assert 0.0 <= r["coverage_50"] <= r["coverage_90"] <= 1.0 and r["crps"] > 0
+    # Calibrated intervals cover their level on the calibration fields: scoring them there gives it back.
+    cal = cal + 0.01 * torch.rand(cal.shape, generator=torch.Generator().manual_seed(5))  # no ties
+    self_cal = evaluate_uncertainty(model, GRID, train, cal, masks={"half": mask}, calibration=cal, num_samples=4,
+                                    fields_per_call=4, seed=3)
+    n = int(hidden.sum()) * 4
+    row = self_cal["inpaint_half"]["climatology_calibrated"]  # deterministic, unlike the model's draws
+    assert 0.5 <= row["coverage_50"] <= 0.5 + 2.0 / n and 0.9 <= row["coverage_90"] <= 0.9 + 2.0 / n
+    rep2 = evaluate_vamoh(model, GRID, train, test, masks={"half": mask}, num_prior_samples=2, predictive_samples=3)
+    assert set(rep2["uncertainty"]["inpaint_half"]) == {"vamoh", "climatology"}
+    assert "cover 90%" in format_report(rep2)
+    with pytest.raises(ValueError, match="num_samples"):
+        evaluate_uncertainty(model, GRID, train, test, num_samples=1)
+    with pytest.raises(ValueError, match="calibration must have shape"):
+        evaluate_uncertainty(model, GRID, train, test, calibration=cal[:, :-1])
+    with pytest.raises(ValueError, match="fine calibration"):
+        evaluate_uncertainty(model, GRID, train, test, fine=(fine_grid, fine_test, fine_train, fine_cal))
 
 
 def test_evaluate_vamoh_reconstruction_is_the_models():

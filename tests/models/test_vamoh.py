@@ -7,7 +7,7 @@ from torch_geometric.data import Batch, Data
 from pcfunc.data import LatLonGrid
 from pcfunc.models import VaMoH, point_dropout, vamoh_config
 from pcfunc.models._points import as_points, dense_points
-from pcfunc.nn import LayerSpec
+from pcfunc.nn import LayerSpec, get_likelihood
 from pcfunc.nn._likelihood_math import continuous_bernoulli_log_norm
 
 GRID = LatLonGrid.regular(9, 16)  # 7 * 16 + 2 = 114 points
@@ -439,8 +439,6 @@ def test_kl_weight_changes_the_loss_not_the_elbo():
 
 def test_refined_posterior_fits_the_observed_points_better():
     torch.manual_seed(0)
-    from pcfunc.nn import get_likelihood
-
     model = tiny(likelihood=get_likelihood("gaussian", scale="fixed", init_scale=0.02)).eval()
     # Fields the generators can represent exactly: decoded from latents the encoder does not know.
     z_true = 1.5 * torch.randn(3, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
@@ -567,28 +565,32 @@ def test_predictive_with_residuals_is_conditional_simulation():
 
 def test_base_function_is_added_to_every_components_location():
     torch.manual_seed(4)
-    m = tiny(likelihood="gaussian", base_hidden=(8, 8), base_frequencies=6).eval()
+    m = tiny(likelihood=get_likelihood("gaussian", scale="predicted"), base_hidden=(8, 8), base_frequencies=6).eval()
     m.warmup = False
     b = batch()
     z = torch.randn(3, 4, dtype=torch.float64)
     pos = GRID.pos.double()
     # A new base starts at zero: the model is the one without a base.
-    plain = tiny(likelihood="gaussian")
+    plain = tiny(likelihood=get_likelihood("gaussian", scale="predicted"))
     plain.load_state_dict({k: v for k, v in m.state_dict().items() if not k.startswith("base.")})
     plain.warmup = False
     torch.testing.assert_close(m.decode(z, pos), plain.eval().decode(z, pos))
     with torch.no_grad():
         for p in m.base.parameters():
             p.normal_(0, 0.5)
-    # By hand: sigmoid(INR_k location + g(x)) per component, the scale untouched, then the prior mixture.
-    g = m.base(pos)  # [N, 1]
+    # By hand: sigmoid(INR_k location + g(x)_loc) per component, log-scale INR_k + g(x)_scale, then the prior
+    # mixture of the locations.
+    g = m.base(pos)  # [N, 2]: location and log-scale
+    assert g.shape == (GRID.num_points, 2)
     w = m.hypernet(z)
     raw = torch.stack([m.hypernet.target(pos, w[:, k]) for k in range(3)], 2)  # [B, N, K, 2]
-    loc = torch.sigmoid(raw[..., :1] + g[None, :, None])
+    loc = torch.sigmoid(raw[..., :1] + g[None, :, None, :1])
     pi = torch.softmax(m.prior_c(m.fourier(pos), z), -1)
     torch.testing.assert_close(m.decode(z, pos), (pi.unsqueeze(-1) * loc).sum(-2))
     params = m._component_params(z, pos)
-    torch.testing.assert_close(params[..., 1:], raw[..., 1:])
+    torch.testing.assert_close(params[..., 1:], raw[..., 1:] + g[None, :, None, 1:])
     assert m.elbo(b).loss.requires_grad
+    # With a learned (global) scale the base has the location only.
+    assert tiny(likelihood="gaussian", base_hidden=(8,), base_frequencies=6).base(pos).shape == (GRID.num_points, 1)
     with pytest.raises(ValueError, match="base_hidden"):
         tiny(base_hidden=(0,))

@@ -1,0 +1,173 @@
+"""Whether VaMoH's predictive intervals mean what they say: coverage and CRPS on hidden points, raw and
+recalibrated on held-out calibration fields, next to Gaussian baselines."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from ..data import Grid, LatLonGrid
+from ..metrics import crps_gaussian, fit_std_scale, interval_coverage
+from ._baselines import _check_fields, observed_mask
+
+__all__ = ["evaluate_uncertainty"]
+
+LEVELS = (0.5, 0.9)
+
+
+def _scores(mean: Tensor, std: Tensor, truth: Tensor, hidden: Optional[Tensor], scale: float,
+            factors: Optional[Mapping[str, float]] = None) -> Dict[str, float]:
+    """Coverage of the central 50% and 90% intervals and the mean CRPS (times ``scale``), each with its own
+    factor of ``std`` (``factors``: ``{"crps", "coverage_50", "coverage_90"}``; ``None``: the raw spread)."""
+    if hidden is not None:
+        mean, std, truth = mean[:, hidden], std[:, hidden], truth[:, hidden]
+    f = factors or {}
+    out = {f"coverage_{int(100 * lv)}": float(interval_coverage(mean, std * f.get(f"coverage_{int(100 * lv)}", 1.0),
+                                                                   truth, lv).double().mean()) for lv in LEVELS}
+    out["crps"] = float(crps_gaussian(mean, std * f.get("crps", 1.0), truth).double().mean()) * scale
+    out["points"] = int(truth.size(1))
+    if factors is not None:
+        out["std_scale"] = dict(factors)
+    return out
+
+
+def _factors(mean: Tensor, std: Tensor, truth: Tensor, hidden: Optional[Tensor]) -> Dict[str, float]:
+    """Factors fitted on calibration predictions: CRPS-optimal, and split-conformal for each level."""
+    if hidden is not None:
+        mean, std, truth = mean[:, hidden], std[:, hidden], truth[:, hidden]
+    out = {"crps": fit_std_scale(mean, std, truth)}
+    for lv in LEVELS:
+        out[f"coverage_{int(100 * lv)}"] = fit_std_scale(mean, std, truth, level=lv)
+    return out
+
+
+def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
+                         masks: Optional[Mapping[str, Tensor]] = None,
+                         fine: Optional[Sequence[Any]] = None,
+                         calibration: Optional[Union[Tensor, Tuple[Tensor, Optional[Tensor]]]] = None,
+                         num_samples: int = 16, scale: float = 1.0, fields_per_call: int = 8, seed: int = 0,
+                         refine_steps: int = 0, residual_neighbors: int = 4) -> Dict[str, Any]:
+    r"""Calibration of :meth:`VaMoH.predictive <pcfunc.models.VaMoH.predictive>` on hidden points: the coverage of
+    its central 50% and 90% Gaussian intervals :math:`\mu \pm \Phi^{-1}(\tfrac{1 + p}{2})\,\sigma` and its mean
+    CRPS (:func:`~pcfunc.metrics.crps_gaussian`), for in-painting (the hidden points of each mask) and
+    super-resolution (every fine point).
+
+    Rows of each task:
+
+    * ``vamoh``: the predictive as the model gives it (``num_samples`` posterior draws, observation noise
+      included; for super-resolution with ``residual_neighbors`` the draws pass through the coarse values);
+    * ``vamoh_calibrated`` (with ``calibration``): the same with its standard deviation multiplied by factors
+      fitted on the calibration fields (:func:`~pcfunc.metrics.fit_std_scale`): the CRPS-optimal factor for the
+      CRPS and the split-conformal factor of each level for its coverage, listed under ``std_scale``;
+    * baselines, Gaussians of training statistics: for in-painting ``climatology``, the training fields' mean
+      and standard deviation at each point; for super-resolution on a :class:`~pcfunc.data.LatLonGrid` with
+      training fields on the fine points, ``bilinear_mean_residual``, bilinear interpolation plus the mean
+      sub-grid residual with the residuals' standard deviation at each point; each also ``..._calibrated``.
+
+    Calibrated intervals cover their level on the calibration fields by construction; on the test fields they
+    do when the errors of both come from one distribution (fields from the same season, say).
+
+    Args:
+        model (VaMoH): A trained model.
+        grid (Grid): The points of ``train``, ``test`` and the calibration fields.
+        train (Tensor): Training fields :math:`(T, N, C)`, for the baselines.
+        test (Tensor): Held-out fields :math:`(B, N, C)`, scored.
+        masks (dict, optional): Name to observed mask (bool :math:`(N,)`) for in-painting.
+        fine (sequence, optional): ``(fine_grid, fine_test[, fine_train[, fine_calibration]])`` as for
+            :func:`evaluate_vamoh`, with the calibration fields on the fine points last.
+        calibration (Tensor or tuple, optional): Calibration fields :math:`(K, N, C)`, held out from training
+            and from ``test``; or ``(fields, fine_fields)`` with the same fields on the fine points
+            :math:`(K, M, C)` (then super-resolution is calibrated too).
+        num_samples (int): Posterior draws per field (at least 2).
+        scale (float): CRPS multiplied by it (data units).
+        fields_per_call (int): Fields per forward pass (memory).
+        seed (int): Seed of the draws.
+        refine_steps (int): Refinement of the posterior (``predictive(refine_steps=...)``).
+        residual_neighbors (int): For super-resolution (``predictive(residual_neighbors=...)``).
+
+    Returns:
+        dict: ``{task: {method: {"coverage_50", "coverage_90", "crps", "points"[, "std_scale"]}}}``.
+    """
+    _check_fields(train, "train")
+    _check_fields(test, "test")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
+        raise ValueError(f"num_samples must be an integer of at least 2, got {num_samples!r}")
+    N = grid.num_points
+    for name, t in (("train", train), ("test", test)):
+        if t.size(1) != N:
+            raise ValueError(f"{name} has {t.size(1)} points per field but grid has {N}")
+    cal, cal_fine = (calibration, None) if isinstance(calibration, Tensor) or calibration is None else calibration
+    if cal is not None:
+        _check_fields(cal, "calibration")
+        if cal.size(1) != N or cal.size(-1) != test.size(-1):
+            raise ValueError(f"calibration must have shape [K, {N}, {test.size(-1)}], got {tuple(cal.shape)}")
+    from ._harness import _batch, _bilinear, _chunks
+
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+
+    def predict(values: Tensor, observed: Optional[Tensor], pos: Tensor, k: int) -> Tuple[Tensor, Tensor]:
+        parts = [model.predictive(_batch(grid, values[s], observed), pos.to(values.dtype), num_samples=num_samples,
+                                  generator=g, refine_steps=refine_steps, residual_neighbors=k)
+                 for s in _chunks(values.size(0), fields_per_call)]
+        return (torch.cat([p.mean for p in parts]).to(values.dtype),
+                torch.cat([p.std for p in parts]).to(values.dtype))
+
+    def rows(predict_fn: Callable[[Tensor], Tuple[Tensor, Tensor]], truth: Tensor,
+             cal_truth: Optional[Tensor], cal_input: Optional[Tensor], hidden: Optional[Tensor],
+             baseline: Optional[Tuple[str, Callable[[Tensor], Tuple[Tensor, Tensor]]]],
+             test_input: Tensor) -> Dict[str, Dict[str, Any]]:
+        out: Dict[str, Dict[str, Any]] = {}
+        mean, std = predict_fn(test_input)
+        out["vamoh"] = _scores(mean, std, truth, hidden, scale)
+        if cal_truth is not None:
+            out["vamoh_calibrated"] = _scores(mean, std, truth, hidden, scale,
+                                              _factors(*predict_fn(cal_input), cal_truth, hidden))
+        if baseline is not None:
+            name, fn = baseline
+            bm, bs = fn(test_input)
+            out[name] = _scores(bm, bs, truth, hidden, scale)
+            if cal_truth is not None:
+                out[f"{name}_calibrated"] = _scores(bm, bs, truth, hidden, scale, _factors(*fn(cal_input), cal_truth,
+                                                                                           hidden))
+        return out
+
+    result: Dict[str, Any] = {}
+    clim_mean, clim_std = train.mean(0, keepdim=True), train.std(0, keepdim=True) if train.size(0) > 1 else None
+    for name, observed in (masks or {}).items():
+        obs = observed_mask(observed, 1, N, f"masks[{name!r}]")[0]
+        hidden = ~obs
+        if not bool(hidden.any()) or not bool(obs.any()):
+            raise ValueError(f"masks[{name!r}] must observe some points and hide some")
+        base = None if clim_std is None else (
+            "climatology", lambda v: (clim_mean.expand_as(v), clim_std.expand_as(v)))
+        result[f"inpaint_{name}"] = rows(lambda v, obs=obs: predict(v, obs, grid.pos, 0), test, cal, cal, hidden,
+                                         base, test)
+    if fine is not None:
+        if not isinstance(fine, (tuple, list)) or not 2 <= len(fine) <= 4:
+            raise ValueError("fine must be (fine_grid, fine_test[, fine_train[, fine_calibration]])")
+        fine_grid, fine_test = fine[0], fine[1]
+        fine_train = fine[2] if len(fine) >= 3 else None
+        fine_cal = fine[3] if len(fine) == 4 else cal_fine
+        M = fine_grid.num_points
+        if fine_test.shape != (test.size(0), M, test.size(-1)):
+            raise ValueError(f"fine[1] must have shape [{test.size(0)}, {M}, {test.size(-1)}], got "
+                             f"{tuple(fine_test.shape)}")
+        if fine_cal is not None and (cal is None or fine_cal.shape != (cal.size(0), M, cal.size(-1))):
+            raise ValueError("the fine calibration fields need the coarse ones (calibration) and shape "
+                             f"[K, {M}, C] with the same K")
+        base = None
+        if isinstance(grid, LatLonGrid) and fine_train is not None and train.size(0) > 1:
+            residual = fine_train.double() - _bilinear(grid, train, fine_grid).double()
+            r_mean, r_std = residual.mean(0), residual.std(0)
+
+            def bilinear_gaussian(v: Tensor) -> Tuple[Tensor, Tensor]:
+                bil = _bilinear(grid, v, fine_grid).double()
+                return (bil + r_mean).to(v.dtype), r_std.to(v.dtype).expand(v.size(0), -1, -1)
+
+            base = ("bilinear_mean_residual", bilinear_gaussian)
+        result["super_resolution"] = rows(lambda v: predict(v, None, fine_grid.pos, residual_neighbors), fine_test,
+                                          fine_cal, cal if fine_cal is not None else None, None, base, test)
+    return result
