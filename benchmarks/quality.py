@@ -49,6 +49,10 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     # fine detail every field shares.
     "default_fine_base": dict(likelihood=("gaussian", dict(scale="learned")), init=True, max_dropout=0.0,
                               fine_points=4096, base_hidden=(128, 128, 128)),
+    # ... with a predicted (per-point) noise scale: the base function then also carries a static map of the
+    # log noise level (heteroscedastic, as the sub-grid detail is: larger over mountains and coasts).
+    "default_fine_base_pred": dict(likelihood=("gaussian", dict(scale="predicted")), init=True, max_dropout=0.0,
+                                   fine_points=4096, base_hidden=(128, 128, 128)),
     "gaussian_learned": dict(likelihood=("gaussian", dict(scale="learned", init_scale=0.05))),
     "gaussian_fixed": dict(likelihood=("gaussian", dict(scale="fixed", init_scale=0.02))),
     "no_dropout": dict(max_dropout=0.0),
@@ -388,6 +392,24 @@ def run_gasp(args: argparse.Namespace, data: Dict[str, Any]) -> Dict[str, Any]:
     return results
 
 
+def uncertainty(model, data: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Any]:
+    """Coverage and CRPS of the predictive on the held-out fields after the first third, calibrated on that third
+    (fields neither trained on nor scored)."""
+    from pcfunc.evaluation import evaluate_uncertainty
+
+    test = data["test"]
+    k = max(1, test.size(0) // 3)
+    if test.size(0) < 2:
+        raise SystemExit("the uncertainty figures need at least 2 held-out fields (calibration and scoring)")
+    fine = data.get("fine")
+    fine_kw = {}
+    if fine is not None:
+        fine_kw = dict(fine=(fine[0], fine[1][k:], fine[2], fine[1][:k]))
+    return evaluate_uncertainty(model, data["grid"], data["train"], test[k:], masks=data["masks"],
+                                calibration=test[:k], num_samples=args.predictive_samples, scale=data["scale"],
+                                seed=args.seed, refine_steps=args.refine_steps, **fine_kw)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", choices=["era5", "digits", "file"], default="era5",
@@ -408,6 +430,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                    help="steps refining q(z) on the observed points at evaluation (0: the encoder alone)")
     p.add_argument("--log-every", type=int, default=100, help="steps between learning-curve points")
     p.add_argument("--save", action="store_true", help="also save each trained model's state_dict to --out")
+    p.add_argument("--predictive-samples", type=int, default=0,
+                   help="posterior draws for the uncertainty figures (coverage, CRPS), calibrated on the first third "
+                        "of the held-out fields and scored on the rest (default 0: none)")
+    p.add_argument("--load", type=Path, default=None,
+                   help="evaluate the state_dicts DIR/DATASET_VARIANT.pt saved by --save instead of training")
     p.add_argument("--out", type=Path, default=Path("outputs/quality"))
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -428,7 +455,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     for name in args.variants:
         print(f"== {args.dataset} / {name}: {args.steps} steps at batch {args.batch_size}", flush=True)
         model = build_vamoh(data, VARIANTS[name])
-        if VARIANTS[name].get("init"):
+        if args.load is not None:
+            model.load_state_dict(torch.load(args.load / f"{args.dataset}_{name}.pt", weights_only=True))
+            model.eval()
+            log, secs = [], 0.0
+        elif VARIANTS[name].get("init"):
             t0 = time.perf_counter()
             # At the mean of the points the likelihood will see: the fine fields under fine supervision.
             grid, tr = data["grid"], data["train"]
@@ -437,18 +468,21 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             nll = model.initialize_generators(grid.pos.repeat(tr.size(0), 1), tr.reshape(-1, tr.size(-1)),
                                               generator=torch.Generator().manual_seed(args.seed))
             print(f"initialize_generators: NLL per point {nll:.4f} in {time.perf_counter() - t0:.1f} s", flush=True)
-        model, log, secs = train_vamoh(model, data, args.steps, args.batch_size, args.lr, args.warmup_steps,
-                                       args.seed, args.log_every, VARIANTS[name].get("fine_points"))
+        if args.load is None:
+            model, log, secs = train_vamoh(model, data, args.steps, args.batch_size, args.lr, args.warmup_steps,
+                                           args.seed, args.log_every, VARIANTS[name].get("fine_points"))
+            if args.save:
+                torch.save(model.state_dict(), args.out / f"{args.dataset}_{name}.pt")
         t0 = time.perf_counter()
         report = evaluate_vamoh(model, data["grid"], data["train"], data["test"], masks=data["masks"],
-                                fine=data["fine"], scale=data["scale"], seed=args.seed,
+                                fine=data.get("fine"), scale=data["scale"], seed=args.seed,
                                 refine_steps=args.refine_steps)
+        if args.predictive_samples:
+            report["uncertainty"] = uncertainty(model, data, args)
         report.update(variant=name, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                       train_seconds=round(secs, 1), eval_seconds=round(time.perf_counter() - t0, 1), log=log)
         print(format_report(report, data["units"]), flush=True)
         results[name] = report
-        if args.save:
-            torch.save(model.state_dict(), args.out / f"{args.dataset}_{name}.pt")
         (args.out / f"{args.dataset}_{name}.json").write_text(json.dumps(report, indent=1))
     return results
 

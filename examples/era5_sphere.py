@@ -67,6 +67,8 @@ GASP_CONFIGS: Dict[str, Dict[str, Any]] = {
 }
 DEFAULT_STEPS = 1500
 DEFAULT_REFINE = 100
+DEFAULT_FINE_POINTS = 4096
+RESIDUAL_NEIGHBORS = 4  # super-resolution: the model plus its residuals at the 4 nearest coarse points
 DEFAULT_GASP_STEPS = 2000
 PATCH = (45.0, -100.0, 30.0)  # centre latitude, longitude and great-circle radius (degrees): North America
 
@@ -100,10 +102,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--refine-steps", type=int, default=DEFAULT_REFINE,
                    help=f"steps refining q(z) on each field's observed points at inference (default: {DEFAULT_REFINE}; "
                         "0: the encoder alone, as in the paper)")
-    p.add_argument("--fine-points", type=int, default=0,
+    p.add_argument("--fine-points", type=int, default=None,
                    help="fine supervision: evaluate the likelihood at this many random points per field of the "
-                        "data's own (finer) grid while the encoder sees the training grid (e.g. 4096; default 0: "
-                        "the paper's training on the training grid alone)")
+                        f"data's own grid while the encoder sees the training grid (default: {DEFAULT_FINE_POINTS} "
+                        "when the data are finer than the training grid; 0: the paper's training on the training "
+                        "grid alone)")
+    p.add_argument("--predictive-samples", type=int, default=16,
+                   help="posterior draws for the predictive intervals (coverage and CRPS, calibrated on the first "
+                        "third of the held-out fields); 0: none (default: 16)")
     p.add_argument("--no-init", action="store_true",
                    help="start the generators at random (the paper) instead of at the training data's mean function")
     p.add_argument("--resolution", type=float, default=4.0, help="training grid spacing in degrees (default: 4)")
@@ -247,10 +253,10 @@ def evaluate_gasp(model, field, coarse, test_idx: np.ndarray, norm: MinMaxNormal
 
 
 def evaluate(model: VaMoH, field, coarse, test_idx: np.ndarray, norm: MinMaxNormalizer,
-             refine_steps: int = 0) -> Dict[str, Any]:
+             refine_steps: int = 0, predictive_samples: int = 16) -> Dict[str, Any]:
     """Every task on the test fields by the quality harness (next to its baselines), and the arrays of the first
     test field for the figures."""
-    from pcfunc.evaluation import evaluate_vamoh
+    from pcfunc.evaluation import evaluate_uncertainty, evaluate_vamoh
 
     g4 = LatLonGrid(coarse.lat, coarse.lon)
     fine = LatLonGrid(field.lat, field.lon)
@@ -268,6 +274,15 @@ def evaluate(model: VaMoH, field, coarse, test_idx: np.ndarray, norm: MinMaxNorm
     masks = {"patch": ~in_patch, "half": ~west}
     quality = evaluate_vamoh(model, g4, train4, y4, masks=masks, fine=(fine, y1, train1), scale=scale, seed=0,
                              refine_steps=refine_steps)
+    # Predictive intervals: calibrated on the first third of the held-out fields (neither trained on nor
+    # scored), scored on the rest (evaluate_uncertainty).
+    n_cal = max(1, len(test_idx) // 3)
+    if predictive_samples and len(test_idx) >= 2:
+        quality["uncertainty"] = evaluate_uncertainty(
+            model, g4, train4, y4[n_cal:], masks={"patch": masks["patch"]}, fine=(fine, y1[n_cal:], train1, y1[:n_cal]),
+            calibration=y4[:n_cal], num_samples=predictive_samples, scale=scale, seed=0, refine_steps=refine_steps,
+            residual_neighbors=RESIDUAL_NEIGHBORS)
+        quality["uncertainty_fields"] = {"calibration": n_cal, "scored": int(len(test_idx) - n_cal)}
     # metrics.json's flat view: task names carry the grids' spacings (4 and 1 degrees by default).
     coarse_deg = f"{abs(float(coarse.lat[0] - coarse.lat[1])):g}deg" if len(coarse.lat) > 1 else "grid"
     fine_deg = f"{abs(float(field.lat[0] - field.lat[1])):g}deg" if len(field.lat) > 1 else "grid"
@@ -281,28 +296,43 @@ def evaluate(model: VaMoH, field, coarse, test_idx: np.ndarray, norm: MinMaxNorm
         f"baseline_bilinear_{fine_deg}": flat(t["super_resolution"]["bilinear"]),
         f"baseline_bilinear_mean_residual_{fine_deg}": flat(t["super_resolution"]["bilinear_mean_residual"]),
     }
+    for task, rows in quality.get("uncertainty", {}).items():
+        for method in ("vamoh_calibrated", "climatology_calibrated", "bilinear_mean_residual_calibrated"):
+            if method in rows:
+                r = rows[method]
+                res[f"uncertainty_{task}_{method}"] = {"coverage_50": r["coverage_50"],
+                                                       "coverage_90": r["coverage_90"], "crps_k": r["crps"]}
     for name in masks:
         res[f"inpaint_{name}"] = flat(t[f"inpaint_{name}"]["vamoh"])
         res[f"baseline_zonal_mean_{name}"] = flat(t[f"inpaint_{name}"]["zonal_mean"])
         res[f"baseline_training_mean_{name}"] = flat(t[f"inpaint_{name}"]["training_mean"])
     res["_quality"] = quality
 
-    # The first test field, for the maps.
+    # The first scored test field (after the calibration fields), for the maps.
+    i = n_cal if len(test_idx) >= 2 else 0
     refine = dict(refine_steps=refine_steps, generator=torch.Generator().manual_seed(0)) if refine_steps else {}
-    one = _batch_of(g4, y4[0])
+    one = _batch_of(g4, y4[i])
     rec4 = model.reconstruct(one, g4.pos, **refine)[0]
     sr = model.reconstruct(one, fine.pos, **refine)[0]
-    arr4 = g4.to_array(y4[0])
+    arr4 = g4.to_array(y4[i])
     bil = interpolate_to_points(arr4[..., 0].double(), g4.lat, g4.lon, fine.pos.double()).float()[..., None]
+    arr_tr = g4.to_array(train4.reshape(-1, 1), torch.arange(n_train).repeat_interleave(g4.num_points))
+    bil_tr = interpolate_to_points(arr_tr[..., 0].double(), g4.lat, g4.lon, fine.pos.double())
+    bil_res = bil + (train1[..., 0].double() - bil_tr).mean(0).float()[:, None]
+    cal = quality.get("uncertainty", {}).get("super_resolution", {}).get("vamoh_calibrated")
+    sr_pred = model.predictive(one, fine.pos, num_samples=predictive_samples or 16,
+                               generator=torch.Generator().manual_seed(0), refine_steps=refine_steps,
+                               residual_neighbors=RESIDUAL_NEIGHBORS,
+                               std_scale=cal["std_scale"]["coverage_90"] if cal else 1.0)
     preds = {}
     for name, observed in masks.items():
-        obs = _batch_of(g4, y4[0], observed)
+        obs = _batch_of(g4, y4[i], observed)
         preds[f"inpaint_{name}"] = (model.inpaint(obs, g4.pos, **refine)[0], observed)
-    unc = model.predictive(_batch_of(g4, y4[0], masks["half"]), g4.pos, num_samples=16, include_noise=False,
-                           generator=torch.Generator().manual_seed(0), refine_steps=refine_steps)
     maps = model.component_maps(one, posterior=True)
-    res["_arrays"] = dict(g4=g4, fine=fine, truth1=y1[0], truth4=y4[0], rec4=rec4, sr=sr, bil=bil, preds=preds,
-                          std=unc.std[0], entropy=maps.entropy[0], seg=maps.segmentation[0])
+    res["_arrays"] = dict(g4=g4, fine=fine, truth1=y1[i], truth4=y4[i], rec4=rec4, sr=sr, bil=bil, preds=preds,
+                          sr_mean=sr_pred.mean[0], sr_std=sr_pred.std[0], bil_res=bil_res,
+                          std_calibrated=cal is not None, entropy=maps.entropy[0], seg=maps.segmentation[0],
+                          latent=model.encode(one)[0])
     return res
 
 
@@ -316,12 +346,22 @@ def render(model: VaMoH, res: Dict[str, Any], norm: MinMaxNormalizer, out: Path,
     arr = lambda grid, v: grid.to_array(v.reshape(-1, 1))[..., 0].numpy()  # noqa: E731
     label = f"{variable} [{units}]" if units else variable
     vmin, vmax = float(K(a["truth1"]).min()), float(K(a["truth1"]).max())
+    scale = norm.high - norm.low
+    err_sr = (a["sr_mean"] - a["truth1"]).reshape(-1) * scale
+    err_bil = (a["bil_res"] - a["truth1"]).reshape(-1) * scale
+    emax = float(torch.cat([err_sr, err_bil]).abs().quantile(0.99))
+    err = dict(label=f"error [{units}]", scale_group="error", cmap="RdBu_r", vmin=-emax, vmax=emax)
+    std_title = "calibrated 90% std" if a["std_calibrated"] else "predictive std"
     panels = [
         Panel(arr(fine, K(a["truth1"])), "ERA5 truth (1°)", label=label),
         Panel(arr(g4, K(a["truth4"])), "input (4°)", label=label, lat=g4.lat, lon=g4.lon),
         Panel(arr(g4, K(a["rec4"])), "reconstruction (4°)", label=label, lat=g4.lat, lon=g4.lon),
-        Panel(arr(fine, K(a["sr"])), "VaMoH super-resolution (1°)", label=label),
-        Panel(arr(fine, K(a["bil"])), "bilinear baseline (1°)", label=label),
+        Panel(arr(fine, K(a["sr_mean"])), "VaMoH super-resolution (1°)", label=label),
+        Panel(arr(fine, K(a["bil_res"])), "bilinear + mean sub-grid residual (1°)", label=label),
+        Panel(arr(fine, err_sr), "VaMoH super-resolution − truth", **err),
+        Panel(arr(fine, err_bil), "bilinear + mean residual − truth", **err),
+        Panel(arr(fine, a["sr_std"].reshape(-1) * scale), f"super-resolution: {std_title}", label=f"std [{units}]",
+              scale_group=None, cmap="magma"),
     ]
     for name, title in (("inpaint_patch", "patch"), ("inpaint_half", "half globe")):
         pred, observed = a["preds"][name]
@@ -329,10 +369,7 @@ def render(model: VaMoH, res: Dict[str, Any], norm: MinMaxNormalizer, out: Path,
         panels.append(Panel(arr(g4, K(a["truth4"])), f"input: {title} hidden", mask=m, label=label,
                             lat=g4.lat, lon=g4.lon))
         panels.append(Panel(arr(g4, K(pred)), f"in-painted: {title}", label=label, lat=g4.lat, lon=g4.lon))
-    std = a["std"].reshape(-1) * (norm.high - norm.low)
     panels += [
-        Panel(arr(g4, std), "predictive std (half globe)", label=f"std [{units}]", scale_group=None,
-              cmap="magma", lat=g4.lat, lon=g4.lon),
         Panel(arr(g4, a["entropy"]), "entropy of q(c | x, y, z)", label="nats", scale_group=None, cmap="viridis",
               lat=g4.lat, lon=g4.lon),
         Panel(arr(g4, a["seg"].double()), "segmentation (argmax q(c))", categorical=True,
@@ -352,16 +389,17 @@ def render(model: VaMoH, res: Dict[str, Any], norm: MinMaxNormalizer, out: Path,
 
     globes = {
         "globe_truth.png": (K(a["truth1"]), fine.pos, "ERA5 truth, 1°"),
-        "globe_super_resolution.png": (None, None, "VaMoH INR evaluated at the globe's vertices (trained at 4°)"),
+        "globe_super_resolution.png": (None, None, "VaMoH super-resolution at the globe's vertices (from 4°)"),
+        "globe_bilinear_mean_residual.png": (K(a["bil_res"]), fine.pos, "bilinear + mean sub-grid residual, 1°"),
         "globe_inpaint_half.png": (K(a["preds"]["inpaint_half"][0]), g4.pos, "in-painted from the eastern half"),
         "globe_reconstruction.png": (K(a["rec4"]), g4.pos, "reconstruction of the 4° field"),
         "globe_sample.png": (K(samples[0]), fine.pos, "sample from the prior"),
     }
-    latent = model.encode(_batch_of(g4, a["truth4"]))[0]
+    one = _batch_of(g4, a["truth4"])
     for name, (values, pos, title) in globes.items():
         if values is None:
-            def f(xyz: torch.Tensor) -> torch.Tensor:
-                return K(model.decode(latent, xyz.to(g4.pos.dtype)))
+            def f(xyz: torch.Tensor) -> torch.Tensor:  # the model and its interpolated residuals, at any point
+                return K(model.reconstruct(one, xyz.to(g4.pos.dtype), residual_neighbors=RESIDUAL_NEIGHBORS))
             render_sphere(f, out=out / name, image_size=size, vmin=vmin, vmax=vmax, label=label, title=title)
         else:
             render_sphere(values, pos, out=out / name, image_size=size, vmin=vmin, vmax=vmax, label=label,
@@ -370,6 +408,15 @@ def render(model: VaMoH, res: Dict[str, Any], norm: MinMaxNormalizer, out: Path,
     render_sphere(a["entropy"].reshape(-1), g4.pos, out=out / "globe_entropy.png", image_size=size, cmap="viridis",
                   label="entropy of q(c | x, y, z) [nats]", title="mixture entropy per point")
     written.append("globe_entropy.png")
+    render_sphere(err_sr, fine.pos, out=out / "globe_super_resolution_error.png", image_size=size, cmap="RdBu_r",
+                  vmin=-emax, vmax=emax, label=f"error [{units}]", title="VaMoH super-resolution − truth, 1°")
+    render_sphere(err_bil, fine.pos, out=out / "globe_bilinear_mean_residual_error.png", image_size=size,
+                  cmap="RdBu_r", vmin=-emax, vmax=emax, label=f"error [{units}]",
+                  title="bilinear + mean residual − truth, 1°")
+    render_sphere(a["sr_std"].reshape(-1) * scale, fine.pos, out=out / "globe_super_resolution_std.png",
+                  image_size=size, cmap="magma", label=f"std [{units}]", title=f"super-resolution: {std_title}")
+    written += ["globe_super_resolution_error.png", "globe_bilinear_mean_residual_error.png",
+                "globe_super_resolution_std.png"]
     return written
 
 
@@ -411,8 +458,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         metrics, written, quality = res["metrics"], res["figures"], res.get("quality")
     else:
         fine_kw: Dict[str, Any] = {}
+        finer = field.shape[0] * field.shape[1] > coarse.shape[0] * coarse.shape[1]
+        if args.fine_points is None:
+            args.fine_points = DEFAULT_FINE_POINTS if finer else 0
         if args.fine_points:
-            if field.shape == coarse.shape:
+            if not finer:
                 raise SystemExit(f"--fine-points needs data finer than the {args.resolution}-degree training grid")
             fine_kw = dict(target=split_by_time(field, (0.75, 0.25))[0], target_points=args.fine_points,
                            generator=torch.Generator().manual_seed(args.seed))
@@ -421,7 +471,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         model, trainer, train_s, resumed = train(args, train_set, val_set, out)
         if trainer.global_rank != 0:
             return {}
-        res = evaluate(model, field, coarse, test_idx, norm_test, refine_steps=args.refine_steps)
+        res = evaluate(model, field, coarse, test_idx, norm_test, refine_steps=args.refine_steps,
+                       predictive_samples=args.predictive_samples)
         t_render = time.perf_counter()
         written = render(model, res, norm, out, args.globe_size, field.units, field.variable)
         metrics = {k: v for k, v in res.items() if not k.startswith("_")}
@@ -432,6 +483,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         "train_fields": int(n_train), "test_fields": int(len(test_idx)),
         "train_grid": list(coarse.shape), "truth_grid": list(field.shape),
         "model": args.model, "config": args.config, "precision": args.precision_used,
+        "fine_points": getattr(args, "fine_points", None),
         "steps": int(trainer.global_step), "epochs": int(trainer.current_epoch),
         "train_seconds": round(train_s, 1), "render_seconds": round(time.perf_counter() - t_render, 1),
         "total_seconds": round(time.perf_counter() - t_start, 1),

@@ -48,7 +48,8 @@ def test_era5_sphere_main_tiny(tmp_path: Path) -> None:
     era5 = load_example("era5_sphere")
     out = tmp_path / "run"
     summary = era5.main(["--config", "tiny", "--epochs", "2", "--batch-size", "6", "--warmup-steps", "2",
-                         "--out", str(out), "--globe-size", "96", "--no-progress", "--fine-points", "256"])
+                         "--out", str(out), "--globe-size", "96", "--no-progress", "--fine-points", "256",
+                         "--predictive-samples", "3"])
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["metrics"] == summary["metrics"]
     assert saved["steps"] == 6 and saved["train_fields"] == 18 and saved["test_fields"] == 6
@@ -70,6 +71,17 @@ def test_era5_sphere_main_tiny(tmp_path: Path) -> None:
     assert m["baseline_bilinear_1deg"]["rmse_k"] < 4.0
     assert m["baseline_bilinear_mean_residual_1deg"]["rmse_k"] < m["baseline_bilinear_1deg"]["rmse_k"]
     assert np.isfinite(m["super_resolution_residuals_1deg"]["psnr_db"])
+    assert saved["fine_points"] == 256 and era5.parse_args([]).fine_points is None  # None: 4096 on finer data
+    # Predictive intervals calibrated on 2 held-out fields, scored on the other 4, next to Gaussian baselines.
+    assert saved["quality"]["uncertainty_fields"] == {"calibration": 2, "scored": 4}
+    unc = saved["quality"]["uncertainty"]
+    assert set(unc["super_resolution"]) == {"vamoh", "vamoh_calibrated", "bilinear_mean_residual",
+                                            "bilinear_mean_residual_calibrated"}
+    assert set(unc["inpaint_patch"]) == {"vamoh", "vamoh_calibrated", "climatology", "climatology_calibrated"}
+    for key in ("uncertainty_super_resolution_vamoh_calibrated", "uncertainty_inpaint_patch_vamoh_calibrated"):
+        assert 0 <= m[key]["coverage_50"] <= m[key]["coverage_90"] <= 1 and m[key]["crps_k"] > 0
+    for name in ("globe_super_resolution_error.png", "globe_super_resolution_std.png"):
+        assert name in saved["figures"]
     for name in saved["figures"]:
         with Image.open(out / name) as im:
             assert im.format == "PNG" and im.size[0] > 200
