@@ -18,7 +18,8 @@ __all__ = ["initialize_generators", "recalibrate_encoder"]
 
 def initialize_generators(self, pos: Tensor, y: Tensor, steps: int = 500, lr: float = 1e-2,
                           num_points: int = 4096, residual_scale: float = 0.1,
-                          generator: Optional[torch.Generator] = None) -> float:
+                          generator: Optional[torch.Generator] = None, base_steps: int = 1000,
+                          base_lr: float = 5e-3) -> float:
     r"""Start every generator at the function that best explains the training data as a whole.
 
     Fits one INR weight vector :math:`\theta_0` (and the likelihood's own parameters, e.g. a learned
@@ -32,6 +33,11 @@ def initialize_generators(self, pos: Tensor, y: Tensor, steps: int = 500, lr: fl
     from another instead of on the mean, which a randomly initialised hypernetwork reaches only after
     hundreds of steps. The paper starts from a random initialisation; this is an option.
 
+    With a base function (``VaMoH(base_hidden=...)``), it is then fitted for ``base_steps`` Adam steps to what
+    :math:`\theta_0` leaves, :math:`\log p(\mathbf y_i \mid \text{link}(f_{\theta_0}(\mathbf x_i) + g(\mathbf x_i)))`
+    with :math:`\theta_0` fixed, so the shared fine detail (the mean's orography and coastlines, beyond what the
+    small generator INRs hold) is in place from the first training step.
+
     Args:
         pos (Tensor): Coordinates of the pooled training points, :math:`(N, D)` (e.g. every point of
             every training field; points may repeat).
@@ -41,9 +47,13 @@ def initialize_generators(self, pos: Tensor, y: Tensor, steps: int = 500, lr: fl
         num_points (int): Points per step. (default: ``4096``)
         residual_scale (float): Factor on the hypernetworks' last weights, in :math:`(0, 1]`. (default: ``0.1``)
         generator (torch.Generator, optional): Randomness of the initial weights and the point subsets.
+        base_steps (int): Adam steps fitting the base function, if any; ``0``: leave it at zero.
+            (default: ``1000``)
+        base_lr (float): Their learning rate. (default: ``5e-3``)
 
     Returns:
-        float: The final mean negative log-likelihood per point of :math:`\theta_0` on all points.
+        float: The final mean negative log-likelihood per point on all points (of :math:`\theta_0` plus the
+        base function, if fitted).
     """
     if not (isinstance(residual_scale, (int, float)) and 0 < residual_scale <= 1):
         raise ValueError(f"residual_scale must be in (0, 1], got {residual_scale!r}")
@@ -59,10 +69,37 @@ def initialize_generators(self, pos: Tensor, y: Tensor, steps: int = 500, lr: fl
             raw = torch.cat([torch.sigmoid(raw[..., :c]), raw[..., c:]], dim=-1)
         return -self.likelihood.log_prob(raw, v, validate=False).sum(-1).mean()
 
+    if isinstance(base_steps, bool) or not isinstance(base_steps, int) or base_steps < 0:
+        raise ValueError(f"base_steps must be a non-negative integer, got {base_steps!r}")
     theta, final = fit_function(target, pos, nll, y, steps, lr, num_points, list(self.likelihood.parameters()),
                                 generator)
     self.hypernet.start_at(theta, residual_scale)
+    if self.base is not None and base_steps:
+        final = _fit_base(self, theta, pos, y, nll, base_steps, base_lr, num_points, generator)
     return final
+
+
+def _fit_base(self: Any, theta: Tensor, pos: Tensor, y: Tensor, nll: Any, steps: int, lr: float, num_points: int,
+              generator: Optional[torch.Generator]) -> float:
+    """Adam on the base function (and the likelihood's own parameters) with the generators' INR fixed at
+    ``theta``; the final mean negative log-likelihood over all points."""
+    target, base = self.hypernet.target, self.base
+    opt = torch.optim.Adam([*base.parameters(), *self.likelihood.parameters()], lr=lr)
+    n, m = pos.size(0), min(num_points, pos.size(0))
+    theta = theta[None]
+
+    def loss(p: Tensor, v: Tensor) -> Tensor:
+        return nll(target(p, theta)[0] + base(p).to(p.dtype), v)
+
+    with torch.enable_grad():
+        for _ in range(steps):
+            idx = torch.randint(n, (m,), generator=generator).to(pos.device)
+            value = loss(pos[idx], y[idx])
+            opt.zero_grad(set_to_none=True)
+            value.backward()
+            opt.step()
+    with torch.no_grad():
+        return sum(float(loss(pos[s:s + m], y[s:s + m])) * min(m, n - s) for s in range(0, n, m)) / n
 
 @torch.no_grad()
 def recalibrate_encoder(self, batches: Iterable[Any]) -> int:

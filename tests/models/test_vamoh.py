@@ -396,6 +396,25 @@ def test_initialize_generators_starts_every_latent_at_the_data_mean():
         model.initialize_generators(pos * 2, mean)
 
 
+def test_initialize_generators_fits_the_base_function_to_the_fine_detail():
+    pos = GRID.pos.float()
+    lat, lon = torch.asin(pos[:, 2].clamp(-1, 1)), torch.atan2(pos[:, 1], pos[:, 0])
+    # A smooth part the small generator INR holds, and detail (wavenumber 6 in longitude) it cannot.
+    mean = (0.5 + 0.2 * torch.cos(2 * lat) + 0.1 * torch.cos(lat) * torch.sin(6 * lon))[:, None]
+    errs = {}
+    for base_steps in (0, 600):
+        torch.manual_seed(0)
+        model = tiny(likelihood="gaussian", num_frequencies=2, sigma=0.2, generator_hidden=(8,),
+                     base_hidden=(32, 32), base_frequencies=64, base_sigma=1.5).float()
+        g = torch.Generator().manual_seed(0)
+        model.initialize_generators(pos, mean, steps=400, generator=g, base_steps=base_steps)
+        out = model.decode(torch.randn(2, 4, generator=g), pos)
+        errs[base_steps] = float((out - mean).pow(2).mean().sqrt())
+    assert errs[600] < 0.5 * errs[0]
+    with pytest.raises(ValueError, match="base_steps"):
+        model.initialize_generators(pos, mean, base_steps=-1)
+
+
 def test_recalibrate_encoder_makes_evaluation_mode_the_trained_function():
     torch.manual_seed(0)
     model = tiny(encoder=[LayerSpec(8, 4, num_centroids=32), LayerSpec(8, 4, num_centroids=8)])
