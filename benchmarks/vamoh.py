@@ -4,6 +4,9 @@ One process, one table, 2 threads. For batch 16 and 64:
 
 * training step: ELBO forward, backward and Adam update (pcfunc with point dropout, as it trains;
   the reference on the full grid, which is cheaper for it);
+* training step with fine supervision (pcfunc only): the encoder sees the 4-degree fields, the likelihood
+  is evaluated at 4,096 random points per field of the same fields at 1 degree; its cost next to pcfunc's
+  own coarse-only step;
 * reconstruction at the data's points, and super-resolution reconstruction at the 91 x 180 grid
   (``LatLonGrid.super_resolution(2)``, which contains the original points);
 * the peak extra resident memory of each call.
@@ -67,6 +70,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _memory import median_seconds, reset_peak_rss, status_mib  # noqa: E402
 from layers import naive_net  # noqa: E402
+
+from torch_geometric.data import Data  # noqa: E402
 
 from pcfunc.data import LatLonGrid, MinMaxNormalizer, load_era5_sample  # noqa: E402
 from pcfunc.models import VaMoH  # noqa: E402
@@ -201,7 +206,29 @@ def run_case(impl: str, workload: str, B: int, repeat: int, warmup: int = 2) -> 
     if impl == "naive":
         hyper = ReferenceHypernets(model)
         model.hypernet.weights = model.hypernet.biases = None  # its own copy is the reference's; free the stacked one
-    if workload == "train":
+    if workload == "train_fine":
+        if impl == "naive":
+            raise ValueError("the reference code has no fine supervision")
+        # The encoder sees the 4-degree fields; the likelihood is evaluated at 4,096 random points per field of
+        # the same fields at 1 degree (VaMoH.elbo(batch, target=...)), as examples/era5_sphere.py trains.
+        full = load_era5_sample()
+        fgrid = LatLonGrid(full.lat, full.lon)
+        fy = torch.as_tensor(MinMaxNormalizer.fit(full).transform(full.values[np.arange(B) % full.values.shape[0]],
+                                                                  clip=True), dtype=torch.float32)
+        fy = fgrid.to_batch(fy[..., None]).x.view(B, -1)
+        g = torch.Generator().manual_seed(0)
+        idx = torch.stack([torch.randperm(fgrid.num_points, generator=g)[:4096] for _ in range(B)])
+        target = Data(x=torch.gather(fy, 1, idx).reshape(-1, 1), pos=fgrid.pos[idx].reshape(-1, 3),
+                      batch=torch.arange(B).repeat_interleave(4096))
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
+
+        def fn() -> None:
+            opt.zero_grad(set_to_none=True)
+            with ctx():
+                loss = model.elbo(batch, target=target).loss
+            loss.backward()
+            opt.step()
+    elif workload == "train":
         if impl == "naive":
             opt = torch.optim.Adam(reference_parameters(model, hyper), lr=1e-4)
 
@@ -268,7 +295,8 @@ def agreement(B: int = 4) -> None:
           f"{rel(low, ours):.1e}.")
 
 
-WORKLOADS = {"train": "training step", "rec": "reconstruction", "sr": "super-resolution 91x180"}
+WORKLOADS = {"train": "training step", "train_fine": "training step, fine supervision", "rec": "reconstruction",
+             "sr": "super-resolution 91x180"}
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -320,13 +348,15 @@ def main(argv: Optional[List[str]] = None) -> None:
     print("\nEach cell: median time, process peak RSS (+ what the workload added to the process after setup).")
     print("\n| workload | B | pcfunc float32 | pcfunc bf16-mixed | reference code's way | speed-up (f32 / bf16) |")
     print("| --- | --- | --- | --- | --- | --- |")
+    steps: dict = {}
     for B in a.batch:
         for w, name in WORKLOADS.items():
             if a.only and w not in a.only:
                 continue
-            runs: dict = {i: [] for i in impls}
+            todo = [i for i in impls if not (w == "train_fine" and i == "naive")]
+            runs: dict = {i: [] for i in todo}
             for _ in range(max(1, a.rounds)):
-                for i in impls:
+                for i in todo:
                     runs[i].append(case(i, w, B))
             r = {i: {"seconds": statistics.median(x["seconds"] for x in v),
                      "peak_rss_mib": max(x["peak_rss_mib"] for x in v),
@@ -335,6 +365,11 @@ def main(argv: Optional[List[str]] = None) -> None:
                               f"(+{r[i]['extra_rss_mib'] / 1024:.2f})") if i in r else "-"
             sp = "-" if "naive" not in r else " / ".join(f"{r['naive']['seconds'] / r[i]['seconds']:.1f}x"
                                                          for i in ("pcfunc", "pcfunc-bf16") if i in r)
+            if w == "train_fine" and "train" in steps.get(B, {}):
+                # Against pcfunc's own coarse-only step (the reference code has no fine supervision).
+                sp = "fine / coarse: " + " / ".join(f"{r[i]['seconds'] / steps[B]['train'][i]['seconds']:.2f}x"
+                                                    for i in ("pcfunc", "pcfunc-bf16") if i in r)
+            steps.setdefault(B, {})[w] = r
             print(f"| {name} | {B} | {cell('pcfunc')} | {cell('pcfunc-bf16')} | {cell('naive')} | {sp} |", flush=True)
     if not a.skip_025:
         r = case("pcfunc", "025", 1)

@@ -89,6 +89,14 @@ class GASPModule(pl.LightningModule):
             raise NonFiniteLossError(f"non-finite {what} loss {float(loss)} at batch {self._batch_index()}; "
                                      "training stopped before the update, the last checkpoint is intact.")
 
+    def _check_grads(self, optimizer: Any, what: str) -> None:
+        """Refuse an update with a non-finite gradient: checked before every optimiser step (the discriminator's
+        included), so a NaN never reaches the parameters or Adam's moments."""
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if grads and not bool(torch.isfinite(torch.stack([torch.linalg.vector_norm(g) for g in grads]).sum())):
+            raise NonFiniteLossError(f"non-finite {what} gradient at batch {self._batch_index()}; training stopped "
+                                     "before the update, the last checkpoint is intact.")
+
     def _batch_index(self) -> int:
         return self.global_step // self.optimizer_steps_per_batch
 
@@ -100,6 +108,7 @@ class GASPModule(pl.LightningModule):
         self._check(terms.loss, "discriminator")
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(terms.loss)
+        self._check_grads(opt_d, "discriminator")
         opt_d.step()
         gen = step_generator(self.hparams.seed, step, 1000 + self.global_rank)
         # The discriminator is frozen (toggled_optimizer) and its wrapper does not expect gradients (no_sync).
@@ -108,6 +117,7 @@ class GASPModule(pl.LightningModule):
             self._check(g_loss, "generator")
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(g_loss)
+        self._check_grads(opt_g, "generator")
         opt_g.step()
         logs = {f"train/{k}": v for k, v in terms.scalars().items()}
         logs["train/g_loss"] = float(g_loss.detach())

@@ -41,3 +41,22 @@ def test_gasp_rejects_query_points_off_the_manifold_like_vamoh():
         with pytest.raises(ValueError, match="pos"):
             call()
     assert gasp.sample(2, GRID.pos).shape == (2, GRID.num_points, 1)
+
+
+def test_gasp_refuses_a_non_finite_discriminator_gradient_before_the_update(tmp_path):
+    # The losses are finite; one discriminator weight's gradient is NaN. Nothing may be updated with it.
+    from pcfunc.training import FunctionDataModule, GASPModule, NonFiniteLossError, fit, make_trainer
+
+    from tests.training.test_training import GASP_TINY, _gasp_data
+
+    torch.manual_seed(0)
+    module = GASPModule.from_config("era5", num_points=40, seed=3, **GASP_TINY)
+    weight = next(module.model.discriminator.parameters())
+    weight.register_hook(lambda g: g * float("nan"))
+    before = {k: v.detach().clone() for k, v in module.model.named_parameters()}
+    trainer = make_trainer(tmp_path, max_steps=4, checkpoint_every=2, accelerator="cpu", progress_bar=False,
+                           tensorboard=False, log_every=1, limit_val_batches=0)
+    with pytest.raises(NonFiniteLossError, match="non-finite discriminator gradient at batch 0"):
+        fit(trainer, module, FunctionDataModule(_gasp_data(), batch_size=4, seed=1))
+    for k, v in module.model.named_parameters():  # parameters (BatchNorm's running statistics move in forward)
+        torch.testing.assert_close(v.detach(), before[k], msg=k)
