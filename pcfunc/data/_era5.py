@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -108,7 +109,10 @@ def load_era5(
     or an opened :class:`xarray.Dataset`. Latitudes may be north- or
     south-first and longitudes 0..360 or -180..180, at any resolution; the
     result is north-first with increasing longitudes. Size-1 extra dimensions
-    (e.g. ``expver``, ``number``) are dropped.
+    (e.g. ``expver``, ``number``) are dropped. A repeated meridian (the cyclic
+    point many tools add: 360 beside 0, 180 beside -180) is dropped with one
+    warning when its values equal the first column's; with other values it is
+    an error naming both longitudes.
 
     Args:
         source: Path to a NetCDF file or Zarr store, or an :class:`xarray.Dataset`.
@@ -120,7 +124,8 @@ def load_era5(
 
     Raises:
         ValueError: The file lacks ``variable`` (the message lists what it has), has no lat/lon/time
-            coordinates, has other non-trivial dimensions, or contains NaN/Inf.
+            coordinates, has other non-trivial dimensions, contains NaN/Inf, or repeats a meridian with
+            different values.
     """
     import xarray as xr
 
@@ -151,9 +156,37 @@ def load_era5(
     if not np.isfinite(values).all():
         bad = int((~np.isfinite(values)).sum())
         raise ValueError(f"{variable!r} in {name} contains {bad} NaN/Inf values; fill or mask them first")
+    lon = np.asarray(da[lo].values, dtype=np.float64)
+    values, lon = _drop_cyclic_columns(values, lon, name)
     return ERA5Field(values=values, lat=np.asarray(da[la].values, dtype=np.float64),
-                     lon=np.asarray(da[lo].values, dtype=np.float64), time=np.asarray(da[t].values),
+                     lon=lon, time=np.asarray(da[t].values),
                      variable=variable, units=str(da.attrs.get("units", "")))
+
+
+def _drop_cyclic_columns(values: np.ndarray, lon: np.ndarray, name: str) -> Tuple[np.ndarray, np.ndarray]:
+    """Longitudes (increasing) without columns repeated modulo 360: the cyclic point many tools add (-180 and 180,
+    0 and 360), dropped with one warning when its values equal the first column's; an error naming both
+    longitudes when they differ (two different fields at one place)."""
+    wrapped = np.round(np.remainder(lon, 360.0), 6) % 360.0
+    first: Dict[float, int] = {}
+    drop = []
+    for j, w in enumerate(wrapped):
+        i = first.setdefault(float(w), j)
+        if i == j:
+            continue
+        a, b = values[..., i], values[..., j]
+        tol = 1e-5 * max(1.0, float(np.abs(a).max()))
+        if not np.allclose(a, b, rtol=0.0, atol=tol):
+            raise ValueError(f"{name} has longitudes {lon[i]:g} and {lon[j]:g}, the same meridian, with different "
+                             f"values (largest difference {float(np.abs(a - b).max()):g}); keep one of them")
+        drop.append(j)
+    if not drop:
+        return values, lon
+    warnings.warn(f"{name}: dropped {len(drop)} repeated longitude column(s) "
+                  f"({', '.join(f'{lon[j]:g}' for j in drop)}, equal to the same meridian's first column: a cyclic "
+                  "point)", stacklevel=3)
+    keep = np.setdiff1d(np.arange(lon.size), drop)
+    return np.ascontiguousarray(values[..., keep]), lon[keep]
 
 
 #: The attribution ERA5's licence (CC-BY 4.0) asks for; put it on figures and reports made from ERA5 data.

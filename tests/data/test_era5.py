@@ -184,3 +184,27 @@ def test_dataset_with_fine_target_points():
         ERA5Dataset(coarse, norm, target_points=10)
     with pytest.raises(ValueError, match="no target points"):
         target_points(next(iter(DataLoader(ERA5Dataset(coarse, norm), batch_size=2))))
+
+
+@pytest.mark.parametrize("lon_convention", ["0-360", "-180-180"])
+def test_cyclic_seam_column_is_dropped_once_and_a_conflicting_one_is_an_error(tmp_path, lon_convention):
+    # The "cyclic point" many tools add: 360 = 0 (or 180 = -180), a copy of the first column.
+    ds = _cds_dataset(lon_convention=lon_convention)
+    seam = ds.isel(longitude=[0])
+    seam = seam.assign_coords(longitude=seam["longitude"] + 360.0)
+    with_seam = xr.concat([ds, seam], dim="longitude")
+    path = tmp_path / "seam.nc"
+    with_seam.to_netcdf(path)
+    with pytest.warns(UserWarning, match="dropped 1 repeated longitude column"):
+        f = load_era5(path, "t2m")
+    ref = load_era5(ds, "t2m")
+    assert f.lon.size == 36 and np.unique(np.remainder(f.lon, 360)).size == 36
+    np.testing.assert_array_equal(f.values, ref.values)
+    np.testing.assert_array_equal(f.lon, ref.lon)
+    LatLonGrid(f.lat, f.lon)  # a valid global grid
+    # A repeated meridian with other values is not a seam: an error naming both longitudes.
+    bad = with_seam.copy(deep=True)
+    bad["t2m"][..., -1] = bad["t2m"][..., -1] + 1.0
+    first = float(ds["longitude"][0])
+    with pytest.raises(ValueError, match=f"longitudes {first:g} and {first + 360:g}, the same meridian"):
+        load_era5(bad, "t2m")
