@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
-from typing import Any, Callable, ContextManager, Dict, Optional, Sequence
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Dict, Optional, Sequence, Union
 
 import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
 from ..models import GASP, gasp_config
-from ._vamoh_module import NonFiniteLossError, load_trained_model, step_generator
+from ._vamoh_module import NonFiniteLossError, load_trained_model, module_from_checkpoint, step_generator
 
 __all__ = ["GASPModule"]
 
@@ -123,6 +124,13 @@ class GASPModule(pl.LightningModule):
         logs["train/g_loss"] = float(g_loss.detach())
         self.log_dict(logs, batch_size=terms.real_logits.numel(), on_step=True, on_epoch=False)
         self.log("g_loss", g_loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Union[str, Path], map_location: Any = "cpu",  # type: ignore[override]
+                             **overrides: Any) -> "GASPModule":
+        """The module of a checkpoint (see :meth:`VaMoHModule.load_from_checkpoint
+        <pcfunc.training.VaMoHModule.load_from_checkpoint>`), read with ``torch.load(weights_only=True)``."""
+        return module_from_checkpoint(cls, GASP, checkpoint_path, map_location, **overrides)
 
     @staticmethod
     def load_model(checkpoint: str, model: Optional[GASP] = None, map_location: str = "cpu") -> GASP:

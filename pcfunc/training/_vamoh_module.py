@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import pickle
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
@@ -21,11 +22,50 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN/Inf loss or gradient; the parameters were not updated with it."""
 
 
+_KIND_HPARAMS = {"GASP": "lr_generator", "VaMoH": "warmup_steps"}  # a hyperparameter only that module saves
+
+
+def read_checkpoint(checkpoint: Union[str, Path], cls: Any, map_location: Union[str, torch.device] = "cpu"
+                    ) -> Dict[str, Any]:
+    """A Lightning checkpoint of a ``cls`` module, read with ``torch.load(weights_only=True)`` (never code from
+    the file, whatever ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` says), with errors that name the file and say what
+    it is instead: missing, empty or truncated, not a checkpoint, a plain ``state_dict``, another model's."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    if path.stat().st_size == 0:
+        raise ValueError(f"checkpoint {str(path)!r} is empty (0 bytes): a save that did not finish?")
+    try:
+        # weights_only passed explicitly: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD overrides only torch's default.
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise pickle.UnpicklingError(f"{str(path)!r} holds objects other than tensors and plain values; pcfunc "
+                                     f"never runs code from a checkpoint (weights_only=True): {err}") from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise ValueError(f"checkpoint {str(path)!r} is not a readable torch file (truncated or not a checkpoint: "
+                         f"{type(err).__name__}: {str(err)[:200]})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+            raise ValueError(f"{str(path)!r} is a plain state_dict, not a training checkpoint: build the model and "
+                             f"call model.load_state_dict(torch.load(path, weights_only=True))")
+        raise ValueError(f"{str(path)!r} is not a Lightning checkpoint (no 'state_dict' entry)")
+    hp = ckpt.get("hyper_parameters") or {}
+    want = cls.__name__
+    for kind, key in _KIND_HPARAMS.items():
+        if kind != want and key in hp and _KIND_HPARAMS[want] not in hp:
+            raise ValueError(f"{str(path)!r} is a {kind} checkpoint, not a {want} one: load it with "
+                             f"{kind}Module.load_model")
+    return ckpt
+
+
 def load_trained_model(checkpoint: Union[str, Path], cls: Any, model: Optional[torch.nn.Module] = None,
                        map_location: Union[str, torch.device] = "cpu") -> Any:
     """The ``model.*`` weights of a Lightning checkpoint (``torch.load(weights_only=True)``) loaded into ``model``,
     or into ``cls.from_config(**model_config)`` rebuilt from the checkpoint's hyperparameters; in eval mode."""
-    ckpt = torch.load(checkpoint, map_location=map_location, weights_only=True)
+    return _model_from(read_checkpoint(checkpoint, cls, map_location), checkpoint, cls, model)
+
+
+def _model_from(ckpt: Dict[str, Any], checkpoint: Any, cls: Any, model: Optional[torch.nn.Module]) -> Any:
     if model is None:
         cfg = dict((ckpt.get("hyper_parameters") or {}).get("model_config") or {})
         if "name" not in cfg:
@@ -34,6 +74,16 @@ def load_trained_model(checkpoint: Union[str, Path], cls: Any, model: Optional[t
     state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     model.load_state_dict(state)
     return model.eval()
+
+
+def module_from_checkpoint(module_cls: Any, model_cls: Any, checkpoint: Union[str, Path],
+                           map_location: Union[str, torch.device] = "cpu", **overrides: Any) -> Any:
+    """``module_cls(model, **hyperparameters)`` from a checkpoint read with ``weights_only=True``: the model rebuilt
+    from its ``model_config`` and loaded, the other hyperparameters as saved unless given in ``overrides``."""
+    ckpt = read_checkpoint(checkpoint, model_cls, map_location)
+    model = _model_from(ckpt, checkpoint, model_cls, None).train()
+    hp = {**dict(ckpt.get("hyper_parameters") or {}), **overrides}
+    return module_cls(model, **hp)
 
 
 def _target(batch: Any) -> Any:
@@ -101,6 +151,18 @@ class VaMoHModule(pl.LightningModule):
         model = VaMoH.from_config(name, **overrides)
         lr = vamoh_config(name)["training"]["lr"] if lr is None else lr
         return cls(model, lr, warmup_steps, seed, model_config={"name": name, **overrides})
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Union[str, Path], map_location: Any = "cpu",  # type: ignore[override]
+                             **overrides: Any) -> "VaMoHModule":
+        """The module of a checkpoint, to continue training or evaluate: the model rebuilt from the saved
+        ``model_config`` and loaded, the module's hyperparameters as saved unless given in ``overrides``.
+
+        Read with ``torch.load(weights_only=True)`` always, unlike Lightning's own method (which follows torch's
+        default and so the ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` variable): no code runs from the file. The
+        optimiser state is restored by ``fit(..., resume=...)``, not here.
+        """
+        return module_from_checkpoint(cls, VaMoH, checkpoint_path, map_location, **overrides)
 
     @staticmethod
     def load_model(checkpoint: Union[str, Path], model: Optional[VaMoH] = None,
