@@ -129,7 +129,8 @@ def run_vamoh(args, train_img, test_img, levels, out: Path) -> Dict[str, Any]:
     t0 = time.perf_counter()
     fit(trainer_for(args, out / "vamoh", DEFAULT_STEPS), module,
         FunctionDataModule(ImageDataset(train_img), batch_size=args.batch_size,
-                                                                      seed=args.seed))
+                                                                      seed=args.seed),
+        overwrite=True)  # each run starts afresh: the example has no --resume
     train_s = time.perf_counter() - t0
     model = module.model.eval()
     n_show = min(8, len(test_img))
@@ -218,7 +219,8 @@ def run_gasp(args, train_img, out: Path, test_img: Optional[np.ndarray] = None) 
     model.initialize_generator(pix.pos, pix.x * 2 - 1, generator=torch.Generator().manual_seed(args.seed))
     t0 = time.perf_counter()
     fit(trainer_for(args, out / "gasp", DEFAULT_GASP_STEPS), module,
-        FunctionDataModule(ImageDataset(train_img, transform=Symmetric()), batch_size=args.batch_size, seed=args.seed))
+        FunctionDataModule(ImageDataset(train_img, transform=Symmetric()), batch_size=args.batch_size, seed=args.seed),
+        overwrite=True)
     train_s = time.perf_counter() - t0
     model = module.model.eval()
     fine = grid.super_resolution(4)

@@ -95,7 +95,7 @@ def run_vamoh(args, train_vox, test_vox, out: Path) -> Dict[str, Any]:
     data = VoxelDataset(train_vox, transform=RandomSubset(n, torch.Generator().manual_seed(args.seed)))
     t0 = time.perf_counter()
     fit(trainer_for(args, out / "vamoh", DEFAULT_STEPS), module,
-        FunctionDataModule(data, batch_size=args.batch_size, seed=args.seed))
+        FunctionDataModule(data, batch_size=args.batch_size, seed=args.seed), overwrite=True)  # no --resume here
     res: Dict[str, Any] = {"train_seconds": round(time.perf_counter() - t0, 1), "steps": int(module.global_step)}
     model = module.model.eval()
     grid = VoxelGrid(*test_vox.shape[1:])
@@ -154,7 +154,7 @@ def run_gasp(args, train_vox, out: Path) -> Dict[str, Any]:
     t0 = time.perf_counter()
     fit(trainer_for(args, out / "gasp", DEFAULT_GASP_STEPS), module,
         FunctionDataModule(VoxelDataset(train_vox, transform=Symmetric()), batch_size=args.batch_size,
-                           seed=args.seed))
+                           seed=args.seed), overwrite=True)
     res: Dict[str, Any] = {"train_seconds": round(time.perf_counter() - t0, 1), "batches": int(module.global_step // 2)}
     model = module.model.eval()
     grid = VoxelGrid(*train_vox.shape[1:])

@@ -3,6 +3,9 @@ exact resume, distributed data parallel."""
 
 from __future__ import annotations
 
+import os
+import re
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
@@ -10,11 +13,12 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ._ddp import DDPStrategy
 from ._sync_batch_norm import convert_sync_batchnorm
 
-__all__ = ["make_trainer", "fit", "last_checkpoint", "SyncBatchNorm", "resolve_precision", "training_budget"]
+__all__ = ["make_trainer", "fit", "last_checkpoint", "AtomicCheckpointIO", "SyncBatchNorm", "resolve_precision", "training_budget"]
 
 _PRECISIONS = ("auto", "32-true", "bf16-mixed")
 
@@ -57,6 +61,52 @@ def training_budget(default_steps: int, steps: Optional[int] = None, minutes: Op
     return limits
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written atomically on local disks: to a temporary file in the checkpoint's own directory,
+    flushed to disk (``fsync``), then renamed over the target (``os.replace``, atomic on one filesystem) and the
+    directory synced. A crash or a full disk during a save leaves the previous file whole and no temporary file
+    behind. (Lightning's own writer stages through ``fsspec`` and may use ``$TMPDIR``, another filesystem, where
+    the final move is a copy that a crash can cut short.) Remote URLs are left to Lightning's writer."""
+
+    def save_checkpoint(self, checkpoint: Dict[str, Any], path: Union[str, Path],
+                        storage_options: Optional[Any] = None) -> None:
+        if "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO.save_checkpoint takes no storage_options")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                torch.save(checkpoint, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        if hasattr(os, "O_DIRECTORY"):  # the rename itself durable (POSIX)
+            fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+class _FinalCheckpoint(ModelCheckpoint):
+    """Lightning's checkpointing, plus one checkpoint (``step=N.ckpt`` and ``last.ckpt``) of the final step when
+    training ends between two scheduled saves: ``last.ckpt`` is then always the model that was trained (not the
+    one of the last multiple of ``checkpoint_every``)."""
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        if trainer.global_step > self._last_global_step_saved and not trainer.sanity_checking:
+            candidates = self._monitor_candidates(trainer)
+            self._save_topk_checkpoint(trainer, candidates)
+            self._save_last_checkpoint(trainer, candidates)
+
+
 def make_trainer(
     out_dir: Union[str, Path],
     max_epochs: Optional[int] = None,
@@ -76,7 +126,8 @@ def make_trainer(
     """A :class:`lightning.pytorch.Trainer` writing everything under ``out_dir``.
 
     * ``out_dir/checkpoints``: ``last.ckpt`` and ``step=N.ckpt`` every ``checkpoint_every`` optimiser steps
-      (all kept), plus the end of every epoch; resume with :func:`fit` ``(resume=True)``.
+      (all kept), at the end of every epoch and at the end of training (``last.ckpt`` is the final model),
+      written atomically (:class:`AtomicCheckpointIO`); resume with :func:`fit` ``(resume=True)``.
     * ``out_dir/logs/csv/version_*/metrics.csv`` and ``out_dir/logs/tensorboard`` (``tensorboard=False``
       to skip it).
     * Distributed data parallel when ``devices * num_nodes > 1`` (or under ``torchrun``/SLURM, which
@@ -105,9 +156,9 @@ def make_trainer(
     out = Path(out_dir)
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
-    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="step={step}", auto_insert_metric_name=False,
-                           every_n_train_steps=checkpoint_every, save_top_k=-1, save_last=True,
-                           save_on_train_epoch_end=True)
+    ckpt = _FinalCheckpoint(dirpath=out / "checkpoints", filename="step={step}", auto_insert_metric_name=False,
+                            every_n_train_steps=checkpoint_every, save_top_k=-1, save_last=True,
+                            save_on_train_epoch_end=True)
     loggers: List[Any] = [CSVLogger(out / "logs", name="csv")]
     if tensorboard:
         loggers.append(TensorBoardLogger(out / "logs", name="tensorboard"))
@@ -137,31 +188,68 @@ def make_trainer(
         num_sanity_val_steps=0,
         logger=loggers,
         callbacks=[ckpt, SyncBatchNorm(), *(callbacks or [])],
+        plugins=trainer_kwargs.pop("plugins", None) or [AtomicCheckpointIO()],
         **trainer_kwargs,
     )
 
 
 def last_checkpoint(out_dir: Union[str, Path]) -> Optional[Path]:
-    """``out_dir/checkpoints/last.ckpt`` if it exists."""
-    p = Path(out_dir) / "checkpoints" / "last.ckpt"
-    return p if p.is_file() else None
+    """The newest checkpoint of ``out_dir/checkpoints`` that loads: ``last.ckpt``, else the ``step=N.ckpt`` with
+    the largest ``N`` (each skipped file is named in a warning: truncated by a crash, say); ``None`` if there is
+    none."""
+    d = Path(out_dir) / "checkpoints"
+    if not d.is_dir():
+        return None
+
+    def step(p: Path) -> int:
+        m = re.fullmatch(r"step=(\d+)\.ckpt", p.name)
+        return int(m.group(1)) if m else -1
+
+    candidates = [d / "last.ckpt"] + sorted((p for p in d.glob("step=*.ckpt") if step(p) >= 0), key=step,
+                                            reverse=True)
+    for p in candidates:
+        if not p.is_file():
+            continue
+        try:
+            torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as err:  # noqa: BLE001 - any unreadable file is skipped, and said
+            warnings.warn(f"skipping checkpoint {p}: it does not load ({type(err).__name__}: {str(err)[:120]})",
+                          stacklevel=2)
+            continue
+        return p
+    return None
 
 
 def fit(trainer: pl.Trainer, module: pl.LightningModule, datamodule: pl.LightningDataModule,
-        resume: Union[bool, str, Path] = False) -> Optional[Path]:
-    """Run ``trainer.fit``; with ``resume=True`` continue from ``last.ckpt`` in the trainer's directory (if
-    there is one), or from the given checkpoint path. Checkpoints are read with ``weights_only=True``.
+        resume: Union[bool, str, Path] = False, overwrite: bool = False) -> Optional[Path]:
+    """Run ``trainer.fit``; with ``resume=True`` continue from the newest checkpoint in the trainer's directory
+    that loads (:func:`last_checkpoint`; a fresh start if there is none), or from the given checkpoint path.
+    Checkpoints are read with ``weights_only=True``.
+
+    A fresh run (``resume=False``) into a directory that already holds checkpoints is refused
+    (:class:`FileExistsError`): its checkpoints would mix with the earlier run's, and a later ``resume=True`` could
+    restore the wrong one. ``overwrite=True`` deletes the earlier checkpoints first.
 
     Returns:
         The checkpoint resumed from, or ``None``.
     """
     ckpt: Optional[Path] = None
+    d = Path(trainer.default_root_dir) / "checkpoints"
+    old = sorted(d.glob("*.ckpt")) if d.is_dir() else []
     if resume is True:
         ckpt = last_checkpoint(trainer.default_root_dir)
     elif resume:
         ckpt = Path(resume)
         if not ckpt.is_file():
             raise FileNotFoundError(f"resume checkpoint {ckpt} does not exist")
+    elif old:
+        if not overwrite:
+            raise FileExistsError(f"{d} holds {len(old)} checkpoint(s) of an earlier run ({old[0].name}, ...): "
+                                  "resume=True (examples: --resume) continues it; overwrite=True deletes them; or "
+                                  "train into another directory (examples: --out)")
+        if trainer.global_rank == 0:
+            for p in old:
+                p.unlink()
     trainer.fit(module, datamodule=datamodule, ckpt_path=None if ckpt is None else str(ckpt), weights_only=True)
     return ckpt
 

@@ -83,3 +83,57 @@ def test_errors_name_the_file_and_say_what_it_is(tmp_path, vamoh_ckpt):
         GASPModule.load_model(vamoh_ckpt[0])
     with pytest.raises(FileNotFoundError, match="nope.ckpt"):
         VaMoHModule.load_model(tmp_path / "nope.ckpt")
+
+
+def _fit_vamoh(out, steps, every, resume=False, overwrite=False):
+    torch.manual_seed(0)
+    module = VaMoHModule.from_config("era5", lr=1e-3, warmup_steps=1, seed=5, **TINY)
+    trainer = make_trainer(out, max_steps=steps, checkpoint_every=every, accelerator="cpu", progress_bar=False,
+                           tensorboard=False, limit_val_batches=0)
+    fit(trainer, module, FunctionDataModule(dataset(), batch_size=4), resume=resume, overwrite=overwrite)
+    return module
+
+
+def test_last_checkpoint_is_the_final_model_not_the_last_scheduled_save(tmp_path):
+    module = _fit_vamoh(tmp_path, steps=7, every=5)
+    ckpts = tmp_path / "checkpoints"
+    assert torch.load(ckpts / "last.ckpt", weights_only=True)["global_step"] == 7
+    assert (ckpts / "step=5.ckpt").is_file() and (ckpts / "step=7.ckpt").is_file()
+    model = VaMoHModule.load_model(ckpts / "last.ckpt")
+    for (name, a), b in zip(module.model.state_dict().items(), model.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_a_crash_during_a_save_keeps_the_previous_file_and_resume_falls_back(tmp_path, monkeypatch):
+    from pcfunc.training import AtomicCheckpointIO, last_checkpoint
+    from pcfunc.training import _trainer
+
+    io, path = AtomicCheckpointIO(), tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}, "global_step": 1}, path)
+
+    def dying_save(obj, fh):  # half the bytes reach the disk, then the process "dies"
+        fh.write(b"PK\x03\x04" + b"\x00" * 100)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_trainer.torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}, "global_step": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True)["global_step"] == 1  # the previous checkpoint, whole
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]  # no temporary file left behind
+    # A truncated last.ckpt (a crash with another writer): resume takes the newest step checkpoint that loads.
+    _fit_vamoh(tmp_path / "run", steps=4, every=2)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])
+    with pytest.warns(UserWarning, match="skipping checkpoint .*last.ckpt"):
+        assert last_checkpoint(tmp_path / "run").name == "step=4.ckpt"
+
+
+def test_a_second_run_into_the_same_directory_is_refused_unless_asked(tmp_path):
+    _fit_vamoh(tmp_path, steps=2, every=1)
+    with pytest.raises(FileExistsError, match="checkpoint\\(s\\) of an earlier run"):
+        _fit_vamoh(tmp_path, steps=2, every=1)
+    _fit_vamoh(tmp_path, steps=3, every=3, overwrite=True)  # the earlier checkpoints deleted first
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["last.ckpt", "step=3.ckpt"]
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
