@@ -43,7 +43,9 @@ from pcfunc.models import VaMoH, vamoh_config
 
 # Model sizes. "paper" is VaMoH Table 3 (ERA5 column). "small" keeps its structure (PointConv encoder
 # with 1024/256/64/16 centroids and 9 neighbours, K = 3 hypergenerators with 128 Fourier features,
-# a 10-layer planar flow) at widths that train in minutes on two CPU cores. "tiny" is for tests.
+# a 10-layer planar flow) at widths that train in minutes on two CPU cores, plus a base function (one
+# shared INR of 3 x 128 units on 256 Fourier features) for the fine detail all fields share. "tiny" is
+# for tests.
 CONFIGS: Dict[str, Dict[str, Any]] = {
     "paper": {},
     "small": dict(encoder=[dict(out_channels=32, num_neighbors=9, num_centroids=1024),
@@ -51,7 +53,7 @@ CONFIGS: Dict[str, Dict[str, Any]] = {
                            dict(out_channels=128, num_neighbors=9, num_centroids=64),
                            dict(out_channels=32, num_neighbors=9, num_centroids=16)],
                   weight_hidden=[16, 16], hypernet_hidden=[128, 256], generator_hidden=[32, 32, 32],
-                  likelihood="gaussian", max_dropout=0.0),
+                  likelihood="gaussian", max_dropout=0.0, base_hidden=[128, 128, 128]),
     "tiny": dict(encoder=[dict(out_channels=8, num_neighbors=9, num_centroids=256),
                           dict(out_channels=8, num_neighbors=9, num_centroids=16)],
                  weight_hidden=[8], latent_dim=8, hypernet_hidden=[16], generator_hidden=[16],

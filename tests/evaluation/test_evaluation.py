@@ -214,6 +214,7 @@ def test_evaluate_uncertainty_scores_the_predictive_and_its_calibration():
                                        for n in (6, 3, 4))
     mask = torch.zeros(GRID.num_points, dtype=torch.bool)
     mask[: GRID.num_points // 2] = True
+    mask[-1] = True  # the south pole: the same value in every training field, zero spread
     hidden = ~mask
     torch.manual_seed(7)  # the encoder's farthest-point sampling draws its start from the global generator
     rep = evaluate_uncertainty(model, GRID, train, test, masks={"half": mask},
