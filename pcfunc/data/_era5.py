@@ -136,7 +136,11 @@ def load_era5(
         name = str(path)
         if not path.exists():
             raise FileNotFoundError(f"source {name!r} does not exist")
-        ds = xr.open_zarr(path) if (path.is_dir() or path.suffix == ".zarr") else xr.open_dataset(path)
+        try:
+            ds = xr.open_zarr(path) if (path.is_dir() or path.suffix == ".zarr") else xr.open_dataset(path)
+        except (ValueError, OSError) as err:
+            raise ValueError(f"source {name!r} is not a NetCDF file or Zarr store that xarray can read "
+                             f"({type(err).__name__}: {str(err)[:160]})") from None
     if variable not in ds.data_vars:
         raise ValueError(f"{name} has no variable {variable!r}; it has {sorted(map(str, ds.data_vars))}")
     da = ds[variable]
@@ -314,6 +318,10 @@ class ERA5Dataset(torch.utils.data.Dataset):
                  target_points: Optional[int] = None, generator: Optional[torch.Generator] = None) -> None:
         from ._grids import LatLonGrid
 
+        if not isinstance(field, ERA5Field):
+            raise TypeError(f"field must be an ERA5Field, got {type(field).__name__}")
+        if field.values.shape[0] == 0:
+            raise ValueError("field has no time steps: check the time selection or split that made it")
         self.field = field
         self.normalizer = normalizer if normalizer is not None else MinMaxNormalizer.fit(field)
         self.grid = LatLonGrid(field.lat, field.lon)

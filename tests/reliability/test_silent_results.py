@@ -60,3 +60,17 @@ def test_gasp_refuses_a_non_finite_discriminator_gradient_before_the_update(tmp_
         fit(trainer, module, FunctionDataModule(_gasp_data(), batch_size=4, seed=1))
     for k, v in module.model.named_parameters():  # parameters (BatchNorm's running statistics move in forward)
         torch.testing.assert_close(v.detach(), before[k], msg=k)
+
+
+def test_unhelpful_data_errors_now_name_the_file_or_argument(tmp_path):
+    import numpy as np
+
+    from pcfunc.data import ERA5Dataset, MinMaxNormalizer, load_era5, load_era5_sample
+
+    bad = tmp_path / "not_netcdf.nc"
+    bad.write_text("hello")
+    with pytest.raises(ValueError, match="not_netcdf.nc' is not a NetCDF file or Zarr store"):
+        load_era5(bad)
+    field = load_era5_sample()
+    with pytest.raises(ValueError, match="field has no time steps"):
+        ERA5Dataset(field.select_time(np.arange(0)), MinMaxNormalizer.fit(field))
