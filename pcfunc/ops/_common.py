@@ -51,6 +51,9 @@ def select_backend(op: str, manifold: Manifold, backend: str, pos: Tensor) -> st
     if backend not in allowed:
         raise ValueError(f"backend must be one of {allowed} for {op}, got {backend!r}")
     float_ok = pos.dtype in (torch.float32, torch.float64)
+    if backend in ("torch_cluster", "numba") and not float_ok:
+        raise TypeError(f"backend={backend!r} needs float32 or float64 positions, got {pos.dtype}; use "
+                        "backend='auto' or 'torch' (any floating dtype), or convert them")
     if backend == "torch_cluster":
         _compat.require("torch_cluster", "backend='torch_cluster'")
         if not manifold.ambient_euclidean_order:
@@ -66,7 +69,7 @@ def select_backend(op: str, manifold: Manifold, backend: str, pos: Tensor) -> st
         return backend
     if backend == "torch":
         return backend
-    if pos.device.type == "cpu" and _compat.WITH_NUMBA and _lp_exponent(manifold) is not None:
+    if pos.device.type == "cpu" and float_ok and _compat.WITH_NUMBA and _lp_exponent(manifold) is not None:
         return "numba"
     if _compat.WITH_TORCH_CLUSTER and manifold.ambient_euclidean_order and float_ok:
         return "torch_cluster"
@@ -83,6 +86,12 @@ def batch_counts(batch: Optional[Tensor], n: int, device: torch.device, num_clou
     if num_clouds is not None:
         size = max(size, num_clouds)
     return torch.bincount(batch, minlength=size)
+
+
+def upcast_reduced(pos: Tensor) -> Tensor:
+    """bfloat16/float16 positions as float32: the kernels (and ``torch.cdist``) need float32 or float64, and the
+    result (indices) does not depend on the working precision beyond ties."""
+    return pos.float() if pos.dtype in (torch.bfloat16, torch.float16) else pos
 
 
 def checked_inputs(pos: Tensor, name: str, batch: Optional[Tensor], batch_name: str) -> None:

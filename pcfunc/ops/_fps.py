@@ -6,7 +6,8 @@ import torch
 from torch import Tensor
 
 from ..manifolds import Manifold
-from ._common import _lp_exponent, batch_counts, checked_inputs, num_per_cloud, resolve_metric, select_backend, to_padded
+from ._common import (_lp_exponent, batch_counts, checked_inputs, num_per_cloud, resolve_metric, select_backend,
+                      to_padded, upcast_reduced)
 
 __all__ = ["fps"]
 
@@ -68,6 +69,7 @@ def fps(
         shape :math:`(\sum_b m_b,)`.
     """
     checked_inputs(pos, "pos", batch, "batch")
+    pos = upcast_reduced(pos)
     m = resolve_metric(manifold, p, pos.size(1))
     m.assert_check_point(pos, "pos")
     return _fps(pos, batch, ratio, num, m, random_start, generator, backend)

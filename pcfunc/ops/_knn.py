@@ -7,7 +7,8 @@ from torch import Tensor
 
 from ..manifolds import Manifold
 from .._validation import check_positive_int
-from ._common import _lp_exponent, batch_counts, checked_inputs, resolve_metric, select_backend, to_padded
+from ._common import (_lp_exponent, batch_counts, checked_inputs, resolve_metric, select_backend, to_padded,
+                      upcast_reduced)
 
 __all__ = ["knn", "DEFAULT_CHUNK_ELEMENTS"]
 
@@ -67,6 +68,7 @@ def knn(
     """
     checked_inputs(x, "x", batch_x, "batch_x")
     checked_inputs(y, "y", batch_y, "batch_y")
+    x, y = upcast_reduced(x), upcast_reduced(y)
     if x.size(1) != y.size(1):
         raise ValueError(f"x and y must have the same number of coordinates, got {x.size(1)} and {y.size(1)}")
     m = resolve_metric(manifold, p, x.size(1))

@@ -74,3 +74,13 @@ def test_unhelpful_data_errors_now_name_the_file_or_argument(tmp_path):
     field = load_era5_sample()
     with pytest.raises(ValueError, match="field has no time steps"):
         ERA5Dataset(field.select_time(np.arange(0)), MinMaxNormalizer.fit(field))
+
+
+def test_reduced_precision_positions_work_in_fps_and_knn():
+    # bfloat16/float16 positions used to fail inside the default backend ("unsupported ScalarType BFloat16").
+    from pcfunc.ops import fps, knn
+
+    x = torch.rand(60, 3, generator=torch.Generator().manual_seed(0)).bfloat16().float()  # exact in bfloat16
+    for dtype in (torch.bfloat16, torch.float16):
+        assert fps(x.to(dtype), num=6).tolist() == fps(x, num=6).tolist()
+        torch.testing.assert_close(knn(x.to(dtype), x[:5].to(dtype), 3), knn(x, x[:5], 3))
