@@ -28,8 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import quality as Q  # noqa: E402
 
-from pcfunc.evaluation import score  # noqa: E402
-from pcfunc.evaluation._harness import _batch, _bilinear  # noqa: E402
+from pcfunc.evaluation import BilinearDownscaling, score  # noqa: E402
+from pcfunc.evaluation._baselines import _bilinear  # noqa: E402
+from pcfunc.evaluation._harness import _batch  # noqa: E402
 from pcfunc.models._points import as_points  # noqa: E402
 from pcfunc.ops import knn  # noqa: E402
 
@@ -56,9 +57,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     fg, ftest, ftrain = data["fine"]
     psnr = lambda pred, truth: round(score(pred, truth, scale=scale)["psnr"], 2)  # noqa: E731
     rms = lambda t: round(float(t.pow(2).mean().sqrt()) * scale, 3)  # noqa: E731
-    mean_residual = (ftrain.double() - _bilinear(grid, train, fg).double()).mean(0).float()
-    out: Dict[str, Any] = {"bilinear": psnr(_bilinear(grid, test, fg), ftest),
-                           "bilinear_mean_residual": psnr(_bilinear(grid, test, fg) + mean_residual, ftest)}
+    down = BilinearDownscaling(grid, fg, train, ftrain)
+    mean_residual = down.mean.float()
+    out: Dict[str, Any] = {"bilinear": psnr(down.interpolate(test), ftest),
+                           "bilinear_mean_residual": psnr(down.predict(test), ftest)}
     decoded = {}
     for name, coarse in (("train", train), ("test", test)):
         pts = as_points(_batch(grid, coarse), model.manifold, 1, "batch")

@@ -6,14 +6,14 @@ points) and returns predictions of the same layout, so they are scored on exactl
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
 
 from .._validation import check_positive_int
 
-__all__ = ["training_mean", "PCABaseline", "zonal_mean_fill", "observed_mask"]
+__all__ = ["training_mean", "PCABaseline", "zonal_mean_fill", "observed_mask", "BilinearDownscaling"]
 
 
 def _check_fields(values: Tensor, name: str, dim: int = 3) -> Tensor:
@@ -164,3 +164,58 @@ def zonal_mean_fill(values: Tensor, lat: Tensor, observed: Tensor) -> Tensor:
         near = (d <= d.min(2, keepdim=True).values + 1e-9) & have[:, None, :]
         means = torch.where(have[..., None], means, (near.double() @ means) / near.sum(2, keepdim=True))
     return torch.where(obs[..., None], v, means[:, row]).to(values.dtype)
+
+
+def _bilinear(grid: Any, values: Tensor, fine_grid: Any) -> Tensor:
+    """Bilinear interpolation of fields :math:`(B, N, C)` on a :class:`~pcfunc.data.LatLonGrid` at ``fine_grid``'s
+    points: :math:`(B, M, C)`."""
+    from ..data import interpolate_to_points
+
+    B, N, C = values.shape
+    arr = grid.to_array(values.reshape(-1, C), torch.arange(B).repeat_interleave(N))
+    return torch.stack([interpolate_to_points(arr[..., c].double(), grid.lat, grid.lon, fine_grid.pos.double())
+                        for c in range(C)], -1).to(values.dtype)
+
+
+class BilinearDownscaling:
+    r"""The first statistical downscaling a climate scientist tries: bilinear interpolation of the coarse field
+    plus the training fields' mean sub-grid residual, with the residuals' spread at each fine point as its
+    uncertainty,
+
+    .. math::
+        \hat{\mathbf y}^{\text{fine}} = \mathrm{bilinear}(\mathbf y) + \bar{\mathbf r}, \qquad
+        \mathbf r_t = \mathbf y^{\text{fine}}_t - \mathrm{bilinear}(\mathbf y_t),
+
+    with :attr:`mean` :math:`\bar{\mathbf r}` and :attr:`std` the standard deviation of :math:`\mathbf r_t`
+    over the :math:`T` training fields, each :math:`(M, C)`.
+
+    Args:
+        grid (LatLonGrid): The coarse grid.
+        fine_grid (Grid): The fine points (:math:`M`).
+        train (Tensor): Training fields on ``grid``, :math:`(T, N, C)`.
+        fine_train (Tensor): The same fields on ``fine_grid``, :math:`(T, M, C)`.
+    """
+
+    def __init__(self, grid: Any, fine_grid: Any, train: Tensor, fine_train: Tensor) -> None:
+        from ..data import LatLonGrid
+
+        if not isinstance(grid, LatLonGrid):
+            raise TypeError(f"grid must be a LatLonGrid (bilinear interpolation), got {type(grid).__name__}")
+        _check_fields(train, "train")
+        _check_fields(fine_train, "fine_train")
+        want = (train.size(0), fine_grid.num_points, train.size(-1))
+        if tuple(fine_train.shape) != want:
+            raise ValueError(f"fine_train must have shape {list(want)} (the training fields on the fine points), "
+                             f"got {tuple(fine_train.shape)}")
+        self.grid, self.fine_grid = grid, fine_grid
+        residual = fine_train.double() - _bilinear(grid, train, fine_grid).double()
+        self.mean = residual.mean(0)
+        self.std = residual.std(0) if residual.size(0) > 1 else torch.zeros_like(self.mean)
+
+    def interpolate(self, values: Tensor) -> Tensor:
+        """Bilinear interpolation alone of fields :math:`(B, N, C)`: :math:`(B, M, C)`."""
+        return _bilinear(self.grid, values, self.fine_grid)
+
+    def predict(self, values: Tensor) -> Tensor:
+        """The downscaled fields :math:`(B, M, C)`, in ``values``' dtype."""
+        return (self.interpolate(values).double() + self.mean).to(values.dtype)

@@ -8,10 +8,11 @@ from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple, Unio
 import torch
 from torch import Tensor
 
-from ..data import Grid, LatLonGrid, interpolate_to_points
+from ..data import Grid, LatLonGrid
 from ..manifolds import xyz_to_latlon
 from ..metrics import psnr, rmse
-from ._baselines import PCABaseline, _check_fields, observed_mask, training_mean, zonal_mean_fill
+from ._baselines import (BilinearDownscaling, PCABaseline, _bilinear, _check_fields, observed_mask, training_mean,
+                         zonal_mean_fill)
 from ._health import active_units, mixture_usage, sample_statistics
 from ._uncertainty import evaluate_uncertainty
 
@@ -45,14 +46,6 @@ def _batch(grid: Grid, values: Tensor, observed: Optional[Tensor] = None) -> Any
     n = int(keep.sum())
     return Batch(x=values[:, keep].reshape(B * n, C), pos=pos[keep].repeat(B, 1),
                  batch=torch.arange(B).repeat_interleave(n), ptr=torch.arange(B + 1) * n)
-
-
-def _bilinear(grid: LatLonGrid, values: Tensor, fine_grid: Grid) -> Tensor:
-    """Bilinear interpolation of fields :math:`(B, N, C)` on ``grid`` at ``fine_grid``'s points."""
-    B, N, C = values.shape
-    arr = grid.to_array(values.reshape(-1, C), torch.arange(B).repeat_interleave(N))
-    return torch.stack([interpolate_to_points(arr[..., c].double(), grid.lat, grid.lon, fine_grid.pos.double())
-                        for c in range(C)], -1).to(values.dtype)
 
 
 def _lat(grid: Grid) -> Optional[Tensor]:
@@ -196,12 +189,11 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
                                                **refine).to(test.dtype) for s in _chunks(B, fields_per_call)])
             row["vamoh_residuals"] = sc(srr, fine_test)
         if isinstance(grid, LatLonGrid):
-            bil = _bilinear(grid, test, fine_grid)
-            row["bilinear"] = sc(bil, fine_test)
+            row["bilinear"] = sc(_bilinear(grid, test, fine_grid), fine_test)
             if fine_train is not None:
                 # The one-line statistical downscaling: bilinear plus the training fields' mean sub-grid residual.
-                residual = (fine_train.double() - _bilinear(grid, train, fine_grid).double()).mean(0)
-                row["bilinear_mean_residual"] = sc((bil.double() + residual).to(test.dtype), fine_test)
+                row["bilinear_mean_residual"] = sc(BilinearDownscaling(grid, fine_grid, train, fine_train)
+                                                   .predict(test), fine_test)
         tasks["super_resolution"] = row
 
     # Health figures.

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ..data import Grid, LatLonGrid
 from ..metrics import crps_gaussian, fit_std_scale, interval_coverage
-from ._baselines import _check_fields, observed_mask
+from ._baselines import BilinearDownscaling, _check_fields, observed_mask
 
 __all__ = ["evaluate_uncertainty"]
 
@@ -103,7 +103,7 @@ def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
         _check_fields(cal, "calibration")
         if cal.size(1) != N or cal.size(-1) != test.size(-1):
             raise ValueError(f"calibration must have shape [K, {N}, {test.size(-1)}], got {tuple(cal.shape)}")
-    from ._harness import _batch, _bilinear, _chunks
+    from ._harness import _batch, _chunks
 
     model.eval()
     g = torch.Generator().manual_seed(seed)
@@ -160,14 +160,9 @@ def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
                              f"[K, {M}, C] with the same K")
         base = None
         if isinstance(grid, LatLonGrid) and fine_train is not None and train.size(0) > 1:
-            residual = fine_train.double() - _bilinear(grid, train, fine_grid).double()
-            r_mean, r_std = residual.mean(0), residual.std(0)
-
-            def bilinear_gaussian(v: Tensor) -> Tuple[Tensor, Tensor]:
-                bil = _bilinear(grid, v, fine_grid).double()
-                return (bil + r_mean).to(v.dtype), r_std.to(v.dtype).expand(v.size(0), -1, -1)
-
-            base = ("bilinear_mean_residual", bilinear_gaussian)
+            down = BilinearDownscaling(grid, fine_grid, train, fine_train)
+            base = ("bilinear_mean_residual",
+                    lambda v: (down.predict(v), down.std.to(v.dtype).expand(v.size(0), -1, -1)))
         result["super_resolution"] = rows(lambda v: predict(v, None, fine_grid.pos, residual_neighbors), fine_test,
                                           fine_cal, cal if fine_cal is not None else None, None, base, test)
     return result

@@ -5,10 +5,9 @@ import pytest
 import torch
 
 from pcfunc.data import ImageGrid, LatLonGrid, interpolate_to_points
-from pcfunc.evaluation import (PCABaseline, active_units, energy_distance, evaluate_gasp, evaluate_uncertainty,
-                               evaluate_vamoh,
-                               format_report, mixture_usage, sample_statistics, score, training_mean,
-                               zonal_mean_fill)
+from pcfunc.evaluation import (BilinearDownscaling, PCABaseline, active_units, energy_distance, evaluate_gasp,
+                               evaluate_uncertainty, evaluate_vamoh, format_report, mixture_usage, sample_statistics,
+                               score, training_mean, zonal_mean_fill)
 from pcfunc.evaluation._harness import _batch
 from pcfunc.manifolds import xyz_to_latlon
 from pcfunc.metrics import crps_gaussian, fit_std_scale, interval_coverage, psnr
@@ -200,6 +199,11 @@ def test_bilinear_mean_residual_recovers_a_static_sub_grid_pattern():
     rep = evaluate_vamoh(model, GRID, train, test, fine=(fine_grid, fine(test), fine(train)), num_prior_samples=2)
     sr = rep["tasks"]["super_resolution"]
     assert sr["bilinear_mean_residual"]["rmse"] < 1e-6
+    down = BilinearDownscaling(GRID, fine_grid, train, fine(train))
+    torch.testing.assert_close(down.mean.float(), pattern.float(), atol=1e-6, rtol=0)
+    assert float(down.std.max()) < 1e-6  # one static pattern: no spread between the fields
+    with pytest.raises(TypeError, match="grid must be a LatLonGrid"):
+        BilinearDownscaling(ImageGrid(4, 4), fine_grid, train, fine(train))
     assert sr["bilinear"]["rmse"] == pytest.approx(float(pattern.pow(2).mean().sqrt()), rel=1e-4)
     with pytest.raises(ValueError, match="fine\\[2\\]"):
         evaluate_vamoh(model, GRID, train, test, fine=(fine_grid, fine(test), fine(train)[:2]))
