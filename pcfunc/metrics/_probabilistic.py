@@ -4,7 +4,7 @@ one-scalar calibration of predictive standard deviations."""
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -22,9 +22,21 @@ def _check_same(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
         raise ValueError(f"{name_a} and {name_b} must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
 
 
-def _check_std(std: Tensor) -> None:
+def _gaussian_inputs(mean: Tensor, std: Tensor, target: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """Checked ``mean``, ``std``, ``target`` of one shape (``std`` finite, :math:`\geq 0`), in float64."""
+    _check_same("mean", mean, "target", target)
+    _check_same("std", std, "target", target)
     if bool((std < 0).any()) or not bool(torch.isfinite(std).all()):
         raise ValueError("std must be finite and non-negative")
+    return mean.double(), std.double(), target.double()
+
+
+def _z(level: Any) -> float:
+    """:math:`\Phi^{-1}(\tfrac{1 + \text{level}}{2})`, the half-width of the central ``level`` interval in standard
+    deviations."""
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0.0 < float(level) < 1.0:
+        raise ValueError(f"level must be a probability in (0, 1), got {level!r}")
+    return _SQRT2 * float(torch.erfinv(torch.tensor(float(level), dtype=torch.float64)))
 
 
 def crps_gaussian(mean: Tensor, std: Tensor, target: Tensor) -> Tensor:
@@ -47,10 +59,7 @@ def crps_gaussian(mean: Tensor, std: Tensor, target: Tensor) -> Tensor:
     Returns:
         Tensor: The score of every element, the shape of ``target``.
     """
-    _check_same("mean", mean, "target", target)
-    _check_same("std", std, "target", target)
-    _check_std(std)
-    m, s, y = mean.double(), std.double(), target.double()
+    m, s, y = _gaussian_inputs(mean, std, target)
     err = y - m
     safe = s.clamp_min(1e-300)
     z = err / safe
@@ -108,13 +117,8 @@ def interval_coverage(mean: Tensor, std: Tensor, target: Tensor, level: float = 
     Returns:
         Tensor: bool, the shape of ``target``.
     """
-    _check_same("mean", mean, "target", target)
-    _check_same("std", std, "target", target)
-    _check_std(std)
-    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0.0 < float(level) < 1.0:
-        raise ValueError(f"level must be a probability in (0, 1), got {level!r}")
-    half = _SQRT2 * torch.erfinv(torch.tensor(float(level), dtype=torch.float64)).item() * std.double()
-    return (target.double() - mean.double()).abs() <= half
+    m, s, y = _gaussian_inputs(mean, std, target)
+    return (y - m).abs() <= _z(level) * s
 
 
 def fit_std_scale(mean: Tensor, std: Tensor, target: Tensor, mask: Optional[Tensor] = None,
@@ -148,10 +152,7 @@ def fit_std_scale(mean: Tensor, std: Tensor, target: Tensor, mask: Optional[Tens
     Returns:
         float: The factor (for the CRPS within :math:`[10^{-4}, 10^{4}]`).
     """
-    _check_same("mean", mean, "target", target)
-    _check_same("std", std, "target", target)
-    _check_std(std)
-    m, s, y = mean.double(), std.double(), target.double()
+    m, s, y = _gaussian_inputs(mean, std, target)
     if mask is not None:
         if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
             raise TypeError("mask must be a bool tensor")
@@ -165,13 +166,11 @@ def fit_std_scale(mean: Tensor, std: Tensor, target: Tensor, mask: Optional[Tens
         raise ValueError("std must be positive somewhere (in mask)")
     m, s, y = m[keep], s[keep], y[keep]
     if level is not None:
-        if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0.0 < float(level) < 1.0:
-            raise ValueError(f"level must be a probability in (0, 1) or None, got {level!r}")
+        z = _z(level)
         score = ((y - m).abs() / s).flatten()
         # The ceil(level (n + 1))-th smallest score: the split-conformal quantile.
         rank = min(score.numel(), math.ceil(float(level) * (score.numel() + 1)))
-        q = float(score.kthvalue(rank).values)
-        return q / (_SQRT2 * float(torch.erfinv(torch.tensor(float(level), dtype=torch.float64))))
+        return float(score.kthvalue(rank).values) / z
 
     def loss(log_scale: float) -> float:
         return float(crps_gaussian(m, s * math.exp(log_scale), y).mean())
