@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from .._validation import check_batch, check_finite, check_points
 from ..manifolds import Manifold
-from ..ops import shared_grid
+from ..ops import knn, shared_grid
 
 __all__ = ["Points", "DensePoints", "as_points", "dense_points", "point_dropout", "shared_positions", "rank_in_cloud"]
 
@@ -151,3 +151,33 @@ def check_pooled_points(pos: Tensor, y: Tensor, manifold: Any, channels: int) ->
         raise ValueError(f"y must have shape [{pos.size(0)}, {channels}], got {tuple(y.shape)}")
     if not bool(torch.isfinite(y).all()):
         raise ValueError("y has NaN or Inf values")
+
+
+def check_residual_neighbors(residual_neighbors: Any) -> int:
+    """``residual_neighbors`` of :meth:`VaMoH.reconstruct` / :meth:`VaMoH.predictive`: a non-negative integer."""
+    k = int(residual_neighbors)
+    if isinstance(residual_neighbors, bool) or k != residual_neighbors or k < 0:
+        raise ValueError(f"residual_neighbors must be a non-negative integer, got {residual_neighbors!r}")
+    return k
+
+
+def nearest_observed(pts: Points, pos: Tensor, num: int, k: int) -> Tuple[Tensor, Tensor]:
+    """Query points ``pos`` :math:`(M, D)` / :math:`(B, M, D)` flattened to :math:`(B M, D)`, and the indices
+    :math:`(B M, k)` into ``pts`` of the ``k`` nearest observed points of the same cloud, nearest first
+    (memory-linear kNN, any grid size)."""
+    M = pos.size(-2)
+    q = (pos.expand(num, *pos.shape[-2:]) if pos.dim() == 2 else pos).reshape(num * M, -1).to(pts.pos.dtype)
+    qb = torch.arange(num, device=q.device).repeat_interleave(M)
+    return q, knn(pts.pos, q, k, pts.batch, qb, p=2)[1].view(num * M, k)
+
+
+def residual_weights(pts: Points, dense: Any, query: Tensor, k: int) -> Tuple[Tensor, Tensor]:
+    """The ``k`` nearest observed points of the same cloud of every query point and their normalised inverse
+    squared distance weights, each :math:`(B M, k)` (``dense``: :func:`dense_points` of ``pts``)."""
+    counts = dense.mask.sum(-1)
+    if k > int(counts.min()):
+        raise ValueError(f"residual_neighbors={k} is more than the {int(counts.min())} observed points of the "
+                         "smallest cloud")
+    q, nearest = nearest_observed(pts, query, dense.mask.size(0), k)
+    w = 1.0 / (q.unsqueeze(1) - pts.pos[nearest]).pow(2).sum(-1).clamp_min(1e-24)  # [B M, k]
+    return nearest, w / w.sum(-1, keepdim=True)

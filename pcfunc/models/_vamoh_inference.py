@@ -11,8 +11,8 @@ import torch
 from torch import Tensor
 
 from .._validation import check_positive_int
-from ..ops import knn
-from ._points import as_points, dense_points
+from ._points import (as_points, check_residual_neighbors, dense_points, nearest_observed,
+                      residual_weights)
 
 # Elements (per point and function, see ``_chunks``) one chunk of query points may hold: 2**24 = 64 MiB
 # of float32. One 0.25-degree field (1M points, VaMoH ERA5) is then decoded in 21 chunks instead of one
@@ -23,16 +23,6 @@ _CHUNK_ELEMENTS = 1 << 24
 __all__ = ["ComponentMaps", "Predictive", "VaMoHInference"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _nearest_observed(pts: Any, pos: Tensor, num: int, k: int) -> Tuple[Tensor, Tensor]:
-    """Query points ``pos`` :math:`(M, D)` / :math:`(B, M, D)` flattened to :math:`(B M, D)`, and the indices
-    :math:`(B M, k)` into ``pts`` of the ``k`` nearest observed points of the same cloud, nearest first
-    (memory-linear kNN, any grid size)."""
-    M = pos.size(-2)
-    q = (pos.expand(num, *pos.shape[-2:]) if pos.dim() == 2 else pos).reshape(num * M, -1).to(pts.pos.dtype)
-    qb = torch.arange(num, device=q.device).repeat_interleave(M)
-    return q, knn(pts.pos, q, k, pts.batch, qb, p=2)[1].view(num * M, k)
 
 
 class ComponentMaps(NamedTuple):
@@ -174,41 +164,31 @@ class VaMoHInference:
 
     def _draws(self, z: Tensor, pos: Tensor, generator: Optional[torch.Generator],
                chunk_size: Optional[int]) -> Tensor:
-        weights = self._generator_weights(z)
-        return torch.cat([self._draw(z, pc, generator, weights) for pc in self._chunks(pos, z.size(0), chunk_size)],
-                         dim=1)
+        return self._mean_and_draws(z, pos, generator, chunk_size)[1]
 
-    def _draw(self, z: Tensor, pos: Tensor, generator: Optional[torch.Generator], weights: Tensor) -> Tensor:
-        params, _, logits = self._mixture(z, pos, weights)
+    def _mean_and_draws(self, z: Tensor, pos: Tensor, generator: Optional[torch.Generator],
+                        chunk_size: Optional[int]) -> Tuple[Tensor, Tensor]:
+        """The mixture mean and one draw :math:`\mathbf y \sim p(\mathbf y \mid \mathbf z)` at ``pos``, each
+        :math:`(B, M, C)`, from one evaluation of the generators per chunk."""
+        weights = self._generator_weights(z)
+        means, draws = [], []
+        for pc in self._chunks(pos, z.size(0), chunk_size):
+            params, comp_means, logits = self._mixture(z, pc, weights)
+            means.append((torch.softmax(logits, -1).unsqueeze(-1) * comp_means).sum(-2))
+            draws.append(self._draw(params, logits, generator))
+        return torch.cat(means, dim=1), torch.cat(draws, dim=1)
+
+    def _draw(self, params: Tensor, logits: Tensor, generator: Optional[torch.Generator]) -> Tensor:
         u = torch.rand(logits.shape, generator=generator, device="cpu").to(logits)
         gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1.0)).clamp_min(1e-20))
         c = (logits + gumbel).argmax(-1)  # [B, m]
         y = self.likelihood.sample(params)  # [B, m, K, C]
         return y.gather(2, c[..., None, None].expand(*c.shape, 1, y.size(-1))).squeeze(2)
 
-    @staticmethod
-    def _check_residual_neighbors(residual_neighbors: int) -> int:
-        k = int(residual_neighbors)
-        if isinstance(residual_neighbors, bool) or k != residual_neighbors or k < 0:
-            raise ValueError(f"residual_neighbors must be a non-negative integer, got {residual_neighbors!r}")
-        return k
-
-    @staticmethod
-    def _residual_weights(pts: Any, dense: Any, query: Tensor, k: int) -> Tuple[Tensor, Tensor]:
-        """The ``k`` nearest observed points of the same cloud of every query point and their normalised inverse
-        squared distance weights, each :math:`(B M, k)`."""
-        counts = dense.mask.sum(-1)
-        if k > int(counts.min()):
-            raise ValueError(f"residual_neighbors={k} is more than the {int(counts.min())} observed points of the "
-                             "smallest cloud")
-        q, nearest = _nearest_observed(pts, query, dense.mask.size(0), k)
-        w = 1.0 / (q.unsqueeze(1) - pts.pos[nearest]).pow(2).sum(-1).clamp_min(1e-24)  # [B M, k]
-        return nearest, w / w.sum(-1, keepdim=True)
-
     def _residuals(self, z: Tensor, pts: Any, dense: Any, weights: Tuple[Tensor, Tensor],
                    chunk_size: Optional[int]) -> Tensor:
         """The residuals of the functions ``z`` at the observed points, interpolated to the query points of
-        ``weights`` (:meth:`_residual_weights`): :math:`(B, M, C)`."""
+        ``weights`` (:func:`residual_weights`): :math:`(B, M, C)`."""
         nearest, w = weights
         fit = self._predict(z, dense.pos, chunk_size)
         residual = (dense.y.to(fit.dtype) - fit)[dense.mask]  # packed like pts.x
@@ -244,12 +224,12 @@ class VaMoHInference:
         """
         pts = as_points(batch, self.manifold, self.in_channels, "batch")
         z = self._posterior(pts, refine_steps, refine_lr, generator)[0]
-        k = self._check_residual_neighbors(residual_neighbors)
+        k = check_residual_neighbors(residual_neighbors)
         dense = dense_points(pts)
         query = dense.pos if pos is None else self._check_query(pos, z.size(0))
         out = self._predict(z, query, chunk_size)
         if k:
-            out = out + self._residuals(z, pts, dense, self._residual_weights(pts, dense, query, k), chunk_size)
+            out = out + self._residuals(z, pts, dense, residual_weights(pts, dense, query, k), chunk_size)
         return out if pos is not None else out[dense.mask]
 
     @_inference
@@ -270,7 +250,7 @@ class VaMoHInference:
         if keep_observed:
             # The nearest observed point of the same cloud for every query (memory-linear kNN, any grid size).
             B, M = out.shape[:2]
-            q, nearest = _nearest_observed(pts, pos, B, 1)
+            q, nearest = nearest_observed(pts, pos, B, 1)
             nearest = nearest[:, 0]
             hit = (q - pts.pos[nearest]).norm(dim=-1) <= 1e-6
             flat = out.view(B * M, -1)
@@ -369,7 +349,7 @@ class VaMoHInference:
             raise ValueError(f"num_samples must be at least 2 for a standard deviation, got {num_samples}")
         if isinstance(std_scale, bool) or not isinstance(std_scale, (int, float)) or not 0 < std_scale < math.inf:
             raise ValueError(f"std_scale must be a positive finite number, got {std_scale!r}")
-        k = self._check_residual_neighbors(residual_neighbors)
+        k = check_residual_neighbors(residual_neighbors)
         pts = as_points(batch, self.manifold, self.in_channels, "batch")
         mu, logvar = self._posterior(pts, refine_steps, refine_lr, generator)
         dense = dense_points(pts)
@@ -378,7 +358,7 @@ class VaMoHInference:
                 raise ValueError("pos=None needs clouds of equal size; pass pos for query points")
             pos = dense.pos
         pos = self._check_query(pos, mu.size(0))
-        weights = self._residual_weights(pts, dense, pos, k) if k else None
+        weights = residual_weights(pts, dense, pos, k) if k else None
         std = torch.exp(0.5 * logvar)
         # Moments of the draws about the first one (float32 sums of squares of values far larger than their
         # spread would cancel catastrophically).
@@ -386,8 +366,10 @@ class VaMoHInference:
         for _ in range(num_samples):
             eps = torch.randn(mu.shape, generator=generator, device="cpu").to(mu)
             z = mu + std * eps
-            m = self._predict(z, pos, chunk_size)
-            v = self._draws(z, pos, generator, chunk_size) if include_noise else m
+            if include_noise:
+                m, v = self._mean_and_draws(z, pos, generator, chunk_size)
+            else:
+                m = v = self._predict(z, pos, chunk_size)
             if weights is not None:
                 shift = self._residuals(z, pts, dense, weights, chunk_size)
                 m, v = m + shift, v + shift
