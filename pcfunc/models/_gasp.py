@@ -9,13 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import check_points, check_positive_int
+from .._validation import check_positive_int
 from ..manifolds import Manifold, resolve_manifold
 from ..nn import (FourierFeatures, FunctionRepresentation, HyperNetwork, PointConvNet, fit_function,
                   gasp_discriminator_specs)
 from ..ops import NeighborCache, default_cache
 from ._configs import copy_config
-from ._points import Points, as_points, check_pooled_points, dense_points, rank_in_cloud, shared_positions
+from ._points import (Points, as_points, check_pooled_points, check_query, dense_points, rank_in_cloud,
+                      shared_positions)
 
 __all__ = ["GASP", "GASPTerms", "GASP_CONFIGS", "gasp_config", "gan_discriminator_loss", "gan_generator_loss",
            "random_subset"]
@@ -222,10 +223,7 @@ class GASP(nn.Module):
     def generate(self, z: Tensor, pos: Tensor, chunk_size: Optional[int] = None) -> Tensor:
         r"""Features :math:`f_{g_\phi(\mathbf z)}(\mathbf x)` of the functions of ``z`` :math:`(B, Z)` at ``pos``
         :math:`(N, D)` or :math:`(B, N, D)`: :math:`(B, N, C)` in :math:`[-1, 1]`."""
-        if not isinstance(pos, Tensor) or pos.dim() not in (2, 3):
-            raise ValueError(f"pos must have shape [N, D] or [B, N, D], got {getattr(pos, 'shape', pos)}")
-        check_points(pos.reshape(-1, pos.size(-1)), "pos", self.manifold.ambient_dim)
-        self.manifold.assert_check_point(pos.reshape(-1, pos.size(-1)), "pos")  # as VaMoH: no values off the manifold
+        check_query(pos, self.manifold, z.size(0) if isinstance(z, Tensor) and z.dim() == 2 else -1)
         # = generator.decode(z, pos), with the hypernetwork's forward through its wrapper (if any).
         return self.generator.target(pos, self._forward("generator", z), chunk_size=chunk_size)
 

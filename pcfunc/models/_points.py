@@ -181,3 +181,17 @@ def residual_weights(pts: Points, dense: Any, query: Tensor, k: int) -> Tuple[Te
     q, nearest = nearest_observed(pts, query, dense.mask.size(0), k)
     w = 1.0 / (q.unsqueeze(1) - pts.pos[nearest]).pow(2).sum(-1).clamp_min(1e-24)  # [B M, k]
     return nearest, w / w.sum(-1, keepdim=True)
+
+
+def check_query(pos: Any, manifold: Manifold, num: int) -> Tensor:
+    """Query points of a decoder: :math:`(M, D)` shared by the ``num`` functions or :math:`(num, M, D)`, finite and
+    on ``manifold`` (no values are returned for points off it)."""
+    D = manifold.ambient_dim
+    if not isinstance(pos, Tensor):
+        raise TypeError(f"pos must be a torch.Tensor, got {type(pos).__name__}")
+    if not (pos.dim() == 2 or (pos.dim() == 3 and pos.size(0) == num)):
+        raise ValueError(f"pos must have shape [M, {D}] or [{num}, M, {D}], got {tuple(pos.shape)}")
+    flat = pos.reshape(-1, pos.size(-1))
+    check_points(flat, "pos", D)
+    manifold.assert_check_point(flat, "pos")
+    return pos

@@ -9,16 +9,16 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_points, check_positive_int
+from .._validation import check_positive_int
 from ..manifolds import Manifold, resolve_manifold
-from ..nn import (FlowPrior, FourierFeatures, FunctionRepresentation, HyperNetwork, LayerSpec, Likelihood,
-                  PointConvNet, get_likelihood, vamoh_encoder_specs)
+from ..nn import FlowPrior, FourierFeatures, FunctionRepresentation, HyperNetwork, LayerSpec, Likelihood, get_likelihood
 from ..ops import NeighborCache, default_cache
 from ._categorical import CategoricalNet
 from ._configs import vamoh_config
-from ._points import Points, as_points, dense_points, point_dropout
+from ._points import Points, as_points, check_query, dense_points, point_dropout
 from ._vamoh_inference import VaMoHInference
-from ._vamoh_setup import base_function, initialize_generators, recalibrate_encoder
+from ._vamoh_setup import (base_function, build_encoder, check_training_options, initialize_generators,
+                           recalibrate_encoder)
 
 __all__ = ["VaMoH", "ELBOTerms"]
 
@@ -181,27 +181,14 @@ class VaMoH(VaMoHInference, nn.Module):
         self.in_channels = check_positive_int(in_channels, "in_channels")
         self.latent_dim = check_positive_int(latent_dim, "latent_dim")
         self.num_components = check_positive_int(num_components, "num_components")
-        if kl_estimator not in _KL_ESTIMATORS:
-            raise ValueError(f"kl_estimator must be one of {_KL_ESTIMATORS}, got {kl_estimator!r}")
-        if max_dropout is not None and not 0.0 <= float(max_dropout) < 1.0:
-            raise ValueError(f"max_dropout must be in [0, 1) or None, got {max_dropout!r}")
-        if isinstance(kl_weight, bool) or not isinstance(kl_weight, (int, float)) or not math.isfinite(kl_weight) \
-                or kl_weight < 0:
-            raise ValueError(f"kl_weight must be a non-negative number, got {kl_weight!r}")
+        check_training_options(kl_estimator, _KL_ESTIMATORS, max_dropout, kl_weight)
         self.kl_estimator = kl_estimator
         #: :math:`\beta`, the weight of the latent KL in the loss (1: the ELBO).
         self.kl_weight = float(kl_weight)
         self.max_dropout = None if max_dropout is None else float(max_dropout)
         self.shared_dropout = bool(shared_dropout)
-        if isinstance(encoder, str):
-            specs, enc_kw = vamoh_encoder_specs(encoder)
-        else:
-            specs, enc_kw = list(encoder), {}
-        if weight_hidden is None:
-            weight_hidden = enc_kw.get("weight_hidden", (16, 16, 16, 16))
-        self.encoder = PointConvNet(self.in_channels, specs, self.manifold, head="gaussian",
-                                    latent_dim=self.latent_dim, weight_hidden=tuple(weight_hidden),
-                                    cache=cache, norm=encoder_norm)
+        self.encoder = build_encoder(self.in_channels, encoder, self.manifold, self.latent_dim, weight_hidden, cache,
+                                     encoder_norm)
         first = self.encoder.specs[0]
         #: Points the first encoder level needs per cloud (its centroids), kept by point dropout.
         self.min_encoder_points = first.num_centroids or first.num_neighbors
@@ -317,17 +304,7 @@ class VaMoH(VaMoHInference, nn.Module):
         return self.prior_c(coords, z).to(self.dtype)
 
     def _check_query(self, pos: Tensor, num: int) -> Tensor:
-        if not isinstance(pos, Tensor):
-            raise TypeError(f"pos must be a torch.Tensor, got {type(pos).__name__}")
-        if pos.dim() == 2:
-            check_points(pos, "pos", self.manifold.ambient_dim)
-        elif pos.dim() == 3 and pos.size(0) == num:
-            check_points(pos.reshape(-1, pos.size(-1)), "pos", self.manifold.ambient_dim)
-        else:
-            raise ValueError(f"pos must have shape [M, {self.manifold.ambient_dim}] or "
-                             f"[{num}, M, {self.manifold.ambient_dim}], got {tuple(pos.shape)}")
-        self.manifold.assert_check_point(pos, "pos")
-        return pos
+        return check_query(pos, self.manifold, num)
 
     # ------------------------------------------------------------------ around training (_vamoh_setup.py)
     initialize_generators = initialize_generators

@@ -4,13 +4,14 @@ from the model's equations."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from .._validation import check_positive_int
-from ..nn import FourierFeatures, fit_function
+from ..nn import FourierFeatures, PointConvNet, fit_function, vamoh_encoder_specs
 from ._points import as_points, check_pooled_points
 
 __all__ = ["initialize_generators", "recalibrate_encoder"]
@@ -156,3 +157,26 @@ def base_function(dim: int, channels: int, hidden: Sequence[int], num_frequencie
     nn.init.zeros_(last.weight)
     nn.init.zeros_(last.bias)
     return nn.Sequential(*layers, last)
+
+
+def check_training_options(kl_estimator: str, estimators: Sequence[str], max_dropout: Optional[float],
+                           kl_weight: float) -> None:
+    """VaMoH's training options: the KL estimator's name, point dropout's bound and the KL weight."""
+    if kl_estimator not in estimators:
+        raise ValueError(f"kl_estimator must be one of {tuple(estimators)}, got {kl_estimator!r}")
+    if max_dropout is not None and not 0.0 <= float(max_dropout) < 1.0:
+        raise ValueError(f"max_dropout must be in [0, 1) or None, got {max_dropout!r}")
+    if isinstance(kl_weight, bool) or not isinstance(kl_weight, (int, float)) or not math.isfinite(kl_weight) \
+            or kl_weight < 0:
+        raise ValueError(f"kl_weight must be a non-negative number, got {kl_weight!r}")
+
+
+def build_encoder(in_channels: int, encoder: Any, manifold: Any, latent_dim: int,
+                  weight_hidden: Optional[Sequence[int]], cache: Any, norm: str) -> nn.Module:
+    """VaMoH's PointConv encoder with a Gaussian head: ``encoder`` a configuration name (its layers and weight-net
+    widths) or a list of layer specifications."""
+    specs, enc_kw = vamoh_encoder_specs(encoder) if isinstance(encoder, str) else (list(encoder), {})
+    if weight_hidden is None:
+        weight_hidden = enc_kw.get("weight_hidden", (16, 16, 16, 16))
+    return PointConvNet(in_channels, specs, manifold, head="gaussian", latent_dim=latent_dim,
+                        weight_hidden=tuple(weight_hidden), cache=cache, norm=norm)
