@@ -57,6 +57,9 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     # training field when fitted alone (3 x 128 on 256: 0.54 K).
     "default_fine_base256": dict(likelihood=("gaussian", dict(scale="learned")), init=True, max_dropout=0.0,
                                  fine_points=4096, base_hidden=(256, 256, 256), base_frequencies=512),
+    # ... with the base a table on the 1-degree grid (VaMoH(base_grid=...)): the mean's fine detail held exactly.
+    "default_fine_table": dict(likelihood=("gaussian", dict(scale="learned")), init=True, max_dropout=0.0,
+                               fine_points=4096, base_grid=(181, 360)),
     "gaussian_learned": dict(likelihood=("gaussian", dict(scale="learned", init_scale=0.05))),
     "gaussian_fixed": dict(likelihood=("gaussian", dict(scale="fixed", init_scale=0.02))),
     "no_dropout": dict(max_dropout=0.0),

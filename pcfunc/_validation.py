@@ -13,6 +13,10 @@ __all__ = ["check_finite", "check_points", "check_batch", "check_positive_int"]
 def check_finite(t: Tensor, name: str) -> None:
     if not torch.is_floating_point(t):
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+    if t.is_meta:
+        raise ValueError(f"{name} is a meta tensor (a shape without values); give real data, e.g. build the "
+                         "tensor on 'cpu' or 'cuda', or load a model created under the meta device with "
+                         "load_state_dict(..., assign=True)")
     if not bool(torch.isfinite(t).all()):
         bad = int((~torch.isfinite(t)).any(dim=-1).sum()) if t.dim() > 1 else int((~torch.isfinite(t)).sum())
         raise ValueError(f"{name} contains NaN or Inf values ({bad} rows)")

@@ -150,8 +150,14 @@ def load_era5(
     lo = _pick(_LON_NAMES, dims, "longitude", name)
     extra = [d for d in dims if d not in (t, la, lo)]
     big = [d for d in extra if da.sizes[d] != 1]
+    if "expver" in big:
+        raise ValueError(f"{variable!r} in {name} mixes final ERA5 and preliminary ERA5T data along 'expver' (each "
+                         "time step is in one of them, NaN in the other): combine them first, e.g. "
+                         f"da = ds[{variable!r}].sel(expver=1).combine_first(ds[{variable!r}].sel(expver=5)), "
+                         "and pass da.to_dataset() (selecting one entry alone leaves NaN time steps)")
     if big:
-        raise ValueError(f"{variable!r} in {name} has extra dimensions {big}; select one entry of each first")
+        raise ValueError(f"{variable!r} in {name} has extra dimensions {big}; select one entry of each first "
+                         f"(e.g. ds.isel({big[0]}=0))")
     da = da.isel({d: 0 for d in extra}).transpose(t, la, lo)
     if time is not None:
         da = da.sel({t: time})

@@ -53,4 +53,8 @@ def resolve_manifold(manifold: Union[str, Manifold], **kwargs: Any) -> Manifold:
         factory = _REGISTRY[manifold.lower()]
     except KeyError:
         raise ValueError(f"unknown manifold {manifold!r}; known names: {sorted(_REGISTRY)}") from None
-    return factory(**kwargs)
+    try:
+        return factory(**kwargs)
+    except TypeError as e:
+        raise TypeError(f"manifold {manifold!r} cannot be built from its name with {kwargs or 'no arguments'} ({e}); "
+                        "pass a Manifold instance instead, e.g. pcfunc.manifolds.Euclidean(dim=2)") from e

@@ -23,7 +23,7 @@ def _check_same(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
 
 
 def _gaussian_inputs(mean: Tensor, std: Tensor, target: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-    """Checked ``mean``, ``std``, ``target`` of one shape (``std`` finite, :math:`\geq 0`), in float64."""
+    r"""Checked ``mean``, ``std``, ``target`` of one shape (``std`` finite, :math:`\geq 0`), in float64."""
     _check_same("mean", mean, "target", target)
     _check_same("std", std, "target", target)
     if bool((std < 0).any()) or not bool(torch.isfinite(std).all()):
@@ -32,7 +32,7 @@ def _gaussian_inputs(mean: Tensor, std: Tensor, target: Tensor) -> Tuple[Tensor,
 
 
 def _z(level: Any) -> float:
-    """:math:`\Phi^{-1}(\tfrac{1 + \text{level}}{2})`, the half-width of the central ``level`` interval in standard
+    r""":math:`\Phi^{-1}(\tfrac{1 + \text{level}}{2})`, the half-width of the central ``level`` interval in standard
     deviations."""
     if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0.0 < float(level) < 1.0:
         raise ValueError(f"level must be a probability in (0, 1), got {level!r}")

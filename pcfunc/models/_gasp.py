@@ -284,7 +284,7 @@ class GASP(nn.Module):
         return gan_generator_loss(self.discriminate(fake.x, fake.pos, fake.batch))
 
     def _real(self, real: Any, num_points: Optional[int], generator: Optional[torch.Generator]) -> Points:
-        pts = as_points(real, self.manifold, self.in_channels, "real")
+        pts = as_points(real, self.manifold, self.in_channels, "real", self.generator.weights[0].dtype)
         if bool((pts.x.abs() > 1.0 + 1e-6).any()):
             raise ValueError("real.x must be scaled to [-1, 1] (the generator ends in a tanh), got range "
                              f"[{float(pts.x.min())}, {float(pts.x.max())}]")

@@ -33,8 +33,9 @@ class DensePoints(NamedTuple):
     mask: Tensor
 
 
-def as_points(data: Any, manifold: Manifold, channels: int, name: str) -> Points:
-    """Validate a PyG ``Data``/``Batch`` (or anything with ``x``, ``pos`` and optional ``batch``)."""
+def as_points(data: Any, manifold: Manifold, channels: int, name: str, dtype: Optional[torch.dtype] = None) -> Points:
+    """Validate a PyG ``Data``/``Batch`` (or anything with ``x``, ``pos`` and optional ``batch``); with ``dtype``
+    (the model's), its floating tensors must have it."""
     x, pos = getattr(data, "x", None), getattr(data, "pos", None)
     if not isinstance(x, Tensor) or not isinstance(pos, Tensor):
         raise TypeError(f"{name} must have tensor attributes x [N, C] and pos [N, D] (a PyG Data or Batch), "
@@ -45,6 +46,12 @@ def as_points(data: Any, manifold: Manifold, channels: int, name: str) -> Points
                          f"{name}.pos, in_channels={channels}), got {tuple(x.shape)}")
     check_finite(x, f"{name}.x")
     manifold.assert_check_point(pos, f"{name}.pos")
+    if dtype is not None:
+        for key, t in (("x", x), ("pos", pos)):
+            if t.dtype != dtype:
+                raise TypeError(f"{name}.{key} is {t.dtype} but the model's parameters are {dtype}: convert the data "
+                                f"({name}.{key} = {name}.{key}.to({dtype}), and the other of x and pos alike) or the "
+                                f"model (model.to({t.dtype}))")
     batch = getattr(data, "batch", None)
     if batch is None:
         batch = torch.zeros(pos.size(0), dtype=torch.long, device=pos.device)

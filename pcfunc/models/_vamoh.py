@@ -11,7 +11,8 @@ from torch import Tensor, nn
 
 from .._validation import check_positive_int
 from ..manifolds import Manifold, resolve_manifold
-from ..nn import FlowPrior, FourierFeatures, FunctionRepresentation, HyperNetwork, LayerSpec, Likelihood, get_likelihood
+from ..nn import (FlowPrior, FourierFeatures, FunctionRepresentation, HyperNetwork, LayerSpec, Likelihood, PointTable,
+                  get_likelihood)
 from ..ops import NeighborCache, default_cache
 from ._categorical import CategoricalNet
 from ._configs import vamoh_config
@@ -142,6 +143,14 @@ class VaMoH(VaMoHInference, nn.Module):
             ``None``: no base (the paper). (default: ``None``)
         base_frequencies (int): Random Fourier features of the base function. (default: ``256``)
         base_sigma (float): Their scale. (default: ``4.0``)
+        base_grid (int or tuple of int, optional): A second base term, a :class:`~pcfunc.nn.PointTable` on
+            ``manifold.grid(base_grid)`` (e.g. ``(181, 360)``, the 1-degree lat/lon grid on the sphere): one
+            learned value per grid point, interpolated between them. An MLP smooths detail finer than its
+            capacity; the table holds it at the grid's resolution exactly (the mean's coastlines and
+            orography at the data's finest grid), at a cost per point that does not grow with the grid.
+            :meth:`initialize_generators` sets it to the training fields' mean. ``None``: none (the paper).
+            (default: ``None``)
+        base_neighbors (int): Grid points each query of the table reads. (default: ``4``)
 
     Shapes:
         Batches are PyG batches (``x`` :math:`(N, C)`, ``pos`` :math:`(N, D)`, ``batch``). Query
@@ -175,6 +184,8 @@ class VaMoH(VaMoHInference, nn.Module):
         base_hidden: Optional[Sequence[int]] = None,
         base_frequencies: int = 256,
         base_sigma: float = 4.0,
+        base_grid: Optional[Union[int, Sequence[int]]] = None,
+        base_neighbors: int = 4,
     ) -> None:
         super().__init__()
         self.manifold = resolve_manifold(manifold)
@@ -212,6 +223,8 @@ class VaMoH(VaMoHInference, nn.Module):
         self.base = None if base_hidden is None else base_function(
             dim, self.in_channels * self.likelihood.num_params, base_hidden, base_frequencies, base_sigma,
             negative_slope)
+        self.base_table = None if base_grid is None else PointTable(
+            self.manifold.grid(base_grid), self.in_channels * self.likelihood.num_params, base_neighbors)
         # Saved with the weights, so a resumed run knows which stage of Algorithm 1 it is in.
         self.register_buffer("_warmup", torch.tensor(True))
         self._location_link = self.likelihood.name in ("discretized_logistic", "gaussian")
@@ -240,7 +253,7 @@ class VaMoH(VaMoHInference, nn.Module):
     # ------------------------------------------------------------------ pieces
     def encode(self, batch: Any) -> Tuple[Tensor, Tensor]:
         r"""Mean and log-variance of :math:`q(\mathbf z \mid \mathbf X, \mathbf Y)`, each :math:`(B, Z)`."""
-        return self._encode_points(as_points(batch, self.manifold, self.in_channels, "batch"))
+        return self._encode_points(as_points(batch, self.manifold, self.in_channels, "batch", self.dtype))
 
     def _encode_points(self, pts: Points) -> Tuple[Tensor, Tensor]:
         # Under autocast the encoder runs in low precision; q(z) is kept in the parameters' dtype.
@@ -288,6 +301,8 @@ class VaMoH(VaMoHInference, nn.Module):
         raw = self.hypernet.target(pos, weights).transpose(1, 2).to(self.dtype)  # [B, N, K, P C]
         if self.base is not None:
             raw = raw + self.base(pos).to(raw.dtype).unsqueeze(-2)  # [N, 1, P C] or [B, N, 1, P C]
+        if self.base_table is not None:
+            raw = raw + self.base_table(pos).to(raw.dtype).unsqueeze(-2)
         return self._link(raw)
 
     def _link(self, raw: Tensor) -> Tensor:
@@ -334,12 +349,12 @@ class VaMoH(VaMoHInference, nn.Module):
                 :class:`~pcfunc.data.ERA5Dataset` items with ``target=``.
         """
         num_samples = check_positive_int(num_samples, "num_samples")
-        pts = as_points(batch, self.manifold, self.in_channels, "batch")
+        pts = as_points(batch, self.manifold, self.in_channels, "batch", self.dtype)
         if self.likelihood.validate_args:  # once, here, to name batch.x; log_prob below does not repeat it
             self.likelihood.check(pts.x, "batch.x")
         lik_pts = pts
         if target is not None:
-            lik_pts = as_points(target, self.manifold, self.in_channels, "target")
+            lik_pts = as_points(target, self.manifold, self.in_channels, "target", self.dtype)
             if lik_pts.num_clouds != pts.num_clouds:
                 raise ValueError(f"target must hold points of the same {pts.num_clouds} clouds as batch, got "
                                  f"{lik_pts.num_clouds}")

@@ -168,7 +168,7 @@ class VaMoHInference:
 
     def _mean_and_draws(self, z: Tensor, pos: Tensor, generator: Optional[torch.Generator],
                         chunk_size: Optional[int]) -> Tuple[Tensor, Tensor]:
-        """The mixture mean and one draw :math:`\mathbf y \sim p(\mathbf y \mid \mathbf z)` at ``pos``, each
+        r"""The mixture mean and one draw :math:`\mathbf y \sim p(\mathbf y \mid \mathbf z)` at ``pos``, each
         :math:`(B, M, C)`, from one evaluation of the generators per chunk."""
         weights = self._generator_weights(z)
         means, draws = [], []
@@ -222,7 +222,7 @@ class VaMoHInference:
                 kriging's trend plus interpolated residuals): for super-resolution, where the latent cannot
                 carry every detail of the coarse field. ``0``: the model alone. (default: ``0``)
         """
-        pts = as_points(batch, self.manifold, self.in_channels, "batch")
+        pts = as_points(batch, self.manifold, self.in_channels, "batch", self.dtype)
         z = self._posterior(pts, refine_steps, refine_lr, generator)[0]
         k = check_residual_neighbors(residual_neighbors)
         dense = dense_points(pts)
@@ -243,7 +243,7 @@ class VaMoHInference:
         the same cloud (same coordinates) is replaced by the observed value. ``refine_steps``, ``refine_lr`` and
         ``generator``: see :meth:`reconstruct` (the refinement fits the observed points only).
         """
-        pts = as_points(observed, self.manifold, self.in_channels, "observed")
+        pts = as_points(observed, self.manifold, self.in_channels, "observed", self.dtype)
         z = self._posterior(pts, refine_steps, refine_lr, generator)[0]
         pos = self._check_query(pos, z.size(0))
         out = self._predict(z, pos, chunk_size)
@@ -272,7 +272,8 @@ class VaMoHInference:
         """
         if pos is None and isinstance(source, Tensor):
             raise ValueError("pos is required when source is a latent tensor")
-        pts = None if isinstance(source, Tensor) else as_points(source, self.manifold, self.in_channels, "source")
+        pts = None if isinstance(source, Tensor) else as_points(source, self.manifold, self.in_channels, "source",
+                                                                self.dtype)
         z = self._latent(source) if pts is None else self._encode_points(pts)[0]
         y = None
         if pos is None:
@@ -350,7 +351,7 @@ class VaMoHInference:
         if isinstance(std_scale, bool) or not isinstance(std_scale, (int, float)) or not 0 < std_scale < math.inf:
             raise ValueError(f"std_scale must be a positive finite number, got {std_scale!r}")
         k = check_residual_neighbors(residual_neighbors)
-        pts = as_points(batch, self.manifold, self.in_channels, "batch")
+        pts = as_points(batch, self.manifold, self.in_channels, "batch", self.dtype)
         mu, logvar = self._posterior(pts, refine_steps, refine_lr, generator)
         dense = dense_points(pts)
         if pos is None:

@@ -37,7 +37,10 @@ def initialize_generators(self, pos: Tensor, y: Tensor, steps: int = 500, lr: fl
     With a base function (``VaMoH(base_hidden=...)``), it is then fitted for ``base_steps`` Adam steps to what
     :math:`\theta_0` leaves, :math:`\log p(\mathbf y_i \mid \text{link}(f_{\theta_0}(\mathbf x_i) + g(\mathbf x_i)))`
     with :math:`\theta_0` fixed, so the shared fine detail (the mean's orography and coastlines, beyond what the
-    small generator INRs hold) is in place from the first training step.
+    small generator INRs hold) is in place from the first training step. With a table (``VaMoH(base_grid=...)``),
+    each of its grid points is then set to what the rest leaves of the mean of the training values nearest to it
+    (the logit of that mean, less :math:`f_{\theta_0}` and the base function there), and the likelihood's own
+    parameters are refitted.
 
     Args:
         pos (Tensor): Coordinates of the pooled training points, :math:`(N, D)` (e.g. every point of
@@ -48,7 +51,7 @@ def initialize_generators(self, pos: Tensor, y: Tensor, steps: int = 500, lr: fl
         num_points (int): Points per step. (default: ``4096``)
         residual_scale (float): Factor on the hypernetworks' last weights, in :math:`(0, 1]`. (default: ``0.1``)
         generator (torch.Generator, optional): Randomness of the initial weights and the point subsets.
-        base_steps (int): Adam steps fitting the base function, if any; ``0``: leave it at zero.
+        base_steps (int): Adam steps fitting the base function, if any; ``0``: leave it (and the table) at zero.
             (default: ``1000``)
         base_lr (float): Their learning rate. (default: ``5e-3``)
 
@@ -75,32 +78,58 @@ def initialize_generators(self, pos: Tensor, y: Tensor, steps: int = 500, lr: fl
     theta, final = fit_function(target, pos, nll, y, steps, lr, num_points, list(self.likelihood.parameters()),
                                 generator)
     self.hypernet.start_at(theta, residual_scale)
-    if self.base is not None and base_steps:
+    if (self.base is not None or self.base_table is not None) and base_steps:
         final = _fit_base(self, theta, pos, y, nll, base_steps, base_lr, num_points, generator)
     return final
 
 
 def _fit_base(self: Any, theta: Tensor, pos: Tensor, y: Tensor, nll: Any, steps: int, lr: float, num_points: int,
               generator: Optional[torch.Generator]) -> float:
-    """Adam on the base function (and the likelihood's own parameters) with the generators' INR fixed at
-    ``theta``; the final mean negative log-likelihood over all points."""
-    target, base = self.hypernet.target, self.base
-    opt = torch.optim.Adam([*base.parameters(), *self.likelihood.parameters()], lr=lr)
-    n, m = pos.size(0), min(num_points, pos.size(0))
+    """The base terms with the generators' INR fixed at ``theta``: Adam on the base function (and the likelihood's
+    own parameters), then the table set in closed form to what they leave at each of its points (the logit of the
+    mean value there) and Adam on the likelihood's parameters again; the final mean negative log-likelihood over
+    all points."""
+    target, base, table = self.hypernet.target, self.base, self.base_table
     theta = theta[None]
+    n, m = pos.size(0), min(num_points, pos.size(0))
 
-    def loss(p: Tensor, v: Tensor) -> Tensor:
-        return nll(target(p, theta)[0] + base(p).to(p.dtype), v)
+    def raw(p: Tensor, with_table: bool = True) -> Tensor:
+        out = target(p, theta)[0]
+        if base is not None:
+            out = out + base(p).to(p.dtype)
+        if table is not None and with_table:
+            out = out + table(p).to(p.dtype)
+        return out
 
-    with torch.enable_grad():
-        for _ in range(steps):
-            idx = torch.randint(n, (m,), generator=generator).to(pos.device)
-            value = loss(pos[idx], y[idx])
-            opt.zero_grad(set_to_none=True)
-            value.backward()
-            opt.step()
+    def adam(params: List[Tensor]) -> None:
+        if not params:
+            return
+        opt = torch.optim.Adam(params, lr=lr)
+        with torch.enable_grad():
+            for _ in range(steps):
+                idx = torch.randint(n, (m,), generator=generator).to(pos.device)
+                value = nll(raw(pos[idx]), y[idx])
+                opt.zero_grad(set_to_none=True)
+                value.backward()
+                opt.step()
+
+    if base is not None:
+        adam([*base.parameters(), *self.likelihood.parameters()])
+    if table is not None:
+        with torch.no_grad():
+            c, before = self.in_channels, table.values.detach().clone()
+            padded = torch.cat([y, y.new_zeros(n, table.channels - c)], dim=-1)
+            hit = table.fit_nearest_(pos, padded)
+            anchors = table.anchors.to(pos.dtype)
+            rest = torch.cat([raw(anchors[s:s + m], with_table=False)[:, :c] for s in range(0, anchors.size(0), m)])
+            eps = 1e-4
+            mean = table.values[:, :c].to(pos.dtype).clamp(eps, 1 - eps)
+            before[hit, :c] = (torch.logit(mean) - rest)[hit].to(before.dtype)
+            table.values.copy_(before)
+        adam(list(self.likelihood.parameters()))
     with torch.no_grad():
-        return sum(float(loss(pos[s:s + m], y[s:s + m])) * min(m, n - s) for s in range(0, n, m)) / n
+        return sum(float(nll(raw(pos[s:s + m]), y[s:s + m])) * min(m, n - s) for s in range(0, n, m)) / n
+
 
 @torch.no_grad()
 def recalibrate_encoder(self, batches: Iterable[Any]) -> int:
@@ -131,7 +160,7 @@ def recalibrate_encoder(self, batches: Iterable[Any]) -> int:
     n = 0
     try:
         for b in batches:
-            pts = as_points(b, self.manifold, self.in_channels, "batches")
+            pts = as_points(b, self.manifold, self.in_channels, "batches", self.dtype)
             self.encoder(pts.x, pts.pos, pts.batch)
             n += 1
     finally:

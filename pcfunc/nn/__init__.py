@@ -21,6 +21,7 @@ from ._likelihoods import (
     get_likelihood,
 )
 from ._point_conv import AvgPool, CloudNorm, PointConv, WeightNet, norm_layer
+from ._point_table import PointTable
 from ._point_conv_net import LayerSpec, PointConvNet, VAMOH_ENCODERS, gasp_discriminator_specs, vamoh_encoder_specs
 from ._wide_linear import release_gradient_buffers
 
@@ -36,6 +37,7 @@ __all__ = [
     "gasp_discriminator_specs",
     "vamoh_encoder_specs",
     "FourierFeatures",
+    "PointTable",
     "SphericalHarmonics",
     "spherical_harmonics",
     "FunctionRepresentation",

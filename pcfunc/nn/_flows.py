@@ -45,6 +45,11 @@ class PlanarFlow(nn.Module):
     Shapes:
         - **input:** :math:`(*, D)`
         - **output:** :math:`(*, D)` and log-determinant :math:`(*)`, for :meth:`forward` and :meth:`inverse`
+
+    Non-finite inputs are not checked here (an inner layer, called many times per step): NaN or Inf in gives NaN or
+    Inf out (both the point and the log-determinant, in that row), never a finite value. The models check their
+    inputs once, at their boundary (:class:`~pcfunc.models.VaMoH`, :class:`~pcfunc.models.GASP`: a clear error
+    naming the argument); see :doc:`/reliability`.
     """
 
     def __init__(self, dim: int, activation: str = "leaky_relu", negative_slope: float = 0.2, *,

@@ -227,6 +227,9 @@ class FunctionRepresentation(torch.nn.Module):
             raise ValueError(
                 f"weights must have shape {expected} with num_weights={self.num_weights}, got {tuple(weights.shape)}"
             )
+        if weights.numel() == 0:
+            raise ValueError(f"weights holds no function (shape {tuple(weights.shape)}); give at least one row of "
+                             f"{self.num_weights} weights")
 
     def _check_coordinates(self, x: Tensor, weights: Tensor) -> None:
         if not isinstance(x, Tensor):

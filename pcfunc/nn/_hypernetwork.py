@@ -64,6 +64,11 @@ class HyperNetwork(torch.nn.Module):
     Shapes:
         - **input:** latents :math:`(B, \text{latent\_dim})`
         - **output:** weights :math:`(B, P)`, or :math:`(B, K, P)` with ``num_components=K``
+
+    Non-finite inputs are not checked here (an inner layer, called many times per step): NaN or Inf in gives NaN or
+    Inf out (in the weights of that latent's functions), never a finite value. The models check their inputs once,
+    at their boundary (:class:`~pcfunc.models.VaMoH`, :class:`~pcfunc.models.GASP`: a clear error naming the
+    argument); see :doc:`/reliability`.
     """
 
     def __init__(

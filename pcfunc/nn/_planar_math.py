@@ -137,6 +137,7 @@ def _forward(z: Tensor, u_hat: Tensor, s: Tensor, w: Tensor, b: Tensor, activati
     else:
         h = F.leaky_relu(a, slope)
         det = torch.where(a >= 0, s, (1 - slope) + slope * s)
+    det = torch.where(torch.isfinite(a), det, a - a)  # NaN/Inf in, NaN out (a NaN fails a >= 0: it picks a slope)
     return z + h.unsqueeze(-1) * u_hat, torch.log(det)
 
 
@@ -152,6 +153,7 @@ def _inverse(y: Tensor, u_hat: Tensor, s: Tensor, w: Tensor, b: Tensor, activati
         det = torch.where(c >= 0, s, (1 - slope) + slope * s)  # both slopes of a ↦ a + wᵀû h(a) are positive
         a = c / det
         h = F.leaky_relu(a, slope)
+    det = torch.where(torch.isfinite(c), det, c - c)
     return y - h.unsqueeze(-1) * u_hat, -torch.log(det)
 
 

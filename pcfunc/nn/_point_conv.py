@@ -247,6 +247,11 @@ class PointConv(nn.Module):
     Shapes:
         - **input:** ``x`` :math:`(N, C_\text{in})`, ``pos`` :math:`(N, D)`, ``batch`` :math:`(N,)` or ``None``
         - **output:** ``(x, pos, batch)`` of the centroids: :math:`(M, C_\text{out})`, :math:`(M, D)`, :math:`(M,)`
+
+    Non-finite inputs are not checked here (an inner layer, called many times per step): NaN or Inf in gives NaN or
+    Inf out (in the outputs whose neighbourhoods hold such a point), never a finite value. The models check their
+    inputs once, at their boundary (:class:`~pcfunc.models.VaMoH`, :class:`~pcfunc.models.GASP`: a clear error
+    naming the argument); see :doc:`/reliability`.
     """
 
     def __init__(
@@ -277,7 +282,8 @@ class PointConv(nn.Module):
         self.ratio, self.num_centroids = _centroid_args(ratio, num_centroids)
         self.in_channels, self.out_channels, self.num_neighbors = in_channels, out_channels, num_neighbors
         if manifold is None:
-            raise ValueError("manifold must be given (a Manifold or a name such as 'sphere' or 'euclidean')")
+            raise ValueError("manifold must be given: a Manifold (e.g. pcfunc.manifolds.Euclidean(dim=2)) or the "
+                             "name of one that needs no arguments ('sphere', 'torus')")
         self.manifold = resolve_manifold(manifold)
         self.concat_relative = concat_relative
         self.cache = cache
@@ -372,7 +378,8 @@ class AvgPool(nn.Module):
         if isinstance(num_neighbors, bool) or not isinstance(num_neighbors, int) or num_neighbors < 1:
             raise ValueError(f"num_neighbors must be a positive integer, got {num_neighbors!r}")
         if manifold is None:
-            raise ValueError("manifold must be given (a Manifold or a name such as 'sphere' or 'euclidean')")
+            raise ValueError("manifold must be given: a Manifold (e.g. pcfunc.manifolds.Euclidean(dim=2)) or the "
+                             "name of one that needs no arguments ('sphere', 'torus')")
         if num_centroids is None and ratio is None:
             raise ValueError("give num_centroids= or ratio=")
         self.ratio, self.num_centroids = _centroid_args(ratio, num_centroids)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -144,10 +145,45 @@ class PointConvNet(nn.Module):
             if m is not self and hasattr(m, "reset_parameters"):
                 m.reset_parameters()
 
+    @property
+    def min_points(self) -> int:
+        """The fewest points a cloud may have to pass every level (each PointConv and pooling needs at least its
+        neighbours and centroids among the points it receives)."""
+        def passes(n: int) -> bool:
+            for s in self.specs:
+                if (n < s.num_neighbors and not s.global_centroid) or (s.num_centroids is not None
+                                                                       and n < s.num_centroids):
+                    return False
+                n = 1 if s.global_centroid else s.num_centroids if s.num_centroids is not None else (
+                    math.ceil(n * s.ratio - 1e-9) if s.ratio is not None else n)
+                if s.pool_neighbors is not None:
+                    if n < s.pool_neighbors or (s.pool_centroids is not None and n < s.pool_centroids):
+                        return False
+                    n = s.pool_centroids if s.pool_centroids is not None else math.ceil(n * s.pool_ratio - 1e-9)
+            return True
+
+        lo, hi = 1, 1
+        while not passes(hi):
+            if hi > 2 ** 40:
+                raise ValueError("no number of points passes this network's levels (check their ratios)")
+            lo, hi = hi + 1, hi * 2
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if passes(mid) else (mid + 1, hi)
+        return lo
+
     def features(self, x: Tensor, pos: Tensor, batch: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
         """The last level: features, positions and batch of its points."""
         if batch is None:
             batch = torch.zeros(pos.size(0), dtype=torch.long, device=pos.device)
+        if pos.size(0):
+            counts = torch.bincount(batch)
+            need = self.min_points
+            if bool((counts < need).any()):
+                b = int(torch.argmin(counts))
+                raise ValueError(f"each cloud needs at least {need} points to pass this network's {len(self.specs)} "
+                                 f"levels (their neighbours and centroids); cloud {b} has {int(counts[b])}: give "
+                                 "more points per cloud (e.g. a larger num_points) or use fewer levels or neighbours")
         for conv, norm, pool in zip(self.convs, self.norms, self.pools):
             x, pos, batch = conv(x, pos, batch)
             x = self.act(norm(x, batch) if isinstance(norm, CloudNorm) else norm(x))

@@ -84,3 +84,106 @@ def test_reduced_precision_positions_work_in_fps_and_knn():
     for dtype in (torch.bfloat16, torch.float16):
         assert fps(x.to(dtype), num=6).tolist() == fps(x, num=6).tolist()
         torch.testing.assert_close(knn(x.to(dtype), x[:5].to(dtype), 3), knn(x, x[:5], 3))
+
+
+def _tiny_vamoh():
+    return VaMoH("sphere", encoder=[LayerSpec(8, 4, num_centroids=32), LayerSpec(8, 4, global_centroid=True)],
+                 latent_dim=4, num_components=2, hypernet_hidden=(8,), generator_hidden=(8,), num_frequencies=4,
+                 categorical_hidden=(8,), flow_layers=1, likelihood="gaussian")
+
+
+def test_unhelpful_model_errors_now_name_the_argument_and_the_fix():
+    from pcfunc.nn import FunctionRepresentation, PointConv
+
+    # A name that needs arguments: used to be "Euclidean.__init__() missing 1 required positional argument".
+    with pytest.raises(TypeError, match=r"'euclidean' cannot be built.*Euclidean\(dim=2\)"):
+        PointConv(1, 8, 9, manifold="euclidean")
+    # A zero-size weight batch: used to be reported as "num_functions must be a positive integer, got 0".
+    fr = FunctionRepresentation(3, 1, (8,))
+    with pytest.raises(ValueError, match=r"weights holds no function \(shape \(0, "):
+        fr(GRID.pos, torch.zeros(0, fr.num_weights))
+    # A float64 batch into a float32 model: used to be "mat1 and mat2 must have the same dtype".
+    model = _tiny_vamoh().eval()
+    b64 = Batch.from_data_list([Data(x=torch.rand(GRID.num_points, 1, dtype=torch.float64),
+                                     pos=GRID.pos.double()) for _ in range(2)])
+    for call in (lambda: model.elbo(b64), lambda: model.reconstruct(b64)):
+        with pytest.raises(TypeError, match=r"batch.x is torch.float64 but the model's parameters are torch.float32"):
+            call()
+    model.double()
+    assert model.reconstruct(b64).dtype == torch.float64  # the advice works
+    # A meta tensor: used to be "Tensor.item() cannot be called on meta tensors".
+    meta = Batch.from_data_list([Data(x=torch.rand(GRID.num_points, 1).to("meta"), pos=GRID.pos.to("meta"))])
+    with pytest.raises(ValueError, match="batch.pos is a meta tensor"):
+        _tiny_vamoh().elbo(meta)
+    # GASP with too few points for its discriminator levels: used to be "k=9 is larger than cloud 0 of x".
+    gasp = GASP.from_config("era5")
+    assert gasp.discriminator.min_points == 513  # 4 levels pooling to 1/4 with 9 neighbours: 9 * 4**3 < 513
+    pos = torch.nn.functional.normalize(torch.randn(512, 3, generator=torch.Generator().manual_seed(0)), dim=-1)
+    few = Batch.from_data_list([Data(x=torch.rand(512, 1) * 2 - 1, pos=pos)])
+    with pytest.raises(ValueError, match="each cloud needs at least 513 points .* cloud 0 has 512"):
+        gasp.discriminator_loss(few)
+
+
+def test_point_conv_net_min_points_is_the_exact_threshold():
+    # Brute force: the smallest cloud that runs through the network, against the computed bound.
+    from pcfunc.nn import PointConvNet
+
+    specs = [LayerSpec(4, 5, ratio=0.5, pool_neighbors=3, pool_ratio=0.5), LayerSpec(4, 7, num_centroids=6)]
+    net = PointConvNet(1, specs, "sphere", weight_hidden=(4,), cache=None)
+    ok = []
+    for n in range(20, 40):
+        pos = torch.nn.functional.normalize(torch.randn(n, 3, generator=torch.Generator().manual_seed(n)), dim=-1)
+        try:
+            net.features(torch.rand(n, 1), pos)
+            ok.append(n)
+        except ValueError:
+            pass
+    assert ok and ok[0] == net.min_points and ok == list(range(ok[0], 40))
+
+
+def test_expver_advice_is_to_combine_era5_and_era5t(tmp_path):
+    import numpy as np
+    import xarray as xr
+
+    from pcfunc.data import load_era5
+
+    v = np.full((2, 2, 3, 4), np.nan, dtype=np.float32)
+    v[0, 0], v[1, 1] = 280.0, 281.0  # time 0 final (expver 1), time 1 preliminary (expver 5)
+    ds = xr.Dataset({"t2m": (("expver", "time", "latitude", "longitude"), v)},
+                    coords={"expver": [1, 5], "time": np.array(["2020-01-01", "2020-02-01"], dtype="datetime64[ns]"),
+                            "latitude": [90.0, 0.0, -90.0], "longitude": [0.0, 90.0, 180.0, 270.0]})
+    with pytest.raises(ValueError, match="combine_first") as e:
+        load_era5(ds)
+    # The advice, followed literally, loads every time step.
+    cmd = str(e.value).split("e.g. ")[1].split(", and pass")[0]
+    scope = {"ds": ds}
+    exec(cmd, scope)
+    field = load_era5(scope["da"].to_dataset())
+    assert field.values[:, 0, 0].tolist() == [280.0, 281.0]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_inner_layers_turn_non_finite_inputs_into_non_finite_outputs(bad):
+    # The documented contract of the unchecked inner layers: garbage in, non-finite out (never a finite value).
+    from pcfunc.nn import FunctionRepresentation, HyperNetwork, PlanarFlow, PointConv
+
+    g = torch.Generator().manual_seed(0)
+    for act in ("leaky_relu", "tanh"):
+        flow = PlanarFlow(4, activation=act)
+        y = torch.randn(3, 4, generator=g)
+        y[1, 2] = bad
+        for out, logdet in (flow(y), flow.inverse(y)):
+            assert out.isfinite().all(-1).tolist() == [True, False, True]
+            assert logdet.isfinite().tolist() == [True, False, True]  # a NaN once picked a leaky-ReLU slope
+    hyper = HyperNetwork(4, (8,), FunctionRepresentation(3, 1, (8,)))
+    z = torch.randn(2, 4, generator=g)
+    z[0, 1] = bad
+    assert (~hyper(z).isfinite()).any(-1).tolist() == [True, False]
+    conv = PointConv(1, 4, 5, manifold="sphere", weight_hidden=(4,), cache=None)
+    x = torch.rand(GRID.num_points, 1, generator=g)
+    x[7] = bad
+    out = conv(x, GRID.pos)[0]
+    assert not out.isfinite().all()
+    model = _tiny_vamoh()  # ... and the model boundary says so
+    with pytest.raises(ValueError, match="batch.x contains NaN or Inf"):
+        model.elbo(Data(x=x, pos=GRID.pos))

@@ -1,0 +1,75 @@
+import pytest
+import torch
+
+from pcfunc.manifolds import Sphere, Torus
+from pcfunc.nn import PointTable
+
+
+def _brute_idw(anchors, values, q, k):
+    d2 = torch.cdist(q.double(), anchors.double()).pow(2)
+    d2, idx = d2.topk(k, largest=False)
+    w = 1.0 / d2.clamp_min(1e-24)
+    w = w / w.sum(-1, keepdim=True)
+    return (values.double()[idx] * w[..., None]).sum(1)
+
+
+@pytest.mark.parametrize("manifold,res", [(Sphere(), (13, 24)), (Torus(2), (10, 12))])
+def test_point_table_is_inverse_squared_distance_interpolation(manifold, res):
+    g = torch.Generator().manual_seed(0)
+    anchors = manifold.grid(res).double()
+    t = PointTable(anchors, 3, neighbors=4).double()
+    with torch.no_grad():
+        t.values.normal_(generator=g)
+    q = manifold.random(200, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(t(q), _brute_idw(anchors, t.values, q, 4))
+    torch.testing.assert_close(t(anchors), t.values)  # exact at its points
+    assert t(q.view(4, 50, -1)).shape == (4, 50, 3)
+    torch.testing.assert_close(t(q.view(4, 50, -1)).reshape(200, 3), t(q))
+
+
+def test_point_table_gradient_reaches_the_values_read():
+    anchors = Sphere().grid((7, 12))
+    t = PointTable(anchors, 1, neighbors=3)
+    q = Sphere().random(5, generator=torch.Generator().manual_seed(1))
+    t(q).sum().backward()
+    index, w = t.interpolation(q)
+    expected = torch.zeros(t.num_anchors).index_add_(0, index.reshape(-1), w.reshape(-1))
+    torch.testing.assert_close(t.values.grad[:, 0], expected)
+    assert int((t.values.grad != 0).sum()) <= 15
+
+
+def test_fit_nearest_sets_each_anchor_to_the_mean_of_its_points():
+    g = torch.Generator().manual_seed(2)
+    anchors = Sphere().grid((9, 16))
+    t = PointTable(anchors, 2)
+    with torch.no_grad():
+        t.values.fill_(7.0)
+    pos = Sphere().random(300, generator=g)
+    vals = torch.randn(300, 2, generator=g)
+    hit = t.fit_nearest_(pos, vals)
+    nearest = torch.cdist(pos.double(), anchors.double()).argmin(1)
+    for i in range(t.num_anchors):
+        sel = nearest == i
+        assert bool(hit[i]) == bool(sel.any())
+        want = vals[sel].mean(0) if sel.any() else torch.full((2,), 7.0)
+        torch.testing.assert_close(t.values[i].detach(), want)
+    # Every training field on the table's own grid: the table returns their mean there.
+    fields = torch.randn(5, t.num_anchors, 2, generator=g)
+    t.fit_nearest_(anchors.repeat(5, 1), fields.reshape(-1, 2))
+    torch.testing.assert_close(t(anchors), fields.mean(0))
+
+
+def test_point_table_errors_name_the_argument():
+    a = Sphere().grid((5, 8))
+    with pytest.raises(ValueError, match="anchors must be a non-empty tensor"):
+        PointTable(torch.zeros(0, 3), 1)
+    with pytest.raises(ValueError, match="anchors must be finite"):
+        PointTable(torch.full((4, 3), float("nan")), 1)
+    with pytest.raises(ValueError, match="neighbors=99 is more than the 26 anchors"):
+        PointTable(a, 1, neighbors=99)
+    with pytest.raises(ValueError, match="channels"):
+        PointTable(a, 0)
+    with pytest.raises(ValueError, match=r"pos must have shape \[..., 3\]"):
+        PointTable(a, 1)(torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="pos and values"):
+        PointTable(a, 1).fit_nearest_(torch.zeros(4, 3), torch.zeros(4, 2))
