@@ -148,18 +148,18 @@ class PointConvNet(nn.Module):
     @property
     def min_points(self) -> int:
         """The fewest points a cloud may have to pass every level (each PointConv and pooling needs at least its
-        neighbours and centroids among the points it receives)."""
+        neighbours among the points it receives; centroid counts are capped by the cloud's size)."""
         def passes(n: int) -> bool:
-            for s in self.specs:
-                if (n < s.num_neighbors and not s.global_centroid) or (s.num_centroids is not None
-                                                                       and n < s.num_centroids):
+            for s in self.specs:  # centroid counts are capped by the cloud (PointConv's rule)
+                if n < s.num_neighbors and not s.global_centroid:
                     return False
-                n = 1 if s.global_centroid else s.num_centroids if s.num_centroids is not None else (
+                n = 1 if s.global_centroid else min(s.num_centroids, n) if s.num_centroids is not None else (
                     math.ceil(n * s.ratio - 1e-9) if s.ratio is not None else n)
                 if s.pool_neighbors is not None:
-                    if n < s.pool_neighbors or (s.pool_centroids is not None and n < s.pool_centroids):
+                    if n < s.pool_neighbors:
                         return False
-                    n = s.pool_centroids if s.pool_centroids is not None else math.ceil(n * s.pool_ratio - 1e-9)
+                    n = min(s.pool_centroids, n) if s.pool_centroids is not None else math.ceil(n * s.pool_ratio
+                                                                                                  - 1e-9)
             return True
 
         lo, hi = 1, 1
@@ -182,7 +182,7 @@ class PointConvNet(nn.Module):
             if bool((counts < need).any()):
                 b = int(torch.argmin(counts))
                 raise ValueError(f"each cloud needs at least {need} points to pass this network's {len(self.specs)} "
-                                 f"levels (their neighbours and centroids); cloud {b} has {int(counts[b])}: give "
+                                 f"levels (each needs its neighbours); cloud {b} has {int(counts[b])}: give "
                                  "more points per cloud (e.g. a larger num_points) or use fewer levels or neighbours")
         for conv, norm, pool in zip(self.convs, self.norms, self.pools):
             x, pos, batch = conv(x, pos, batch)

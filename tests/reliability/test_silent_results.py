@@ -128,7 +128,8 @@ def test_point_conv_net_min_points_is_the_exact_threshold():
     # Brute force: the smallest cloud that runs through the network, against the computed bound.
     from pcfunc.nn import PointConvNet
 
-    specs = [LayerSpec(4, 5, ratio=0.5, pool_neighbors=3, pool_ratio=0.5), LayerSpec(4, 7, num_centroids=6)]
+    specs = [LayerSpec(4, 5, ratio=0.5, pool_neighbors=3, pool_ratio=0.5), LayerSpec(4, 7, num_centroids=6),
+             LayerSpec(4, 3, num_centroids=4, pool_neighbors=2, pool_centroids=50)]
     net = PointConvNet(1, specs, "sphere", weight_hidden=(4,), cache=None)
     ok = []
     for n in range(20, 40):
