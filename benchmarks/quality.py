@@ -60,6 +60,10 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     # ... with the base a table on the 1-degree grid (VaMoH(base_grid=...)): the mean's fine detail held exactly.
     "default_fine_table": dict(likelihood=("gaussian", dict(scale="learned")), init=True, max_dropout=0.0,
                                fine_points=4096, base_grid=(181, 360)),
+    # ... with smoother generators (Fourier scale 1 instead of 2): the table holds the static detail, the
+    # generators the anomalies (their sub-grid part overfits 18 training fields).
+    "default_fine_table_smooth": dict(likelihood=("gaussian", dict(scale="learned")), init=True, max_dropout=0.0,
+                                      fine_points=4096, base_grid=(181, 360), sigma=1.0),
     "gaussian_learned": dict(likelihood=("gaussian", dict(scale="learned", init_scale=0.05))),
     "gaussian_fixed": dict(likelihood=("gaussian", dict(scale="fixed", init_scale=0.02))),
     "no_dropout": dict(max_dropout=0.0),

@@ -36,6 +36,7 @@ class Cylinder(Manifold):
 
     name = "cylinder"
     ambient_dim = 3
+    intrinsic_dim = 2  # a surface: GASP's discriminator takes 3**2 neighbours, not 3**3
     # cdist is not an increasing function of the ambient l2 distance (see main()),
     # so pcfunc.ops must not use the compiled l2 kernels for this manifold.
     ambient_euclidean_order = False

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import abc
 import math
 from typing import Optional, Sequence, Tuple, Union
 
@@ -11,7 +12,7 @@ __all__ = ["Manifold", "Resolution"]
 Resolution = Union[int, Sequence[int]]
 
 
-class Manifold(torch.nn.Module):
+class Manifold(torch.nn.Module, metaclass=abc.ABCMeta):
     r"""Base class of the spaces on which pcfunc's functions live.
 
     A function sample is a point cloud whose coordinates ``pos: [N, ambient_dim]``
@@ -19,12 +20,16 @@ class Manifold(torch.nn.Module):
     :math:`\mathbb{R}^3` for the sphere). Neighbour search (:mod:`pcfunc.ops`),
     PointConv and the coordinate encodings only talk to this interface.
 
-    To add a manifold, subclass and implement the four required members:
+    To add a manifold, subclass and implement the four required members (the three methods are abstract: a
+    subclass without them cannot be instantiated):
 
     * :attr:`ambient_dim` (class or instance attribute): size of the embedding;
     * :meth:`cdist`: pairwise distances used by farthest point sampling and kNN;
     * :meth:`random`: points drawn uniformly (or from any full-support density);
     * :meth:`grid`: a regular set of points at a given resolution.
+
+    Set :attr:`intrinsic_dim` too when the manifold is embedded in more dimensions than it has (2 for a surface
+    in :math:`\mathbb R^3`): GASP sizes its discriminator's neighbourhoods by it (:math:`3^d` neighbours).
 
     Everything else has a default that you may override: :meth:`dist`,
     :meth:`embed`/:meth:`unembed` (chart :math:`\leftrightarrow` ambient),
@@ -46,7 +51,14 @@ class Manifold(torch.nn.Module):
     #: Name used by :func:`pcfunc.manifolds.resolve_manifold` and in ``repr``.
     name: str = "manifold"
 
+    @property
+    def intrinsic_dim(self) -> int:
+        """Dimension of the manifold itself (2 for the sphere, ``n`` for the torus); by default
+        :attr:`ambient_dim`. Override it (a class attribute or a property) for an embedded manifold."""
+        return int(self.ambient_dim)
+
     # ------------------------------------------------------------------ required
+    @abc.abstractmethod
     def cdist(self, x: Tensor, y: Tensor) -> Tensor:
         r"""Pairwise distances :math:`D_{ij} = d(x_i, y_j)`.
 
@@ -61,6 +73,7 @@ class Manifold(torch.nn.Module):
         """
         raise NotImplementedError(f"{type(self).__name__} must implement cdist(x, y)")
 
+    @abc.abstractmethod
     def random(
         self,
         n: int,
@@ -71,6 +84,7 @@ class Manifold(torch.nn.Module):
         r"""Draw ``n`` random points, shape :math:`(n, \text{ambient\_dim})`."""
         raise NotImplementedError(f"{type(self).__name__} must implement random(n, generator=None)")
 
+    @abc.abstractmethod
     def grid(self, resolution: Resolution) -> Tensor:
         r"""A regular grid of points, shape :math:`(N, \text{ambient\_dim})`."""
         raise NotImplementedError(f"{type(self).__name__} must implement grid(resolution)")

@@ -64,6 +64,7 @@ class Sphere(Manifold):
 
     name = "sphere"
     ambient_dim = 3
+    intrinsic_dim = 2  # type: ignore[assignment]
     ambient_euclidean_order = True
 
     def cdist(self, x: Tensor, y: Tensor) -> Tensor:

@@ -40,6 +40,10 @@ class Torus(Manifold):
         self.n = n
         self.ambient_dim = 2 * n
 
+    @property
+    def intrinsic_dim(self) -> int:
+        return int(self.n)
+
     def _circles(self, x: Tensor) -> Tensor:
         return x.reshape(*x.shape[:-1], self.n, 2)
 

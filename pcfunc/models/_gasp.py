@@ -141,7 +141,7 @@ class GASP(nn.Module):
             raise ValueError(f"r1_weight must be a non-negative number, got {r1_weight!r}")
         self.r1_weight, self.r1_on = float(r1_weight), r1_on
         if dim is None:
-            dim = _intrinsic_dim(self.manifold)
+            dim = int(self.manifold.intrinsic_dim)
         self.dim = check_positive_int(dim, "dim")
         amb = self.manifold.ambient_dim
         enc = None if num_frequencies is None else FourierFeatures(amb, num_frequencies, sigma)
@@ -299,16 +299,6 @@ class GASP(nn.Module):
         dense = dense_points(pts)
         y = self.generate(z, dense.pos)
         return Points(y[dense.mask], pts.pos, pts.batch, B)
-
-
-def _intrinsic_dim(manifold: Manifold) -> int:
-    from ..manifolds import Sphere, Torus
-
-    if isinstance(manifold, Sphere):
-        return 2
-    if isinstance(manifold, Torus):
-        return int(manifold.n)
-    return int(manifold.ambient_dim)
 
 
 # App. A.1 of the GASP paper. Learning rates: generator 1e-4, discriminator 4e-4, Adam betas (0.5, 0.999),

@@ -159,3 +159,30 @@ class _WrongOrder(Torus):
 def test_property_checks_catch_broken_manifolds(bad, message):
     with pytest.raises(AssertionError, match=message):
         check_manifold(bad)
+
+
+def test_manifold_contract_is_enforced_and_intrinsic_dim_drives_gasp():
+    from pcfunc.manifolds import Manifold, Sphere, Torus
+    from pcfunc.models import GASP
+
+    class _NoGrid(Manifold):
+        ambient_dim = 2
+
+        def cdist(self, x, y):
+            return torch.cdist(x, y)
+
+        def random(self, n, generator=None, dtype=None, device=None):
+            return torch.rand(n, 2, generator=generator, dtype=dtype, device=device)
+
+    with pytest.raises(TypeError, match="abstract method.*grid"):
+        _NoGrid()
+    assert (Sphere().intrinsic_dim, Torus(3).intrinsic_dim, Euclidean(4).intrinsic_dim) == (2, 3, 4)
+    assert _Asymmetric().intrinsic_dim == 2  # the default: the ambient dimension
+
+    class _Surface(_Asymmetric):  # a user's manifold: its own attribute, no edit of pcfunc
+        ambient_dim = 3
+        intrinsic_dim = 2
+
+    gasp = GASP(_Surface(), latent_dim=4, hypernet_hidden=[8], inr_hidden=[8], num_frequencies=4,
+                disc_channels=[4], weight_hidden=[4])
+    assert gasp.dim == 2 and gasp.discriminator.specs[0].num_neighbors == 9
