@@ -82,7 +82,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--data", type=Path, default=None,
                    help="ERA5 file from the CDS (NetCDF with time dimension valid_time or time, or Zarr); "
                         "default: the real sample embedded in pcfunc")
-    p.add_argument("--variable", default="t2m", help="variable to model (default: t2m)")
+    p.add_argument("--variable", default=None,
+                   help="variable to model: short name, CF standard_name or long_name (default: the file's only "
+                        "lat/lon field, else t2m)")
     p.add_argument("--config", choices=sorted(CONFIGS), default="small",
                    help="model size: small (default, minutes on a CPU), paper (VaMoH Table 3), tiny (tests)")
     p.add_argument("--steps", type=int, default=None,

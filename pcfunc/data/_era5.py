@@ -10,24 +10,34 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from ._cf import _find_variable, _grid_axes, _open, _same_times, _time_axis, _time_kind, _time_order
+
 __all__ = ["ERA5_ATTRIBUTION", "ERA5Field", "ERA5Dataset", "load_era5", "load_era5_sample", "MinMaxNormalizer", "split_by_time",
            "target_points"]
-
-_TIME_NAMES = ("valid_time", "time")
-_LAT_NAMES = ("latitude", "lat")
-_LON_NAMES = ("longitude", "lon")
 
 
 @dataclass(frozen=True)
 class ERA5Field:
-    """One variable of ERA5 on a lat/lon grid, in physical units.
+    """One variable of ERA5 (or of any CF file on a regular lat/lon grid) in physical units.
+
+    Times are kept as xarray decodes them, so that every CF calendar works:
+
+    * ``numpy.datetime64`` for the ``standard``/``gregorian`` and ``proleptic_gregorian`` calendars (ERA5, most
+      observations) when the dates fit ``datetime64[ns]`` (years 1678 to 2262);
+    * a 1-D ``object`` array of :class:`cftime.datetime` of one calendar otherwise: ``360_day``,
+      ``noleap``/``365_day``, ``all_leap``, ``julian`` (climate models), or standard dates outside that range;
+    * the file's numbers (int or float) when the time axis is not decoded (no CF ``units`` such as
+      ``"days since 2000-01-01"``).
+
+    Each kind sorts, compares and prints (``str(field.time[0])``) on its own; :attr:`calendar` names it.
 
     Attributes:
         values (numpy.ndarray): Shape ``(T, n_lat, n_lon)``, float32, in ``units``.
         lat (numpy.ndarray): Latitudes in degrees, north first.
         lon (numpy.ndarray): Longitudes in degrees, as in the file (0..360 or -180..180), increasing.
-        time (numpy.ndarray): ``datetime64`` of each step.
-        variable (str): Short name, e.g. ``"t2m"``.
+        time (numpy.ndarray): The ``T`` times, in time order when read by :func:`load_era5`: ``datetime64``,
+            ``cftime`` datetimes or numbers (see above).
+        variable (str): The variable's name in the file, e.g. ``"t2m"`` or ``"tas"``.
         units (str): Units from the file's attributes (``""`` if absent).
     """
 
@@ -42,6 +52,18 @@ class ERA5Field:
     def shape(self) -> Tuple[int, int]:
         """``(n_lat, n_lon)``."""
         return int(self.lat.size), int(self.lon.size)
+
+    @property
+    def calendar(self) -> str:
+        """The CF calendar of :attr:`time`: ``"proleptic_gregorian"`` for ``datetime64`` (NumPy's calendar, equal
+        to ``standard`` after 1582-10-15), the calendar of ``cftime`` datetimes (e.g. ``"360_day"``,
+        ``"noleap"``), ``""`` for numbers or no steps."""
+        t = np.asarray(self.time)
+        if t.dtype.kind == "M":
+            return "proleptic_gregorian"
+        if t.dtype == object and t.size:
+            return str(getattr(t.flat[0], "calendar", "") or "")
+        return ""
 
     def subsample(self, stride: Union[int, Tuple[int, int]]) -> "ERA5Field":
         """Every ``stride``-th latitude and longitude, keeping both poles when the grid has them.
@@ -90,64 +112,81 @@ class ERA5Field:
         return replace(self, values=self.values[index], time=self.time[index])
 
 
-def _pick(names: Sequence[str], available: Sequence[str], what: str, source: str) -> str:
-    for n in names:
-        if n in available:
-            return n
-    raise ValueError(f"{source} has no {what} coordinate (looked for {list(names)}; found {sorted(available)})")
-
-
 def load_era5(
     source: Union[str, Path, Any],
-    variable: str = "t2m",
+    variable: Optional[str] = None,
     time: Optional[slice] = None,
 ) -> ERA5Field:
-    """Read one variable of an ERA5 file from the Climate Data Store.
+    """Read one variable of an ERA5 file from the Climate Data Store, or of any CF NetCDF/Zarr on a lat/lon grid.
 
     Accepts NetCDF files (``.nc``; the new CDS names the time dimension
     ``valid_time``, the old one ``time``), Zarr stores (a ``.zarr`` directory)
     or an opened :class:`xarray.Dataset`. Latitudes may be north- or
     south-first and longitudes 0..360 or -180..180, at any resolution; the
-    result is north-first with increasing longitudes. Size-1 extra dimensions
-    (e.g. ``expver``, ``number``) are dropped. A repeated meridian (the cyclic
-    point many tools add: 360 beside 0, 180 beside -180) is dropped with one
-    warning when its values equal the first column's; with other values it is
-    an error naming both longitudes.
+    result is north-first with increasing longitudes, and in time order. Size-1
+    extra dimensions (e.g. ``expver``, ``number``, ``height``) are dropped. A
+    repeated meridian (the cyclic point many tools add: 360 beside 0, 180
+    beside -180) is dropped with one warning when its values equal the first
+    column's; with other values it is an error naming both longitudes.
+
+    Files from other sources (CMIP, CORDEX on regular grids, reanalyses, observations) work too:
+
+    * Axes are found by name (``latitude``/``lat``, ``longitude``/``lon``, ``valid_time``/``time``, any case) or,
+      under other names, by CF attributes: ``standard_name`` (``"latitude"``, ``"longitude"``, ``"time"``),
+      ``units`` (``"degrees_north"``, ``"degrees_east"``, ``"days since ..."``) or ``axis`` (``"Y"``, ``"X"``,
+      ``"T"``). A scalar time coordinate (one step) becomes a time axis of size 1.
+    * Times in every CF calendar (``standard``/``gregorian``, ``proleptic_gregorian``, ``julian``, ``360_day``,
+      ``noleap``/``365_day``, ``all_leap``): ``datetime64`` or ``cftime`` datetimes, see :class:`ERA5Field`.
+      Times xarray cannot decode are kept as numbers, with a warning.
+    * ``variable`` is a short name, a CF ``standard_name`` or a ``long_name`` (exact, ignoring case; short names
+      first). Without it, the only variable on a latitude/longitude grid is read (cell bounds such as
+      ``lat_bnds`` do not count), else ``t2m``.
 
     Args:
         source: Path to a NetCDF file or Zarr store, or an :class:`xarray.Dataset`.
-        variable (str): Short name of the variable (``"t2m"``, ``"u10"``, ``"v10"``, ``"msl"``, ...).
-        time (slice, optional): Selection along time, by label (e.g. ``slice("2020-01", "2020-06")``).
+        variable (str, optional): Short name (``"t2m"``, ``"tas"``, ``"msl"``, ...), CF standard name
+            (``"air_temperature"``) or long name (``"2 metre temperature"``) of the variable. By default the
+            file's only variable on a latitude/longitude grid, else ``"t2m"``. (default: ``None``)
+        time (slice, optional): Selection along time, by label, in the file's calendar (e.g.
+            ``slice("2020-01", "2020-06")``; ``"2000-02-30"`` is a date of the ``360_day`` calendar), or by number
+            when the times are not decoded.
 
     Returns:
-        ERA5Field: The values ``(T, n_lat, n_lon)`` in the file's units.
+        ERA5Field: The values ``(T, n_lat, n_lon)`` in the file's units; ``variable`` is the name in the file.
 
     Raises:
-        ValueError: The file lacks ``variable`` (the message lists what it has), has no lat/lon/time
-            coordinates, has other non-trivial dimensions, contains NaN/Inf, or repeats a meridian with
-            different values.
+        FileNotFoundError: ``source`` does not exist.
+        TypeError: ``variable`` is neither a string nor ``None``.
+        ValueError: The file is not readable; ``variable`` matches no variable (the message lists what the file
+            has) or several (it lists them); ``variable`` is ``None`` and several variables are on a lat/lon grid
+            (it lists each with its standard_name, long_name and units); the variable has no lat/lon/time
+            coordinates, is on a rotated or curvilinear grid (2-D latitude/longitude), has other non-trivial
+            dimensions or contains NaN/Inf; ``time`` cannot select along the file's time axis; or the file
+            repeats a meridian with different values.
     """
     import xarray as xr
 
-    if isinstance(source, xr.Dataset):
+    opened = not isinstance(source, xr.Dataset)
+    if not opened:
         ds, name = source, "dataset"
     else:
         path = Path(source)
         name = str(path)
         if not path.exists():
             raise FileNotFoundError(f"source {name!r} does not exist")
-        try:
-            ds = xr.open_zarr(path) if (path.is_dir() or path.suffix == ".zarr") else xr.open_dataset(path)
-        except (ValueError, OSError) as err:
-            raise ValueError(f"source {name!r} is not a NetCDF file or Zarr store that xarray can read "
-                             f"({type(err).__name__}: {str(err)[:160]})") from None
-    if variable not in ds.data_vars:
-        raise ValueError(f"{name} has no variable {variable!r}; it has {sorted(map(str, ds.data_vars))}")
-    da = ds[variable]
+        ds = _open(path, name)
+    try:
+        return _read(ds, _find_variable(ds, variable, name), time, name)
+    finally:
+        if opened:
+            ds.close()
+
+
+def _read(ds: Any, variable: str, time: Optional[slice], name: str) -> ERA5Field:
+    """The :class:`ERA5Field` of ``ds[variable]`` (see :func:`load_era5`)."""
+    da, t = _time_axis(ds[variable], variable, name)
+    la, lo = _grid_axes(da, variable, name)
     dims = [str(d) for d in da.dims]
-    t = _pick(_TIME_NAMES, dims, "time", name)
-    la = _pick(_LAT_NAMES, dims, "latitude", name)
-    lo = _pick(_LON_NAMES, dims, "longitude", name)
     extra = [d for d in dims if d not in (t, la, lo)]
     big = [d for d in extra if da.sizes[d] != 1]
     if "expver" in big:
@@ -159,8 +198,22 @@ def load_era5(
         raise ValueError(f"{variable!r} in {name} has extra dimensions {big}; select one entry of each first "
                          f"(e.g. ds.isel({big[0]}=0))")
     da = da.isel({d: 0 for d in extra}).transpose(t, la, lo)
+    times = np.asarray(da[t].values)
+    order = _time_order(times, name)
+    if np.any(order != np.arange(order.size)):
+        da = da.isel({t: order})
     if time is not None:
-        da = da.sel({t: time})
+        labels = [time.start, time.stop] if isinstance(time, slice) else list(np.atleast_1d(np.asarray(time)))
+        try:
+            if times.dtype.kind in "iuf" and any(x is not None and not isinstance(x, (int, float, np.number))
+                                                 for x in labels):
+                raise TypeError("dates given for times that are numbers")  # pandas may select nothing instead
+            da = da.sel({t: time})
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"time={time!r} cannot select along {t!r} of {name}, whose times are "
+                             f"{_time_kind(times)} ({type(err).__name__}: {str(err)[:160]})") from None
+        if t not in da.dims:  # a single label
+            da = da.expand_dims(t)
     da = da.sortby(la, ascending=False).sortby(lo)
     values = np.array(da.values, dtype=np.float32)  # a writable copy (torch refuses read-only arrays)
     if not np.isfinite(values).all():
@@ -194,7 +247,7 @@ def _drop_cyclic_columns(values: np.ndarray, lon: np.ndarray, name: str) -> Tupl
         return values, lon
     warnings.warn(f"{name}: dropped {len(drop)} repeated longitude column(s) "
                   f"({', '.join(f'{lon[j]:g}' for j in drop)}, equal to the same meridian's first column: a cyclic "
-                  "point)", stacklevel=3)
+                  "point)", stacklevel=4)
     keep = np.setdiff1d(np.arange(lon.size), drop)
     return np.ascontiguousarray(values[..., keep]), lon[keep]
 
@@ -274,11 +327,16 @@ def split_by_time(field: ERA5Field, fractions: Sequence[float] = (0.8, 0.1, 0.1)
     Contiguous blocks keep the strongly correlated neighbouring steps of a reanalysis in one split.
 
     Args:
-        field (ERA5Field): The field, in time order.
+        field (ERA5Field): The field; its steps are ordered by time (``datetime64``, ``cftime`` datetimes of
+            any calendar, or numbers; ties keep their order).
         fractions (sequence of float): Positive fractions summing to 1.
 
     Returns:
-        tuple of ERA5Field: One per fraction; every step is in exactly one.
+        tuple of ERA5Field: One per fraction, earliest first; every step is in exactly one.
+
+    Raises:
+        ValueError: ``fractions`` are not positive or do not sum to 1, a part would get no step, or the times
+            cannot be compared (e.g. ``cftime`` datetimes of two calendars).
     """
     f = np.asarray(fractions, dtype=np.float64)
     if f.ndim != 1 or f.size < 1 or np.any(f <= 0) or abs(f.sum() - 1.0) > 1e-6:
@@ -288,7 +346,7 @@ def split_by_time(field: ERA5Field, fractions: Sequence[float] = (0.8, 0.1, 0.1)
     starts = np.concatenate(([0], ends[:-1]))
     if np.any(ends - starts < 1):
         raise ValueError(f"{T} time steps cannot be split into {tuple(fractions)!r} with a step in each part")
-    order = np.argsort(field.time, kind="stable")
+    order = _time_order(np.asarray(field.time), "field")
     return tuple(field.select_time(order[s:e]) for s, e in zip(starts, ends))
 
 
@@ -340,7 +398,7 @@ class ERA5Dataset(torch.utils.data.Dataset):
             return
         if not isinstance(target, ERA5Field):
             raise TypeError(f"target must be an ERA5Field, got {type(target).__name__}")
-        if target.values.shape[0] != field.values.shape[0] or not np.array_equal(target.time, field.time):
+        if target.values.shape[0] != field.values.shape[0] or not _same_times(target.time, field.time):
             raise ValueError(f"target must have the same time steps as field: {target.values.shape[0]} steps "
                              f"from {target.time[:1]} against {field.values.shape[0]} from {field.time[:1]}")
         if target.units != field.units:
