@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from pcfunc.data import (ERA5_ATTRIBUTION, ERA5Dataset, LatLonGrid, MinMaxNormalizer, load_era5, load_era5_sample,
-                         split_by_time)
+                         regular_axes, split_by_time)
 from pcfunc.manifolds import latlon_to_xyz, xyz_to_latlon
 from pcfunc.models import VaMoH, vamoh_config
 
@@ -117,6 +117,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--no-init", action="store_true",
                    help="start the generators at random (the paper) instead of at the training data's mean function")
     p.add_argument("--resolution", type=float, default=4.0, help="training grid spacing in degrees (default: 4)")
+    p.add_argument("--region", type=float, nargs=4, metavar=("SOUTH", "NORTH", "WEST", "EAST"), default=None,
+                   help="keep to this lat/lon box of the data (degrees; WEST > EAST crosses 0 or 180); a regional "
+                        "file is detected and kept to its own box without it")
     p.add_argument("--devices", type=int, default=1, help="processes (CPU) or GPUs per node for DDP")
     p.add_argument("--num-nodes", type=int, default=1, help="nodes for DDP")
     p.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
@@ -129,17 +132,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 # ------------------------------------------------------------------------------------------------ data
-def regular_axes(step: float) -> tuple:
-    n_lat = int(round(180.0 / step)) + 1
-    n_lon = int(round(360.0 / step))
-    return np.linspace(90.0, -90.0, n_lat), np.arange(n_lon) * (360.0 / n_lon)
-
-
 def load_field(args: argparse.Namespace):
+    """The data (on its own grid, cut to ``--region``) and the training grid over the same box: the globe, or a
+    regional box with its edges kept."""
     field = load_era5_sample() if args.data is None else load_era5(args.data, args.variable)
-    lat, lon = regular_axes(args.resolution)
-    coarse = field.regrid(lat, lon % 360.0 if field.lon.min() >= 0 else ((lon + 180) % 360) - 180)
-    return field, coarse
+    if args.region is not None:
+        south, north, west, east = args.region
+        field = field.region((south, north), (west, east))
+    return field, field.regrid(*regular_axes(args.resolution, field.lat, field.lon))
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -256,6 +256,33 @@ def evaluate_gasp(model, field, coarse, test_idx: np.ndarray, norm: MinMaxNormal
     return {"metrics": metrics, "figures": ["gasp_samples.png", "globe_gasp_sample.png"], "quality": quality}
 
 
+def spacing(lat: np.ndarray) -> str:
+    """The latitude spacing of a grid in degrees, for names and titles (e.g. ``"4"``, ``"0.25"``, ``"4.09"``)."""
+    return f"{round(abs(float(lat[0] - lat[1])), 2):g}" if len(lat) > 1 else "1-row"
+
+
+def hidden_regions(grid: LatLonGrid) -> Dict[str, torch.Tensor]:
+    """The observed points of the two in-painting tasks: all but a disc ("patch": North America on a global grid,
+    else a disc at the box's centre, a quarter of its smaller side in radius) and the eastern half ("half": the
+    points east of the central meridian of the box, or east of 0/180 on a global grid)."""
+    lat, lon = (t.double() for t in xyz_to_latlon(grid.pos.double()))
+    if grid.is_global_lon and float(grid.lat.max()) - float(grid.lat.min()) > 150.0:
+        centre_lat, centre_lon, radius = PATCH
+        west = torch.remainder(lon, 360.0) >= 180.0
+    else:  # a regional box: its longitudes unwrapped east from the western edge
+        west_edge = float(grid.lon[0])
+        east = torch.remainder(lon - west_edge, 360.0)
+        width = float(torch.remainder(grid.lon[-1] - grid.lon[0], 360.0)) if grid.lon.numel() > 1 else 0.0
+        centre_lat = 0.5 * (float(grid.lat.max()) + float(grid.lat.min()))
+        centre_lon = west_edge + 0.5 * width
+        height = float(grid.lat.max()) - float(grid.lat.min())
+        radius = 0.25 * min(height, width * math.cos(math.radians(centre_lat))) if width else 0.25 * height
+        west = east < 0.5 * width
+    centre = latlon_to_xyz(torch.tensor(centre_lat, dtype=torch.float64), torch.tensor(centre_lon, dtype=torch.float64))
+    in_patch = torch.acos((grid.pos.double() @ centre).clamp(-1, 1)) < math.radians(radius)
+    return {"patch": ~in_patch, "half": ~west}
+
+
 def evaluate(model: VaMoH, field, coarse, test_idx: np.ndarray, norm: MinMaxNormalizer,
              refine_steps: int = 0, predictive_samples: int = 16) -> Dict[str, Any]:
     """Every task on the test fields by the quality harness (next to its baselines), and the arrays of the first
@@ -271,11 +298,7 @@ def evaluate(model: VaMoH, field, coarse, test_idx: np.ndarray, norm: MinMaxNorm
         to_pts(fine, field.values[test_idx])
     train1 = to_pts(fine, field.values[:n_train])  # for the bilinear + mean sub-grid residual baseline
     scale = norm.high - norm.low
-    lat4, lon4 = xyz_to_latlon(g4.pos.double())
-    centre = latlon_to_xyz(torch.tensor(PATCH[0], dtype=torch.float64), torch.tensor(PATCH[1], dtype=torch.float64))
-    in_patch = torch.acos((g4.pos.double() @ centre).clamp(-1, 1)) < math.radians(PATCH[2])
-    west = torch.remainder(lon4, 360.0) >= 180.0
-    masks = {"patch": ~in_patch, "half": ~west}
+    masks = hidden_regions(g4)
     quality = evaluate_vamoh(model, g4, train4, y4, masks=masks, fine=(fine, y1, train1), scale=scale, seed=0,
                              refine_steps=refine_steps)
     # Predictive intervals: calibrated on the first third of the held-out fields (neither trained on nor
@@ -288,8 +311,7 @@ def evaluate(model: VaMoH, field, coarse, test_idx: np.ndarray, norm: MinMaxNorm
             residual_neighbors=RESIDUAL_NEIGHBORS)
         quality["uncertainty_fields"] = {"calibration": n_cal, "scored": int(len(test_idx) - n_cal)}
     # metrics.json's flat view: task names carry the grids' spacings (4 and 1 degrees by default).
-    coarse_deg = f"{abs(float(coarse.lat[0] - coarse.lat[1])):g}deg" if len(coarse.lat) > 1 else "grid"
-    fine_deg = f"{abs(float(field.lat[0] - field.lat[1])):g}deg" if len(field.lat) > 1 else "grid"
+    coarse_deg, fine_deg = f"{spacing(coarse.lat)}deg", f"{spacing(field.lat)}deg"
     t = quality["tasks"]
     flat = lambda d: {"psnr_db": d["psnr"], "rmse_k": d["rmse"], "points": d["points"]}  # noqa: E731
     res: Dict[str, Any] = {
@@ -353,18 +375,19 @@ def render(model: VaMoH, res: Dict[str, Any], norm: MinMaxNormalizer, out: Path,
     emax = float(torch.cat([err_sr, err_bil]).abs().quantile(0.99))
     err = dict(label=f"error [{units}]", scale_group="error", cmap="RdBu_r", vmin=-emax, vmax=emax)
     std_title = "spread of the inferred function"
+    cd, fd = f"{spacing(g4.lat.numpy())}°", f"{spacing(fine.lat.numpy())}°"
     panels = [
-        Panel(arr(fine, K(a["truth1"])), "ERA5 truth (1°)", label=label),
-        Panel(arr(g4, K(a["truth4"])), "input (4°)", label=label, lat=g4.lat, lon=g4.lon),
-        Panel(arr(g4, K(a["rec4"])), "reconstruction (4°)", label=label, lat=g4.lat, lon=g4.lon),
-        Panel(arr(fine, K(a["sr_mean"])), "VaMoH super-resolution (1°)", label=label),
-        Panel(arr(fine, K(a["bil_res"])), "bilinear + mean sub-grid residual (1°)", label=label),
+        Panel(arr(fine, K(a["truth1"])), f"truth ({fd})", label=label),
+        Panel(arr(g4, K(a["truth4"])), f"input ({cd})", label=label, lat=g4.lat, lon=g4.lon),
+        Panel(arr(g4, K(a["rec4"])), f"reconstruction ({cd})", label=label, lat=g4.lat, lon=g4.lon),
+        Panel(arr(fine, K(a["sr_mean"])), f"VaMoH super-resolution ({fd})", label=label),
+        Panel(arr(fine, K(a["bil_res"])), f"bilinear + mean sub-grid residual ({fd})", label=label),
         Panel(arr(fine, err_sr), "VaMoH super-resolution − truth", **err),
         Panel(arr(fine, err_bil), "bilinear + mean residual − truth", **err),
         Panel(arr(fine, a["sr_std"].reshape(-1) * scale), f"super-resolution: {std_title}", label=f"std [{units}]",
               scale_group=None, cmap="magma"),
     ]
-    for name, title in (("inpaint_patch", "patch"), ("inpaint_half", "half globe")):
+    for name, title in (("inpaint_patch", "patch"), ("inpaint_half", "western half")):
         pred, observed = a["preds"][name]
         m = arr(g4, observed.float()) > 0.5
         panels.append(Panel(arr(g4, K(a["truth4"])), f"input: {title} hidden", mask=m, label=label,
@@ -377,48 +400,70 @@ def render(model: VaMoH, res: Dict[str, Any], norm: MinMaxNormalizer, out: Path,
               num_categories=model.num_components, cmap="tab10", lat=g4.lat, lon=g4.lon),
     ]
     written = []
-    plot_panels(panels, fine.lat, fine.lon, out / "tasks.png", ncols=4, suptitle="VaMoH on ERA5 (test field)",
+    plot_panels(panels, fine.lat, fine.lon, out / "tasks.png", ncols=4, suptitle=f"VaMoH on {variable} (test field)",
                 attribution=ERA5_ATTRIBUTION)
     written.append("tasks.png")
 
     # Samples from the prior on the map, at 1 degree.
     samples = model.sample(4, fine.pos, generator=torch.Generator().manual_seed(1))
     plot_panels([Panel(arr(fine, K(s)), f"sample {i + 1}", label=label) for i, s in enumerate(samples)],
-                fine.lat, fine.lon, out / "samples.png", ncols=2, suptitle="VaMoH samples from the flow prior (1°)",
+                fine.lat, fine.lon, out / "samples.png", ncols=2, suptitle=f"VaMoH samples from the flow prior ({fd})",
                 attribution=ERA5_ATTRIBUTION)
     written.append("samples.png")
 
     globes = {
-        "globe_truth.png": (K(a["truth1"]), fine.pos, "ERA5 truth, 1°"),
-        "globe_super_resolution.png": (None, None, "VaMoH super-resolution at the globe's vertices (from 4°)"),
-        "globe_bilinear_mean_residual.png": (K(a["bil_res"]), fine.pos, "bilinear + mean sub-grid residual, 1°"),
+        "globe_truth.png": (K(a["truth1"]), fine.pos, f"truth, {fd}"),
+        "globe_super_resolution.png": (None, None, f"VaMoH super-resolution at the globe's vertices (from {cd})"),
+        "globe_bilinear_mean_residual.png": (K(a["bil_res"]), fine.pos, f"bilinear + mean sub-grid residual, {fd}"),
         "globe_inpaint_half.png": (K(a["preds"]["inpaint_half"][0]), g4.pos, "in-painted from the eastern half"),
-        "globe_reconstruction.png": (K(a["rec4"]), g4.pos, "reconstruction of the 4° field"),
+        "globe_reconstruction.png": (K(a["rec4"]), g4.pos, f"reconstruction of the {cd} field"),
         "globe_sample.png": (K(samples[0]), fine.pos, "sample from the prior"),
     }
     one = _batch_of(g4, a["truth4"])
+    views = globe_views(fine)
     for name, (values, pos, title) in globes.items():
         if values is None:
             def f(xyz: torch.Tensor) -> torch.Tensor:  # the model and its interpolated residuals, at any point
                 return K(model.reconstruct(one, xyz.to(g4.pos.dtype), residual_neighbors=RESIDUAL_NEIGHBORS))
-            render_sphere(f, out=out / name, image_size=size, vmin=vmin, vmax=vmax, label=label, title=title)
+            render_sphere(f, fine.pos, out=out / name, image_size=size, vmin=vmin, vmax=vmax, label=label,
+                          title=title, views=views)
         else:
             render_sphere(values, pos, out=out / name, image_size=size, vmin=vmin, vmax=vmax, label=label,
-                          title=title)
+                          title=title, views=views)
         written.append(name)
     render_sphere(a["entropy"].reshape(-1), g4.pos, out=out / "globe_entropy.png", image_size=size, cmap="viridis",
-                  label="entropy of q(c | x, y, z) [nats]", title="mixture entropy per point")
+                  label="entropy of q(c | x, y, z) [nats]", title="mixture entropy per point", views=views)
     written.append("globe_entropy.png")
     render_sphere(err_sr, fine.pos, out=out / "globe_super_resolution_error.png", image_size=size, cmap="RdBu_r",
-                  vmin=-emax, vmax=emax, label=f"error [{units}]", title="VaMoH super-resolution − truth, 1°")
+                  vmin=-emax, vmax=emax, label=f"error [{units}]", title=f"VaMoH super-resolution − truth, {fd}",
+                  views=views)
     render_sphere(err_bil, fine.pos, out=out / "globe_bilinear_mean_residual_error.png", image_size=size,
                   cmap="RdBu_r", vmin=-emax, vmax=emax, label=f"error [{units}]",
-                  title="bilinear + mean residual − truth, 1°")
+                  title=f"bilinear + mean residual − truth, {fd}", views=views)
     render_sphere(a["sr_std"].reshape(-1) * scale, fine.pos, out=out / "globe_super_resolution_std.png",
-                  image_size=size, cmap="magma", label=f"std [{units}]", title=f"super-resolution: {std_title}")
+                  image_size=size, cmap="magma", label=f"std [{units}]", title=f"super-resolution: {std_title}",
+                  views=views)
     written += ["globe_super_resolution_error.png", "globe_bilinear_mean_residual_error.png",
                 "globe_super_resolution_std.png"]
     return written
+
+
+def globe_views(grid: LatLonGrid):
+    """The globes' camera directions: pcfunc's defaults on a global grid; on a regional box, its centre and
+    40 degrees to either side; on a polar cap, the pole and two sides (the sphere away from the data is grey)."""
+    from pcfunc.render import DEFAULT_VIEWS
+
+    if grid.is_global_lon and float(grid.lat.max()) - float(grid.lat.min()) > 150.0:
+        return DEFAULT_VIEWS
+    centre = grid.pos.double().mean(0, keepdim=True)
+    lat, lon = xyz_to_latlon(centre / centre.norm(dim=-1, keepdim=True))
+    c_lat, c_lon = float(lat[0]), float(lon[0])
+    if grid.is_global_lon:  # a polar cap or a latitude band: from the pole (or the equator) and two sides
+        pole = math.copysign(90.0, c_lat) if abs(c_lat) > 45.0 else 0.0
+        side = math.copysign(45.0, c_lat) if pole else 0.0
+        return (("centre", pole, 0.0), ("lon 0", side, 0.0), ("lon 180", side, 180.0))
+    return (("box centre", c_lat, c_lon), ("from the west", c_lat, c_lon - 40.0),
+            ("from the east", c_lat, c_lon + 40.0))
 
 
 def _batch_of(grid: LatLonGrid, values: torch.Tensor, observed: Optional[torch.Tensor] = None):

@@ -186,3 +186,42 @@ def test_era5_sphere_with_a_cds_netcdf_file_at_another_resolution(tmp_path: Path
     assert m["super_resolution_2.5deg"]["points"] == 71 * 144 + 2
     # The field is smooth: bilinear interpolation from 4 degrees is accurate to a fraction of a kelvin.
     assert m["baseline_bilinear_2.5deg"]["rmse_k"] < 0.5
+
+
+def test_era5_sphere_with_a_regional_cf_file_and_a_region_of_the_sample(tmp_path: Path) -> None:
+    # A regional climate-model file (North America 15-60N, 225-315E, 360-day calendar, variable `tas` found by
+    # its standard name, latitudes south-first): it used to stop at "new_lon has points outside the grid".
+    pytest.importorskip("pytorch3d")
+    xr = pytest.importorskip("xarray")
+    cftime = pytest.importorskip("cftime")
+    import json
+
+    from pcfunc.data import load_era5_sample
+
+    f = load_era5_sample().region((15, 60), (225, 315)).select_time(slice(0, 8))
+    times = [cftime.Datetime360Day(2000, 1 + i, 30) for i in range(8)]  # day 30 exists in every 360-day month
+    ds = xr.Dataset({"tas": (("time", "lat", "lon"), f.values[:, ::-1],
+                             {"standard_name": "air_temperature", "units": "K"})},
+                    coords={"time": times, "lat": ("lat", f.lat[::-1], {"units": "degrees_north"}),
+                            "lon": ("lon", f.lon, {"units": "degrees_east"}), "height": 2.0})
+    ds.to_netcdf(tmp_path / "cordex.nc")
+    era5 = load_example("era5_sphere")
+    out = tmp_path / "run"
+    era5.main(["--data", str(tmp_path / "cordex.nc"), "--variable", "air_temperature", "--config", "tiny",
+               "--epochs", "1", "--batch-size", "4", "--out", str(out), "--globe-size", "48", "--no-progress",
+               "--predictive-samples", "2"])
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["train_grid"] == [12, 23] and saved["truth_grid"] == [46, 91] and saved["variable"] == "tas"
+    m = saved["metrics"]
+    assert m["super_resolution_1deg"]["points"] == 46 * 91
+    assert m["inpaint_patch"]["points"] > 0 and m["inpaint_half"]["points"] > 0
+    for task in ("reconstruction_4.09deg", "baseline_bilinear_1deg", "inpaint_patch", "inpaint_half"):
+        assert np.isfinite(m[task]["psnr_db"]), task
+    assert (out / "tasks.png").exists() and (out / "globe_super_resolution.png").exists()
+    # A polar cap cut from the embedded sample with --region: periodic in longitude, one pole.
+    out2 = tmp_path / "cap"
+    era5.main(["--region", "60", "90", "0", "360", "--config", "tiny", "--epochs", "1", "--batch-size", "6",
+               "--out", str(out2), "--globe-size", "48", "--no-progress", "--predictive-samples", "0"])
+    cap = json.loads((out2 / "metrics.json").read_text())
+    assert cap["train_grid"] == [9, 90] and cap["truth_grid"] == [31, 360]
+    assert cap["metrics"]["super_resolution_1deg"]["points"] == 30 * 360 + 1

@@ -107,6 +107,51 @@ class ERA5Field:
         values = out.numpy()[:, rows][:, :, cols].astype(np.float32)
         return replace(self, values=np.ascontiguousarray(values), lat=new_lat[rows].copy(), lon=new_lon[cols].copy())
 
+    def region(self, lat: Optional[Tuple[float, float]] = None,
+               lon: Optional[Tuple[float, float]] = None) -> "ERA5Field":
+        """The points inside a latitude/longitude box (edges included), e.g. North America from a global file.
+
+        Args:
+            lat (pair of float, optional): ``(south, north)`` in degrees; all latitudes by default.
+            lon (pair of float, optional): ``(west, east)`` in degrees, the box running east from ``west`` to
+                ``east`` (``(350, 10)`` or ``(-10, 10)`` crosses 0°, ``(150, 210)`` or ``(150, -150)`` crosses
+                180°); all longitudes by default. Longitudes are kept as the file writes them (0..360 or
+                -180..180), or in the other convention when the box crosses the first one's seam, so that
+                they increase.
+
+        Returns:
+            ERA5Field: The box's values ``(T, n_lat', n_lon')`` with its axes; same times, variable and units.
+
+        Raises:
+            ValueError: if a bound is not finite, ``south > north``, or the box holds no grid point.
+        """
+        from ._latlon_axes import _in_convention
+
+        rows = np.ones(self.lat.size, dtype=bool)
+        if lat is not None:
+            south, north = (float(v) for v in lat)
+            if not (np.isfinite(south) and np.isfinite(north)) or south > north:
+                raise ValueError(f"lat must be (south, north) with south <= north, got {lat!r}")
+            rows = (self.lat >= south - 1e-9) & (self.lat <= north + 1e-9)
+        cols = np.arange(self.lon.size)
+        new_lon = self.lon.astype(np.float64)
+        if lon is not None:
+            west, east = (float(v) for v in lon)
+            if not (np.isfinite(west) and np.isfinite(east)):
+                raise ValueError(f"lon must be (west, east) in degrees, got {lon!r}")
+            width = east - west if 0 < east - west <= 360 else np.mod(east - west, 360.0)
+            offset = np.mod(self.lon.astype(np.float64) - west, 360.0)
+            offset = np.where(offset > 360.0 - 1e-9, 0.0, offset)
+            cols = np.nonzero(offset <= width + 1e-9)[0]
+            cols = cols[np.argsort(offset[cols], kind="stable")]
+            new_lon = _in_convention(west + offset[cols], self.lon) if cols.size else offset[cols]
+        if not rows.any() or cols.size == 0:
+            raise ValueError(f"the box lat={lat!r}, lon={lon!r} holds no point of the grid (latitudes "
+                             f"{float(self.lat.min()):g} to {float(self.lat.max()):g}, longitudes "
+                             f"{float(self.lon.min()):g} to {float(self.lon.max()):g})")
+        values = self.values[:, rows][:, :, cols]
+        return replace(self, values=np.ascontiguousarray(values), lat=self.lat[rows].copy(), lon=new_lon.copy())
+
     def select_time(self, index: Union[slice, Sequence[int], np.ndarray]) -> "ERA5Field":
         """The steps at ``index`` (a slice, integer indices or a boolean mask)."""
         return replace(self, values=self.values[index], time=self.time[index])

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -88,3 +89,72 @@ def _values(values: ArrayLike, n_lat: int, n_lon: int) -> Tensor:
     return v
 
 
+
+
+# -- public ----------------------------------------------------------------------------------
+def _in_convention(x: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """Longitudes ``x`` (increasing, possibly unwrapped) written as ``like`` writes its own (-180..180 when it has
+    negative values, else 0..360); a box across that convention's seam in the other one, so they increase."""
+    conventions = (lambda v: np.mod(v + 180.0, 360.0) - 180.0, lambda v: np.mod(v, 360.0))
+    if float(np.min(like)) >= 0:
+        conventions = conventions[::-1]
+    for convert in conventions:
+        y = convert(x)
+        if y.size < 2 or bool((np.diff(y) > 0).all()):
+            return y
+    return x
+
+
+def regular_axes(step: float, lat: Optional[np.ndarray] = None,
+                 lon: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+    r"""The axes of a regular lat/lon grid of about ``step`` degrees over the globe, or over the box of ``lat`` and
+    ``lon`` (e.g. a coarse training grid for a field on those axes).
+
+    Without axes, or for axes reaching both poles, the latitudes run from 90 to -90 in
+    :math:`\lfloor 180/\text{step} \rceil` intervals; otherwise from the northernmost to the southernmost
+    latitude of ``lat``, both kept, in as many equal intervals as come closest to ``step``. Longitudes that go
+    round the globe (evenly spaced, :math:`360/n` apart) give :math:`\lfloor 360/\text{step} \rceil` longitudes
+    from 0; a regional box keeps its western and eastern edges (also across 0° or 180°), in equal intervals
+    closest to ``step``. Longitudes are written as ``lon`` writes its own (0..360 or -180..180).
+
+    Args:
+        step (float): Spacing in degrees, positive.
+        lat (array, optional): Latitudes of the data (strictly monotone).
+        lon (array, optional): Longitudes of the data (any order, distinct modulo 360).
+
+    Returns:
+        (numpy.ndarray, numpy.ndarray): Latitudes north first and increasing longitudes, float64.
+
+    Example:
+        >>> lat, lon = regular_axes(4.0)
+        >>> lat.size, lon.size
+        (46, 90)
+        >>> lat, lon = regular_axes(4.0, np.arange(15.0, 60.5), np.arange(225.0, 315.5))
+        >>> float(lat[0]), float(lat[-1]), float(lon[0]), float(lon[-1]), lat.size, lon.size
+        (60.0, 15.0, 225.0, 315.0, 12, 23)
+    """
+    if isinstance(step, bool) or not isinstance(step, (int, float)) or not np.isfinite(step) or step <= 0:
+        raise ValueError(f"step must be a positive number of degrees, got {step!r}")
+    step = float(step)
+    if lat is None:
+        south, north = -90.0, 90.0
+    else:
+        t = _lat_axis(np.asarray(lat, dtype=np.float64).reshape(-1), "lat")
+        south, north = float(t.min()), float(t.max())
+    if north >= 90.0 - _POLE_TOL and south <= -90.0 + _POLE_TOL:
+        new_lat = np.linspace(90.0, -90.0, int(round(180.0 / step)) + 1)
+    elif north == south:
+        new_lat = np.array([north])
+    else:
+        new_lat = np.linspace(north, south, max(2, int(round((north - south) / step)) + 1))
+    if lon is None:
+        return new_lat, np.arange(int(round(360.0 / step))) * (360.0 / int(round(360.0 / step)))
+    lon_a = np.asarray(lon, dtype=np.float64).reshape(-1)
+    s, _, periodic = _lon_circle(_axis(lon_a, "lon"), "lon")
+    if periodic:
+        n = int(round(360.0 / step))
+        x = np.arange(n) * (360.0 / n)
+        return new_lat, np.sort(np.mod(x + 180.0, 360.0) - 180.0 if float(lon_a.min()) < 0 else x)
+    west, east = float(s[0]), float(s[-1])
+    x = np.array([west]) if east == west else np.linspace(west, east, max(2, int(round((east - west) / step)) + 1))
+    return new_lat, _in_convention(x, lon_a)

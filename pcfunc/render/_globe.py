@@ -104,12 +104,18 @@ def render_sphere(
     label: str = "",
     title: str = "",
     subdivisions: int = 5,
+    outside: Optional[Tuple[float, float, float]] = (0.6, 0.6, 0.6),
 ) -> List[np.ndarray]:
     r"""Render a function on the sphere as shaded globes, with a colour bar, optionally to a PNG.
 
     The function is given either as a callable evaluated directly at the icosphere's vertices (an INR:
     ``values(xyz) -> (V,)`` or ``(V, 1)``), or as values at points ``pos`` of a grid, carried to each
     vertex from its nearest grid point (great-circle kNN).
+
+    Where ``pos`` covers only part of the sphere (a regional grid, a polar cap), the vertices farther from every
+    point than the points' own spacing (the median distance from a point to its nearest neighbour) are drawn in
+    the ``outside`` colour, also with a callable: the globe shows the region and nothing invented around it. On a
+    global grid every vertex is within that distance, and nothing changes.
 
     Args:
         values (Tensor or callable): Values ``(N,)``/``(N, 1)`` at ``pos``, or a function of unit vectors.
@@ -122,6 +128,8 @@ def render_sphere(
         label (str): Colour-bar label, e.g. ``"t2m [K]"``.
         title (str): Figure title.
         subdivisions (int): Icosphere level (5: 10,242 vertices, about 2° apart).
+        outside (RGB in [0, 1], optional): Colour of the sphere away from ``pos`` (see above); ``None``: colour
+            every vertex. (default: grey)
 
     Returns:
         list of numpy.ndarray: One ``(S, S, 3)`` image per view.
@@ -147,13 +155,32 @@ def render_sphere(
         v = values.reshape(-1)[nearest]
     if v.numel() != verts.size(0):
         raise ValueError(f"the function returned {v.numel()} values for {verts.size(0)} vertices")
-    lo = float(v.min()) if vmin is None else float(vmin)
-    hi = float(v.max()) if vmax is None else float(vmax)
-    globe.textures = TexturesVertex([globe_colors(v, lo, hi, cmap)])
+    far = _far_from(verts, pos) if outside is not None and isinstance(pos, Tensor) else None
+    shown = v if far is None or bool(far.all()) else v[~far]
+    lo = float(shown.min()) if vmin is None else float(vmin)
+    hi = float(shown.max()) if vmax is None else float(vmax)
+    colors = globe_colors(v, lo, hi, cmap)
+    if far is not None:
+        colors[far] = torch.tensor(outside, dtype=colors.dtype, device=colors.device)
+    globe.textures = TexturesVertex([colors])
     images = render_globe(globe, views, image_size)
     if out is not None:
         _save_panels(images, [name for name, _, _ in views], out, cmap, lo, hi, label, title)
     return images
+
+
+def _far_from(verts: Tensor, pos: Tensor) -> Tensor:
+    """Which vertices are farther from every point of ``pos`` than the points' median nearest-neighbour spacing."""
+    from ..ops import knn
+
+    p = pos.detach().float().to(verts.device)
+    p = p / p.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    if p.size(0) < 2:
+        return torch.zeros(verts.size(0), dtype=torch.bool, device=verts.device)
+    nn2 = knn(p, p, k=2, manifold=Sphere())[1].view(-1, 2)[:, 1]
+    spacing = float(torch.acos((p * p[nn2]).sum(-1).clamp(-1, 1)).median())
+    nearest = knn(p, verts, k=1, manifold=Sphere())[1]
+    return torch.acos((verts * p[nearest]).sum(-1).clamp(-1, 1)) > max(spacing, 1e-6) * 1.05
 
 
 def _save_panels(images: List[np.ndarray], names: List[str], out: Union[str, Path], cmap: str, vmin: float,

@@ -36,3 +36,29 @@ def test_errors():
         render_sphere(torch.zeros(5), LatLonGrid.regular(4, 4).pos[:10])
     with pytest.raises(ValueError, match="image_size"):
         render_sphere(lambda xyz: xyz[:, 0], image_size=2)
+
+
+def test_a_regional_grid_shows_only_its_region():
+    from pcfunc.render._globe import _far_from
+
+    from pytorch3d.utils import ico_sphere
+
+    verts = ico_sphere(4).verts_packed()
+    # A global 4-degree grid covers every vertex; a 15-60N box covers only the vertices within a spacing of it.
+    assert not bool(_far_from(verts, LatLonGrid.regular(46, 90).pos).any())
+    box = LatLonGrid(np.arange(60.0, 14.5, -1.0), np.arange(225.0, 315.5))
+    far = _far_from(verts, box.pos)
+    lat = torch.rad2deg(torch.asin(verts[:, 2]))
+    lon = torch.remainder(torch.rad2deg(torch.atan2(verts[:, 1], verts[:, 0])), 360.0)
+    inside = (lat > 16) & (lat < 59) & (lon > 226) & (lon < 314)
+    outside = (lat < 13) | (lat > 62) | (lon < 222) | (lon > 318)
+    assert not bool(far[inside].any()) and bool(far[outside].all())
+    # Rendered: grey away from the box (also with a callable and pos), coloured inside.
+    views = [("box", 37.5, 270.0), ("opposite", -37.5, 90.0)]
+    img = render_sphere(box.pos[:, 2], box.pos, views=views, image_size=64, vmin=0, vmax=1)
+    fn = render_sphere(lambda xyz: xyz[:, 2], box.pos, views=views, image_size=64, vmin=0, vmax=1)
+    for a in (img, fn):
+        assert a[1][32, 32].std() < 0.02 and a[1][32, 32].mean() < 0.9  # the far side: grey, not white
+        assert a[0][32, 32].std() > 0.05  # the box: coloured
+    plain = render_sphere(box.pos[:, 2], box.pos, views=views, image_size=64, vmin=0, vmax=1, outside=None)
+    assert plain[1][32, 32].std() > 0.05  # nearest-point colours everywhere, as before
