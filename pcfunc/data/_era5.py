@@ -206,7 +206,8 @@ def load_era5(
             has) or several (it lists them); ``variable`` is ``None`` and several variables are on a lat/lon grid
             (it lists each with its standard_name, long_name and units); the variable has no lat/lon/time
             coordinates, is on a rotated or curvilinear grid (2-D latitude/longitude), has other non-trivial
-            dimensions or contains NaN/Inf; ``time`` cannot select along the file's time axis; or the file
+            dimensions or contains infinite values (NaN, or the file's ``_FillValue``, marks a missing point: kept
+            as NaN, with a warning); ``time`` cannot select along the file's time axis; or the file
             repeats a meridian with different values.
     """
     import xarray as xr
@@ -261,9 +262,14 @@ def _read(ds: Any, variable: str, time: Optional[slice], name: str) -> ERA5Field
             da = da.expand_dims(t)
     da = da.sortby(la, ascending=False).sortby(lo)
     values = np.array(da.values, dtype=np.float32)  # a writable copy (torch refuses read-only arrays)
-    if not np.isfinite(values).all():
-        bad = int((~np.isfinite(values)).sum())
-        raise ValueError(f"{variable!r} in {name} contains {bad} NaN/Inf values; fill or mask them first")
+    if np.isinf(values).any():
+        raise ValueError(f"{variable!r} in {name} contains {int(np.isinf(values).sum())} infinite values; mask them "
+                         "(NaN marks a missing point) or fill them first")
+    missing = int(np.isnan(values).sum())
+    if missing:
+        warnings.warn(f"{variable!r} in {name}: {missing} of {values.size} values are missing (NaN or the file's "
+                      "_FillValue, e.g. sea-surface temperature over land); they are left out of each field's point "
+                      "cloud and of the normalisation (ERA5Dataset, MinMaxNormalizer)", stacklevel=3)
     lon = np.asarray(da[lo].values, dtype=np.float64)
     values, lon = _drop_cyclic_columns(values, lon, name)
     return ERA5Field(values=values, lat=np.asarray(da[la].values, dtype=np.float64),
@@ -284,7 +290,7 @@ def _drop_cyclic_columns(values: np.ndarray, lon: np.ndarray, name: str) -> Tupl
             continue
         a, b = values[..., i], values[..., j]
         tol = 1e-5 * max(1.0, float(np.abs(a).max()))
-        if not np.allclose(a, b, rtol=0.0, atol=tol):
+        if not np.allclose(a, b, rtol=0.0, atol=tol, equal_nan=True):
             raise ValueError(f"{name} has longitudes {lon[i]:g} and {lon[j]:g}, the same meridian, with different "
                              f"values (largest difference {float(np.abs(a - b).max()):g}); keep one of them")
         drop.append(j)
@@ -343,9 +349,16 @@ class MinMaxNormalizer:
 
     @classmethod
     def fit(cls, values: Any) -> "MinMaxNormalizer":
-        """Bounds from the minimum and maximum of ``values`` (an array, a tensor or an :class:`ERA5Field`)."""
+        """Bounds from the minimum and maximum of ``values`` (an array, a tensor or an :class:`ERA5Field`); missing
+        values (NaN) are ignored.
+
+        Raises:
+            ValueError: if every value is missing.
+        """
         v = values.values if isinstance(values, ERA5Field) else np.asarray(values)
-        return cls(float(np.min(v)), float(np.max(v)))
+        if v.size == 0 or bool(np.isnan(v).all()):
+            raise ValueError("values has no value to fit the bounds to (every value is missing or there are none)")
+        return cls(float(np.nanmin(v)), float(np.nanmax(v)))
 
     def transform(self, values: Any, clip: bool = False) -> Any:
         """Physical values to the normalised range (works on NumPy arrays and tensors).
@@ -420,11 +433,22 @@ class ERA5Dataset(torch.utils.data.Dataset):
         target_points (int, optional): Target points per item (all of them by default); memory per batch
             grows with this number, not with the target grid's size.
         generator (torch.Generator, optional): Randomness of the target points.
+        min_points (int): Valid points a time step needs to be an item (e.g. the centroids of the encoder's first
+            level, ``VaMoH.min_encoder_points``); steps with fewer are skipped, with one warning naming their
+            times. (default: ``1``)
+
+    Missing values (NaN, as :func:`load_era5` reads a ``_FillValue``: sea-surface temperature over land, a
+    station gap) are missing points: each item holds only its field's valid points (fields may differ in size;
+    a PyG batch concatenates them), and target points are drawn among the valid ones. Nothing is filled in. A
+    grid point is valid when every cell it stands for is (a pole row collapsed into one point is valid only if
+    its whole row is). ``time_index`` is the step's index in ``field``, also when steps are skipped.
     """
 
     def __init__(self, field: ERA5Field, normalizer: Optional[MinMaxNormalizer] = None,
                  transform: Optional[Any] = None, clip: bool = False, target: Optional[ERA5Field] = None,
-                 target_points: Optional[int] = None, generator: Optional[torch.Generator] = None) -> None:
+                 target_points: Optional[int] = None, generator: Optional[torch.Generator] = None,
+                 min_points: int = 1) -> None:
+        from .._validation import check_positive_int
         from ._grids import LatLonGrid
 
         if not isinstance(field, ERA5Field):
@@ -437,9 +461,11 @@ class ERA5Dataset(torch.utils.data.Dataset):
         self.transform = transform
         self.clip = bool(clip)
         self.target, self.target_grid, self.target_points, self.generator = None, None, None, generator
+        self.min_points = check_positive_int(min_points, "min_points")
         if target is None:
             if target_points is not None:
                 raise ValueError("target_points needs target (the field to draw them from)")
+            self._steps = self._usable_steps()
             return
         if not isinstance(target, ERA5Field):
             raise TypeError(f"target must be an ERA5Field, got {type(target).__name__}")
@@ -454,17 +480,42 @@ class ERA5Dataset(torch.utils.data.Dataset):
             if isinstance(target_points, bool) or not isinstance(target_points, int) or target_points < 1:
                 raise ValueError(f"target_points must be a positive integer or None, got {target_points!r}")
             self.target_points = min(int(target_points), self.target_grid.num_points)
+        self._steps = self._usable_steps()
+
+    def _usable_steps(self) -> np.ndarray:
+        """Indices of the steps with at least ``min_points`` valid points (and a valid target point); one warning
+        names the others."""
+        def valid_points(grid: Any, values: np.ndarray) -> np.ndarray:
+            finite = torch.from_numpy(np.isfinite(values).astype(np.float32))[..., None]
+            return (grid._gather(finite)[..., 0] > 1.0 - 1e-6).sum(-1).numpy()
+
+        counts = valid_points(self.grid, self.field.values)
+        ok = counts >= self.min_points
+        if self.target is not None:
+            ok &= valid_points(self.target_grid, self.target.values) >= 1
+        if not ok.all():
+            bad = np.nonzero(~ok)[0]
+            times = ", ".join(f"{self.field.time[j]} ({int(counts[j])} points)" for j in bad[:5])
+            warnings.warn(f"{bad.size} of {ok.size} time steps have fewer than {self.min_points} valid points (or no "
+                          f"valid target point) and are skipped: {times}{', ...' if bad.size > 5 else ''}",
+                          stacklevel=3)
+        if not ok.any():
+            raise ValueError(f"no time step of field has {self.min_points} valid points: the data are missing "
+                             "(NaN) almost everywhere, or min_points is larger than the grid")
+        return np.nonzero(ok)[0]
 
     def __len__(self) -> int:
-        return int(self.field.values.shape[0])
+        return int(self._steps.size)
 
     def __getitem__(self, i: int) -> Any:
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} time steps")
-        data = self.grid.to_data(self.normalizer.transform(self.field.values[i], clip=self.clip))
-        data.time_index = torch.tensor([i % len(self)])
+        t = int(self._steps[i])
+        data = self.grid.to_data(self.normalizer.transform(self.field.values[t], clip=self.clip), drop_missing=True)
+        data.time_index = torch.tensor([t])
         if self.target is not None:
-            fine = self.target_grid.to_data(self.normalizer.transform(self.target.values[i], clip=self.clip))
+            fine = self.target_grid.to_data(self.normalizer.transform(self.target.values[t], clip=self.clip),
+                                            drop_missing=True)
             n = fine.pos.size(0)
             if self.target_points is not None and self.target_points < n:
                 keep = torch.randperm(n, generator=self.generator)[: self.target_points].sort().values

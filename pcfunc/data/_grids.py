@@ -62,7 +62,7 @@ class Grid:
         return x.reshape(*x.shape[:-2], *self.shape, x.size(-1))
 
     # -- public -----------------------------------------------------------------------
-    def _values(self, values: ArrayLike, lead: int) -> Tuple[Tensor, bool]:
+    def _values(self, values: ArrayLike, lead: int, allow_nan: bool = False) -> Tuple[Tensor, bool]:
         v = _as_tensor(values)
         squeeze = v.dim() == lead + len(self.shape)
         if squeeze:
@@ -70,17 +70,25 @@ class Grid:
         if v.dim() != lead + len(self.shape) + 1 or tuple(v.shape[lead:lead + len(self.shape)]) != self.shape:
             want = ("B, " if lead else "") + ", ".join(map(str, self.shape))
             raise ValueError(f"values must have shape [{want}] or [{want}, C], got {tuple(v.shape)}")
-        check_finite(v, "values")
+        check_finite(torch.nan_to_num(v, nan=0.0) if allow_nan else v, "values")
         return v, squeeze
 
-    def to_data(self, values: ArrayLike) -> Data:
+    def to_data(self, values: ArrayLike, drop_missing: bool = False) -> Data:
         r"""One array to a :class:`~torch_geometric.data.Data` with ``pos`` :math:`(N, D)` and ``x`` :math:`(N, C)`.
 
         Args:
             values: Shape :attr:`shape` (one channel) or ``(*shape, C)``.
+            drop_missing (bool): Leave out the points whose value is missing (NaN in any channel or, for a
+                point standing for several cells such as a collapsed pole, any cell); otherwise NaN is an
+                error. (default: ``False``)
         """
-        v, _ = self._values(values, 0)
-        return Data(pos=self.pos.to(v.dtype), x=self._gather(v))
+        v, _ = self._values(values, 0, allow_nan=drop_missing)
+        pos, x = self.pos.to(v.dtype), self._gather(v)
+        if drop_missing:
+            keep = ~torch.isnan(x).any(-1)
+            if not bool(keep.all()):
+                pos, x = pos[keep], x[keep]
+        return Data(pos=pos, x=x)
 
     def to_batch(self, values: ArrayLike) -> Batch:
         r"""A stack of arrays ``(B, *shape[, C])`` to one packed PyG :class:`~torch_geometric.data.Batch`."""
