@@ -494,8 +494,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         # (the quality harness, its baselines and maps) scores complete fields only, for now.
         missing = int(np.isnan(field.values).sum())
         raise SystemExit(f"{field.variable} has missing values (NaN / _FillValue) at {missing} points: this example "
-                         "evaluates complete fields only; train on masked fields with pcfunc.data.ERA5Dataset and pcfunc.training (see the data docs), or cut a --region "
-                         "without missing points")
+                         "evaluates complete fields only; train on masked fields with pcfunc.data.ERA5Dataset and "
+                         "pcfunc.training (see the data docs), or cut a --region without missing points")
     train_f, test_f = split_by_time(coarse, (0.75, 0.25))
     n_train = train_f.values.shape[0]
     test_idx = np.arange(n_train, n)
