@@ -7,7 +7,9 @@ Loads a model saved by ``benchmarks/quality.py --save`` and prints, on the held-
   distance of the 4 or 8 nearest, as ``reconstruct(..., residual_neighbors=k)``, and bilinear on the grid), each
   also with a static bias correction, the training fields' mean error of the same method at each 1-degree point;
 * the sub-grid part of the model's prediction (1-degree values minus bilinear interpolation of its 4-degree ones)
-  against the true sub-grid part, next to the mean residual's: RMS in kelvin.
+  against the true sub-grid part, next to the mean residual's: RMS in kelvin;
+* the blend ``baseline + a (model - baseline)`` of the model (bilinear residuals) with bilinear plus the mean
+  residual, for a in 0, 0.25, ..., 1: how much of what the model adds carries over to held-out fields.
 
 Run: ``bash scripts/run python benchmarks/sr_diagnostics.py --variant default_fine_base --load outputs/quality``
 (after ``benchmarks/quality.py --dataset era5 --variants default_fine_base --save --out outputs/quality``).
@@ -75,6 +77,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         bias = (ftrain - sr["train"]).mean(0)
         out[f"vamoh_residuals_{label}"] = psnr(sr["test"], ftest)
         out[f"vamoh_residuals_{label}_bias_corrected"] = psnr(sr["test"] + bias, ftest)
+        if label == "bilinear":
+            # How much of the model's difference from the baseline carries over: the blend base + a (model - base).
+            base = down.predict(test)
+            out["blend_with_baseline"] = {f"{a:g}": psnr(base + a * (sr["test"] - base), ftest)
+                                          for a in (0.0, 0.25, 0.5, 0.75, 1.0)}
     for name, coarse, fine in (("train", train, ftrain), ("test", test, ftest)):
         dc, df = decoded[name]
         model_sub = df - _bilinear(grid, dc, fg)
