@@ -17,5 +17,5 @@ FPS_BACKENDS = BACKENDS + (["numba"] if _compat.WITH_NUMBA else [])
 def pytest_report_header(config):
     return (
         f"pcfunc compiled packages: torch_cluster={_compat.WITH_TORCH_CLUSTER} "
-        f"torch_scatter={_compat.WITH_TORCH_SCATTER} pytorch3d={_compat.WITH_PYTORCH3D} numba={_compat.WITH_NUMBA}"
+        f"pytorch3d={_compat.WITH_PYTORCH3D} numba={_compat.WITH_NUMBA}"
     )
