@@ -256,6 +256,14 @@ def evaluate_gasp(model, field, coarse, test_idx: np.ndarray, norm: MinMaxNormal
     return {"metrics": metrics, "figures": ["gasp_samples.png", "globe_gasp_sample.png"], "quality": quality}
 
 
+def encoder_min_points(config: str) -> int:
+    """The fewest points a field needs for the encoder of ``--config`` (its first level's neighbours)."""
+    from pcfunc.nn import vamoh_encoder_specs
+
+    encoder = CONFIGS[config].get("encoder")
+    return int(encoder[0]["num_neighbors"]) if encoder else vamoh_encoder_specs("era5")[0][0].num_neighbors
+
+
 def spacing(lat: np.ndarray) -> str:
     """The latitude spacing of a grid in degrees, for names and titles (e.g. ``"4"``, ``"0.25"``, ``"4.09"``)."""
     return f"{round(abs(float(lat[0] - lat[1])), 2):g}" if len(lat) > 1 else "1-row"
@@ -291,8 +299,9 @@ def evaluate(model: VaMoH, field, coarse, test_idx: np.ndarray, norm: MinMaxNorm
 
     g4 = LatLonGrid(coarse.lat, coarse.lon)
     fine = LatLonGrid(field.lat, field.lon)
-    to_pts = lambda grid, v: grid.to_batch(torch.as_tensor(norm.transform(v, clip=True), dtype=torch.float32)[
-        ..., None]).x.view(len(v), -1, 1)  # noqa: E731
+    def to_pts(grid: LatLonGrid, v: np.ndarray) -> torch.Tensor:  # (B, N, 1), missing values NaN
+        return grid.to_points(torch.as_tensor(norm.transform(v, clip=True), dtype=torch.float32))
+
     n_train = int(test_idx[0])
     train4, y4, y1 = to_pts(g4, coarse.values[:n_train]), to_pts(g4, coarse.values[test_idx]), \
         to_pts(fine, field.values[test_idx])
@@ -351,10 +360,13 @@ def evaluate(model: VaMoH, field, coarse, test_idx: np.ndarray, norm: MinMaxNorm
     for name, observed in masks.items():
         obs = _batch_of(g4, y4[i], observed)
         preds[f"inpaint_{name}"] = (model.inpaint(obs, g4.pos, **refine)[0], observed)
-    maps = model.component_maps(one, posterior=True)
+    maps = model.component_maps(one, posterior=True)  # at the observed (not missing) points; NaN elsewhere
+    valid = ~torch.isnan(y4[i].reshape(-1))
+    entropy, seg = (torch.full((g4.num_points,), float("nan"), dtype=torch.float64) for _ in range(2))
+    entropy[valid], seg[valid] = maps.entropy[0].double(), maps.segmentation[0].double()
     res["_arrays"] = dict(g4=g4, fine=fine, truth1=y1[i], truth4=y4[i], rec4=rec4, preds=preds,
                           sr_mean=sr_pred.mean[0], sr_std=sr_pred.std[0], bil_res=bil_res,
-                          entropy=maps.entropy[0], seg=maps.segmentation[0],
+                          entropy=entropy, seg=seg,
                           latent=model.encode(one)[0])
     return res
 
@@ -368,11 +380,11 @@ def render(model: VaMoH, res: Dict[str, Any], norm: MinMaxNormalizer, out: Path,
     K = lambda t: norm.inverse(t.reshape(-1)).float()  # noqa: E731
     arr = lambda grid, v: grid.to_array(v.reshape(-1, 1))[..., 0].numpy()  # noqa: E731
     label = f"{variable} [{units}]" if units else variable
-    vmin, vmax = float(K(a["truth1"]).min()), float(K(a["truth1"]).max())
+    vmin, vmax = float(np.nanmin(K(a["truth1"]).numpy())), float(np.nanmax(K(a["truth1"]).numpy()))
     scale = norm.high - norm.low
     err_sr = (a["sr_mean"] - a["truth1"]).reshape(-1) * scale
     err_bil = (a["bil_res"] - a["truth1"]).reshape(-1) * scale
-    emax = float(torch.cat([err_sr, err_bil]).abs().quantile(0.99))
+    emax = float(torch.cat([err_sr, err_bil]).abs().nanquantile(0.99))
     err = dict(label=f"error [{units}]", scale_group="error", cmap="RdBu_r", vmin=-emax, vmax=emax)
     std_title = "spread of the inferred function"
     cd, fd = f"{spacing(g4.lat.numpy())}°", f"{spacing(fine.lat.numpy())}°"
@@ -396,7 +408,7 @@ def render(model: VaMoH, res: Dict[str, Any], norm: MinMaxNormalizer, out: Path,
     panels += [
         Panel(arr(g4, a["entropy"]), "entropy of q(c | x, y, z)", label="nats", scale_group=None, cmap="viridis",
               lat=g4.lat, lon=g4.lon),
-        Panel(arr(g4, a["seg"].double()), "segmentation (argmax q(c))", categorical=True,
+        Panel(arr(g4, a["seg"]), "segmentation (argmax q(c))", categorical=True,
               num_categories=model.num_components, cmap="tab10", lat=g4.lat, lon=g4.lon),
     ]
     written = []
@@ -470,7 +482,8 @@ def _batch_of(grid: LatLonGrid, values: torch.Tensor, observed: Optional[torch.T
     """One field on ``grid`` as a batch of one cloud, restricted to its ``observed`` points if given."""
     from torch_geometric.data import Batch
 
-    keep = torch.ones(grid.num_points, dtype=torch.bool) if observed is None else observed
+    keep = ~torch.isnan(values.reshape(-1))  # missing points are never observed
+    keep = keep if observed is None else keep & observed
     n = int(keep.sum())
     return Batch(x=values.reshape(-1, 1)[keep], pos=grid.pos[keep], batch=torch.zeros(n, dtype=torch.long),
                  ptr=torch.tensor([0, n]))
@@ -489,13 +502,6 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     n = coarse.values.shape[0]
     if n < 3:
         raise SystemExit(f"need at least 3 time steps to train and test, the data has {n}")
-    if np.isnan(field.values).any():
-        # pcfunc trains on masked fields (ERA5Dataset keeps each field's valid points); this example's evaluation
-        # (the quality harness, its baselines and maps) scores complete fields only, for now.
-        missing = int(np.isnan(field.values).sum())
-        raise SystemExit(f"{field.variable} has missing values (NaN / _FillValue) at {missing} points: this example "
-                         "evaluates complete fields only; train on masked fields with pcfunc.data.ERA5Dataset and "
-                         "pcfunc.training (see the data docs), or cut a --region without missing points")
     train_f, test_f = split_by_time(coarse, (0.75, 0.25))
     n_train = train_f.values.shape[0]
     test_idx = np.arange(n_train, n)
@@ -519,8 +525,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                 raise SystemExit(f"--fine-points needs data finer than the {args.resolution}-degree training grid")
             fine_kw = dict(target=split_by_time(field, (0.75, 0.25))[0], target_points=args.fine_points,
                            generator=torch.Generator().manual_seed(args.seed))
-        train_set = ERA5Dataset(train_f, norm, **fine_kw)
-        val_set = ERA5Dataset(test_f, norm, clip=True)
+        # Fields with missing values (NaN) keep their valid points; one with too few for the encoder's first level
+        # is skipped, with a warning naming its time.
+        min_points = encoder_min_points(args.config)
+        train_set = ERA5Dataset(train_f, norm, min_points=min_points, **fine_kw)
+        val_set = ERA5Dataset(test_f, norm, clip=True, min_points=min_points)
         model, trainer, train_s, resumed = train(args, train_set, val_set, out)
         if trainer.global_rank != 0:
             return {}

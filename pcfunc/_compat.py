@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 
-__all__ = ["WITH_TORCH_CLUSTER", "WITH_PYTORCH3D", "WITH_NUMBA", "require"]
+__all__ = ["available", "require"]  # and the WITH_<NAME> flags, computed on first read (__getattr__)
 
 
 def _importable(name: str) -> bool:

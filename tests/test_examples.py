@@ -225,3 +225,35 @@ def test_era5_sphere_with_a_regional_cf_file_and_a_region_of_the_sample(tmp_path
     cap = json.loads((out2 / "metrics.json").read_text())
     assert cap["train_grid"] == [9, 90] and cap["truth_grid"] == [31, 360]
     assert cap["metrics"]["super_resolution_1deg"]["points"] == 30 * 360 + 1
+
+
+def test_era5_sphere_with_missing_values(tmp_path: Path) -> None:
+    # Sea-surface-temperature-like data: a "continent" of _FillValue in every field and a gap in one; the
+    # missing points are left out of training, of the model's inputs and of every score (never filled).
+    pytest.importorskip("pytorch3d")
+    xr = pytest.importorskip("xarray")
+    import json
+
+    from pcfunc.data import load_era5_sample
+
+    f = load_era5_sample().select_time(slice(0, 8))
+    v = f.values.copy()
+    la, lo = np.meshgrid(f.lat, f.lon, indexing="ij")
+    v[:, (la > 20) & (la < 60) & (lo > 230) & (lo < 290)] = np.nan
+    v[7, 120:, :] = np.nan  # the last (test) field misses its southern part
+    ds = xr.Dataset({"sst": (("time", "latitude", "longitude"), v, {"units": "K"})},
+                    coords={"time": f.time, "latitude": f.lat, "longitude": f.lon})
+    ds.to_netcdf(tmp_path / "sst.nc", encoding={"sst": {"_FillValue": -32767.0}})
+    era5 = load_example("era5_sphere")
+    out = tmp_path / "run"
+    with pytest.warns(UserWarning, match="values are missing"):
+        era5.main(["--data", str(tmp_path / "sst.nc"), "--config", "tiny", "--epochs", "1", "--batch-size", "3",
+                   "--out", str(out), "--globe-size", "48", "--no-progress", "--predictive-samples", "0"])
+    saved = json.loads((out / "metrics.json").read_text())
+    m = saved["metrics"]
+    assert saved["test_fields"] == 2 and saved["variable"] == "sst"
+    sr = m["super_resolution_1deg"]
+    assert sr["points"] < 64442 and np.isfinite(sr["psnr_db"])  # the valid 1-degree points only
+    for task in ("reconstruction_4deg", "inpaint_patch", "inpaint_half", "baseline_bilinear_mean_residual_1deg"):
+        assert np.isfinite(m[task]["psnr_db"]), task
+    assert (out / "tasks.png").exists()

@@ -107,6 +107,12 @@ def _conservative(values: Tensor, lat: Tensor, lon: Tensor, new_lat: Tensor, new
     # normalised weights sums to 1 (the covered part of a target cell).
     w_lat = (w_lat / w_lat.sum(1, keepdim=True)).to(values.device, values.dtype)
     w_lon = (w_lon / w_lon.sum(1, keepdim=True)).to(values.device, values.dtype)
-    return torch.matmul(torch.matmul(w_lat, values), w_lon.T)
+    missing = torch.isnan(values)
+    if not bool(missing.any()):
+        return torch.matmul(torch.matmul(w_lat, values), w_lon.T)
+    # Missing values (NaN): the area-weighted mean of the valid part of each target cell; NaN where none is valid.
+    total = torch.matmul(torch.matmul(w_lat, torch.where(missing, 0.0, values)), w_lon.T)
+    covered = torch.matmul(torch.matmul(w_lat, (~missing).to(values.dtype)), w_lon.T)
+    return torch.where(covered > 1e-12, total / covered.clamp_min(1e-12), torch.full_like(total, float("nan")))
 
 

@@ -70,7 +70,7 @@ class Grid:
         if v.dim() != lead + len(self.shape) + 1 or tuple(v.shape[lead:lead + len(self.shape)]) != self.shape:
             want = ("B, " if lead else "") + ", ".join(map(str, self.shape))
             raise ValueError(f"values must have shape [{want}] or [{want}, C], got {tuple(v.shape)}")
-        check_finite(torch.nan_to_num(v, nan=0.0) if allow_nan else v, "values")
+        check_finite(torch.where(torch.isnan(v), 0.0, v) if allow_nan else v, "values")
         return v, squeeze
 
     def to_data(self, values: ArrayLike, drop_missing: bool = False) -> Data:
@@ -89,6 +89,22 @@ class Grid:
             if not bool(keep.all()):
                 pos, x = pos[keep], x[keep]
         return Data(pos=pos, x=x)
+
+    def to_points(self, values: ArrayLike) -> Tensor:
+        r"""Arrays ``(*lead, *shape[, C])`` to point values :math:`(*lead, N, C)`, the layout of
+        :mod:`pcfunc.evaluation`; a missing value (NaN) stays NaN (a point standing for several cells, such as a
+        collapsed pole, is NaN if any of them is)."""
+        v = _as_tensor(values)
+        k = len(self.shape)
+        if v.dim() >= k and tuple(v.shape[v.dim() - k:]) == self.shape:
+            v = v.unsqueeze(-1)
+        if v.dim() < k + 1 or tuple(v.shape[v.dim() - k - 1:-1]) != self.shape:
+            raise ValueError(f"values must have shape [..., {', '.join(map(str, self.shape))}] or [..., "
+                             f"{', '.join(map(str, self.shape))}, C], got {tuple(v.shape)}")
+        check_finite(torch.where(torch.isnan(v), 0.0, v), "values")
+        lead = v.shape[:v.dim() - k - 1]
+        flat = v.reshape(-1, *self.shape, v.size(-1))
+        return self._gather(flat).reshape(*lead, self.num_points, v.size(-1))
 
     def to_batch(self, values: ArrayLike) -> Batch:
         r"""A stack of arrays ``(B, *shape[, C])`` to one packed PyG :class:`~torch_geometric.data.Batch`."""

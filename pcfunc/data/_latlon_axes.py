@@ -85,7 +85,7 @@ def _values(values: ArrayLike, n_lat: int, n_lon: int) -> Tensor:
     if v.dim() < 2 or tuple(v.shape[-2:]) != (n_lat, n_lon):
         raise ValueError(f"values must have shape [..., n_lat, n_lon] = [..., {n_lat}, {n_lon}] to match lat and lon, "
                          f"got {tuple(v.shape)}")
-    check_finite(v, "values")
+    check_finite(torch.where(torch.isnan(v), 0.0, v), "values")  # NaN marks a missing value; Inf is an error
     return v
 
 

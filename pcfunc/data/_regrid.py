@@ -119,7 +119,9 @@ def _interpolate(values: Tensor, src: _SourceGrid, qlat: Tensor, qlon: Tensor, m
         corners = torch.where(kind == 1, south, torch.where(kind == 2, north, corners))
     if weights is None:
         return corners[..., 0, :]
-    return (corners * weights).sum(-2)
+    # A corner with weight 0 is not read (a missing value there, NaN, must not reach the result); one with a
+    # positive weight is: a missing corner makes the result missing.
+    return torch.where(weights > 0, corners * weights, torch.zeros((), dtype=corners.dtype)).sum(-2)
 
 
 # -- public ----------------------------------------------------------------------------------
@@ -286,6 +288,12 @@ def regrid(
     grid takes the mean over the covered part; one not covered at all is an
     error. Conservative remapping needs at least 2 latitudes and 2 longitudes
     on each grid.
+
+    Missing values (NaN: land in a sea-surface temperature field) are never
+    filled: a bilinear or nearest value that reads a missing one (with a
+    positive weight) is missing; a conservative cell takes the mean over its
+    valid part (the sums above over the valid :math:`S` only), and is missing
+    when none of it is valid.
 
     Args:
         values (Tensor): The field on the source grid; float32 or float64, on any device.

@@ -2,29 +2,61 @@
 
 Every function here takes point values of shape :math:`(B, N, C)` (``B`` fields on one grid of ``N``
 points) and returns predictions of the same layout, so they are scored on exactly the points a model is.
+Missing values (NaN: sea-surface temperature over land, a station gap) are never read: statistics skip them
+and a missing point is never an observed one.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from .._validation import check_positive_int
 
-__all__ = ["training_mean", "PCABaseline", "zonal_mean_fill", "observed_mask", "BilinearDownscaling"]
+__all__ = ["training_mean", "PCABaseline", "zonal_mean_fill", "observed_mask", "BilinearDownscaling", "valid_points"]
 
 
-def _check_fields(values: Tensor, name: str, dim: int = 3) -> Tensor:
+def _check_fields(values: Tensor, name: str, dim: int = 3, missing: bool = True) -> Tensor:
+    """``values`` of shape ``[B, N, C]`` (``dim=3``) or ``[N, C]``, without infinite values; NaN (a missing point)
+    only with ``missing``."""
     if not isinstance(values, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(values).__name__}")
     if values.dim() != dim:
         want = "[B, N, C]" if dim == 3 else "[N, C]"
         raise ValueError(f"{name} must have shape {want}, got {tuple(values.shape)}")
-    if not bool(torch.isfinite(values).all()):
-        raise ValueError(f"{name} has NaN or Inf values")
+    if bool(torch.isinf(values).any()) or (not missing and bool(torch.isnan(values).any())):
+        raise ValueError(f"{name} has {'Inf' if missing else 'NaN or Inf'} values")
     return values
+
+
+def valid_points(values: Tensor) -> Tensor:
+    """Which points of fields :math:`(B, N, C)` are not missing (no NaN in any channel): bool :math:`(B, N)`."""
+    return ~torch.isnan(values).any(-1)
+
+
+def _nan_moments(values: Tensor) -> Tuple[Tensor, Tensor]:
+    """Mean and standard deviation over fields of :math:`(T, N, C)` at each point, skipping missing values; a point
+    missing in every field takes the statistics of all values (float64)."""
+    v = values.double()
+    ok = ~torch.isnan(v)
+    if not bool(ok.any()):
+        raise ValueError("the fields have no value: every entry is missing (NaN)")
+    n = ok.sum(0)
+    total = torch.where(ok, v, 0.0).sum(0)
+    mean = total / n.clamp_min(1)
+    var = torch.where(ok, (v - mean).square(), 0.0).sum(0) / (n - 1).clamp_min(1)
+    everywhere = v[ok]
+    if bool((n == 0).any()):
+        mean = torch.where(n > 0, mean, everywhere.mean() if everywhere.numel() else 0.0)
+        var = torch.where(n > 0, var, everywhere.var() if everywhere.numel() > 1 else 0.0)
+    return mean, var.sqrt()
+
+
+def _filled(values: Tensor, fill: Tensor) -> Tensor:
+    """``values`` with each missing entry replaced by ``fill`` (broadcast) at that point."""
+    return torch.where(torch.isnan(values), fill.to(values.dtype).expand_as(values), values)
 
 
 def observed_mask(observed: Tensor, num_fields: int, num_points: int, name: str = "observed") -> Tensor:
@@ -42,6 +74,9 @@ def observed_mask(observed: Tensor, num_fields: int, num_points: int, name: str 
 def training_mean(train: Tensor) -> Tensor:
     r"""The mean of the training fields at every point, :math:`\bar{\mathbf y}_d = \frac1T \sum_t \mathbf y_{td}`.
 
+    Missing values are skipped (the mean of the fields that have the point; a point missing in every field: the
+    mean of all values).
+
     Args:
         train (Tensor): Training fields :math:`(T, N, C)`.
 
@@ -51,7 +86,7 @@ def training_mean(train: Tensor) -> Tensor:
     _check_fields(train, "train")
     if train.size(0) < 1:
         raise ValueError("train must hold at least one field")
-    return train.double().mean(0).to(train.dtype)
+    return _nan_moments(train)[0].to(train.dtype)
 
 
 class PCABaseline:
@@ -71,6 +106,9 @@ class PCABaseline:
     ``num_components``-dimensional latent reconstructs held-out fields worse than this, it is not earning
     its keep.
 
+    Missing training values are filled with :func:`training_mean` before the SVD; missing values of the fields to
+    reconstruct are unobserved points.
+
     Args:
         train (Tensor): Training fields :math:`(T, N, C)`.
         num_components (int): Components kept; at most the rank of the centred training fields
@@ -85,7 +123,7 @@ class PCABaseline:
         if not ridge >= 0:
             raise ValueError(f"ridge must be non-negative, got {ridge!r}")
         T, N, C = train.shape
-        y = train.double().reshape(T, N * C)
+        y = _filled(train.double(), _nan_moments(train)[0]).reshape(T, N * C)
         self.mean = y.mean(0)
         _, s, vh = torch.linalg.svd(y - self.mean, full_matrices=False)
         tol = s.max().clamp_min(1e-300) * max(T, N * C) * torch.finfo(torch.float64).eps if s.numel() else 0.0
@@ -107,16 +145,18 @@ class PCABaseline:
         if tuple(values.shape[1:]) != self.shape:
             raise ValueError(f"values must have shape [B, {self.shape[0]}, {self.shape[1]}], got {tuple(values.shape)}")
         B, N, C = values.shape
-        r = values.double().reshape(B, N * C) - self.mean
+        valid = valid_points(values)
+        r = _filled(values.double(), self.mean.view(N, C)).reshape(B, N * C) - self.mean
         U = self.components
         k = U.size(1)
         if k == 0:
             return self.mean.expand(B, -1).reshape(B, N, C).to(values.dtype)
-        if observed is None:
+        if observed is None and bool(valid.all()):
             coef = r @ U
         else:
             # Normal equations of every field at once: (U^T M_b U + lambda_b I) a_b = U^T M_b r_b.
-            m = observed_mask(observed, B, N).repeat_interleave(C, dim=1).double()  # [B, N C]
+            obs = valid if observed is None else observed_mask(observed, B, N) & valid
+            m = obs.repeat_interleave(C, dim=1).double()  # [B, N C]
             gram = torch.einsum("nk,bn,nl->bkl", U, m, U)
             n_obs = m.sum(1)
             lam = torch.where(n_obs > 0, self.ridge * n_obs, torch.ones_like(n_obs))  # nothing observed: a = 0
@@ -129,7 +169,8 @@ def zonal_mean_fill(values: Tensor, lat: Tensor, observed: Tensor) -> Tensor:
     r"""In-painting by latitude: every hidden point gets the mean of the observed points at its latitude.
 
     The observed points keep their values. A latitude with no observed point takes the mean of the observed
-    points at the nearest latitude that has some (ties: the mean of both sides).
+    points at the nearest latitude that has some (ties: the mean of both sides). A missing value (NaN) is not an
+    observed point.
 
     Args:
         values (Tensor): Fields :math:`(B, N, C)`; only the observed entries are read.
@@ -143,11 +184,11 @@ def zonal_mean_fill(values: Tensor, lat: Tensor, observed: Tensor) -> Tensor:
     B, N, C = values.shape
     if not isinstance(lat, Tensor) or lat.shape != (N,):
         raise ValueError(f"lat must be a tensor of shape [{N}], got {getattr(lat, 'shape', lat)}")
-    obs = observed_mask(observed, B, N)
+    obs = observed_mask(observed, B, N) & valid_points(values)
     keys, row = torch.unique(torch.round(lat.double() * 1e6), return_inverse=True)  # rows sorted by latitude
     L = keys.numel()
     lat_rows = keys / 1e6
-    v = values.double()
+    v = torch.nan_to_num(values.double(), nan=0.0)
     # Sums and counts of the observed points per (field, latitude row), for all fields at once.
     m = obs.double()
     sums = torch.zeros(B, L, C, dtype=torch.float64).index_add_(1, row, v * m[..., None])
@@ -194,6 +235,9 @@ class BilinearDownscaling:
         fine_grid (Grid): The fine points (:math:`M`).
         train (Tensor): Training fields on ``grid``, :math:`(T, N, C)`.
         fine_train (Tensor): The same fields on ``fine_grid``, :math:`(T, M, C)`.
+
+    Missing values are skipped: a missing coarse value is interpolated as the training mean there, and the
+    residual statistics at a fine point use the fields that have it.
     """
 
     def __init__(self, grid: Any, fine_grid: Any, train: Tensor, fine_train: Tensor) -> None:
@@ -208,13 +252,16 @@ class BilinearDownscaling:
             raise ValueError(f"fine_train must have shape {list(want)} (the training fields on the fine points), "
                              f"got {tuple(fine_train.shape)}")
         self.grid, self.fine_grid = grid, fine_grid
-        residual = fine_train.double() - _bilinear(grid, train, fine_grid).double()
-        self.mean = residual.mean(0)
-        self.std = residual.std(0) if residual.size(0) > 1 else torch.zeros_like(self.mean)
+        #: The training mean on the coarse grid, :math:`(N, C)`: what a missing coarse value is taken to be.
+        self.coarse_mean = _nan_moments(train)[0]
+        residual = fine_train.double() - self.interpolate(train).double()
+        self.mean, std = _nan_moments(residual)
+        self.std = std if residual.size(0) > 1 else torch.zeros_like(self.mean)
 
     def interpolate(self, values: Tensor) -> Tensor:
-        """Bilinear interpolation alone of fields :math:`(B, N, C)`: :math:`(B, M, C)`."""
-        return _bilinear(self.grid, values, self.fine_grid)
+        """Bilinear interpolation alone of fields :math:`(B, N, C)` (a missing value taken to be the training
+        mean there): :math:`(B, M, C)`."""
+        return _bilinear(self.grid, _filled(values, self.coarse_mean), self.fine_grid)
 
     def predict(self, values: Tensor) -> Tensor:
         """The downscaled fields :math:`(B, M, C)`, in ``values``' dtype."""

@@ -11,7 +11,7 @@ from torch import Tensor
 from ..data import Grid, LatLonGrid
 from ..manifolds import xyz_to_latlon
 from ..metrics import psnr, rmse
-from ._baselines import (BilinearDownscaling, PCABaseline, _bilinear, _check_fields, observed_mask, training_mean,
+from ._baselines import (BilinearDownscaling, PCABaseline, _check_fields, observed_mask, training_mean, valid_points,
                          zonal_mean_fill)
 from ._health import active_units, mixture_usage, sample_statistics
 from ._uncertainty import evaluate_uncertainty
@@ -22,14 +22,33 @@ __all__ = ["evaluate_vamoh", "evaluate_gasp", "format_report", "score"]
 def score(pred: Tensor, truth: Tensor, hidden: Optional[Tensor] = None, data_range: float = 1.0,
           scale: float = 1.0) -> Dict[str, float]:
     r"""PSNR (VaMoH App. B.3) and RMSE of ``pred`` against ``truth`` (each :math:`(B, N, C)`), per field on its
-    ``hidden`` points (bool :math:`(N,)`; ``None``: all), averaged over fields; RMSE times ``scale`` (data units)."""
+    ``hidden`` points (bool :math:`(N,)` or :math:`(B, N)`; ``None``: all) where ``truth`` is not missing (NaN),
+    averaged over the fields that have such points; RMSE times ``scale`` (data units). ``points``: the points
+    scored per field (their mean, rounded, when fields differ)."""
     if pred.shape != truth.shape:
         raise ValueError(f"pred and truth must have the same shape, got {tuple(pred.shape)} and {tuple(truth.shape)}")
-    p, t = (pred, truth) if hidden is None else (pred[:, hidden], truth[:, hidden])
-    if t.size(1) == 0:
-        raise ValueError("hidden selects no point")
-    return {"psnr": float(psnr(p.double(), t.double(), data_range=data_range).mean()),
-            "rmse": float(rmse(p.double(), t.double()).mean()) * scale, "points": int(t.size(1))}
+    valid = valid_points(truth)
+    if hidden is not None and hidden.dim() == 1 and bool(valid.all()):
+        p, t = pred[:, hidden], truth[:, hidden]
+        if t.size(1) == 0:
+            raise ValueError("hidden selects no point")
+        return {"psnr": float(psnr(p.double(), t.double(), data_range=data_range).mean()),
+                "rmse": float(rmse(p.double(), t.double()).mean()) * scale, "points": int(t.size(1))}
+    if hidden is None and bool(valid.all()):
+        return {"psnr": float(psnr(pred.double(), truth.double(), data_range=data_range).mean()),
+                "rmse": float(rmse(pred.double(), truth.double()).mean()) * scale, "points": int(truth.size(1))}
+    B, N = valid.shape
+    mask = valid if hidden is None else valid & observed_mask(hidden, B, N, "hidden")
+    counts = mask.sum(1)
+    if int(counts.sum()) == 0:
+        raise ValueError("hidden selects no point that is not missing")
+    fields = counts > 0
+    index = torch.cumsum(fields.long(), 0) - 1  # fields with points, numbered 0..F-1
+    batch = index[:, None].expand(B, N)[mask]
+    p, t = pred[mask].double(), truth[mask].double()
+    return {"psnr": float(psnr(p, t, data_range=data_range, batch=batch).mean()),
+            "rmse": float(rmse(p, t, batch=batch).mean()) * scale,
+            "points": int(round(float(counts[fields].double().mean())))}
 
 
 def _chunks(n: int, size: int) -> Iterator[slice]:
@@ -38,14 +57,25 @@ def _chunks(n: int, size: int) -> Iterator[slice]:
 
 
 def _batch(grid: Grid, values: Tensor, observed: Optional[Tensor] = None) -> Any:
+    """Fields :math:`(B, N, C)` on ``grid`` as one PyG batch of their ``observed`` points (bool :math:`(N,)` or
+    :math:`(B, N)`), leaving out missing values (NaN)."""
     from torch_geometric.data import Batch
 
     B, N, C = values.shape
     pos = grid.pos.to(values.dtype)
-    keep = torch.ones(N, dtype=torch.bool) if observed is None else observed
-    n = int(keep.sum())
-    return Batch(x=values[:, keep].reshape(B * n, C), pos=pos[keep].repeat(B, 1),
-                 batch=torch.arange(B).repeat_interleave(n), ptr=torch.arange(B + 1) * n)
+    valid = valid_points(values)
+    if (observed is None or observed.dim() == 1) and bool(valid.all()):
+        keep = torch.ones(N, dtype=torch.bool) if observed is None else observed
+        n = int(keep.sum())
+        return Batch(x=values[:, keep].reshape(B * n, C), pos=pos[keep].repeat(B, 1),
+                     batch=torch.arange(B).repeat_interleave(n), ptr=torch.arange(B + 1) * n)
+    keep = valid if observed is None else valid & observed_mask(observed, B, N)
+    counts = keep.sum(1)
+    if bool((counts == 0).any()):
+        raise ValueError(f"field {int((counts == 0).nonzero()[0])} has no observed point that is not missing")
+    return Batch(x=values[keep], pos=pos.expand(B, N, pos.size(-1))[keep],
+                 batch=torch.arange(B).repeat_interleave(counts),
+                 ptr=torch.cat([counts.new_zeros(1), counts.cumsum(0)]))
 
 
 def _lat(grid: Grid) -> Optional[Tensor]:
@@ -189,7 +219,9 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
                                                **refine).to(test.dtype) for s in _chunks(B, fields_per_call)])
             row["vamoh_residuals"] = sc(srr, fine_test)
         if isinstance(grid, LatLonGrid):
-            row["bilinear"] = sc(_bilinear(grid, test, fine_grid), fine_test)
+            from ._baselines import _bilinear, _filled
+
+            row["bilinear"] = sc(_bilinear(grid, _filled(test, mean), fine_grid), fine_test)
             if fine_train is not None:
                 # The one-line statistical downscaling: bilinear plus the training fields' mean sub-grid residual.
                 row["bilinear_mean_residual"] = sc(BilinearDownscaling(grid, fine_grid, train, fine_train)
@@ -208,14 +240,23 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
     tr = train[:max_train_fields]
     if tr.size(0) >= 2:
         health["active_units_train"] = active_units(means(tr))
-    probs = torch.cat([model.component_maps(_batch(grid, test[s]), posterior=True).probs
-                       for s in _chunks(B, fields_per_call)])
-    health["mixture"] = mixture_usage(probs)
+    valid = valid_points(test)
+    if bool(valid.all()):
+        probs = torch.cat([model.component_maps(_batch(grid, test[s]), posterior=True).probs
+                           for s in _chunks(B, fields_per_call)])
+    else:  # fields of different sizes: one at a time, on a dense (B, N, K) array masked by the valid points
+        probs = torch.full((B, N, model.num_components), 1.0 / model.num_components, dtype=test.dtype)
+        for b in range(B):
+            probs[b, valid[b]] = model.component_maps(_batch(grid, test[b:b + 1]), posterior=True).probs[0].to(
+                test.dtype)
+    health["mixture"] = mixture_usage(probs, valid)
     g = torch.Generator().manual_seed(seed)
     samples = torch.cat([model.sample(min(fields_per_call, num_prior_samples - s), grid.pos.to(test.dtype),
                                       generator=g).to(test.dtype)
                          for s in range(0, num_prior_samples, fields_per_call)])
-    health["prior_samples"] = sample_statistics(samples, test, scale) if B >= 2 and num_prior_samples >= 2 else None
+    complete = valid.all(0)  # the spread figures compare fields point by point: points no test field misses
+    health["prior_samples"] = sample_statistics(samples[:, complete], test[:, complete], scale) \
+        if B >= 2 and num_prior_samples >= 2 and bool(complete.any()) else None
     with torch.no_grad():
         terms = [model.elbo(_batch(grid, test[s]), dropout=False, generator=g) for s in _chunks(B, fields_per_call)]
     npts = torch.cat([t.num_points for t in terms]).double()

@@ -10,24 +10,35 @@ from torch import Tensor
 
 from ..data import Grid, LatLonGrid
 from ..metrics import crps_gaussian, fit_std_scale, interval_coverage
-from ._baselines import BilinearDownscaling, _check_fields, observed_mask
+from ._baselines import BilinearDownscaling, _check_fields, _nan_moments, observed_mask, valid_points
 
 __all__ = ["evaluate_uncertainty"]
 
 LEVELS = (0.5, 0.9)
 
 
+def _select(mean: Tensor, std: Tensor, truth: Tensor, hidden: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+    """The scored points: ``hidden`` (bool :math:`(N,)`; ``None``: all) where ``truth`` is not missing; packed
+    :math:`(P, C)` when some are missing, else :math:`(B, N', C)`."""
+    valid = valid_points(truth)
+    if bool(valid.all()):
+        return (mean, std, truth) if hidden is None else (mean[:, hidden], std[:, hidden], truth[:, hidden])
+    mask = valid if hidden is None else valid & hidden
+    return mean[mask], std[mask], truth[mask]
+
+
 def _scores(mean: Tensor, std: Tensor, truth: Tensor, hidden: Optional[Tensor], scale: float,
             factors: Optional[Mapping[str, float]] = None) -> Dict[str, float]:
     """Coverage of the central 50% and 90% intervals and the mean CRPS (times ``scale``), each with its own
-    factor of ``std`` (``factors``: ``{"crps", "coverage_50", "coverage_90"}``; ``None``: the raw spread)."""
-    if hidden is not None:
-        mean, std, truth = mean[:, hidden], std[:, hidden], truth[:, hidden]
+    factor of ``std`` (``factors``: ``{"crps", "coverage_50", "coverage_90"}``; ``None``: the raw spread), over
+    the hidden points that are not missing."""
+    B = truth.size(0)
+    mean, std, truth = _select(mean, std, truth, hidden)
     f = factors or {}
     out = {f"coverage_{int(100 * lv)}": float(interval_coverage(mean, std * f.get(f"coverage_{int(100 * lv)}", 1.0),
                                                                    truth, lv).double().mean()) for lv in LEVELS}
     out["crps"] = float(crps_gaussian(mean, std * f.get("crps", 1.0), truth).double().mean()) * scale
-    out["points"] = int(truth.size(1))
+    out["points"] = int(truth.size(1)) if truth.dim() == 3 else int(round(truth.size(0) / B))
     if factors is not None:
         out["std_scale"] = dict(factors)
     return out
@@ -35,8 +46,7 @@ def _scores(mean: Tensor, std: Tensor, truth: Tensor, hidden: Optional[Tensor], 
 
 def _factors(mean: Tensor, std: Tensor, truth: Tensor, hidden: Optional[Tensor]) -> Dict[str, float]:
     """Factors fitted on calibration predictions: CRPS-optimal, and split-conformal for each level."""
-    if hidden is not None:
-        mean, std, truth = mean[:, hidden], std[:, hidden], truth[:, hidden]
+    mean, std, truth = _select(mean, std, truth, hidden)
     out = {"crps": fit_std_scale(mean, std, truth)}
     for lv in LEVELS:
         out[f"coverage_{int(100 * lv)}"] = fit_std_scale(mean, std, truth, level=lv)
@@ -135,7 +145,8 @@ def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
         return out
 
     result: Dict[str, Any] = {}
-    clim_mean, clim_std = train.mean(0, keepdim=True), train.std(0, keepdim=True) if train.size(0) > 1 else None
+    clim_mean, clim_std = (t.to(train.dtype)[None] for t in _nan_moments(train))
+    clim_std = clim_std if train.size(0) > 1 else None
     for name, observed in (masks or {}).items():
         obs = observed_mask(observed, 1, N, f"masks[{name!r}]")[0]
         hidden = ~obs

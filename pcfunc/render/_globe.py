@@ -128,8 +128,9 @@ def render_sphere(
         label (str): Colour-bar label, e.g. ``"t2m [K]"``.
         title (str): Figure title.
         subdivisions (int): Icosphere level (5: 10,242 vertices, about 2° apart).
-        outside (RGB in [0, 1], optional): Colour of the sphere away from ``pos`` (see above); ``None``: colour
-            every vertex. (default: grey)
+        outside (RGB in [0, 1], optional): Colour of the sphere away from ``pos`` (see above) and of missing
+            values (NaN); ``None``: colour every vertex from its nearest point (missing values still grey).
+            (default: grey)
 
     Returns:
         list of numpy.ndarray: One ``(S, S, 3)`` image per view.
@@ -156,12 +157,14 @@ def render_sphere(
     if v.numel() != verts.size(0):
         raise ValueError(f"the function returned {v.numel()} values for {verts.size(0)} vertices")
     far = _far_from(verts, pos) if outside is not None and isinstance(pos, Tensor) else None
-    shown = v if far is None or bool(far.all()) else v[~far]
+    missing = torch.isnan(v)  # a missing value (NaN) is drawn like the outside
+    far = missing if far is None else far | missing
+    shown = v if bool(far.all()) else v[~far]
     lo = float(shown.min()) if vmin is None else float(vmin)
     hi = float(shown.max()) if vmax is None else float(vmax)
-    colors = globe_colors(v, lo, hi, cmap)
-    if far is not None:
-        colors[far] = torch.tensor(outside, dtype=colors.dtype, device=colors.device)
+    colors = globe_colors(torch.nan_to_num(v, nan=lo), lo, hi, cmap)
+    colors[far] = torch.tensor(outside if outside is not None else (0.6, 0.6, 0.6), dtype=colors.dtype,
+                               device=colors.device)
     globe.textures = TexturesVertex([colors])
     images = render_globe(globe, views, image_size)
     if out is not None:

@@ -98,3 +98,51 @@ def test_target_points_are_drawn_among_valid_points():
     for i in range(len(ds)):
         item = ds[i]
         assert item.target_x.shape == (50, 1) and torch.isfinite(item.target_x).all()
+
+
+def test_regridding_never_fills_a_missing_value():
+    from pcfunc.data import regrid
+
+    lat, lon = np.linspace(90, -90, 19), np.arange(0.0, 360.0, 10.0)
+    g = torch.Generator().manual_seed(0)
+    v = torch.rand(19, 36, generator=g, dtype=torch.float64)
+    v[5, 7] = float("nan")
+    # Bilinear onto a grid that contains the source grid's nodes: a target at a node reads only that node.
+    new_lat, new_lon = np.linspace(90, -90, 37), np.arange(0.0, 360.0, 5.0)
+    out = regrid(v, lat, lon, new_lat, new_lon)
+    missing = torch.isnan(out)
+    assert bool(missing[10, 14]) and not bool(missing[12, 14])  # the node itself; the next node is valid
+    # Exactly the targets whose interpolation reads the missing node with a positive weight.
+    la = torch.tensor(new_lat)[:, None].expand(37, 72)
+    lo = torch.tensor(new_lon)[None, :].expand(37, 72)
+    reads = ((la - 40.0).abs() < 10.0) & ((lo - 70.0).abs() < 10.0)
+    assert torch.equal(missing, reads)
+    torch.testing.assert_close(out[~missing], regrid(torch.nan_to_num(v, nan=0.5), lat, lon, new_lat, new_lon)[
+        ~missing])
+    # Conservative: the area-weighted mean of the valid part of each target cell (brute force by the weights).
+    coarse_lat, coarse_lon = np.linspace(90, -90, 7), np.arange(0.0, 360.0, 30.0)
+    c = regrid(v, lat, lon, coarse_lat, coarse_lon, "conservative")
+    ones = regrid(torch.ones_like(v), lat, lon, coarse_lat, coarse_lon, "conservative")
+    filled = regrid(torch.nan_to_num(v, nan=0.0), lat, lon, coarse_lat, coarse_lon, "conservative")
+    valid = regrid((~torch.isnan(v)).double(), lat, lon, coarse_lat, coarse_lon, "conservative")
+    torch.testing.assert_close(c, filled / valid)
+    torch.testing.assert_close(ones, torch.ones_like(ones))
+    assert not bool(torch.isnan(c).any())  # every coarse cell has a valid part
+    all_missing = v.clone()
+    all_missing[:4] = float("nan")  # the northern cap: the first coarse row sees nothing valid
+    assert bool(torch.isnan(regrid(all_missing, lat, lon, coarse_lat, coarse_lon, "conservative")[0]).all())
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        regrid(torch.full_like(v, float("inf")), lat, lon, new_lat, new_lon)
+
+
+def test_grid_to_points_keeps_missing_values():
+    from pcfunc.data import LatLonGrid
+
+    grid = LatLonGrid(np.linspace(90, -90, 5), np.arange(0.0, 360.0, 45.0))
+    v = np.random.default_rng(0).random((3, 5, 8))
+    v[1, 0, 2] = np.nan  # one cell of the north pole row: the pole point is missing
+    v[2, 2, 3] = np.nan
+    p = grid.to_points(v)
+    assert p.shape == (3, 26, 1) and torch.isnan(p[1, 0, 0]) and torch.isnan(p[2, 1 + 8 + 3, 0])
+    assert int(torch.isnan(p).sum()) == 2
+    torch.testing.assert_close(p[0], grid.to_batch(v[:1]).x.double())

@@ -316,3 +316,52 @@ def test_evaluate_gasp_on_an_image_grid():
     assert s["mean_rmse"] == pytest.approx(0.0, abs=1e-6)
     assert s["spread_ratio"] == pytest.approx(float(torch.cat([ref, ref]).std(0).mean() / ref.std(0).mean()),
                                               rel=1e-5)
+
+
+def test_missing_values_are_never_scored_or_observed():
+    # Sea-surface-temperature-like fields: a continent missing in every field, and a gap in one test field.
+    from pcfunc.evaluation import evaluate_uncertainty, valid_points
+
+    torch.manual_seed(0)
+    model = tiny_vamoh().eval()
+    train, test = grid_fields(8), grid_fields(4, seed=1)
+    land = torch.zeros(GRID.num_points, dtype=torch.bool)
+    land[30:45] = True
+    train[:, land], test[:, land] = float("nan"), float("nan")
+    test[2, 60:70] = float("nan")
+    valid = valid_points(test)
+    # score: per field over its valid points, against a brute-force loop.
+    pred = torch.rand_like(test)
+    by_hand = [float(psnr(pred[b, valid[b]][None].double(), test[b, valid[b]][None].double())) for b in range(4)]
+    assert score(pred, test)["psnr"] == pytest.approx(sum(by_hand) / 4, rel=1e-9)
+    hidden = torch.zeros(GRID.num_points, dtype=torch.bool)
+    hidden[40:80] = True
+    by_hand = [float(psnr(pred[b, valid[b] & hidden][None].double(), test[b, valid[b] & hidden][None].double()))
+               for b in range(4)]
+    assert score(pred, test, hidden)["psnr"] == pytest.approx(sum(by_hand) / 4, rel=1e-9)
+    # The model's input batch holds each field's valid points only.
+    b = _batch(GRID, test)
+    assert b.ptr.diff().tolist() == valid.sum(1).tolist() and torch.isfinite(b.x).all()
+    # The training mean skips missing values; a point missing everywhere takes the mean of all values.
+    mean = training_mean(train)
+    ok = ~torch.isnan(train[:, 0, 0])
+    torch.testing.assert_close(mean[0], train[ok, 0].double().mean(0).float())
+    torch.testing.assert_close(mean[land], train[~torch.isnan(train)].double().mean().float().expand(15, 1))
+    # The whole harness runs, every figure finite, scored on valid points only.
+    fine_grid = GRID.super_resolution()
+    fine_test = torch.rand(4, fine_grid.num_points, 1)
+    fine_test[1, :50] = float("nan")
+    observed = ~hidden
+    rep = evaluate_vamoh(model, GRID, train, test, masks={"band": observed}, fine=(fine_grid, fine_test),
+                         num_prior_samples=4, fields_per_call=3)
+    for task, rows in rep["tasks"].items():
+        for method, r in rows.items():
+            assert math.isfinite(r["psnr"]) and math.isfinite(r["rmse"]), (task, method)
+    assert rep["tasks"]["inpaint_band"]["vamoh"]["points"] == round(float((valid & hidden).sum(1).double().mean()))
+    assert rep["tasks"]["super_resolution"]["vamoh"]["points"] == round((fine_grid.num_points * 3 + (
+        fine_grid.num_points - 50)) / 4)
+    assert math.isfinite(rep["elbo_per_point"]["elbo"]) and rep["health"]["mixture"]["max_entropy"] > 0
+    unc = evaluate_uncertainty(model, GRID, train, test[:2], masks={"band": observed}, calibration=test[2:],
+                               num_samples=2)
+    assert all(math.isfinite(v) for r in unc["inpaint_band"].values() for k, v in r.items()
+               if k in ("coverage_50", "coverage_90", "crps"))
