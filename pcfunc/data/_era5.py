@@ -152,6 +152,19 @@ class ERA5Field:
         values = self.values[:, rows][:, :, cols]
         return replace(self, values=np.ascontiguousarray(values), lat=self.lat[rows].copy(), lon=new_lon.copy())
 
+    def to_xarray(self) -> Any:
+        """The field as an :class:`xarray.DataArray` named :attr:`variable`, with dimensions ``time``,
+        ``latitude`` and ``longitude``, their coordinates (CF ``units`` and ``standard_name``), and ``units``;
+        :func:`load_era5` reads it back unchanged."""
+        import xarray as xr
+
+        coords = {"time": ("time", np.asarray(self.time), {"standard_name": "time"}),
+                  "latitude": ("latitude", self.lat, {"units": "degrees_north", "standard_name": "latitude"}),
+                  "longitude": ("longitude", self.lon, {"units": "degrees_east", "standard_name": "longitude"})}
+        attrs = {"units": self.units} if self.units else {}
+        return xr.DataArray(self.values, dims=("time", "latitude", "longitude"), coords=coords, name=self.variable,
+                            attrs=attrs)
+
     def select_time(self, index: Union[slice, Sequence[int], np.ndarray]) -> "ERA5Field":
         """The steps at ``index`` (a slice, integer indices or a boolean mask)."""
         return replace(self, values=self.values[index], time=self.time[index])
@@ -188,7 +201,8 @@ def load_era5(
       ``lat_bnds`` do not count), else ``t2m``.
 
     Args:
-        source: Path to a NetCDF file or Zarr store, or an :class:`xarray.Dataset`.
+        source: Path to a NetCDF file or Zarr store, an :class:`xarray.Dataset`, or an :class:`xarray.DataArray`
+            (the variable itself; ``variable`` then names it if it has no name).
         variable (str, optional): Short name (``"t2m"``, ``"tas"``, ``"msl"``, ...), CF standard name
             (``"air_temperature"``) or long name (``"2 metre temperature"``) of the variable. By default the
             file's only variable on a latitude/longitude grid, else ``"t2m"``. (default: ``None``)
@@ -212,6 +226,12 @@ def load_era5(
     """
     import xarray as xr
 
+    if isinstance(source, xr.DataArray):
+        key = str(source.name) if source.name is not None else (variable or "values")
+        if variable is not None and variable != key:
+            # A name given for an unnamed or differently named array: it is the array itself.
+            key = variable
+        source, variable = source.to_dataset(name=key), key
     opened = not isinstance(source, xr.Dataset)
     if not opened:
         ds, name = source, "dataset"

@@ -64,3 +64,20 @@ def test_region_cuts_a_box_from_a_global_file():
         f.region((100, 120))
     with pytest.raises(ValueError, match="south <= north"):
         f.region((60, 15))
+
+
+def test_to_xarray_round_trips_and_data_arrays_are_read():
+    pytest.importorskip("xarray")
+    from pcfunc.data import load_era5, load_era5_sample
+
+    f = load_era5_sample().region((15, 60), (225, 315)).select_time(slice(0, 3))
+    da = f.to_xarray()
+    assert da.name == "t2m" and da.dims == ("time", "latitude", "longitude") and da.attrs["units"] == "K"
+    assert da["latitude"].attrs["units"] == "degrees_north"
+    back = load_era5(da)  # a DataArray is accepted
+    np.testing.assert_array_equal(back.values, f.values)
+    np.testing.assert_array_equal(back.lat, f.lat)
+    np.testing.assert_array_equal(back.lon, f.lon)
+    assert back.variable == "t2m" and back.units == "K" and list(back.time) == list(f.time)
+    unnamed = da.rename(None)
+    assert load_era5(unnamed, "tas").variable == "tas"
