@@ -4,6 +4,7 @@ from ._era5 import (ERA5_ATTRIBUTION, ERA5Dataset, ERA5Field, MinMaxNormalizer, 
                     split_by_time, target_points)
 from ._grids import Grid, ImageGrid, LatLonGrid, VoxelGrid
 from ._latlon_axes import regular_axes
+from ._lazy import LazyERA5Dataset
 from ._images import ImageDataset, load_digits_images, load_image_folder, load_mnist_idx
 from ._regrid import interpolate_latlon, interpolate_to_points, latlon_cell_area, regrid
 from ._voxels import (VoxelDataset, augmented_voxels, load_bunny_points, load_voxel_folder, read_binvox,
@@ -14,4 +15,5 @@ __all__ = ["ERA5_ATTRIBUTION", "Grid", "ImageGrid", "VoxelGrid", "LatLonGrid", "
            "split_by_time", "ERA5Dataset", "PointDropout", "RandomSubset", "select_points", "interpolate_latlon",
            "interpolate_to_points", "regrid", "latlon_cell_area", "ImageDataset", "load_digits_images",
            "load_image_folder", "load_mnist_idx", "VoxelDataset", "augmented_voxels", "load_bunny_points",
-           "load_voxel_folder", "read_binvox", "voxelize_points", "target_points", "regular_axes"]
+           "load_voxel_folder", "read_binvox", "voxelize_points", "target_points", "regular_axes",
+           "LazyERA5Dataset"]
