@@ -364,7 +364,7 @@ def test_errors():
     with pytest.raises(ValueError, match="new_lon has values equal modulo 360"):
         regrid(values, lat, lon, lat, torch.tensor([-180.0, 0.0, 180.0]))
     bad = values.clone()
-    bad[2, 3] = float("nan")
+    bad[2, 3] = float("inf")  # NaN is a missing value (tests/data/test_masks.py); Inf is an error
     with pytest.raises(ValueError, match="values contains NaN or Inf"):
         interpolate_latlon(bad, lat, lon, q, q)
     with pytest.raises(ValueError, match="values contains NaN or Inf"):
