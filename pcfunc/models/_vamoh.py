@@ -227,7 +227,7 @@ class VaMoH(VaMoHInference, nn.Module):
             self.manifold.grid(base_grid), self.in_channels * self.likelihood.num_params, base_neighbors)
         # Saved with the weights, so a resumed run knows which stage of Algorithm 1 it is in.
         self.register_buffer("_warmup", torch.tensor(True))
-        self._location_link = self.likelihood.name in ("discretized_logistic", "gaussian")
+        self._location_link = bool(self.likelihood.sigmoid_location)
 
     # ------------------------------------------------------------------ construction
     @classmethod

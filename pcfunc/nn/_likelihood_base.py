@@ -44,6 +44,11 @@ class Likelihood(nn.Module):
     name: str = "likelihood"
     #: Support of ``y`` as ``(low, high)``, or ``None`` for the real line.
     support: Optional[Tuple[float, float]] = None
+    #: Whether a model passes the first :math:`C` raw outputs (the location) through a sigmoid into
+    #: :math:`(0, 1)` before this likelihood reads them (VaMoH does for the location-scale likelihoods on data in
+    #: :math:`[0, 1]`); ``False``: the raw outputs are the parameters (e.g. Bernoulli logits). A user's likelihood
+    #: sets it; the model reads this attribute, never the name.
+    sigmoid_location: bool = False
 
     def __init__(self, num_channels: Optional[int] = None, validate_args: bool = True) -> None:
         super().__init__()

@@ -119,6 +119,8 @@ class ContinuousBernoulliLikelihood(Likelihood):
 class _LocationScaleLikelihood(Likelihood):
     """A location output by the generator and a log-scale that is learned, predicted or fixed."""
 
+    sigmoid_location = True
+
     def __init__(
         self,
         num_channels: Optional[int] = None,

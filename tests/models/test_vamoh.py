@@ -651,3 +651,18 @@ def test_initialize_generators_sets_the_base_table_to_the_training_mean():
         errs[grid] = (float((out[0] - fields.mean(0)).abs().max()), nll)
     assert errs[(9, 16)][0] < 2e-3 < 0.02 < errs[None][0]
     assert errs[(9, 16)][1] < errs[None][1] - 0.5  # the learned scale follows: a far better likelihood
+
+
+def test_the_location_link_follows_the_likelihoods_attribute_not_its_name():
+    from pcfunc.nn import GaussianLikelihood
+
+    class MyGaussian(GaussianLikelihood):  # a user's likelihood under another name
+        name = "my_gaussian"
+
+    m = tiny(likelihood=MyGaussian()).eval()
+    m.warmup = False
+    z = torch.randn(2, 4, dtype=torch.float64)
+    out = m.decode(z, GRID.pos.double())
+    assert bool(((out > 0) & (out < 1)).all())  # the sigmoid link applies (it used to be chosen by name)
+    raw = m.hypernet.target(GRID.pos.double(), m.hypernet(z)[:, 0])
+    torch.testing.assert_close(m._component_params(z, GRID.pos.double())[..., 0, :1], torch.sigmoid(raw[..., :1]))
