@@ -1,7 +1,7 @@
-"""How the INR block size (``pcfunc.nn.DEFAULT_CHUNK_ELEMENTS``) trades speed and memory, VaMoH ERA5 (Table 3).
+"""How the INR block size (``pcfunc.nn._function_representation.INR_CHUNK_ELEMENTS``) trades speed and memory, VaMoH ERA5 (Table 3).
 
 Each cell is a fresh process at 2 threads: the VaMoH paper model on the 46 x 90 grid (``benchmarks/vamoh.py``'s
-setup), ``DEFAULT_CHUNK_ELEMENTS`` set to ``2**k``, one warm call, then the median of ``--repeat`` calls of a
+setup), ``INR_CHUNK_ELEMENTS`` set to ``2**k``, one warm call, then the median of ``--repeat`` calls of a
 training step (ELBO forward, backward, Adam), a reconstruction, or a super-resolution reconstruction at
 91 x 180, and the workload's own peak memory above the process after setup (Linux ``VmHWM`` after
 ``/proc/self/clear_refs``). Use it to choose a block size for your hardware; the default 2**21 (8 MiB of
@@ -33,7 +33,7 @@ WORKLOADS = ("train", "rec", "sr")
 
 
 def run_cell(workload: str, B: int, power: int, repeat: int) -> dict:
-    fr.DEFAULT_CHUNK_ELEMENTS = 1 << power
+    fr.INR_CHUNK_ELEMENTS = 1 << power
     torch.manual_seed(0)
     grid, batch, model = setup(B)
     if workload == "train":

@@ -64,6 +64,10 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     # generators the anomalies (their sub-grid part overfits 18 training fields).
     "default_fine_table_smooth": dict(likelihood=("gaussian", dict(scale="learned")), init=True, max_dropout=0.0,
                                       fine_points=4096, base_grid=(181, 360), sigma=1.0),
+    # ... with beta = 4 on the latent KL: less information per field, less of each field's sub-grid detail learnt.
+    "default_fine_table_smooth_beta4": dict(likelihood=("gaussian", dict(scale="learned")), init=True,
+                                            max_dropout=0.0, fine_points=4096, base_grid=(181, 360), sigma=1.0,
+                                            kl_weight=4.0),
     "gaussian_learned": dict(likelihood=("gaussian", dict(scale="learned", init_scale=0.05))),
     "gaussian_fixed": dict(likelihood=("gaussian", dict(scale="fixed", init_scale=0.02))),
     "no_dropout": dict(max_dropout=0.0),

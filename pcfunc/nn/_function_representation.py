@@ -12,7 +12,7 @@ from .._validation import check_finite, check_positive_int
 from ._activations import in_place
 from ._custom_ops import exact_dtypes
 
-__all__ = ["FunctionRepresentation", "DEFAULT_CHUNK_ELEMENTS"]
+__all__ = ["FunctionRepresentation", "INR_CHUNK_ELEMENTS"]
 
 #: Largest hidden activation block (elements, all weight sets together) one chunk of points may create:
 #: 2**21 = 8 MiB in float32. ``chunk_size=None`` picks the number of points per chunk from it. Blocks this
@@ -20,7 +20,7 @@ __all__ = ["FunctionRepresentation", "DEFAULT_CHUNK_ELEMENTS"]
 #: allocator reuses them instead of mapping fresh pages (``benchmarks/inr_chunks.py``, VaMoH ERA5 on 2 AVX2
 #: cores, 2**25 -> 2**21: training step at batch 16 1.02 -> 0.70 s, at 64 unchanged at 2.86 / 2.83 s;
 #: super-resolution at batch 16 0.78 -> 0.60 s).
-DEFAULT_CHUNK_ELEMENTS = 1 << 21
+INR_CHUNK_ELEMENTS = 1 << 21
 
 
 #: Output layers at most this wide are computed transposed (:class:`_NarrowOutput`).
@@ -203,7 +203,7 @@ class FunctionRepresentation(torch.nn.Module):
     def default_chunk_size(self, num_functions: int, num_point_sets: int = 1) -> int:
         r"""The most points evaluated at once by default: as many as keep the hidden activations of
         ``num_functions`` networks and the encoded points of ``num_point_sets`` coordinate sets (1 when the
-        points are shared, :math:`B` when each sample has its own) under :data:`DEFAULT_CHUNK_ELEMENTS`
+        points are shared, :math:`B` when each sample has its own) under :data:`INR_CHUNK_ELEMENTS`
         elements. :meth:`forward` splits :math:`N` points into the fewest blocks of at most this size,
         all of (nearly) equal size.
 
@@ -214,7 +214,7 @@ class FunctionRepresentation(torch.nn.Module):
         num_functions = check_positive_int(num_functions, "num_functions")
         num_point_sets = check_positive_int(num_point_sets, "num_point_sets")
         widest = max(w for w, _ in self.layer_shapes)
-        return max(1, DEFAULT_CHUNK_ELEMENTS // (num_functions * widest + num_point_sets * self.encoded_dim))
+        return max(1, INR_CHUNK_ELEMENTS // (num_functions * widest + num_point_sets * self.encoded_dim))
 
     def _check_weights(self, weights: Tensor, any_lead: bool = False) -> None:
         if not isinstance(weights, Tensor):
@@ -256,7 +256,7 @@ class FunctionRepresentation(torch.nn.Module):
             weights (Tensor): Flat weights, :math:`(B, P)` or :math:`(B, K, P)`.
             chunk_size (int, optional): Points evaluated at once. By default the fewest equal blocks
                 of at most :meth:`default_chunk_size` points, which keeps each hidden activation block
-                under :data:`DEFAULT_CHUNK_ELEMENTS` elements (e.g. at most 2,730 points for 4 GASP
+                under :data:`INR_CHUNK_ELEMENTS` elements (e.g. at most 2,730 points for 4 GASP
                 functions). Chunking saves memory without autograd; with autograd every chunk's
                 activations are kept for the backward pass.
 

@@ -132,14 +132,14 @@ class _SizeRecordingEncoding(_CountingEncoding):
 
 @pytest.mark.parametrize("shared", [True, False])
 def test_default_chunks_are_the_fewest_equal_blocks_under_the_budget(shared):
-    from pcfunc.nn._function_representation import DEFAULT_CHUNK_ELEMENTS
+    from pcfunc.nn._function_representation import INR_CHUNK_ELEMENTS
 
     enc = _SizeRecordingEncoding(FourierFeatures(3, 128))
     inr = FunctionRepresentation(3, 1, (64, 64, 64), encoding=enc)
     B, K = 4, 3
     cap = inr.default_chunk_size(B * K, 1 if shared else B)
     # Closed form: hidden blocks of B K networks x 64 units plus the encoded points (256 each) per point.
-    assert cap == DEFAULT_CHUNK_ELEMENTS // (B * K * 64 + (1 if shared else B) * 256)
+    assert cap == INR_CHUNK_ELEMENTS // (B * K * 64 + (1 if shared else B) * 256)
     N = 2 * cap + 5  # three blocks, not two full ones and a 5-point tail
     w = torch.randn(B, K, inr.num_weights) * 0.1
     x = torch.randn(N, 3) if shared else torch.randn(B, N, 3)
