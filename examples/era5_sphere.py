@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from pcfunc.data import (ERA5_ATTRIBUTION, ERA5Dataset, LatLonGrid, MinMaxNormalizer, load_era5, load_era5_sample,
-                         regular_axes, split_by_time)
+                         ToSymmetric, regular_axes, split_by_time)
 from pcfunc.manifolds import latlon_to_xyz, xyz_to_latlon
 from pcfunc.models import VaMoH, vamoh_config
 
@@ -179,14 +179,6 @@ def train(args: argparse.Namespace, train_set, val_set, out: Path):
     t0 = time.perf_counter()
     resumed = fit(trainer, module, dm, resume=args.resume)
     return module.model.eval(), trainer, time.perf_counter() - t0, resumed
-
-
-class ToSymmetric:
-    """GASP's features live in [-1, 1]: y -> 2y - 1 on every item."""
-
-    def __call__(self, data):
-        data.x = data.x * 2 - 1
-        return data
 
 
 def train_gasp(args: argparse.Namespace, train_set, out: Path):

@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from pcfunc.data import ImageDataset, ImageGrid, load_digits_images, load_image_folder, load_mnist_idx
+from pcfunc.data import ImageDataset, ImageGrid, ToSymmetric, load_digits_images, load_image_folder, load_mnist_idx
 from pcfunc.evaluation import evaluate_gasp, evaluate_vamoh, format_report
 from pcfunc.nn import LayerSpec
 from pcfunc.render import save_image_grid
@@ -209,17 +209,13 @@ def run_gasp(args, train_img, out: Path, test_img: Optional[np.ndarray] = None) 
                  disc_channels=(4, 8) if args.tiny else (32, 64), weight_hidden=(8,) if args.tiny else (16, 16))
     module = GASPModule(model, 1e-4 if not args.tiny else 1e-3, 4e-4 if not args.tiny else 1e-3, seed=args.seed)
 
-    class Symmetric:
-        def __call__(self, d):
-            d.x = d.x * 2 - 1
-            return d
-
     # The generator starts at the mean training image (in GASP's [-1, 1]); the game then learns what varies.
     pix = grid.to_batch(torch.as_tensor(train_img))
     model.initialize_generator(pix.pos, pix.x * 2 - 1, generator=torch.Generator().manual_seed(args.seed))
     t0 = time.perf_counter()
     fit(trainer_for(args, out / "gasp", DEFAULT_GASP_STEPS), module,
-        FunctionDataModule(ImageDataset(train_img, transform=Symmetric()), batch_size=args.batch_size, seed=args.seed),
+        FunctionDataModule(ImageDataset(train_img, transform=ToSymmetric()), batch_size=args.batch_size,
+                           seed=args.seed),
         overwrite=True)
     train_s = time.perf_counter() - t0
     model = module.model.eval()

@@ -28,7 +28,7 @@ from typing import Any, Dict, Optional, Sequence
 import numpy as np
 import torch
 
-from pcfunc.data import (RandomSubset, VoxelDataset, VoxelGrid, augmented_voxels, load_bunny_points,
+from pcfunc.data import (RandomSubset, ToSymmetric, VoxelDataset, VoxelGrid, augmented_voxels, load_bunny_points,
                          load_voxel_folder)
 from pcfunc.manifolds import Euclidean
 from pcfunc.nn import LayerSpec
@@ -146,14 +146,9 @@ def run_gasp(args, train_vox, out: Path) -> Dict[str, Any]:
         pos, y = _pooled(train_vox)
         model.initialize_generator(pos, y * 2 - 1, generator=torch.Generator().manual_seed(args.seed))
 
-    class Symmetric:
-        def __call__(self, d):
-            d.x = d.x * 2 - 1
-            return d
-
     t0 = time.perf_counter()
     fit(trainer_for(args, out / "gasp", DEFAULT_GASP_STEPS), module,
-        FunctionDataModule(VoxelDataset(train_vox, transform=Symmetric()), batch_size=args.batch_size,
+        FunctionDataModule(VoxelDataset(train_vox, transform=ToSymmetric()), batch_size=args.batch_size,
                            seed=args.seed), overwrite=True)
     res: Dict[str, Any] = {"train_seconds": round(time.perf_counter() - t0, 1), "batches": int(module.global_step // 2)}
     model = module.model.eval()

@@ -9,11 +9,11 @@ from ._images import ImageDataset, load_digits_images, load_image_folder, load_m
 from ._regrid import interpolate_latlon, interpolate_to_points, latlon_cell_area, regrid
 from ._voxels import (VoxelDataset, augmented_voxels, load_bunny_points, load_voxel_folder, read_binvox,
                       voxelize_points)
-from ._transforms import PointDropout, RandomSubset, select_points
+from ._transforms import PointDropout, RandomSubset, ToSymmetric, select_points
 
 __all__ = ["ERA5_ATTRIBUTION", "Grid", "ImageGrid", "VoxelGrid", "LatLonGrid", "ERA5Field", "load_era5", "load_era5_sample", "MinMaxNormalizer",
            "split_by_time", "ERA5Dataset", "PointDropout", "RandomSubset", "select_points", "interpolate_latlon",
            "interpolate_to_points", "regrid", "latlon_cell_area", "ImageDataset", "load_digits_images",
            "load_image_folder", "load_mnist_idx", "VoxelDataset", "augmented_voxels", "load_bunny_points",
            "load_voxel_folder", "read_binvox", "voxelize_points", "target_points", "regular_axes",
-           "LazyERA5Dataset"]
+           "LazyERA5Dataset", "ToSymmetric"]

@@ -1,4 +1,5 @@
-"""PyG transforms for training on point subsets: point dropout (VaMoH) and random subsets (GASP)."""
+"""PyG transforms for training on point subsets, point dropout (VaMoH) and random subsets (GASP), and GASP's
+feature range."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
-__all__ = ["PointDropout", "RandomSubset", "select_points"]
+__all__ = ["PointDropout", "RandomSubset", "ToSymmetric", "select_points"]
 
 
 def select_points(data: Data, index: Tensor) -> Data:
@@ -78,3 +79,23 @@ class RandomSubset(BaseTransform):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(num_points={self.num_points})"
+
+
+class ToSymmetric(BaseTransform):
+    r"""Features from pcfunc's :math:`[0, 1]` (:class:`ERA5Dataset`, :class:`ImageDataset`, :class:`VoxelDataset`) to
+    GASP's :math:`[-1, 1]` (its generator ends in a tanh): :math:`x \mapsto 2x - 1`, on ``x`` and on ``target_x``
+    if the item has one.
+
+    Example:
+        >>> from pcfunc.data import ERA5Dataset, ToSymmetric, load_era5_sample
+        >>> data = ERA5Dataset(load_era5_sample(), transform=ToSymmetric())
+        >>> float(data[0].x.min()) >= -1.0 and float(data[0].x.max()) <= 1.0
+        True
+    """
+
+    def forward(self, data: Data) -> Data:
+        for key in ("x", "target_x"):
+            value = getattr(data, key, None)
+            if isinstance(value, Tensor):
+                setattr(data, key, value * 2 - 1)
+        return data

@@ -58,3 +58,14 @@ def test_era5_dataset_batches():
     assert 1024 <= dropped.num_nodes <= 3962
     with pytest.raises(IndexError):
         ds[18]
+
+
+def test_to_symmetric_maps_unit_features_to_gasps_range():
+    from torch_geometric.data import Data
+
+    from pcfunc.data import ToSymmetric
+
+    d = Data(x=torch.tensor([[0.0], [0.25], [1.0]]), pos=torch.zeros(3, 3), target_x=torch.tensor([[0.5]]))
+    out = ToSymmetric()(d.clone())
+    assert out.x[:, 0].tolist() == [-1.0, -0.5, 1.0] and out.target_x.tolist() == [[0.0]]
+    torch.testing.assert_close(out.pos, d.pos)
