@@ -237,12 +237,12 @@ def era5_small() -> Dict[str, Any]:
 def quick_psnr(model, data: Dict[str, Any]) -> Dict[str, float]:
     """Reconstruction PSNR of the held-out and of the first 16 training fields (a learning curve's point)."""
     from pcfunc.evaluation import score
-    from pcfunc.evaluation._harness import _batch
+    from pcfunc.evaluation._harness import points_batch
 
     grid, out = data["grid"], {}
     recalibrate(model, data, 8)
     for name, values in (("test_psnr", data["test"][:16]), ("train_psnr", data["train"][:16])):
-        rec = model.reconstruct(_batch(grid, values), grid.pos.to(values.dtype))
+        rec = model.reconstruct(points_batch(grid, values), grid.pos.to(values.dtype))
         out[name] = round(score(rec, values)["psnr"], 2)
     return out
 
@@ -328,7 +328,7 @@ def train_gasp(model, data: Dict[str, Any], variant: Dict[str, Any], steps: int,
 
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-    from pcfunc.evaluation._harness import _batch
+    from pcfunc.evaluation._harness import points_batch
     from pcfunc.training import step_generator
 
     torch.manual_seed(seed)
@@ -356,7 +356,7 @@ def train_gasp(model, data: Dict[str, Any], variant: Dict[str, Any], steps: int,
     model.train()
     for step in range(steps):
         idx = torch.randint(0, train.size(0), (batch_size,), generator=g)
-        real = _batch(data["grid"], train[idx])
+        real = points_batch(data["grid"], train[idx])
         terms = model.discriminator_loss(real, num_points=num_points, generator=step_generator(seed, step))
         opt_d.zero_grad(set_to_none=True)
         terms.loss.backward()

@@ -32,7 +32,7 @@ import quality as Q  # noqa: E402
 
 from pcfunc.evaluation import BilinearDownscaling, score  # noqa: E402
 from pcfunc.evaluation._baselines import _bilinear  # noqa: E402
-from pcfunc.evaluation._harness import _batch  # noqa: E402
+from pcfunc.evaluation._harness import points_batch  # noqa: E402
 from pcfunc.models._points import as_points  # noqa: E402
 from pcfunc.ops import knn  # noqa: E402
 
@@ -65,7 +65,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                            "bilinear_mean_residual": psnr(down.predict(test), ftest)}
     decoded = {}
     for name, coarse in (("train", train), ("test", test)):
-        pts = as_points(_batch(grid, coarse), model.manifold, 1, "batch")
+        pts = as_points(points_batch(grid, coarse), model.manifold, 1, "batch")
         z = model._posterior(pts, a.refine_steps, 0.05, torch.Generator().manual_seed(0))[0]
         with torch.no_grad():
             decoded[name] = (model.decode(z, grid.pos), model.decode(z, fg.pos))

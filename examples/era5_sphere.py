@@ -287,7 +287,7 @@ def evaluate(model: VaMoH, field, coarse, test_idx: np.ndarray, norm: MinMaxNorm
              refine_steps: int = 0, predictive_samples: int = 16) -> Dict[str, Any]:
     """Every task on the test fields by the quality harness (next to its baselines), and the arrays of the first
     test field for the figures."""
-    from pcfunc.evaluation import BilinearDownscaling, evaluate_uncertainty, evaluate_vamoh
+    from pcfunc.evaluation import BilinearDownscaling, evaluate_uncertainty, evaluate_vamoh, points_batch
 
     g4 = LatLonGrid(coarse.lat, coarse.lon)
     fine = LatLonGrid(field.lat, field.lon)
@@ -338,7 +338,7 @@ def evaluate(model: VaMoH, field, coarse, test_idx: np.ndarray, norm: MinMaxNorm
     # The first scored test field (after the calibration fields), for the maps.
     i = n_cal if len(test_idx) >= 2 else 0
     refine = dict(refine_steps=refine_steps, generator=torch.Generator().manual_seed(0)) if refine_steps else {}
-    one = _batch_of(g4, y4[i])
+    one = points_batch(g4, y4[i:i + 1])
     rec4 = model.reconstruct(one, g4.pos, **refine)[0]
     bil_res = BilinearDownscaling(g4, fine, train4, train1).predict(y4[i:i + 1])[0]
     # The map shows the spread of the inferred function (observation noise left out): zero at the 4-degree
@@ -350,7 +350,7 @@ def evaluate(model: VaMoH, field, coarse, test_idx: np.ndarray, norm: MinMaxNorm
                                residual_neighbors=RESIDUAL_NEIGHBORS)
     preds = {}
     for name, observed in masks.items():
-        obs = _batch_of(g4, y4[i], observed)
+        obs = points_batch(g4, y4[i:i + 1], observed)
         preds[f"inpaint_{name}"] = (model.inpaint(obs, g4.pos, **refine)[0], observed)
     maps = model.component_maps(one, posterior=True)  # at the observed (not missing) points; NaN elsewhere
     valid = ~torch.isnan(y4[i].reshape(-1))
@@ -365,6 +365,7 @@ def evaluate(model: VaMoH, field, coarse, test_idx: np.ndarray, norm: MinMaxNorm
 
 def render(model: VaMoH, res: Dict[str, Any], norm: MinMaxNormalizer, out: Path, size: int, units: str,
            variable: str) -> List[str]:
+    from pcfunc.evaluation import points_batch
     from pcfunc.render import Panel, plot_panels, render_sphere
 
     a = res["_arrays"]
@@ -423,7 +424,7 @@ def render(model: VaMoH, res: Dict[str, Any], norm: MinMaxNormalizer, out: Path,
         "globe_reconstruction.png": (K(a["rec4"]), g4.pos, f"reconstruction of the {cd} field"),
         "globe_sample.png": (K(samples[0]), fine.pos, "sample from the prior"),
     }
-    one = _batch_of(g4, a["truth4"])
+    one = points_batch(g4, a["truth4"][None])
     views = globe_views(fine)
     for name, (values, pos, title) in globes.items():
         if values is None:
@@ -468,17 +469,6 @@ def globe_views(grid: LatLonGrid):
         return (("centre", pole, 0.0), ("lon 0", side, 0.0), ("lon 180", side, 180.0))
     return (("box centre", c_lat, c_lon), ("from the west", c_lat, c_lon - 40.0),
             ("from the east", c_lat, c_lon + 40.0))
-
-
-def _batch_of(grid: LatLonGrid, values: torch.Tensor, observed: Optional[torch.Tensor] = None):
-    """One field on ``grid`` as a batch of one cloud, restricted to its ``observed`` points if given."""
-    from torch_geometric.data import Batch
-
-    keep = ~torch.isnan(values.reshape(-1))  # missing points are never observed
-    keep = keep if observed is None else keep & observed
-    n = int(keep.sum())
-    return Batch(x=values.reshape(-1, 1)[keep], pos=grid.pos[keep], batch=torch.zeros(n, dtype=torch.long),
-                 ptr=torch.tensor([0, n]))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:

@@ -56,9 +56,15 @@ def _chunks(n: int, size: int) -> Iterator[slice]:
         yield slice(s, min(n, s + size))
 
 
-def _batch(grid: Grid, values: Tensor, observed: Optional[Tensor] = None) -> Any:
-    """Fields :math:`(B, N, C)` on ``grid`` as one PyG batch of their ``observed`` points (bool :math:`(N,)` or
-    :math:`(B, N)`), leaving out missing values (NaN)."""
+def points_batch(grid: Grid, values: Tensor, observed: Optional[Tensor] = None) -> Any:
+    """Fields :math:`(B, N, C)` on ``grid`` (point values, as :meth:`Grid.to_points <pcfunc.data.Grid.to_points>`
+    gives them) as one PyG :class:`~torch_geometric.data.Batch` of their ``observed`` points (bool :math:`(N,)` or
+    :math:`(B, N)`; ``None``: all), leaving out missing values (NaN): the input of VaMoH's ``reconstruct``,
+    ``inpaint``, ``predictive`` for those fields.
+
+    Raises:
+        ValueError: if a field has no observed point that is not missing.
+    """
     from torch_geometric.data import Batch
 
     B, N, C = values.shape
@@ -174,7 +180,7 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
     refine = dict(refine_steps=refine_steps, generator=g) if refine_steps else {}
 
     def rec(values: Tensor) -> Tensor:
-        return model.reconstruct(_batch(grid, values), grid.pos.to(values.dtype), **refine).to(values.dtype)
+        return model.reconstruct(points_batch(grid, values), grid.pos.to(values.dtype), **refine).to(values.dtype)
 
     pca_name = f"pca_{pca.num_components}"
     for task, values in (("reconstruction", test), ("reconstruction_train", train[:max_train_fields])):
@@ -188,7 +194,7 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
             raise ValueError(f"masks[{name!r}] must observe some points and hide some")
 
         def inp(values: Tensor, obs: Tensor = obs) -> Tensor:
-            return model.inpaint(_batch(grid, values, obs), grid.pos.to(values.dtype), **refine).to(values.dtype)
+            return model.inpaint(points_batch(grid, values, obs), grid.pos.to(values.dtype), **refine).to(values.dtype)
 
         row = {"vamoh": sc(run(inp, test), test, hidden),
                "training_mean": sc(mean.expand_as(test), test, hidden),
@@ -211,11 +217,11 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
                                  f"{train.size(-1)}] (the training fields on the fine points), got "
                                  f"{tuple(fine_train.shape)}")
         fpos = fine_grid.pos.to(test.dtype)
-        sr = torch.cat([model.reconstruct(_batch(grid, test[s]), fpos, **refine).to(test.dtype)
+        sr = torch.cat([model.reconstruct(points_batch(grid, test[s]), fpos, **refine).to(test.dtype)
                         for s in _chunks(B, fields_per_call)])
         row = {"vamoh": sc(sr, fine_test)}
         if residual_neighbors:
-            srr = torch.cat([model.reconstruct(_batch(grid, test[s]), fpos, residual_neighbors=residual_neighbors,
+            srr = torch.cat([model.reconstruct(points_batch(grid, test[s]), fpos, residual_neighbors=residual_neighbors,
                                                **refine).to(test.dtype) for s in _chunks(B, fields_per_call)])
             row["vamoh_residuals"] = sc(srr, fine_test)
         if isinstance(grid, LatLonGrid):
@@ -231,7 +237,7 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
     # Health figures.
     def means(values: Tensor) -> Tensor:
         with torch.no_grad():
-            return torch.cat([model.encode(_batch(grid, values[s]))[0]
+            return torch.cat([model.encode(points_batch(grid, values[s]))[0]
                               for s in _chunks(values.size(0), fields_per_call)])
 
     # Figures that need a variance over fields are None with a single held-out field.
@@ -242,12 +248,12 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
         health["active_units_train"] = active_units(means(tr))
     valid = valid_points(test)
     if bool(valid.all()):
-        probs = torch.cat([model.component_maps(_batch(grid, test[s]), posterior=True).probs
+        probs = torch.cat([model.component_maps(points_batch(grid, test[s]), posterior=True).probs
                            for s in _chunks(B, fields_per_call)])
     else:  # fields of different sizes: one at a time, on a dense (B, N, K) array masked by the valid points
         probs = torch.full((B, N, model.num_components), 1.0 / model.num_components, dtype=test.dtype)
         for b in range(B):
-            probs[b, valid[b]] = model.component_maps(_batch(grid, test[b:b + 1]), posterior=True).probs[0].to(
+            probs[b, valid[b]] = model.component_maps(points_batch(grid, test[b:b + 1]), posterior=True).probs[0].to(
                 test.dtype)
     health["mixture"] = mixture_usage(probs, valid)
     g = torch.Generator().manual_seed(seed)
@@ -258,7 +264,8 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
     health["prior_samples"] = sample_statistics(samples[:, complete], test[:, complete], scale) \
         if B >= 2 and num_prior_samples >= 2 and bool(complete.any()) else None
     with torch.no_grad():
-        terms = [model.elbo(_batch(grid, test[s]), dropout=False, generator=g) for s in _chunks(B, fields_per_call)]
+        terms = [model.elbo(points_batch(grid, test[s]), dropout=False, generator=g)
+                 for s in _chunks(B, fields_per_call)]
     npts = torch.cat([t.num_points for t in terms]).double()
     per_point = lambda name: float((torch.cat([getattr(t, name) for t in terms]).double() / npts).mean())  # noqa: E731
     elbo = {name: per_point(name) for name in ("elbo", "log_likelihood", "kl_z", "kl_c")}

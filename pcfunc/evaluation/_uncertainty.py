@@ -113,13 +113,14 @@ def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
         _check_fields(cal, "calibration")
         if cal.size(1) != N or cal.size(-1) != test.size(-1):
             raise ValueError(f"calibration must have shape [K, {N}, {test.size(-1)}], got {tuple(cal.shape)}")
-    from ._harness import _batch, _chunks
+    from ._harness import points_batch, _chunks
 
     model.eval()
     g = torch.Generator().manual_seed(seed)
 
     def predict(values: Tensor, observed: Optional[Tensor], pos: Tensor, k: int) -> Tuple[Tensor, Tensor]:
-        parts = [model.predictive(_batch(grid, values[s], observed), pos.to(values.dtype), num_samples=num_samples,
+        parts = [model.predictive(points_batch(grid, values[s], observed), pos.to(values.dtype),
+                                  num_samples=num_samples,
                                   generator=g, refine_steps=refine_steps, residual_neighbors=k)
                  for s in _chunks(values.size(0), fields_per_call)]
         return (torch.cat([p.mean for p in parts]).to(values.dtype),

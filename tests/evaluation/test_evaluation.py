@@ -8,7 +8,7 @@ from pcfunc.data import ImageGrid, LatLonGrid, interpolate_to_points
 from pcfunc.evaluation import (BilinearDownscaling, PCABaseline, active_units, energy_distance, evaluate_gasp,
                                evaluate_uncertainty, evaluate_vamoh, format_report, mixture_usage, sample_statistics,
                                score, training_mean, zonal_mean_fill)
-from pcfunc.evaluation._harness import _batch
+from pcfunc.evaluation._harness import points_batch
 from pcfunc.manifolds import xyz_to_latlon
 from pcfunc.metrics import crps_gaussian, fit_std_scale, interval_coverage, psnr
 from pcfunc.models import VaMoH
@@ -244,7 +244,7 @@ def test_evaluate_uncertainty_scores_the_predictive_and_its_calibration():
     # The model's row is its predictive on the hidden points (same seed, same draws).
     g = torch.Generator().manual_seed(3)
     torch.manual_seed(7)
-    parts = [model.predictive(_batch(GRID, test[s], mask), GRID.pos.float(), num_samples=4, generator=g)
+    parts = [model.predictive(points_batch(GRID, test[s], mask), GRID.pos.float(), num_samples=4, generator=g)
              for s in (slice(0, 2), slice(2, 3))]
     pm, ps = torch.cat([p.mean for p in parts]), torch.cat([p.std for p in parts])
     assert rep["inpaint_half"]["vamoh"]["crps"] == pytest.approx(
@@ -340,7 +340,7 @@ def test_missing_values_are_never_scored_or_observed():
                for b in range(4)]
     assert score(pred, test, hidden)["psnr"] == pytest.approx(sum(by_hand) / 4, rel=1e-9)
     # The model's input batch holds each field's valid points only.
-    b = _batch(GRID, test)
+    b = points_batch(GRID, test)
     assert b.ptr.diff().tolist() == valid.sum(1).tolist() and torch.isfinite(b.x).all()
     # The training mean skips missing values; a point missing everywhere takes the mean of all values.
     mean = training_mean(train)
