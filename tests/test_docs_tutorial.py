@@ -21,7 +21,10 @@ def _load():
 def test_tutorial_runs(capsys):
     mod = _load()
     mod.main()
-    assert capsys.readouterr().out.strip()
+    out = capsys.readouterr().out
+    # Both models train and sample on the user's manifold (issue "One consolidation pass", item 10).
+    assert "VaMoH: ELBO loss" in out and "sample (1, 288, 1)" in out
+    assert "GASP: 2-D discriminator neighbourhoods of 9; sample (2, 288, 1)" in out
     cyl = resolve_manifold("cylinder")
     check_manifold(cyl, grid_resolution=(8, 5))
     # The cylinder's geodesic distance, independently: wrapped angle difference and height difference.

@@ -162,6 +162,54 @@ def main() -> None:
     print(f"sample_and_group: {level.num_centroids} centroids, edge_index {tuple(level.edge_index.shape)}")
     # [ops-end]
 
+    # [models]
+    from torch_geometric.data import Batch, Data
+
+    from pcfunc.models import GASP, VaMoH
+    from pcfunc.nn import LayerSpec
+
+    # Functions on the cylinder: waves around it whose phase and amplitude vary, on a 32 x 9 grid.
+    th = cyl.unembed(pos)
+    phase, amp = torch.rand(64, 1, generator=gen) * 2 * math.pi, 0.1 + 0.2 * torch.rand(64, 1, generator=gen)
+    values = (0.5 + amp * torch.sin(2 * th[:, 0] + phase) * th[:, 1]).unsqueeze(-1)    # (64, 288, 1) in [0, 1]
+    data = [Data(x=v, pos=pos) for v in values]
+
+    torch.manual_seed(0)
+    vamoh = VaMoH("cylinder", encoder=[LayerSpec(16, 8, num_centroids=64), LayerSpec(16, 8, global_centroid=True)],
+                  latent_dim=4, num_components=2, hypernet_hidden=(32,), generator_hidden=(16,), num_frequencies=16,
+                  likelihood="gaussian", flow_layers=2)
+    opt = torch.optim.Adam(vamoh.parameters(), lr=1e-3)
+    for step in range(20):
+        batch = Batch.from_data_list(data[(8 * step) % 64:(8 * step) % 64 + 8])
+        loss = vamoh.elbo(batch).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    vamoh.eval()
+    sample = vamoh.sample(1, pos)                                              # a function on the cylinder
+    rec = vamoh.reconstruct(Batch.from_data_list(data[:2]))
+    print(f"VaMoH: ELBO loss {loss.item():.1f} after 20 steps; sample {tuple(sample.shape)}, "
+          f"reconstruction {tuple(rec.shape)}")
+
+    # GASP needs its features in [-1, 1]; its discriminator takes 3**2 neighbours (intrinsic_dim = 2).
+    gasp = GASP(cyl, latent_dim=4, hypernet_hidden=[32], inr_hidden=[16], num_frequencies=16, disc_channels=[8, 16],
+                weight_hidden=[8])
+    opt_g = torch.optim.Adam(gasp.generator.parameters(), lr=1e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(gasp.discriminator.parameters(), lr=4e-4, betas=(0.5, 0.999))
+    for step in range(5):
+        real = Batch.from_data_list([Data(x=2 * d.x - 1, pos=d.pos) for d in data[8 * step:8 * step + 8]])
+        d_loss = gasp.discriminator_loss(real).loss
+        opt_d.zero_grad()
+        d_loss.backward()
+        opt_d.step()
+        g_loss = gasp.generator_loss(real)
+        opt_g.zero_grad()
+        g_loss.backward()
+        opt_g.step()
+    print(f"GASP: {gasp.dim}-D discriminator neighbourhoods of {gasp.discriminator.specs[0].num_neighbors}; "
+          f"sample {tuple(gasp.sample(2, pos).shape)}")
+    # [models-end]
+
 
 if __name__ == "__main__":
     main()
