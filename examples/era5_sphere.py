@@ -176,6 +176,9 @@ def train(args: argparse.Namespace, train_set, val_set, out: Path):
                            accelerator=args.accelerator, gradient_clip_val=1000.0, log_every=5,
                            progress_bar=not args.no_progress, val_every_epochs=5, precision=args.precision_used,
                            **limits)
+    budget_text = ", ".join(f"{k}={v}" for k, v in limits.items() if v not in (None, -1))
+    print(f"training VaMoH ({args.config}) on {len(train_set)} fields, precision {args.precision_used}, "
+          f"{budget_text}", flush=True)
     t0 = time.perf_counter()
     resumed = fit(trainer, module, dm, resume=args.resume)
     return module.model.eval(), trainer, time.perf_counter() - t0, resumed

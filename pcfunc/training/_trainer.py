@@ -3,11 +3,13 @@ exact resume, distributed data parallel."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, Union
 
 import lightning.pytorch as pl
 import torch
@@ -107,6 +109,34 @@ class _FinalCheckpoint(ModelCheckpoint):
             self._save_last_checkpoint(trainer, candidates)
 
 
+# Lightning's informational lines and warnings that say nothing about the run of a pcfunc model: the hardware
+# summary, advertising tips, a deprecation inside Lightning, and the notice that an epoch has fewer batches than
+# the logging interval. ``quiet=False`` shows them.
+_QUIET_WARNINGS = (r".*is smaller than the logging interval.*", r".*isinstance\(treespec, LeafSpec\).*",
+                   r".*does not have many workers which may be a bottleneck.*")
+
+
+@contextlib.contextmanager
+def _quiet(enabled: bool = True) -> Iterator[None]:
+    """Lightning's rank-zero info lines hidden and its known noise warnings ignored, inside the block."""
+    if not enabled:
+        yield
+        return
+    loggers = [logging.getLogger(n) for n in ("lightning.pytorch.utilities.rank_zero",
+                                              "lightning.fabric.utilities.rank_zero")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            for pattern in _QUIET_WARNINGS:
+                warnings.filterwarnings("ignore", message=pattern)
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def make_trainer(
     out_dir: Union[str, Path],
     max_epochs: Optional[int] = None,
@@ -121,6 +151,7 @@ def make_trainer(
     tensorboard: bool = True,
     val_every_epochs: int = 1,
     callbacks: Optional[List[Callback]] = None,
+    quiet: bool = True,
     **trainer_kwargs: Any,
 ) -> pl.Trainer:
     """A :class:`lightning.pytorch.Trainer` writing everything under ``out_dir``.
@@ -151,6 +182,10 @@ def make_trainer(
         tensorboard (bool): Also write TensorBoard logs.
         val_every_epochs (int): Validation frequency.
         callbacks (list, optional): Extra callbacks.
+        quiet (bool): Hide Lightning's hardware summary and tips (its rank-zero info lines) while the trainer is
+            built; :func:`fit` does the same during training, and ignores Lightning's notice about logging
+            intervals and a deprecation warning inside Lightning. Warnings about the run itself stay.
+            (default: ``True``)
         **trainer_kwargs: Passed on to the ``Trainer``.
     """
     out = Path(out_dir)
@@ -171,26 +206,29 @@ def make_trainer(
             strategy = DDPStrategy(process_group_backend=backend, find_unused_parameters=True)
         else:
             strategy = "auto"
-    return pl.Trainer(
-        default_root_dir=str(out),
-        max_epochs=max_epochs,
-        max_steps=max_steps,
-        devices=devices,
-        num_nodes=num_nodes,
-        accelerator=accelerator,
-        strategy=strategy,
-        use_distributed_sampler=False,
-        gradient_clip_val=gradient_clip_val,
-        log_every_n_steps=log_every,
-        enable_progress_bar=progress_bar,
-        enable_model_summary=False,
-        check_val_every_n_epoch=val_every_epochs,
-        num_sanity_val_steps=0,
-        logger=loggers,
-        callbacks=[ckpt, SyncBatchNorm(), *(callbacks or [])],
-        plugins=trainer_kwargs.pop("plugins", None) or [AtomicCheckpointIO()],
-        **trainer_kwargs,
-    )
+    with _quiet(quiet):
+        trainer = pl.Trainer(
+            default_root_dir=str(out),
+            max_epochs=max_epochs,
+            max_steps=max_steps,
+            devices=devices,
+            num_nodes=num_nodes,
+            accelerator=accelerator,
+            strategy=strategy,
+            use_distributed_sampler=False,
+            gradient_clip_val=gradient_clip_val,
+            log_every_n_steps=log_every,
+            enable_progress_bar=progress_bar,
+            enable_model_summary=False,
+            check_val_every_n_epoch=val_every_epochs,
+            num_sanity_val_steps=0,
+            logger=loggers,
+            callbacks=[ckpt, SyncBatchNorm(), *(callbacks or [])],
+            plugins=trainer_kwargs.pop("plugins", None) or [AtomicCheckpointIO()],
+            **trainer_kwargs,
+        )
+    trainer._pcfunc_quiet = bool(quiet)  # fit() keeps the console as quiet
+    return trainer
 
 
 def last_checkpoint(out_dir: Union[str, Path]) -> Optional[Path]:
@@ -250,7 +288,8 @@ def fit(trainer: pl.Trainer, module: pl.LightningModule, datamodule: pl.Lightnin
         if trainer.global_rank == 0:
             for p in old:
                 p.unlink()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=None if ckpt is None else str(ckpt), weights_only=True)
+    with _quiet(getattr(trainer, "_pcfunc_quiet", False)):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=None if ckpt is None else str(ckpt), weights_only=True)
     return ckpt
 
 

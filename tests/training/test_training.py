@@ -325,3 +325,20 @@ def test_resolve_precision_follows_native_bfloat16(monkeypatch):
     assert resolve_precision("auto", "cpu") == "32-true"
     with pytest.raises(ValueError, match="precision must be one of"):
         resolve_precision("16-mixed")
+
+
+def test_the_console_is_quiet_unless_asked(tmp_path, caplog):
+    # Lightning's hardware summary and tips are hidden while pcfunc builds a trainer; quiet=False shows them.
+    import logging
+
+    from pcfunc.training import make_trainer
+
+    with caplog.at_level(logging.INFO):
+        make_trainer(tmp_path / "a", max_steps=1, accelerator="cpu", progress_bar=False, tensorboard=False)
+    assert not any("GPU available" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        make_trainer(tmp_path / "b", max_steps=1, accelerator="cpu", progress_bar=False, tensorboard=False,
+                     quiet=False)
+    assert any("GPU available" in r.getMessage() for r in caplog.records)
+    assert logging.getLogger("lightning.pytorch.utilities.rank_zero").level == logging.NOTSET  # restored after
