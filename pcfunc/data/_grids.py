@@ -211,11 +211,9 @@ class LatLonGrid(Grid):
             if a.numel() < 1:
                 raise ValueError(f"{name} must not be empty")
             check_finite(a, name)
-        d = lat_t.diff()
-        if lat_t.numel() > 1 and not (bool((d > 0).all()) or bool((d < 0).all())):
-            raise ValueError("lat must be strictly monotone")
-        if bool((lat_t.abs() > 90.0 + 1e-9).any()):
-            raise ValueError(f"lat must lie in [-90, 90] degrees, got range [{float(lat_t.min())}, {float(lat_t.max())}]")
+        from ._latlon_axes import _lat_axis  # the one latitude check (monotone, within [-90, 90])
+
+        lat_t = _lat_axis(lat_t, "lat")
         wrapped = torch.remainder(lon_t, 360.0)
         if torch.unique(torch.round(wrapped * 1e6)).numel() != lon_t.numel():
             raise ValueError("lon has values equal modulo 360 (e.g. both 0 and 360); drop the repeated column")

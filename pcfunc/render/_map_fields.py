@@ -47,11 +47,9 @@ def _axis(a: ArrayLike, name: str) -> np.ndarray:
 
 def _lat_edges(lat: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Row order (south to north) and the ``n + 1`` edges: midpoints, half a step beyond the ends, within ±90."""
-    d = np.diff(lat)
-    if lat.size > 1 and not ((d > 0).all() or (d < 0).all()):
-        raise ValueError("lat must be strictly monotone (north-first or south-first)")
-    if (np.abs(lat) > 90.0 + 1e-9).any():
-        raise ValueError(f"lat must lie in [-90, 90] degrees, got range [{lat.min()}, {lat.max()}]")
+    from ..data._latlon_axes import _lat_axis  # the one latitude check (monotone, within [-90, 90])
+
+    lat = _lat_axis(lat, "lat").numpy()
     order = np.argsort(lat)
     c = lat[order]
     if c.size == 1:
