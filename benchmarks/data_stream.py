@@ -53,18 +53,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _memory import reset_peak_rss, status_mib  # noqa: E402
+from quality import era5_small  # noqa: E402
 
 from pcfunc.data import ERA5Dataset, LazyERA5Dataset  # noqa: E402
 from pcfunc.models import VaMoH  # noqa: E402
 
-# examples/era5_sphere.py's CONFIGS (copied, not imported): "small" trains in minutes on a CPU, "tiny" is for tests.
+# The examples' "small" configuration (benchmarks/quality.py's era5_small, with examples/era5_sphere.py's
+# likelihood and base function); "tiny" is for tests.
 CONFIGS: Dict[str, Dict[str, Any]] = {
-    "small": dict(encoder=[dict(out_channels=32, num_neighbors=9, num_centroids=1024),
-                           dict(out_channels=64, num_neighbors=9, num_centroids=256),
-                           dict(out_channels=128, num_neighbors=9, num_centroids=64),
-                           dict(out_channels=32, num_neighbors=9, num_centroids=16)],
-                  weight_hidden=[16, 16], hypernet_hidden=[128, 256], generator_hidden=[32, 32, 32],
-                  likelihood="gaussian", max_dropout=0.0, base_hidden=[128, 128, 128]),
+    "small": dict(era5_small(), likelihood="gaussian", max_dropout=0.0, base_hidden=[128, 128, 128]),
     "tiny": dict(encoder=[dict(out_channels=8, num_neighbors=9, num_centroids=256),
                           dict(out_channels=8, num_neighbors=9, num_centroids=16)],
                  weight_hidden=[8], latent_dim=8, hypernet_hidden=[16], generator_hidden=[16],
