@@ -264,12 +264,17 @@ def spacing(lat: np.ndarray) -> str:
     return f"{round(abs(float(lat[0] - lat[1])), 2):g}" if len(lat) > 1 else "1-row"
 
 
+def is_global(grid: LatLonGrid) -> bool:
+    """Whether the grid covers the globe (longitudes all round, latitudes from pole to pole or nearly)."""
+    return grid.is_global_lon and float(grid.lat.max()) - float(grid.lat.min()) > 150.0
+
+
 def hidden_regions(grid: LatLonGrid) -> Dict[str, torch.Tensor]:
     """The observed points of the two in-painting tasks: all but a disc ("patch": North America on a global grid,
     else a disc at the box's centre, a quarter of its smaller side in radius) and the eastern half ("half": the
     points east of the central meridian of the box, or east of 0/180 on a global grid)."""
     lat, lon = (t.double() for t in xyz_to_latlon(grid.pos.double()))
-    if grid.is_global_lon and float(grid.lat.max()) - float(grid.lat.min()) > 150.0:
+    if is_global(grid):
         centre_lat, centre_lon, radius = PATCH
         west = torch.remainder(lon, 360.0) >= 180.0
     else:  # a regional box: its longitudes unwrapped east from the western edge
@@ -461,7 +466,7 @@ def globe_views(grid: LatLonGrid):
     40 degrees to either side; on a polar cap, the pole and two sides (the sphere away from the data is grey)."""
     from pcfunc.render import DEFAULT_VIEWS
 
-    if grid.is_global_lon and float(grid.lat.max()) - float(grid.lat.min()) > 150.0:
+    if is_global(grid):
         return DEFAULT_VIEWS
     centre = grid.pos.double().mean(0, keepdim=True)
     lat, lon = xyz_to_latlon(centre / centre.norm(dim=-1, keepdim=True))

@@ -28,15 +28,12 @@ def score(pred: Tensor, truth: Tensor, hidden: Optional[Tensor] = None, data_ran
     if pred.shape != truth.shape:
         raise ValueError(f"pred and truth must have the same shape, got {tuple(pred.shape)} and {tuple(truth.shape)}")
     valid = valid_points(truth)
-    if hidden is not None and hidden.dim() == 1 and bool(valid.all()):
-        p, t = pred[:, hidden], truth[:, hidden]
+    if bool(valid.all()) and (hidden is None or hidden.dim() == 1):  # every field on the same points
+        p, t = (pred, truth) if hidden is None else (pred[:, hidden], truth[:, hidden])
         if t.size(1) == 0:
             raise ValueError("hidden selects no point")
         return {"psnr": float(psnr(p.double(), t.double(), data_range=data_range).mean()),
                 "rmse": float(rmse(p.double(), t.double()).mean()) * scale, "points": int(t.size(1))}
-    if hidden is None and bool(valid.all()):
-        return {"psnr": float(psnr(pred.double(), truth.double(), data_range=data_range).mean()),
-                "rmse": float(rmse(pred.double(), truth.double()).mean()) * scale, "points": int(truth.size(1))}
     B, N = valid.shape
     mask = valid if hidden is None else valid & observed_mask(hidden, B, N, "hidden")
     counts = mask.sum(1)
