@@ -16,14 +16,20 @@ from ..nn import (FlowPrior, FourierFeatures, FunctionRepresentation, HyperNetwo
 from ..ops import NeighborCache, default_cache
 from ._categorical import CategoricalNet
 from ._configs import vamoh_config
-from ._points import Points, as_points, check_query, dense_points, point_dropout
-from ._vamoh_inference import VaMoHInference
+from ._points import Points, as_points, dense_points, point_dropout
+from ._vamoh_inference import VaMoHInference, gaussian_log_q
 from ._vamoh_setup import (base_function, build_encoder, check_training_options, initialize_generators,
                            recalibrate_encoder)
 
 __all__ = ["VaMoH", "ELBOTerms"]
 
 _KL_ESTIMATORS = ("mc", "cross_entropy")
+
+#: Elements (per point and function) one chunk of decoded query points may hold: 2**24 = 64 MiB of float32.
+#: One 0.25-degree field (1M points, VaMoH ERA5) is then decoded in 21 chunks instead of one block of Fourier
+#: features and categorical-net activations: measured 0.12 GB above the encoded state instead of 2.7 GB
+#: (``benchmarks/vamoh.py``).
+DECODE_CHUNK_ELEMENTS = 1 << 24
 
 
 @dataclass
@@ -252,18 +258,13 @@ class VaMoH(VaMoHInference, nn.Module):
 
     # ------------------------------------------------------------------ pieces
     def encode(self, batch: Any) -> Tuple[Tensor, Tensor]:
-        r"""Mean and log-variance of :math:`q(\mathbf z \mid \mathbf X, \mathbf Y)`, each :math:`(B, Z)`."""
-        return self._encode_points(as_points(batch, self.manifold, self.in_channels, "batch", self.dtype))
-
-    def _encode_points(self, pts: Points) -> Tuple[Tensor, Tensor]:
+        r"""Mean and log-variance of the amortised :math:`q(\mathbf z \mid \mathbf X, \mathbf Y)`, each :math:`(B, Z)`
+        (:meth:`posterior` also refines them)."""
+        pts = batch if isinstance(batch, Points) else as_points(batch, self.manifold, self.in_channels, "batch",
+                                                                  self.dtype)
         # Under autocast the encoder runs in low precision; q(z) is kept in the parameters' dtype.
         mu, logvar = self.encoder(pts.x, pts.pos, pts.batch)
         return mu.to(self.dtype), logvar.to(self.dtype)
-
-    @staticmethod
-    def _log_q(eps: Tensor, logvar: Tensor) -> Tensor:
-        r""":math:`\log q(\mathbf z)` of the Gaussian posterior at :math:`\mathbf z = \mu + \sigma \epsilon`."""
-        return (-0.5 * eps * eps - 0.5 * logvar - 0.5 * math.log(2 * math.pi)).sum(-1)
 
     def prior_log_prob(self, z: Tensor) -> Tensor:
         r""":math:`\log p(\mathbf z)` under the current prior (flow, or :math:`\mathcal N(0, I)` in warm-up)."""
@@ -285,19 +286,21 @@ class VaMoH(VaMoHInference, nn.Module):
         the flow are still computed in it."""
         return self.flow.base_loc.dtype
 
-    def _generator_weights(self, z: Tensor) -> Tensor:
-        """The K INRs' weights of every latent, :math:`(B, K, P)`."""
+    def generator_weights(self, z: Tensor) -> Tensor:
+        r"""The :math:`K` INRs' weights :math:`\theta_k = g_{\phi_k}(\mathbf z)` of every latent, :math:`(B, K, P)`."""
         # The hypernetworks run in full precision even under autocast: they are small products with K x 12.9 M
         # weights (VaMoH ERA5), bound by memory traffic, where casting the weights every step costs more
         # than low precision saves. The INRs (many points) follow the ambient autocast.
         with torch.autocast(z.device.type, enabled=False):
             return self.hypernet(z.to(self.dtype))
 
-    def _component_params(self, z: Tensor, pos: Tensor, weights: Optional[Tensor] = None) -> Tensor:
-        """Likelihood parameters of the K generators, :math:`(B, N, K, P C)`, in :attr:`dtype`; ``weights``
-        from :meth:`_generator_weights` (computed once for many chunks of points) or computed here."""
+    def component_params(self, z: Tensor, pos: Tensor, weights: Optional[Tensor] = None) -> Tensor:
+        r"""Likelihood parameters of the :math:`K` generators at ``pos`` (:math:`(N, D)` or :math:`(B, N, D)`),
+        :math:`(B, N, K, P C)`, in :attr:`dtype`: :math:`f_{\theta_k}(\mathbf x)` plus the base function, if any,
+        through the likelihood's link. ``weights`` from :meth:`generator_weights` (computed once for many chunks
+        of points) or computed here."""
         if weights is None:
-            weights = self._generator_weights(z)
+            weights = self.generator_weights(z)
         raw = self.hypernet.target(pos, weights).transpose(1, 2).to(self.dtype)  # [B, N, K, P C]
         if self.base is not None:
             raw = raw + self.base(pos).to(raw.dtype).unsqueeze(-2)  # [N, 1, P C] or [B, N, 1, P C]
@@ -318,8 +321,28 @@ class VaMoH(VaMoHInference, nn.Module):
             return z.new_zeros(z.size(0), n, self.num_components, dtype=self.dtype)
         return self.prior_c(coords, z).to(self.dtype)
 
-    def _check_query(self, pos: Tensor, num: int) -> Tensor:
-        return check_query(pos, self.manifold, num)
+    def mixture_logits(self, z: Tensor, pos: Tensor, y: Optional[Tensor] = None) -> Tensor:
+        r"""Logits of the prior :math:`p(c_d \mid \mathbf x_d, \mathbf z)` over the :math:`K` generators at ``pos``
+        (uniform in the warm-up), or with the values ``y`` :math:`(B, N, C)` of the posterior
+        :math:`q(c_d \mid \mathbf z, \mathbf y_d, \mathbf x_d)`: :math:`(B, N, K)`, in :attr:`dtype`."""
+        coords = self.fourier(pos)
+        if y is not None:
+            return self.posterior_c(coords, z, y).to(self.dtype)
+        return self._prior_logits(coords, z, pos.size(-2))
+
+    def default_chunk_size(self, num_functions: int, num_point_sets: int = 1) -> int:
+        """Query points decoded at once by default for ``num_functions`` latents (and ``num_point_sets``
+        coordinate sets: 1 when shared): at most :data:`DECODE_CHUNK_ELEMENTS` elements per chunk, a whole
+        number of the INRs' own blocks (:meth:`~pcfunc.nn.FunctionRepresentation.default_chunk_size`)."""
+        num = max(check_positive_int(num_functions, "num_functions"), 1)
+        # Per point and function: the Fourier features of the categorical nets, their hidden layers and the K
+        # components' outputs (the INRs chunk again inside).
+        per_point = self.fourier.out_dim + sum(self.prior_c.hidden) + 4 * self.num_components
+        size = max(256, DECODE_CHUNK_ELEMENTS // (num * per_point))
+        # Only the last chunk ends in a short INR block (batch 16 on the 46 x 90 grid: 7 blocks instead of 8,
+        # one of them 8 points).
+        inner = self.hypernet.target.default_chunk_size(num * self.num_components, num_point_sets)
+        return max(inner, size // inner * inner)
 
     # ------------------------------------------------------------------ around training (_vamoh_setup.py)
     initialize_generators = initialize_generators
@@ -366,7 +389,7 @@ class VaMoH(VaMoHInference, nn.Module):
             enc = point_dropout(pts, self.max_dropout, self.min_encoder_points, generator, self.shared_dropout)
         # Under autocast (e.g. Lightning's precision="bf16-mixed") the networks run in low precision; the
         # densities, the KL terms and the flow stay in the parameters' dtype.
-        mu, logvar = self._encode_points(enc)
+        mu, logvar = self.encode(enc)
         full = torch.autocast(mu.device.type, enabled=False)
         B = mu.size(0)
         std = torch.exp(0.5 * logvar)
@@ -379,7 +402,7 @@ class VaMoH(VaMoHInference, nn.Module):
         y, mask = rep(dense.y), rep(dense.mask)
         n = y.size(1)
         coords = self.fourier(pos)
-        params = self._component_params(z, pos)  # [SB, N, K, PC]
+        params = self.component_params(z, pos)  # [SB, N, K, PC]
         with full:
             log_p = self.likelihood.log_prob(params, y.unsqueeze(-2), validate=False).sum(-1)  # [SB, N, K]
         q_logits = self.posterior_c(coords, z, y).to(self.dtype)
@@ -394,7 +417,7 @@ class VaMoH(VaMoHInference, nn.Module):
             if self.warmup:
                 kl_z = 0.5 * (mu * mu + std * std - 1.0 - logvar).sum(-1).repeat(num_samples)
             elif self.kl_estimator == "mc":
-                log_qz = self._log_q(eps, logvar).reshape(-1)
+                log_qz = gaussian_log_q(eps, logvar).reshape(-1)
                 kl_z = log_qz - self.flow.log_prob(z)
             else:
                 kl_z = -self.flow.log_prob(z.detach())

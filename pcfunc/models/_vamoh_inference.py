@@ -1,5 +1,16 @@
-"""VaMoH's inference tasks as public methods: sampling, reconstruction at any resolution, in-painting,
-component maps, latent interpolation and uncertainty maps."""
+r"""VaMoH's inference tasks: sampling, reconstruction at any resolution, in-painting, component maps, latent
+interpolation and uncertainty maps.
+
+Why this shape: users call the tasks on the model (``model.reconstruct(batch, fine_pos)``), as the paper
+presents them (Section 4), so :class:`~pcfunc.models.VaMoH` is the one public class. Its code is split by concept:
+``_vamoh.py`` is the generative model and its ELBO (Eqs. 10-16); this module is what is done with a trained
+model, written against the model's small public surface only, listed in :data:`MODEL_SURFACE`: the encoder's
+:math:`q(\mathbf z)` (``encode``), the generators (``generator_weights``, ``component_params``), the mixture
+weights (``mixture_logits``), the latent prior (``sample_latent``, ``prior_log_prob``), the likelihood and a few
+sizes. Nothing here reads a private member of the model (a test enforces it), so the model's internals (its
+networks, the base function, the warm-up switch) can change without touching the tasks, and a model with the
+same surface gets the same tasks.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +22,10 @@ import torch
 from torch import Tensor
 
 from .._validation import check_positive_int
-from ._points import (as_points, check_residual_neighbors, dense_points, nearest_observed,
+from ._points import (Points, as_points, check_query, check_residual_neighbors, dense_points, nearest_observed,
                       residual_weights)
 
-# Elements (per point and function, see ``_chunks``) one chunk of query points may hold: 2**24 = 64 MiB
-# of float32. One 0.25-degree field (1M points, VaMoH ERA5) is then decoded in 21 chunks instead of one
-# block of Fourier features and categorical-net activations: measured 0.12 GB above the encoded state
-# instead of 2.7 GB (``benchmarks/vamoh.py``).
-_CHUNK_ELEMENTS = 1 << 24
-
-__all__ = ["ComponentMaps", "Predictive", "VaMoHInference"]
+__all__ = ["ComponentMaps", "Predictive", "VaMoHInference", "gaussian_log_q"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -42,6 +47,11 @@ class Predictive(NamedTuple):
     std: Tensor
 
 
+def gaussian_log_q(eps: Tensor, logvar: Tensor) -> Tensor:
+    r""":math:`\log q(\mathbf z)` of a diagonal Gaussian posterior at :math:`\mathbf z = \mu + \sigma \epsilon`."""
+    return (-0.5 * eps * eps - 0.5 * logvar - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
 def _inference(fn: _F) -> _F:
     """Run ``fn`` without gradients and in eval mode (BatchNorm with running statistics), restoring the mode."""
 
@@ -58,46 +68,49 @@ def _inference(fn: _F) -> _F:
     return wrapper  # type: ignore[return-value]
 
 
+#: What :class:`VaMoHInference` reads of the model it is mixed into (besides its own methods below and
+#: ``torch.nn.Module``'s ``training``/``train``/``eval``).
+MODEL_SURFACE = ("encode", "generator_weights", "component_params", "mixture_logits", "default_chunk_size",
+                 "sample_latent", "prior_log_prob", "likelihood", "manifold", "in_channels", "latent_dim", "dtype")
+
+
 class VaMoHInference:
-    """Inference methods of :class:`VaMoH` (a mixin; see the model for the shapes)."""
+    """The inference tasks of :class:`VaMoH`, over the model's public surface :data:`MODEL_SURFACE` (see the
+    module notes, and the model for the shapes)."""
 
     # -------------------------------------------------------------- core
     def _chunks(self, pos: Tensor, num: int, chunk_size: Optional[int]) -> Iterator[Tensor]:
         m = pos.size(-2)
         if chunk_size is None:
-            # Per point and function: the Fourier features of the categorical nets, their hidden layers and
-            # the K components' outputs; at most _CHUNK_ELEMENTS of them at once (the INRs chunk again inside).
-            per_point = self.fourier.out_dim + sum(self.prior_c.hidden) + 4 * self.num_components
-            chunk_size = max(256, _CHUNK_ELEMENTS // (max(num, 1) * per_point))
-            # A whole number of the INRs' own blocks, so that only the last chunk ends in a short block
-            # (batch 16 on the 46 x 90 grid: 7 INR blocks instead of 8, one of them 8 points).
-            inner = self.hypernet.target.default_chunk_size(max(num, 1) * self.num_components,
-                                                            1 if pos.dim() == 2 else max(num, 1))
-            chunk_size = max(inner, chunk_size // inner * inner)
+            chunk_size = self.default_chunk_size(max(num, 1), 1 if pos.dim() == 2 else max(num, 1))
         chunk_size = check_positive_int(chunk_size, "chunk_size")
         for s in range(0, m, chunk_size):
             yield pos[..., s:s + chunk_size, :]
 
     def _mixture(self, z: Tensor, pos: Tensor, weights: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
         """Component parameters :math:`(B, m, K, PC)`, component means :math:`(B, m, K, C)` and prior logits."""
-        params = self._component_params(z, pos, weights)
-        logits = self._prior_logits(self.fourier(pos), z, pos.size(-2))
+        params = self.component_params(z, pos, weights)
+        logits = self.mixture_logits(z, pos)
         with torch.autocast(params.device.type, enabled=False):
             return params, self.likelihood.mean(params), logits
 
     def _predict(self, z: Tensor, pos: Tensor, chunk_size: Optional[int] = None) -> Tensor:
-        weights = self._generator_weights(z)  # once for all chunks
+        weights = self.generator_weights(z)  # once for all chunks
         outs = []
         for pc in self._chunks(pos, z.size(0), chunk_size):
             _, means, logits = self._mixture(z, pc, weights)
             outs.append((torch.softmax(logits, -1).unsqueeze(-1) * means).sum(-2))
         return torch.cat(outs, dim=1)
 
-    def _posterior(self, pts: Any, refine_steps: int = 0, refine_lr: float = 0.05,
-                   generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
-        r"""Mean and log-variance of :math:`q(\mathbf z)` for the clouds ``pts``: the encoder's, then, with
-        ``refine_steps > 0``, refined by Adam on the ELBO of these points with the generators fixed."""
-        mu, logvar = self._encode_points(pts)
+    @_inference
+    def posterior(self, batch: Any, refine_steps: int = 0, refine_lr: float = 0.05,
+                  generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
+        r"""Mean and log-variance of :math:`q(\mathbf z \mid \mathbf X, \mathbf Y)` for the clouds of ``batch``,
+        each :math:`(B, Z)`: the encoder's (:meth:`encode`), then, with ``refine_steps > 0``, refined by Adam on the
+        ELBO of these points with the generators fixed (see :meth:`reconstruct`)."""
+        pts = batch if isinstance(batch, Points) else as_points(batch, self.manifold, self.in_channels, "batch",
+                                                                  self.dtype)
+        mu, logvar = self.encode(pts)
         if refine_steps:
             mu, logvar = self._refine(pts, mu, logvar, check_positive_int(refine_steps, "refine_steps"), refine_lr,
                                       generator)
@@ -109,7 +122,6 @@ class VaMoHInference:
             raise ValueError(f"refine_lr must be a positive number, got {lr!r}")
         dense = dense_points(pts)
         pos, y, mask = dense.pos, dense.y.to(mu.dtype), dense.mask.to(mu.dtype)
-        coords = self.fourier(pos)
         mu = mu.detach().clone().requires_grad_(True)
         logvar = logvar.detach().clone().requires_grad_(True)
         opt = torch.optim.Adam([mu, logvar], lr=lr)
@@ -117,12 +129,12 @@ class VaMoHInference:
             for _ in range(steps):
                 eps = torch.randn(mu.shape, generator=generator, device="cpu").to(mu)
                 z = mu + torch.exp(0.5 * logvar) * eps
-                params = self._component_params(z, pos)
+                params = self.component_params(z, pos)
                 log_p = self.likelihood.log_prob(params, y.unsqueeze(-2), validate=False).sum(-1)  # [B, N, K]
-                log_pi = torch.log_softmax(self._prior_logits(coords, z, y.size(1)), dim=-1)
+                log_pi = torch.log_softmax(self.mixture_logits(z, pos), dim=-1)
                 # The mixture's exact log-likelihood per point, log sum_k pi_k p_k (no bound over c needed here).
                 log_lik = (torch.logsumexp(log_pi + log_p, dim=-1) * mask).sum(-1)
-                kl = self._log_q(eps, logvar) - self.prior_log_prob(z)
+                kl = gaussian_log_q(eps, logvar) - self.prior_log_prob(z)
                 loss = -(log_lik - kl).sum()
                 grads = torch.autograd.grad(loss, [mu, logvar])
                 mu.grad, logvar.grad = grads
@@ -145,7 +157,7 @@ class VaMoHInference:
         ``pos`` may be any number of points (chunked over ``chunk_size`` points), e.g. a 0.25° grid.
         """
         z = self._latent(z)
-        return self._predict(z, self._check_query(pos, z.size(0)), chunk_size)
+        return self._predict(z, check_query(pos, self.manifold, z.size(0)), chunk_size)
 
     @_inference
     def sample(self, num: int, pos: Tensor, generator: Optional[torch.Generator] = None, mean: bool = True,
@@ -157,7 +169,7 @@ class VaMoHInference:
         :math:`\mathbf y_d \sim p_{\theta_{c_d}}`.
         """
         z = self.sample_latent(num, generator)
-        pos = self._check_query(pos, z.size(0))
+        pos = check_query(pos, self.manifold, z.size(0))
         if mean:
             return self._predict(z, pos, chunk_size)
         return self._draws(z, pos, generator, chunk_size)
@@ -170,7 +182,7 @@ class VaMoHInference:
                         chunk_size: Optional[int]) -> Tuple[Tensor, Tensor]:
         r"""The mixture mean and one draw :math:`\mathbf y \sim p(\mathbf y \mid \mathbf z)` at ``pos``, each
         :math:`(B, M, C)`, from one evaluation of the generators per chunk."""
-        weights = self._generator_weights(z)
+        weights = self.generator_weights(z)
         means, draws = [], []
         for pc in self._chunks(pos, z.size(0), chunk_size):
             params, comp_means, logits = self._mixture(z, pc, weights)
@@ -223,10 +235,10 @@ class VaMoHInference:
                 carry every detail of the coarse field. ``0``: the model alone. (default: ``0``)
         """
         pts = as_points(batch, self.manifold, self.in_channels, "batch", self.dtype)
-        z = self._posterior(pts, refine_steps, refine_lr, generator)[0]
+        z = self.posterior(pts, refine_steps, refine_lr, generator)[0]
         k = check_residual_neighbors(residual_neighbors)
         dense = dense_points(pts)
-        query = dense.pos if pos is None else self._check_query(pos, z.size(0))
+        query = dense.pos if pos is None else check_query(pos, self.manifold, z.size(0))
         out = self._predict(z, query, chunk_size)
         if k:
             out = out + self._residuals(z, pts, dense, residual_weights(pts, dense, query, k), chunk_size)
@@ -244,8 +256,8 @@ class VaMoHInference:
         ``generator``: see :meth:`reconstruct` (the refinement fits the observed points only).
         """
         pts = as_points(observed, self.manifold, self.in_channels, "observed", self.dtype)
-        z = self._posterior(pts, refine_steps, refine_lr, generator)[0]
-        pos = self._check_query(pos, z.size(0))
+        z = self.posterior(pts, refine_steps, refine_lr, generator)[0]
+        pos = check_query(pos, self.manifold, z.size(0))
         out = self._predict(z, pos, chunk_size)
         if keep_observed:
             # The nearest observed point of the same cloud for every query (memory-linear kNN, any grid size).
@@ -274,7 +286,7 @@ class VaMoHInference:
             raise ValueError("pos is required when source is a latent tensor")
         pts = None if isinstance(source, Tensor) else as_points(source, self.manifold, self.in_channels, "source",
                                                                 self.dtype)
-        z = self._latent(source) if pts is None else self._encode_points(pts)[0]
+        z = self._latent(source) if pts is None else self.encode(pts)[0]
         y = None
         if pos is None:
             dense = dense_points(pts)
@@ -283,12 +295,11 @@ class VaMoHInference:
             pos, y = dense.pos, dense.y
         elif posterior:
             raise ValueError("posterior=True uses the batch's own values: leave pos=None")
-        pos = self._check_query(pos, z.size(0))
+        pos = check_query(pos, self.manifold, z.size(0))
         if posterior:
-            logits = self.posterior_c(self.fourier(pos), z, y)
+            logits = self.mixture_logits(z, pos, y)
         else:
-            logits = torch.cat([self._prior_logits(self.fourier(pc), z, pc.size(-2))
-                                for pc in self._chunks(pos, z.size(0), chunk_size)], dim=1)
+            logits = torch.cat([self.mixture_logits(z, pc) for pc in self._chunks(pos, z.size(0), chunk_size)], dim=1)
         log_p = torch.log_softmax(logits, -1)
         probs = log_p.exp()
         entropy = -(probs * log_p).sum(-1)
@@ -305,7 +316,7 @@ class VaMoHInference:
                   for s in (start, end))
         t = torch.linspace(0.0, 1.0, steps, device=z0.device, dtype=z0.dtype).unsqueeze(1)
         z = (1 - t) * z0 + t * z1
-        return self._predict(z, self._check_query(pos, steps), chunk_size)
+        return self._predict(z, check_query(pos, self.manifold, steps), chunk_size)
 
     @_inference
     def predictive(self, batch: Any, pos: Optional[Tensor] = None, num_samples: int = 32,
@@ -352,13 +363,13 @@ class VaMoHInference:
             raise ValueError(f"std_scale must be a positive finite number, got {std_scale!r}")
         k = check_residual_neighbors(residual_neighbors)
         pts = as_points(batch, self.manifold, self.in_channels, "batch", self.dtype)
-        mu, logvar = self._posterior(pts, refine_steps, refine_lr, generator)
+        mu, logvar = self.posterior(pts, refine_steps, refine_lr, generator)
         dense = dense_points(pts)
         if pos is None:
             if not bool(dense.mask.all()):
                 raise ValueError("pos=None needs clouds of equal size; pass pos for query points")
             pos = dense.pos
-        pos = self._check_query(pos, mu.size(0))
+        pos = check_query(pos, self.manifold, mu.size(0))
         weights = residual_weights(pts, dense, pos, k) if k else None
         std = torch.exp(0.5 * logvar)
         # Moments of the draws about the first one (float32 sums of squares of values far larger than their

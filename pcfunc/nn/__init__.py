@@ -23,7 +23,6 @@ from ._likelihoods import (
 from ._point_conv import AvgPool, CloudNorm, PointConv, WeightNet, norm_layer
 from ._point_table import PointTable
 from ._point_conv_net import LayerSpec, PointConvNet, VAMOH_ENCODERS, gasp_discriminator_specs, vamoh_encoder_specs
-from ._wide_linear import release_gradient_buffers
 
 __all__ = [
     "PointConv",
@@ -43,7 +42,6 @@ __all__ = [
     "FunctionRepresentation",
     "HyperNetwork",
     "fit_function",
-    "release_gradient_buffers",
     "PlanarFlow",
     "FlowPrior",
     "planar_flow",

@@ -9,58 +9,14 @@ import torch
 from torch import Tensor
 
 from .._validation import check_finite, check_positive_int
-from ._activations import in_place
-from ._custom_ops import exact_dtypes
+from ._kernels import batched_mlp
 
 __all__ = ["FunctionRepresentation", "INR_CHUNK_ELEMENTS"]
 
 #: Largest hidden activation block (elements, all weight sets together) one chunk of points may create:
-#: 2**21 = 8 MiB in float32. ``chunk_size=None`` picks the number of points per chunk from it. Blocks this
-#: size are faster on the CPU than one large block, with or without autograd: they stay in cache, and the
-#: allocator reuses them instead of mapping fresh pages (``benchmarks/inr_chunks.py``, VaMoH ERA5 on 2 AVX2
-#: cores, 2**25 -> 2**21: training step at batch 16 1.02 -> 0.70 s, at 64 unchanged at 2.86 / 2.83 s;
-#: super-resolution at batch 16 0.78 -> 0.60 s).
+#: 2**21 = 8 MiB in float32. ``chunk_size=None`` picks the number of points per chunk from it (measured in
+#: :mod:`pcfunc.nn._kernels`).
 INR_CHUNK_ELEMENTS = 1 << 21
-
-
-#: Output layers at most this wide are computed transposed (:class:`_NarrowOutput`).
-_NARROW = 4
-
-
-class _NarrowOutput(torch.autograd.Function):
-    r"""A layer with few outputs, :math:`\mathbf y = h W^T + \mathbf b` for ``h`` :math:`(G, n, H)`, ``W``
-    :math:`(G, C, H)`, ``b`` :math:`(G, 1, C)`, computed as :math:`(W h^T)^T` (a view).
-
-    ``torch.bmm(h, W^T)`` with a narrow :math:`W^T` is slow on the CPU, and so are its gradients; this
-    computes the same values with products whose wide side is :math:`n`. Measured on 2 AVX2 cores, one
-    block of VaMoH's ERA5 output layer (:math:`G = 48, n = 630, H = 64, C = 1`): forward 0.41 -> 0.23 ms,
-    forward with a LeakyReLU before it and the backward 10.5 -> 8.6 ms; with :math:`C = 3` the forward
-    2.4 -> 0.8 ms. The backward is written with differentiable operations, so a double backward works.
-    """
-
-    @staticmethod
-    def forward(ctx, h: Tensor, W: Tensor, b: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(h, W)
-        return torch.baddbmm(b.transpose(1, 2), W, h.transpose(1, 2)).transpose(1, 2)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tuple[Optional[Tensor], ...]:  # type: ignore[override]
-        h, W = ctx.saved_tensors
-        grad_h = grad_W = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_h = grad * W if W.size(1) == 1 else torch.bmm(grad, W)  # one output: an outer product
-        if ctx.needs_input_grad[1]:
-            grad_W = torch.bmm(grad.transpose(1, 2), h)
-        if ctx.needs_input_grad[2]:
-            grad_b = grad.sum(1, keepdim=True)
-        return grad_h, grad_W, grad_b
-
-
-def _output_layer(h: Tensor, W: Tensor, b: Tensor) -> Tensor:
-    """``h @ W^T + b`` (``h`` :math:`(G, n, H)`, ``W`` :math:`(G, C, H)`, ``b`` :math:`(G, 1, C)`), narrow ``C``."""
-    if not exact_dtypes(h, W, b):
-        return torch.baddbmm(b, h, W.transpose(1, 2))
-    return _NarrowOutput.apply(h, W, b)
 
 
 def _check_sizes(sizes: Sequence[int], name: str) -> Tuple[int, ...]:
@@ -268,63 +224,19 @@ class FunctionRepresentation(torch.nn.Module):
         if chunk_size is not None:
             chunk_size = check_positive_int(chunk_size, "chunk_size")
         B = weights.size(0)
-        K = weights.size(1) if weights.dim() == 3 else 1
-        G = B * K  # number of networks
-        shared = x.dim() == 2
+        G = B * (weights.size(1) if weights.dim() == 3 else 1)  # number of networks
         N = x.size(-2)
-
-        # Stack the weights once: [G, out, in] and [G, 1, out]; with per-sample points the first layer as a
-        # [B, K*h, e] block, so that all components of a sample share one encoded chunk.
         layers = [(W.reshape(G, o, i), b.reshape(G, 1, o)) for (W, b), (o, i) in
                   zip(self.split_weights(weights), self.layer_shapes)]
-        h1, e = self.layer_shapes[0]
-        W1, b1 = layers[0]
-        if not shared:
-            W1, b1 = W1.reshape(B, K * h1, e), b1.reshape(B, 1, K * h1)
-
-        # The later layers' W^T, contiguous once per call: a product with a transposed view, or with the bias
-        # broadcast into its output (baddbmm), was slower (VaMoH ERA5 hidden layer: 4.6 -> 3.5 ms a block).
-        # A narrow output layer (e.g. one channel) is computed transposed instead (_NarrowOutput).
-        narrow = len(layers) > 1 and self.out_dim <= _NARROW
-        last_plain = len(layers) - 1 if narrow else len(layers)
-        later = [(W.transpose(1, 2).contiguous(), b) for W, b in layers[1:last_plain]]
         if chunk_size is None:
-            # Equal blocks under the default size: N = 3962 points in blocks of at most 630 are 7 blocks of
-            # 566, not 6 of 630 and one of 182 (each block costs a fixed overhead per layer).
-            cap = self.default_chunk_size(G, 1 if shared else B)
-            blocks = max(1, math.ceil(N / cap))
-            chunk_size = math.ceil(N / blocks) if N else cap
-
-        act = in_place(self.activation)
-        outs = []
-        for start in range(0, N, chunk_size):
-            xc = x[..., start:start + chunk_size, :]
-            n = xc.size(-2)
-            enc = xc if self.encoding is None else self.encoding(xc)
-            # Hidden states are kept points-major and contiguous, [G, n, width]: every layer is h @ W^T + b.
-            # Shared points enter all G first layers as one encoded chunk broadcast over G (a zero batch stride,
-            # not a copy). (Measured on a 2-core AVX2 CPU, VaMoH ERA5 at batch 16: [G, n, width] is about 25%
-            # faster without autograd than [G, width, n]; with autograd, this first layer takes the INR's
-            # forward and backward from 345-407 to 262-293 ms against one [n, e] x [e, G*h] product read
-            # through strides as [G, n, h], whose strided hidden state every later product had to copy.)
-            # The bias is added after the product: baddbmm first copies the broadcast bias into its whole output,
-            # a strided copy (VaMoH ERA5 at batch 16, a block of 630 points: 9.8 -> 9.1 ms).
-            if shared:
-                h = torch.bmm(enc.expand(G, n, e), W1.transpose(1, 2)).add_(b1)
-            else:
-                h = torch.bmm(enc, W1.transpose(1, 2)).add_(b1).view(B, n, K, h1).transpose(1, 2).reshape(G, n, h1)
-            for W, b in later:
-                h = torch.bmm(act(h), W).add_(b)
-            if narrow:
-                h = _output_layer(act(h), *layers[-1])
-            outs.append(h)
-        if outs:
-            y = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
-        else:
-            y = x.new_empty(G, 0, self.out_dim)
+            # The fewest equal blocks under the default size: N = 3962 points in blocks of at most 630 are 7
+            # blocks of 566, not 6 of 630 and one of 182 (each block costs a fixed overhead per layer).
+            cap = self.default_chunk_size(G, 1 if x.dim() == 2 else B)
+            chunk_size = math.ceil(N / max(1, math.ceil(N / cap))) if N else cap
+        y = batched_mlp(x, layers, B, self.encoding, self.activation, chunk_size)  # h_L = W_L h_{L-1} + b_L
         if self.final_activation is not None:
             y = self.final_activation(y)
-        return y.reshape(B, K, N, self.out_dim) if weights.dim() == 3 else y.reshape(B, N, self.out_dim)
+        return y.reshape(*weights.shape[:-1], N, self.out_dim)
 
     def extra_repr(self) -> str:
         return (

@@ -6,13 +6,11 @@ import math
 from typing import Callable, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .._validation import check_positive_int
-from ._activations import in_place
 from ._function_representation import FunctionRepresentation, _check_sizes
-from ._wide_linear import wide_linear
+from ._kernels import stacked_mlp
 
 __all__ = ["HyperNetwork", "fit_function"]
 
@@ -43,10 +41,8 @@ class HyperNetwork(torch.nn.Module):
     products, and returns weights of shape :math:`(B, K, P)`.
 
     The last layer is the widest (:math:`K \times P \times` its input width, 38 M weights in VaMoH's ERA5
-    model) and sees only :math:`B` latents per call. On the CPU it is computed in blocks of output rows,
-    and its weight gradient is written block by block into a buffer for which Linux is asked for
-    transparent huge pages: the same values as one batched product, without mapping a fresh 153 MB
-    gradient 4 KiB page by page every step.
+    model) and sees only :math:`B` latents per call; its fast path on the CPU is described in
+    :mod:`pcfunc.nn._kernels`.
 
     Parameter counts of the papers' ERA5 configurations: GASP (latent 64,
     hidden (256, 512), 66,049 target weights) 34,031,361; VaMoH (latent 32,
@@ -121,18 +117,7 @@ class HyperNetwork(torch.nn.Module):
                              f"got {tuple(z.shape)}")
         if not torch.is_floating_point(z):
             raise TypeError(f"z must be a floating-point tensor, got dtype {z.dtype}")
-        # All K components read the same z: the first layer is one product with the stacked [K*out, in] matrix,
-        # the others are batched over K. Hidden states are kept as columns, [K, width, B], so that every
-        # layer is W @ h + b with W as stored: the gradient of W then comes out in W's own (contiguous)
-        # layout and autograd does not copy it (for the last layer, K x 12.7M numbers in VaMoH's ERA5 model).
-        W, b = self.weights[0], self.biases[0]
-        K, o = W.shape[:2]
-        h = F.linear(z, W.reshape(K * o, -1), b.reshape(K * o)).view(-1, K, o).permute(1, 2, 0)
-        act = in_place(self.activation)
-        for W, b in zip(self.weights[1:-1], self.biases[1:-1]):
-            h = torch.baddbmm(b.unsqueeze(-1), W, act(h))
-        if len(self.weights) > 1:  # the wide last layer: the same product, a faster weight gradient on the CPU
-            h = wide_linear(act(h), self.weights[-1], self.biases[-1])
+        h = stacked_mlp(z, list(self.weights), list(self.biases), self.activation)  # [K, P, B]
         if self.num_components is None:
             return h[0].t().contiguous()
         return h.permute(2, 0, 1).contiguous()

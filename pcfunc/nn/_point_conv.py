@@ -7,48 +7,9 @@ from torch import Tensor, nn
 
 from ..manifolds import Manifold, resolve_manifold
 from ..ops import Level, NeighborCache, default_cache, sample_and_group
-from ._custom_ops import exact_dtypes
+from ._kernels import neighbour_sum
 
 __all__ = ["PointConv", "AvgPool", "WeightNet", "CloudNorm", "norm_layer"]
-
-
-#: Feature widths from which the neighbour aggregation runs as products per (cloud, centroid) on the CPU.
-_WIDE_FEATURES = 16
-
-
-class _Aggregate(torch.autograd.Function):
-    r"""The neighbour sum :math:`\mathbf a_{bm} = \sum_k \mathbf g_{bmk} \otimes \mathbf w_{mk}`, i.e.
-    ``einsum("bmkc,mkw->bmcw", g, w)``, as one small product :math:`\mathbf g_{bm}^T \mathbf w_m` per cloud
-    and centroid, with ``w`` shared by the clouds (broadcast, not copied).
-
-    ``einsum`` batches over the centroids and so permutes ``g`` and its output into and out of a
-    ``[m, B c, k]`` layout; these products read and write the natural layouts. Measured on 2 AVX2 cores,
-    the VaMoH ERA5 encoder at batch 16, forward and backward of levels 2 to 5: 35 -> 24 ms. (With one
-    feature channel, level 1, ``einsum`` is faster and is kept.) The backward uses differentiable
-    operations, so a double backward (GASP's R1 penalty) works.
-    """
-
-    @staticmethod
-    def forward(ctx, g: Tensor, w: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(g, w)
-        return torch.matmul(g.transpose(-1, -2), w)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tuple[Optional[Tensor], ...]:  # type: ignore[override]
-        g, w = ctx.saved_tensors
-        grad_g = grad_w = None
-        if ctx.needs_input_grad[0]:
-            grad_g = torch.matmul(w, grad.transpose(-1, -2))
-        if ctx.needs_input_grad[1]:
-            grad_w = torch.matmul(g, grad).sum(0)
-        return grad_g, grad_w
-
-
-def _aggregate(g: Tensor, w: Tensor) -> Tensor:
-    """``einsum("bmkc,mkw->bmcw", g, w)`` for ``g`` :math:`(B, m, k, c)` and ``w`` :math:`(m, k, W)`."""
-    if g.device.type != "cpu" or g.size(-1) < _WIDE_FEATURES or not exact_dtypes(g, w):
-        return torch.einsum("bmkc,mkw->bmcw", g, w)
-    return _Aggregate.apply(g, w)
 
 
 class WeightNet(nn.Module):
@@ -322,7 +283,7 @@ class PointConv(nn.Module):
         w = self.weight_net(rel, group).view(m1, k, -1)
         c_mid = w.size(-1)
         g = x.index_select(0, col).view(B, m1, k, -1)
-        agg = _aggregate(g, w).reshape(M, -1)
+        agg = neighbour_sum(g, w).reshape(M, -1)  # sum_k g_bmk (x) w_mk
         # The linear map acts on vec([features; rel] (x) w); split it so the relative-position part, the same
         # for every cloud of a grid, is computed once and broadcast instead of concatenated B times.
         weight = self.linear.weight

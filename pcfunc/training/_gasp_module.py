@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from ..models import GASP, gasp_config
+from ..nn._kernels import release_gradient_buffers
 from ._vamoh_module import NonFiniteLossError, load_trained_model, module_from_checkpoint, step_generator
 
 __all__ = ["GASPModule"]
@@ -124,6 +125,9 @@ class GASPModule(pl.LightningModule):
         logs["train/g_loss"] = float(g_loss.detach())
         self.log_dict(logs, batch_size=terms.real_logits.numel(), on_step=True, on_epoch=False)
         self.log("g_loss", g_loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
+
+    def on_train_end(self) -> None:
+        release_gradient_buffers()  # the hypernetwork's recycled weight-gradient buffer (pcfunc.nn._kernels)
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Union[str, Path], map_location: Any = "cpu",  # type: ignore[override]

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from ..metrics import psnr, rmse
 from ..models import VaMoH
+from ..nn._kernels import release_gradient_buffers
 
 __all__ = ["VaMoHModule", "NonFiniteLossError", "step_generator"]
 
@@ -237,6 +238,7 @@ class VaMoHModule(pl.LightningModule):
 
     def on_train_end(self) -> None:
         self._recalibrate()
+        release_gradient_buffers()
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         # The saved model is the evaluation-mode model that was trained: BatchNorm statistics of whole clouds.

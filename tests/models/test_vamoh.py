@@ -606,7 +606,7 @@ def test_base_function_is_added_to_every_components_location():
     loc = torch.sigmoid(raw[..., :1] + g[None, :, None, :1])
     pi = torch.softmax(m.prior_c(m.fourier(pos), z), -1)
     torch.testing.assert_close(m.decode(z, pos), (pi.unsqueeze(-1) * loc).sum(-2))
-    params = m._component_params(z, pos)
+    params = m.component_params(z, pos)
     torch.testing.assert_close(params[..., 1:], raw[..., 1:] + g[None, :, None, 1:])
     assert m.elbo(b).loss.requires_grad
     # With a learned (global) scale the base has the location only.
@@ -665,4 +665,38 @@ def test_the_location_link_follows_the_likelihoods_attribute_not_its_name():
     out = m.decode(z, GRID.pos.double())
     assert bool(((out > 0) & (out < 1)).all())  # the sigmoid link applies (it used to be chosen by name)
     raw = m.hypernet.target(GRID.pos.double(), m.hypernet(z)[:, 0])
-    torch.testing.assert_close(m._component_params(z, GRID.pos.double())[..., 0, :1], torch.sigmoid(raw[..., :1]))
+    torch.testing.assert_close(m.component_params(z, GRID.pos.double())[..., 0, :1], torch.sigmoid(raw[..., :1]))
+
+
+def test_inference_tasks_read_only_the_models_public_surface():
+    # The tasks (pcfunc.models._vamoh_inference) are written against VaMoH's public surface: every attribute
+    # they read of `self` is one of their own methods, a name of MODEL_SURFACE or nn.Module's mode switches; and
+    # every name of the surface is public and present on the model.
+    import ast
+    import inspect
+
+    from pcfunc.models import _vamoh_inference as inference
+
+    tree = ast.parse(inspect.getsource(inference))
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "VaMoHInference")
+    own = {n.name for n in cls.body if isinstance(n, ast.FunctionDef)}
+    read = {n.attr for n in ast.walk(cls) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
+            and n.value.id == "self"}
+    assert read - own - set(inference.MODEL_SURFACE) - {"training", "train", "eval"} == set()
+    m = tiny()
+    for name in inference.MODEL_SURFACE:
+        assert not name.startswith("_") and hasattr(m, name), name
+
+
+def test_mixture_logits_are_the_categorical_nets_and_uniform_in_warmup():
+    m = tiny().eval()
+    z = torch.randn(2, m.latent_dim, dtype=torch.float64)
+    pos = GRID.pos.double()
+    y = torch.rand(2, pos.size(0), 1, dtype=torch.float64)
+    assert m.warmup
+    torch.testing.assert_close(m.mixture_logits(z, pos), torch.zeros(2, pos.size(0), m.num_components,
+                                                                       dtype=torch.float64))
+    m.warmup = False
+    torch.testing.assert_close(m.mixture_logits(z, pos), m.prior_c(m.fourier(pos), z))
+    torch.testing.assert_close(m.mixture_logits(z, pos, y), m.posterior_c(m.fourier(pos), z, y))
+    assert m.generator_weights(z).shape == (2, m.num_components, m.hypernet.num_weights)

@@ -47,13 +47,13 @@ def test_point_conv_equals_per_centroid_loop(manifold, channels):
 def test_aggregate_values_gradients_and_double_backward():
     # The per-(cloud, centroid) products against einsum, with first and second derivatives (GASP's R1
     # penalty differentiates the discriminator's gradient).
-    from pcfunc.nn._point_conv import _WIDE_FEATURES, _aggregate
+    from pcfunc.nn._kernels import _WIDE_FEATURES, neighbour_sum as _aggregate
 
     torch.manual_seed(0)
     g = torch.randn(3, 5, 4, _WIDE_FEATURES, dtype=torch.float64, requires_grad=True)
     w = torch.randn(5, 4, 6, dtype=torch.float64, requires_grad=True)
     out = _aggregate(g, w)
-    assert out.grad_fn is not None and "Aggregate" in type(out.grad_fn).__name__
+    assert out.grad_fn is not None and "NeighbourSum" in type(out.grad_fn).__name__
     ref = torch.einsum("bmkc,mkw->bmcw", g, w)
     torch.testing.assert_close(out, ref)
     grad = torch.randn_like(ref)
@@ -62,7 +62,7 @@ def test_aggregate_values_gradients_and_double_backward():
     assert torch.autograd.gradcheck(_aggregate, (g, w))
     assert torch.autograd.gradgradcheck(_aggregate, (g, w))
     # Narrow features keep einsum.
-    assert "Aggregate" not in type(_aggregate(g[..., :3], w).grad_fn).__name__
+    assert "NeighbourSum" not in type(_aggregate(g[..., :3], w).grad_fn).__name__
 
 
 def test_point_conv_is_permutation_invariant():

@@ -4,10 +4,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
 
+import pcfunc.nn._kernels as _kernels
 from pcfunc.training import (DistributedBatchNorm, FunctionDataModule, NonFiniteLossError, StepLoader, VaMoHModule,
                              convert_sync_batchnorm, fit, make_trainer, resolve_precision, step_generator)
 
@@ -149,6 +151,12 @@ def test_distributed_batchnorm_is_batchnorm_outside_ddp():
     torch.testing.assert_close(conv.running_mean, ref.running_mean)
 
 
+def _keep_a_gradient_buffer():
+    # A freed buffer in the pool of pcfunc.nn._kernels.wide_linear, as a large hypernetwork leaves after a step.
+    _kernels._pool._give_back((1 << 20, torch.float32), np.empty(1 << 20, dtype=np.float32))
+    assert _kernels._pool.num_free() == 1
+
+
 def _module():
     torch.manual_seed(0)
     return VaMoHModule.from_config("era5", lr=1e-3, warmup_steps=1, seed=0, **TINY)
@@ -183,7 +191,9 @@ def test_train_logs_checkpoints_and_load_model(tmp_path):
     dm = FunctionDataModule(dataset(), val=dataset(4), batch_size=4)
     trainer = make_trainer(tmp_path, max_epochs=2, checkpoint_every=2, accelerator="cpu", progress_bar=False,
                            log_every=1, gradient_clip_val=10.0)
+    _keep_a_gradient_buffer()
     fit(trainer, module, dm)
+    assert _kernels._pool.num_free() == 0  # the recycled weight-gradient buffers go back when training ends
     assert trainer.global_step == 6 and not module.model.warmup
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert {"last.ckpt", "step=2.ckpt", "step=4.ckpt", "step=6.ckpt"} <= set(names)
@@ -277,7 +287,9 @@ def _fit_gasp(out, steps, resume=False):
 def test_gasp_module_alternates_updates_and_resumes_exactly(tmp_path):
     from pcfunc.training import GASPModule
 
+    _keep_a_gradient_buffer()
     full, trainer = _fit_gasp(tmp_path / "a", 12)  # 6 batches, two optimiser steps each
+    assert _kernels._pool.num_free() == 0
     assert trainer.global_step == 12
     csv = next((tmp_path / "a" / "logs" / "csv").glob("version_*/metrics.csv")).read_text().splitlines()
     header = csv[0].split(",")

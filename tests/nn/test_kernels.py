@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-import pcfunc.nn._wide_linear as wl
+import pcfunc.nn._kernels as wl
 from pcfunc.nn import FunctionRepresentation, HyperNetwork
-from pcfunc.nn._wide_linear import wide_linear
+from pcfunc.nn._kernels import wide_linear
 
 
 def _inputs(K=2, I=5, P=40, B=3, dtype=torch.float64, seed=0):
