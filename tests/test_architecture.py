@@ -1,0 +1,59 @@
+"""The layering of docs/architecture.rst: no pcfunc module imports a package above its own."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent / "pcfunc"
+
+# What each package may import of pcfunc (besides itself and the private helpers _validation and _compat).
+ALLOWED = {
+    "manifolds": set(),
+    "ops": {"manifolds"},
+    "metrics": set(),
+    "data": {"manifolds", "ops"},
+    "nn": {"manifolds", "ops"},
+    "models": {"manifolds", "ops", "nn"},
+    "evaluation": {"manifolds", "ops", "data", "metrics", "models"},
+    "training": {"manifolds", "ops", "data", "nn", "models", "metrics"},
+    "render": {"manifolds", "ops", "data"},
+    "testing": {"manifolds", "ops", "data", "nn", "models", "metrics"},
+}
+PRIVATE = {"_validation", "_compat"}
+
+
+def _imported_packages(path: Path):
+    """(line, pcfunc subpackage) of every import in ``path``, module-level or inside functions."""
+    here = ["pcfunc", *path.relative_to(ROOT).parts[:-1]]  # the package that holds the file
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                assert node.level <= len(here), f"{path}: import reaches above pcfunc"
+                full = here[:len(here) - node.level + 1] + (node.module.split(".") if node.module else [])
+            else:
+                full = node.module.split(".")
+            if full[0] != "pcfunc":
+                continue
+            for name in [full[1]] if len(full) > 1 else [a.name for a in node.names]:
+                yield node.lineno, name
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                parts = a.name.split(".")
+                if parts[0] == "pcfunc" and len(parts) > 1:
+                    yield node.lineno, parts[1]
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_no_import_points_upward(package):
+    bad = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for line, name in _imported_packages(path):
+            if name not in ALLOWED[package] | PRIVATE | {package}:
+                bad.append(f"{path.relative_to(ROOT.parent)}:{line} imports pcfunc.{name}")
+    assert not bad, "\n".join(bad)
+
+
+def test_the_table_covers_every_package():
+    packages = {p.name for p in ROOT.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert packages == set(ALLOWED)
