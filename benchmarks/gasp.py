@@ -38,8 +38,8 @@ from pcfunc.models import GASP  # noqa: E402
 
 
 def naive_generate(model: GASP, z: Tensor, pos: Tensor) -> Tensor:
-    inr = model.generator.target
-    weights = model.generator(z)
+    inr = model.hypernet.target
+    weights = model.hypernet(z)
     outs = []
     for w in weights:
         h = inr.encoding(pos)
@@ -103,9 +103,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     norm = MinMaxNormalizer.fit(field)
     model = GASP.from_config("era5").train()
     betas = (0.5, 0.999)
-    opt_g = torch.optim.Adam(model.generator.parameters(), lr=1e-4, betas=betas)
+    opt_g = torch.optim.Adam(model.hypernet.parameters(), lr=1e-4, betas=betas)
     opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=4e-4, betas=betas)
-    print(f"GASP ERA5 (App. A.1): generator {sum(q.numel() for q in model.generator.parameters()):,} and "
+    print(f"GASP ERA5 (App. A.1): generator {sum(q.numel() for q in model.hypernet.parameters()):,} and "
           f"discriminator {sum(q.numel() for q in model.discriminator.parameters()):,} parameters; "
           f"{grid.num_points} points; {a.threads} threads")
     print("\n| workload | B | pcfunc | naive reference | speed-up |")

@@ -336,9 +336,9 @@ def train_gasp(model, data: Dict[str, Any], variant: Dict[str, Any], steps: int,
 
     torch.manual_seed(seed)
     lr = variant.get("lr", 1.0)
-    opt_g = torch.optim.Adam(model.generator.parameters(), lr=1e-4 * lr, betas=(0.5, 0.999))
+    opt_g = torch.optim.Adam(model.hypernet.parameters(), lr=1e-4 * lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(model.discriminator.parameters(), lr=4e-4 * lr, betas=(0.5, 0.999))
-    ema = (AveragedModel(model.generator, multi_avg_fn=get_ema_multi_avg_fn(variant["ema"]))
+    ema = (AveragedModel(model.hypernet, multi_avg_fn=get_ema_multi_avg_fn(variant["ema"]))
            if variant.get("ema") else None)
     num_points = None if data["name"] == "digits" else 2048
     train = data["train"] * 2 - 1
@@ -349,12 +349,12 @@ def train_gasp(model, data: Dict[str, Any], variant: Dict[str, Any], steps: int,
     def figures():  # of the averaged generator, if any, swapped in for the evaluation
         if ema is None:
             return gasp_figures(model, data, seed)
-        current = copy.deepcopy(model.generator.state_dict())
-        model.generator.load_state_dict(ema.module.state_dict())
+        current = copy.deepcopy(model.hypernet.state_dict())
+        model.hypernet.load_state_dict(ema.module.state_dict())
         try:
             return gasp_figures(model, data, seed)
         finally:
-            model.generator.load_state_dict(current)
+            model.hypernet.load_state_dict(current)
 
     model.train()
     for step in range(steps):
@@ -373,7 +373,7 @@ def train_gasp(model, data: Dict[str, Any], variant: Dict[str, Any], steps: int,
         for p in model.discriminator.parameters():
             p.requires_grad_(True)
         if ema is not None:
-            ema.update_parameters(model.generator)
+            ema.update_parameters(model.hypernet)
         if (step + 1) % log_every == 0 or step + 1 == steps:
             h = figures()["health"]
             row = {"step": step + 1, "seconds": round(time.perf_counter() - t0, 1),
@@ -385,7 +385,7 @@ def train_gasp(model, data: Dict[str, Any], variant: Dict[str, Any], steps: int,
             log.append(row)
             print(json.dumps(row), flush=True)
     if ema is not None:
-        model.generator.load_state_dict(ema.module.state_dict())
+        model.hypernet.load_state_dict(ema.module.state_dict())
     return model, log, time.perf_counter() - t0
 
 

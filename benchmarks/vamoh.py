@@ -159,7 +159,7 @@ def naive_elbo(model: VaMoH, hyper: ReferenceHypernets, y: Tensor, pos: Tensor, 
                                                                    cache)
     std = torch.exp(0.5 * logvar)
     z = mu + std * eps
-    rff = model.fourier(pos)
+    rff = model.encoding(pos)
     logits = naive_logits(model, hyper(z), rff)
     log_p = torch.distributions.ContinuousBernoulli(logits=logits).log_prob(y.expand_as(logits))
     log_q = torch.log_softmax(naive_cat(model.posterior_c, rff, z, y), -1)
@@ -176,7 +176,7 @@ def naive_reconstruct(model: VaMoH, hyper: ReferenceHypernets, y: Tensor, pos_in
                       cache: Optional[dict] = None) -> Tensor:
     B = y.size(0)
     mu, _ = naive_net(model.encoder, y, pos_in[None].expand(B, -1, -1), cache)
-    rff = model.fourier(pos_out)
+    rff = model.encoding(pos_out)
     logits = naive_logits(model, hyper(mu), rff)
     means = torch.distributions.ContinuousBernoulli(logits=logits).mean
     prior = torch.softmax(naive_cat(model.prior_c, rff, mu, None), -1)

@@ -194,7 +194,7 @@ def main() -> None:
     # GASP needs its features in [-1, 1]; its discriminator takes 3**2 neighbours (intrinsic_dim = 2).
     gasp = GASP(cyl, latent_dim=4, hypernet_hidden=[32], inr_hidden=[16], num_frequencies=16, disc_channels=[8, 16],
                 weight_hidden=[8])
-    opt_g = torch.optim.Adam(gasp.generator.parameters(), lr=1e-4, betas=(0.5, 0.999))
+    opt_g = torch.optim.Adam(gasp.hypernet.parameters(), lr=1e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(gasp.discriminator.parameters(), lr=4e-4, betas=(0.5, 0.999))
     for step in range(5):
         real = Batch.from_data_list([Data(x=2 * d.x - 1, pos=d.pos) for d in data[8 * step:8 * step + 8]])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
@@ -12,11 +13,12 @@ from torch import Tensor, nn
 from .._validation import check_positive_int
 from ..manifolds import Manifold, resolve_manifold
 from ..nn import (FourierFeatures, FunctionRepresentation, HyperNetwork, PointConvNet, fit_function,
-                  gasp_discriminator_specs)
+                  gasp_discriminator_specs, get_encoding)
 from ..ops import NeighborCache, default_cache
 from ._configs import copy_config
 from ._points import (Points, as_points, check_pooled_points, check_query, dense_points, rank_in_cloud,
                       shared_positions)
+from ._state import read_renamed_keys
 
 __all__ = ["GASP", "GASPTerms", "GASP_CONFIGS", "gasp_config", "gan_discriminator_loss", "gan_generator_loss",
            "random_subset"]
@@ -118,6 +120,11 @@ class GASP(nn.Module):
         num_frequencies (int, optional): Fourier features :math:`m` (``None``: raw coordinates, as for
             ShapeNet voxels). (default: ``128``)
         sigma (float): Fourier feature scale. (default: ``2.0``)
+        encoding (torch.nn.Module, optional): Another coordinate encoding :math:`\gamma` instead of the Fourier
+            features (then ``num_frequencies`` and ``sigma`` are not used), e.g.
+            :class:`~pcfunc.nn.SphericalHarmonics` on the sphere; any module with an ``out_dim`` (see
+            :class:`~pcfunc.nn.FunctionRepresentation`), or a name / ``(name, options)`` pair of
+            :func:`~pcfunc.nn.get_encoding`. (default: ``None``)
         disc_channels (sequence of int): Discriminator channels. (default: ``(64, 128, 256, 512)``)
         weight_hidden (sequence of int): Weight-MLP widths. (default: ``(16, 16, 16, 16)``)
         r1_weight (float): :math:`\gamma`. (default: ``10.0``)
@@ -130,7 +137,8 @@ class GASP(nn.Module):
                  inr_hidden: Sequence[int] = (128, 128, 128), num_frequencies: Optional[int] = 128,
                  sigma: float = 2.0, disc_channels: Sequence[int] = (64, 128, 256, 512),
                  weight_hidden: Sequence[int] = (16, 16, 16, 16), r1_weight: float = 10.0, r1_on: str = "logit",
-                 cache: Optional[NeighborCache] = default_cache) -> None:
+                 cache: Optional[NeighborCache] = default_cache,
+                 encoding: Optional[Union[str, Tuple[str, Dict[str, Any]], nn.Module]] = None) -> None:
         super().__init__()
         self.manifold = resolve_manifold(manifold)
         self.in_channels = check_positive_int(in_channels, "in_channels")
@@ -144,10 +152,13 @@ class GASP(nn.Module):
             dim = int(self.manifold.intrinsic_dim)
         self.dim = check_positive_int(dim, "dim")
         amb = self.manifold.ambient_dim
-        enc = None if num_frequencies is None else FourierFeatures(amb, num_frequencies, sigma)
+        enc = get_encoding(encoding, amb)
+        if enc is None and num_frequencies is not None:
+            enc = FourierFeatures(amb, num_frequencies, sigma)
         inr = FunctionRepresentation(amb, self.in_channels, inr_hidden, encoding=enc,
                                      activation=nn.LeakyReLU(0.1), final_activation=nn.Tanh())
-        self.generator = HyperNetwork(self.latent_dim, hypernet_hidden, inr, activation=nn.LeakyReLU(0.1))
+        #: The generator's hypernetwork :math:`g_\phi` (its INR is ``hypernet.target``).
+        self.hypernet = HyperNetwork(self.latent_dim, hypernet_hidden, inr, activation=nn.LeakyReLU(0.1))
         self.discriminator = PointConvNet(self.in_channels, gasp_discriminator_specs(disc_channels, self.dim),
                                           self.manifold, head="logit", weight_hidden=tuple(weight_hidden),
                                           cache=cache)
@@ -155,21 +166,29 @@ class GASP(nn.Module):
         # each, see :meth:`parallelize`). A plain dict: the wrappers are not submodules, so the state dict
         # keeps its names.
         self._wrappers: Dict[str, nn.Module] = {}
+        read_renamed_keys(self, {"generator": "hypernet"})  # checkpoints before the rename call it `generator`
+
+    @property
+    def generator(self) -> HyperNetwork:
+        """Deprecated name of :attr:`hypernet` (``generator`` arguments are :class:`torch.Generator` objects)."""
+        warnings.warn("GASP.generator is deprecated, use GASP.hypernet (the same network)", FutureWarning,
+                      stacklevel=2)
+        return self.hypernet
 
     def parallelize(self, wrap: Optional[Callable[[nn.Module], nn.Module]]) -> Dict[str, nn.Module]:
-        r"""Route every forward call of :attr:`generator` and :attr:`discriminator` through ``wrap(module)``,
+        r"""Route every forward call of :attr:`hypernet` and :attr:`discriminator` through ``wrap(module)``,
         one wrapper per network: e.g. ``lambda m: DistributedDataParallel(m)``, so that each network
         synchronises its own gradients when its own loss is backpropagated (GASP trains them with separate
         optimisers, and a discriminator step does not touch the generator's parameters). ``None`` removes the
         wrappers. Used by :class:`~pcfunc.training.DDPStrategy`.
 
         Returns:
-            dict: The wrappers, by name (``"generator"``, ``"discriminator"``).
+            dict: The wrappers, by name (``"hypernet"``, ``"discriminator"``).
         """
         if wrap is None:
             self._wrappers = {}
         else:
-            self._wrappers = {name: wrap(getattr(self, name)) for name in ("generator", "discriminator")}
+            self._wrappers = {name: wrap(getattr(self, name)) for name in ("hypernet", "discriminator")}
         return dict(self._wrappers)
 
     def _forward(self, name: str, *args: Any) -> Any:
@@ -207,25 +226,25 @@ class GASP(nn.Module):
         check_pooled_points(pos, y, self.manifold, self.in_channels)
         if float(y.abs().max()) > 1.0:
             raise ValueError("y must be in [-1, 1] (GASP's feature range)")
-        dtype = self.generator.weights[0].dtype
-        theta, final = fit_function(self.generator.target, pos.to(dtype),
+        dtype = self.hypernet.weights[0].dtype
+        theta, final = fit_function(self.hypernet.target, pos.to(dtype),
                                     lambda out, v: (out - v).pow(2).sum(-1).mean(), y.to(dtype), steps, lr,
                                     num_points, generator=generator)
-        self.generator.start_at(theta, residual_scale)
+        self.hypernet.start_at(theta, residual_scale)
         return final
 
     def sample_latent(self, num: int, generator: Optional[torch.Generator] = None) -> Tensor:
         """``num`` latents :math:`\\mathbf z \\sim \\mathcal N(0, I)`, :math:`(num, Z)`."""
         num = check_positive_int(num, "num")
-        p = self.generator.weights[0]
+        p = self.hypernet.weights[0]
         return torch.randn(num, self.latent_dim, generator=generator, device="cpu", dtype=p.dtype).to(p.device)
 
     def generate(self, z: Tensor, pos: Tensor, chunk_size: Optional[int] = None) -> Tensor:
         r"""Features :math:`f_{g_\phi(\mathbf z)}(\mathbf x)` of the functions of ``z`` :math:`(B, Z)` at ``pos``
         :math:`(N, D)` or :math:`(B, N, D)`: :math:`(B, N, C)` in :math:`[-1, 1]`."""
         check_query(pos, self.manifold, z.size(0) if isinstance(z, Tensor) and z.dim() == 2 else -1)
-        # = generator.decode(z, pos), with the hypernetwork's forward through its wrapper (if any).
-        return self.generator.target(pos, self._forward("generator", z), chunk_size=chunk_size)
+        # = hypernet.decode(z, pos), with the hypernetwork's forward through its wrapper (if any).
+        return self.hypernet.target(pos, self._forward("hypernet", z), chunk_size=chunk_size)
 
     @torch.no_grad()
     def sample(self, num: int, pos: Tensor, generator: Optional[torch.Generator] = None,
@@ -284,7 +303,7 @@ class GASP(nn.Module):
         return gan_generator_loss(self.discriminate(fake.x, fake.pos, fake.batch))
 
     def _real(self, real: Any, num_points: Optional[int], generator: Optional[torch.Generator]) -> Points:
-        pts = as_points(real, self.manifold, self.in_channels, "real", self.generator.weights[0].dtype)
+        pts = as_points(real, self.manifold, self.in_channels, "real", self.hypernet.weights[0].dtype)
         if bool((pts.x.abs() > 1.0 + 1e-6).any()):
             raise ValueError("real.x must be scaled to [-1, 1] (the generator ends in a tanh), got range "
                              f"[{float(pts.x.min())}, {float(pts.x.max())}]")

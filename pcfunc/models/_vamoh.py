@@ -12,11 +12,12 @@ from torch import Tensor, nn
 from .._validation import check_positive_int
 from ..manifolds import Manifold, resolve_manifold
 from ..nn import (FlowPrior, FourierFeatures, FunctionRepresentation, HyperNetwork, LayerSpec, Likelihood, PointTable,
-                  get_likelihood)
+                  get_encoding, get_likelihood)
 from ..ops import NeighborCache, default_cache
 from ._categorical import CategoricalNet
 from ._configs import vamoh_config
 from ._points import Points, as_points, dense_points, point_dropout
+from ._state import read_renamed_keys
 from ._vamoh_inference import VaMoHInference, gaussian_log_q
 from ._vamoh_setup import (base_function, build_encoder, check_training_options, initialize_generators,
                            recalibrate_encoder)
@@ -113,6 +114,12 @@ class VaMoH(VaMoHInference, nn.Module):
         generator_hidden (sequence of int): Hidden widths of each INR. (default: ``(64, 64, 64)``)
         num_frequencies (int): Random Fourier features :math:`m`. (default: ``128``)
         sigma (float): Their scale. (default: ``2.0``)
+        encoding (torch.nn.Module, optional): Another coordinate encoding :math:`\gamma` of the generators and the
+            categorical nets instead of the Fourier features (then ``num_frequencies`` and ``sigma`` are not
+            used), e.g. :class:`~pcfunc.nn.SphericalHarmonics` on the sphere: a module with an ``out_dim`` taking
+            ``manifold.ambient_dim`` coordinates (see :class:`~pcfunc.nn.FunctionRepresentation`), or a name /
+            ``(name, options)`` pair of :func:`~pcfunc.nn.get_encoding` (the form a checkpoint can store, e.g.
+            ``("spherical_harmonics", {"lmax": 12})``). (default: ``None``)
         categorical_hidden (sequence of int): Hidden widths of the categorical nets. (default: ``(32, 32)``)
         flow_layers (int): Planar-flow layers :math:`T` of the prior (0: always :math:`\mathcal N(0, I)`).
             (default: ``10``)
@@ -192,6 +199,7 @@ class VaMoH(VaMoHInference, nn.Module):
         base_sigma: float = 4.0,
         base_grid: Optional[Union[int, Sequence[int]]] = None,
         base_neighbors: int = 4,
+        encoding: Optional[Union[str, Tuple[str, Dict[str, Any]], nn.Module]] = None,
     ) -> None:
         super().__init__()
         self.manifold = resolve_manifold(manifold)
@@ -215,12 +223,14 @@ class VaMoH(VaMoHInference, nn.Module):
                              f"in_channels={self.in_channels}")
         act = nn.LeakyReLU(negative_slope)
         dim = self.manifold.ambient_dim
-        self.fourier = FourierFeatures(dim, num_frequencies, sigma)
+        #: The coordinate encoding :math:`\gamma` shared by the generators and the categorical nets.
+        enc = get_encoding(encoding, dim)
+        self.encoding = FourierFeatures(dim, num_frequencies, sigma) if enc is None else enc
         inr = FunctionRepresentation(dim, self.in_channels * self.likelihood.num_params, generator_hidden,
-                                     encoding=self.fourier, activation=act)
+                                     encoding=self.encoding, activation=act)
         self.hypernet = HyperNetwork(self.latent_dim, hypernet_hidden, inr, activation=act,
                                      num_components=self.num_components)
-        enc_dim = self.fourier.out_dim
+        enc_dim = inr.encoded_dim
         self.prior_c = CategoricalNet(enc_dim, self.latent_dim, self.num_components, 0, categorical_hidden,
                                       negative_slope, logit_cap)
         self.posterior_c = CategoricalNet(enc_dim, self.latent_dim, self.num_components, self.in_channels,
@@ -234,6 +244,7 @@ class VaMoH(VaMoHInference, nn.Module):
         # Saved with the weights, so a resumed run knows which stage of Algorithm 1 it is in.
         self.register_buffer("_warmup", torch.tensor(True))
         self._location_link = bool(self.likelihood.sigmoid_location)
+        read_renamed_keys(self, {"fourier": "encoding"})  # checkpoints before the rename call it `fourier`
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -325,7 +336,7 @@ class VaMoH(VaMoHInference, nn.Module):
         r"""Logits of the prior :math:`p(c_d \mid \mathbf x_d, \mathbf z)` over the :math:`K` generators at ``pos``
         (uniform in the warm-up), or with the values ``y`` :math:`(B, N, C)` of the posterior
         :math:`q(c_d \mid \mathbf z, \mathbf y_d, \mathbf x_d)`: :math:`(B, N, K)`, in :attr:`dtype`."""
-        coords = self.fourier(pos)
+        coords = self.encoding(pos)
         if y is not None:
             return self.posterior_c(coords, z, y).to(self.dtype)
         return self._prior_logits(coords, z, pos.size(-2))
@@ -337,7 +348,7 @@ class VaMoH(VaMoHInference, nn.Module):
         num = max(check_positive_int(num_functions, "num_functions"), 1)
         # Per point and function: the Fourier features of the categorical nets, their hidden layers and the K
         # components' outputs (the INRs chunk again inside).
-        per_point = self.fourier.out_dim + sum(self.prior_c.hidden) + 4 * self.num_components
+        per_point = self.encoding.out_dim + sum(self.prior_c.hidden) + 4 * self.num_components
         size = max(256, DECODE_CHUNK_ELEMENTS // (num * per_point))
         # Only the last chunk ends in a short INR block (batch 16 on the 46 x 90 grid: 7 blocks instead of 8,
         # one of them 8 points).
@@ -401,7 +412,7 @@ class VaMoH(VaMoHInference, nn.Module):
         pos = dense.pos if dense.pos.dim() == 2 else rep(dense.pos)
         y, mask = rep(dense.y), rep(dense.mask)
         n = y.size(1)
-        coords = self.fourier(pos)
+        coords = self.encoding(pos)
         params = self.component_params(z, pos)  # [SB, N, K, PC]
         with full:
             log_p = self.likelihood.log_prob(params, y.unsqueeze(-2), validate=False).sum(-1)  # [SB, N, K]

@@ -1,6 +1,6 @@
 """Neural building blocks shared by GASP and VaMoH."""
 
-from ._encodings import FourierFeatures, SphericalHarmonics, spherical_harmonics
+from ._encodings import FourierFeatures, SphericalHarmonics, get_encoding, spherical_harmonics
 from ._flows import FlowPrior, PlanarFlow, planar_flow, planar_flow_inverse
 from ._function_representation import FunctionRepresentation
 from ._hypernetwork import HyperNetwork, fit_function
@@ -39,6 +39,7 @@ __all__ = [
     "PointTable",
     "SphericalHarmonics",
     "spherical_harmonics",
+    "get_encoding",
     "FunctionRepresentation",
     "HyperNetwork",
     "fit_function",

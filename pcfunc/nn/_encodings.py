@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor
 
 from .._validation import check_positive_int
 
-__all__ = ["FourierFeatures", "SphericalHarmonics", "spherical_harmonics"]
+__all__ = ["FourierFeatures", "SphericalHarmonics", "spherical_harmonics", "get_encoding"]
 
 _NORMALIZATIONS = ("integral", "component", "norm")
 
@@ -229,3 +229,30 @@ class SphericalHarmonics(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"lmax={self.lmax}, normalization={self.normalization!r}, normalize={self.normalize}"
+
+
+_ENCODINGS = {"fourier": lambda in_dim, **kw: FourierFeatures(in_dim, **kw),
+              "spherical_harmonics": lambda in_dim, **kw: SphericalHarmonics(**kw)}
+
+
+def get_encoding(encoding: Any, in_dim: int) -> Optional[torch.nn.Module]:
+    """A coordinate encoding from a module, a name or a ``(name, options)`` pair (a form that checkpoints can store).
+
+    Names: ``"fourier"`` (:class:`FourierFeatures` of ``in_dim`` coordinates; options ``num_frequencies``,
+    ``sigma``, ...) and ``"spherical_harmonics"`` (:class:`SphericalHarmonics`; options ``lmax``, ...). A module
+    is returned as it is, ``None`` stays ``None``.
+
+    Example:
+        >>> get_encoding(("fourier", {"num_frequencies": 8}), 3).out_dim
+        16
+    """
+    if encoding is None or isinstance(encoding, torch.nn.Module):
+        return encoding
+    name, options = encoding, {}
+    if isinstance(encoding, (tuple, list)):
+        if len(encoding) != 2 or not isinstance(encoding[1], dict):
+            raise ValueError(f"encoding must be a module, a name or a (name, options dict) pair, got {encoding!r}")
+        name, options = encoding
+    if not isinstance(name, str) or name.lower() not in _ENCODINGS:
+        raise ValueError(f"unknown encoding {name!r}; known names: {sorted(_ENCODINGS)} (or pass a module)")
+    return _ENCODINGS[name.lower()](in_dim, **options)

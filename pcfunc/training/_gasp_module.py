@@ -72,7 +72,7 @@ class GASPModule(pl.LightningModule):
 
     def configure_optimizers(self):
         betas = tuple(self.hparams.betas)
-        g = torch.optim.Adam(self.model.generator.parameters(), lr=self.hparams.lr_generator, betas=betas)
+        g = torch.optim.Adam(self.model.hypernet.parameters(), lr=self.hparams.lr_generator, betas=betas)
         d = torch.optim.Adam(self.model.discriminator.parameters(), lr=self.hparams.lr_discriminator, betas=betas)
         return [g, d]
 

@@ -74,7 +74,7 @@ def test_r1_is_differentiable_for_the_discriminator_update():
     grads = [p.grad for p in m.discriminator.parameters() if p.grad is not None]
     assert grads and max(float(g.abs().max()) for g in grads) > 0
     # The fakes are generated without gradients: the discriminator step does not touch the generator.
-    assert all(p.grad is None for p in m.generator.parameters())
+    assert all(p.grad is None for p in m.hypernet.parameters())
     torch.testing.assert_close(terms.loss, terms.gan + m.r1_weight * terms.r1.mean())
     torch.testing.assert_close(terms.gan, gan_discriminator_loss(terms.real_logits, terms.fake_logits))
 
@@ -83,7 +83,7 @@ def test_generator_loss_trains_the_generator():
     m = tiny().train()
     loss = m.generator_loss(batch(3), generator=torch.Generator().manual_seed(0))
     loss.backward()
-    assert max(float(p.grad.abs().max()) for p in m.generator.parameters()) > 0
+    assert max(float(p.grad.abs().max()) for p in m.hypernet.parameters()) > 0
 
 
 def test_random_subset_is_shared_on_a_grid():
@@ -117,13 +117,13 @@ def test_fakes_are_generated_at_the_real_coordinates():
 
 def test_paper_configurations():
     m = GASP.from_config("era5")
-    assert sum(p.numel() for p in m.generator.parameters()) == 34_031_361  # App. A.1 sizes
+    assert sum(p.numel() for p in m.hypernet.parameters()) == 34_031_361  # App. A.1 sizes
     assert [s.num_neighbors for s in m.discriminator.specs] == [9] * 4
     assert [s.pool_ratio for s in m.discriminator.specs] == [0.25] * 4
     assert [s.out_channels for s in m.discriminator.specs] == [64, 128, 256, 512]
     v = GASP.from_config("shapenet", hypernet_hidden=(8,))
     assert v.dim == 3 and [s.num_neighbors for s in v.discriminator.specs] == [27] * 4
-    assert v.generator.target.encoding is None
+    assert v.hypernet.target.encoding is None
     assert gasp_config("shapenet")["training"]["lr_generator"] == 2e-5
     assert isinstance(gasp_config("mnist")["manifold"], Euclidean)
     with pytest.raises(ValueError, match="name must be one of"):

@@ -40,7 +40,7 @@ def brute_force_mixture_terms(m, z, weights, pos, y):
     """Expected log-likelihood and KL of q(c) of one cloud, point by point and component by component."""
     ll = kl_c = 0.0
     for d in range(pos.size(0)):
-        enc = m.fourier(pos[d:d + 1])
+        enc = m.encoding(pos[d:d + 1])
         q = torch.softmax(m.posterior_c(enc, z, y[d:d + 1].unsqueeze(0))[0, 0], -1)
         p_logit = m.prior_c(enc, z)[0, 0]
         for k in range(m.num_components):
@@ -264,7 +264,7 @@ def test_paper_configuration():
     assert sum(p.numel() for p in m.hypernet.parameters()) == 3 * 12_879_361
     assert [s.num_centroids for s in m.encoder.specs] == [1024, 256, 64, 32, 16]
     assert m.likelihood.name == "continuous_bernoulli" and m.min_encoder_points == 1024
-    assert m.fourier.out_dim == 256
+    assert m.encoding.out_dim == 256
     img = VaMoH.from_config("polymnist")
     assert img.manifold.ambient_dim == 2 and img.likelihood.name == "discretized_logistic"
     with pytest.raises(ValueError, match="name must be one of"):
@@ -604,7 +604,7 @@ def test_base_function_is_added_to_every_components_location():
     w = m.hypernet(z)
     raw = torch.stack([m.hypernet.target(pos, w[:, k]) for k in range(3)], 2)  # [B, N, K, 2]
     loc = torch.sigmoid(raw[..., :1] + g[None, :, None, :1])
-    pi = torch.softmax(m.prior_c(m.fourier(pos), z), -1)
+    pi = torch.softmax(m.prior_c(m.encoding(pos), z), -1)
     torch.testing.assert_close(m.decode(z, pos), (pi.unsqueeze(-1) * loc).sum(-2))
     params = m.component_params(z, pos)
     torch.testing.assert_close(params[..., 1:], raw[..., 1:] + g[None, :, None, 1:])
@@ -630,7 +630,7 @@ def test_base_table_is_added_to_every_components_location():
     w = m.hypernet(z)
     raw = torch.stack([m.hypernet.target(pos, w[:, k]) for k in range(3)], 2)  # [B, N, K, 1]
     loc = torch.sigmoid(raw + m.base_table(pos)[None, :, None])
-    pi = torch.softmax(m.prior_c(m.fourier(pos), z), -1)
+    pi = torch.softmax(m.prior_c(m.encoding(pos), z), -1)
     torch.testing.assert_close(m.decode(z, pos), (pi.unsqueeze(-1) * loc).sum(-2))
 
 
@@ -697,6 +697,6 @@ def test_mixture_logits_are_the_categorical_nets_and_uniform_in_warmup():
     torch.testing.assert_close(m.mixture_logits(z, pos), torch.zeros(2, pos.size(0), m.num_components,
                                                                        dtype=torch.float64))
     m.warmup = False
-    torch.testing.assert_close(m.mixture_logits(z, pos), m.prior_c(m.fourier(pos), z))
-    torch.testing.assert_close(m.mixture_logits(z, pos, y), m.posterior_c(m.fourier(pos), z, y))
+    torch.testing.assert_close(m.mixture_logits(z, pos), m.prior_c(m.encoding(pos), z))
+    torch.testing.assert_close(m.mixture_logits(z, pos, y), m.posterior_c(m.encoding(pos), z, y))
     assert m.generator_weights(z).shape == (2, m.num_components, m.hypernet.num_weights)

@@ -27,7 +27,7 @@ class Record(pl.Callback):
 
     def on_train_end(self, trainer, module):
         out = {"params": float(sum(p.detach().double().sum() for p in module.model.parameters())),
-               "gen": float(sum(p.detach().double().sum() for p in module.model.generator.parameters())),
+               "gen": float(sum(p.detach().double().sum() for p in module.model.hypernet.parameters())),
                "sync_bn": sum(isinstance(m, DistributedBatchNorm) for m in module.modules()),
                "step": trainer.global_step, "wrappers": self.wrappers, "whole": self.whole}
         Path(f"{self.path}.rank{trainer.global_rank}.json").write_text(json.dumps(out))

@@ -40,13 +40,13 @@ def _step(model, real, z_d, z_g, no_sync):
     terms = model.discriminator_loss(real, z=z_d)
     terms.loss.backward()
     d_grads = [p.grad.clone() for p in model.discriminator.parameters()]
-    untouched = all(p.grad is None for p in model.generator.parameters())
+    untouched = all(p.grad is None for p in model.hypernet.parameters())
     model.zero_grad(set_to_none=True)
     for p in model.discriminator.parameters():
         p.requires_grad_(False)
     with no_sync():
         model.generator_loss(real, z=z_g).backward()
-    g_grads = [p.grad.clone() for p in model.generator.parameters()]
+    g_grads = [p.grad.clone() for p in model.hypernet.parameters()]
     d_frozen = all(p.grad is None for p in model.discriminator.parameters())
     return d_grads, g_grads, untouched and d_frozen
 
@@ -77,7 +77,7 @@ def test_gasp_separate_ddp_wrappers_average_each_networks_gradients():
     refs = [_step(_model(), *_shard(r), nullcontext) for r in range(2)]
     model = _model()
     assert res[0][3] == [("discriminator", "DistributedDataParallel", True),
-                         ("generator", "DistributedDataParallel", True)]
+                         ("hypernet", "DistributedDataParallel", True)]
     assert res[0][4] == sorted(model.state_dict())
     for rank in range(2):
         d_grads, g_grads, untouched = res[rank][:3]
@@ -107,7 +107,7 @@ def test_parallelize_routes_forward_calls_and_can_be_removed():
     real, z_d, _ = _shard(0)
     before = model.discriminator_loss(real, z=z_d).loss.detach()
     wrappers = {}
-    model.parallelize(lambda m: wrappers.setdefault(m is model.generator, Spy(type(m).__name__, m)))
+    model.parallelize(lambda m: wrappers.setdefault(m is model.hypernet, Spy(type(m).__name__, m)))
     after = model.discriminator_loss(real, z=z_d).loss.detach()
     assert calls == ["HyperNetwork", "PointConvNet", "PointConvNet"]  # fakes, R1 on real, fakes
     torch.testing.assert_close(after, before)

@@ -319,7 +319,7 @@ def test_gasp_ddp_two_cpu_processes(tmp_path):
     ranks = [json.loads((tmp_path / f"rec.rank{r}.json").read_text()) for r in range(2)]
     assert ranks[0] == ranks[1]
     assert ranks[0]["step"] == 6 and ranks[0]["sync_bn"] == 4
-    assert ranks[0]["wrappers"] == ["discriminator", "generator"] and not ranks[0]["whole"]
+    assert ranks[0]["wrappers"] == ["discriminator", "hypernet"] and not ranks[0]["whole"]
     assert ranks[0]["unwrapped_at_end"]
 
 
