@@ -16,18 +16,24 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.plugins.layer_sync import LayerSync
 
 from ._ddp import DDPStrategy
-from ._sync_batch_norm import convert_sync_batchnorm
+from ._sync_batch_norm import BatchNormSync, convert_sync_batchnorm
 
-__all__ = ["make_trainer", "fit", "last_checkpoint", "AtomicCheckpointIO", "SyncBatchNorm", "resolve_precision", "training_budget"]
+__all__ = ["make_trainer", "fit", "last_checkpoint", "AtomicCheckpointIO", "SyncBatchNorm", "BatchNormSync", "resolve_precision", "training_budget"]
 
 _PRECISIONS = ("auto", "32-true", "bf16-mixed")
 
 
 class SyncBatchNorm(Callback):
-    """Converts the module's BatchNorm layers to :class:`DistributedBatchNorm` when more than one process
-    trains (before Lightning wraps it in DDP)."""
+    """Deprecated (a callback, not :class:`torch.nn.SyncBatchNorm`): :func:`make_trainer` synchronises BatchNorm with
+    the :class:`BatchNormSync` plugin. This callback converts the module's BatchNorm layers to
+    :class:`DistributedBatchNorm` when more than one process trains (before Lightning wraps it in DDP)."""
+
+    def __init__(self) -> None:
+        warnings.warn("pcfunc.training.SyncBatchNorm is deprecated: make_trainer synchronises BatchNorm with the "
+                      "BatchNormSync plugin (Trainer(plugins=[BatchNormSync()]))", FutureWarning, stacklevel=2)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if trainer.world_size > 1:
@@ -164,8 +170,8 @@ def make_trainer(
     * Distributed data parallel when ``devices * num_nodes > 1`` (or under ``torchrun``/SLURM, which
       Lightning detects): :class:`DDPStrategy` (one wrapper per network for GASP, the whole module for
       VaMoH) with the ``gloo`` backend on the CPU and ``nccl`` on GPUs, and
-      BatchNorm synchronised across processes by :class:`DistributedBatchNorm` (PyTorch's own
-      ``SyncBatchNorm`` only runs on CUDA). The training loader shards the data itself
+      BatchNorm synchronised across processes by the :class:`BatchNormSync` plugin
+      (:class:`torch.nn.SyncBatchNorm` on CUDA, :class:`DistributedBatchNorm` elsewhere). The training loader shards the data itself
       (``use_distributed_sampler=False``).
 
     Args:
@@ -206,6 +212,9 @@ def make_trainer(
             strategy = DDPStrategy(process_group_backend=backend, find_unused_parameters=True)
         else:
             strategy = "auto"
+    plugins = list(trainer_kwargs.pop("plugins", None) or [AtomicCheckpointIO()])
+    if not trainer_kwargs.get("sync_batchnorm") and not any(isinstance(p, LayerSync) for p in plugins):
+        plugins.append(BatchNormSync())
     with _quiet(quiet):
         trainer = pl.Trainer(
             default_root_dir=str(out),
@@ -223,8 +232,8 @@ def make_trainer(
             check_val_every_n_epoch=val_every_epochs,
             num_sanity_val_steps=0,
             logger=loggers,
-            callbacks=[ckpt, SyncBatchNorm(), *(callbacks or [])],
-            plugins=trainer_kwargs.pop("plugins", None) or [AtomicCheckpointIO()],
+            callbacks=[ckpt, *(callbacks or [])],
+            plugins=plugins,
             **trainer_kwargs,
         )
     trainer._pcfunc_quiet = bool(quiet)  # fit() keeps the console as quiet

@@ -114,7 +114,11 @@ def _bn_worker(rank, world, port, x, out):
     part.requires_grad_(True)
     y = bn(part)
     (y * torch.arange(1.0, 4.0)).pow(2).sum().backward()
-    out[rank] = (y.detach(), part.grad, bn.running_mean.clone(), bn.running_var.clone(), bn.weight.grad)
+    stats = (bn.running_mean.clone(), bn.running_var.clone())
+    # bfloat16 input (precision="bf16-mixed") far from zero: the statistics are still float32 ones.
+    low = (x[:5] if rank == 0 else x[5:]).add(20.0).bfloat16()
+    y_low = bn(low)
+    out[rank] = (y.detach(), part.grad, *stats, bn.weight.grad, y_low.detach())
     dist.destroy_process_group()
 
 
@@ -137,6 +141,33 @@ def test_distributed_batchnorm_equals_full_batch_batchnorm():
     torch.testing.assert_close(res[0][3], ref.running_var, rtol=1e-4, atol=1e-5)
     # Each rank's weight gradient covers its share; their sum (what DDP reduces) is the full gradient.
     torch.testing.assert_close(res[0][4] + res[1][4], ref.weight.grad, rtol=1e-4, atol=1e-4)
+    low = torch.cat([res[0][5], res[1][5]])
+    assert low.dtype == torch.bfloat16
+    ref_low = torch.nn.functional.batch_norm(x.add(20.0).bfloat16().float(), None, None, ref.weight.detach(),
+                                             ref.bias.detach(), training=True)
+    torch.testing.assert_close(low.float(), ref_low, rtol=0, atol=0.05)  # bfloat16 sums of squares: errors of ~1
+
+
+def test_batchnorm_sync_plugin_converts_and_reverts(tmp_path):
+    from pcfunc.training import BatchNormSync
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3),
+                              torch.nn.Sequential(torch.nn.BatchNorm1d(3)))
+    with torch.no_grad():
+        net[1].running_mean.fill_(0.3)
+        net[2][0].weight.fill_(2.0)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    for device, cls in (("cuda", torch.nn.SyncBatchNorm), ("cpu", DistributedBatchNorm)):
+        synced = BatchNormSync(device).apply(net)
+        assert isinstance(synced[1], cls) and isinstance(synced[2][0], cls), device
+        back = BatchNormSync(device).revert(synced)
+        assert type(back[1]) is torch.nn.BatchNorm1d and type(back[2][0]) is torch.nn.BatchNorm1d
+        for k, v in back.state_dict().items():
+            torch.testing.assert_close(v, state[k], msg=k)
+        net = back
+    # make_trainer passes the plugin (Lightning applies it under a distributed strategy).
+    trainer = make_trainer(tmp_path, max_steps=1, accelerator="cpu", progress_bar=False, tensorboard=False)
+    assert isinstance(trainer._accelerator_connector._layer_sync, BatchNormSync)
 
 
 def test_distributed_batchnorm_is_batchnorm_outside_ddp():
