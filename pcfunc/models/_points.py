@@ -9,7 +9,7 @@ from torch import Tensor
 
 from .._validation import check_batch, check_finite, check_points
 from ..manifolds import Manifold
-from ..ops import knn, shared_grid
+from ..ops import knn, shared_grid, to_padded
 
 __all__ = ["Points", "DensePoints", "as_points", "dense_points", "point_dropout", "shared_positions", "rank_in_cloud"]
 
@@ -100,17 +100,10 @@ def dense_points(pts: Points) -> DensePoints:
     if bool((counts == n).all()):
         return DensePoints(pts.pos.view(B, n, -1), pts.x.view(B, n, -1),
                            torch.ones(B, n, dtype=torch.bool, device=pts.pos.device))
-    start = torch.cumsum(counts, 0) - counts
-    slot = torch.arange(pts.batch.numel(), device=pts.batch.device) - start[pts.batch]
-    pos = pts.pos.new_zeros(B, n, pts.pos.size(1))
-    y = pts.x.new_zeros(B, n, pts.x.size(1))
-    mask = torch.zeros(B, n, dtype=torch.bool, device=pts.pos.device)
-    pos[pts.batch, slot] = pts.pos
-    y[pts.batch, slot] = pts.x
-    mask[pts.batch, slot] = True
     # Padding slots repeat each cloud's first point, so they stay on the manifold (they are masked out).
-    first = pts.pos[start]
-    pos = torch.where(mask.unsqueeze(-1), pos, first.unsqueeze(1).expand_as(pos))
+    pos, mask, _ = to_padded(pts.pos, counts)
+    y = pts.x.new_zeros(B, n, pts.x.size(1))
+    y[mask] = pts.x  # the batch is sorted: the mask's slots in row-major order are the packed order
     return DensePoints(pos, y, mask)
 
 

@@ -191,10 +191,10 @@ class VaMoHInference:
         return torch.cat(means, dim=1), torch.cat(draws, dim=1)
 
     def _draw(self, params: Tensor, logits: Tensor, generator: Optional[torch.Generator]) -> Tensor:
-        u = torch.rand(logits.shape, generator=generator, device="cpu").to(logits)
-        gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1.0)).clamp_min(1e-20))
-        c = (logits + gumbel).argmax(-1)  # [B, m]
-        y = self.likelihood.sample(params)  # [B, m, K, C]
+        # c_d ~ Cat(pi_d) by torch.multinomial, which takes a generator (torch.distributions.Categorical does not).
+        probs = torch.softmax(logits.detach().float().cpu(), -1).reshape(-1, logits.size(-1))
+        c = torch.multinomial(probs, 1, generator=generator).view(logits.shape[:-1]).to(logits.device)  # [B, m]
+        y = self.likelihood.sample(params, generator)  # [B, m, K, C]
         return y.gather(2, c[..., None, None].expand(*c.shape, 1, y.size(-1))).squeeze(2)
 
     def _residuals(self, z: Tensor, pts: Any, dense: Any, weights: Tuple[Tensor, Tensor],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
+import torch
 from torch import Tensor, nn
 
 from ._likelihood_math import _broadcast, _check_support, _check_tensor
@@ -94,9 +95,21 @@ class Likelihood(nn.Module):
         r"""Predictive mean :math:`\mathbb{E}[y \mid \theta]` (used for reconstructions), shape :math:`(*, C)`."""
         return self._mean(self._split(params))
 
-    def sample(self, params: Tensor) -> Tensor:
-        r"""One sample :math:`y \sim p(y \mid \theta)` per point and channel, shape :math:`(*, C)`."""
-        return self._sample(self._split(params))
+    def sample(self, params: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+        r"""One sample :math:`y \sim p(y \mid \theta)` per point and channel, shape :math:`(*, C)`.
+
+        With a CPU ``generator`` the sample is a function of it alone (not of the global random state): a seed
+        drawn from it seeds the draw, in a forked random state (so a subclass's ``_sample`` needs no generator
+        argument of its own).
+        """
+        parts = self._split(params)
+        if generator is None:
+            return self._sample(parts)
+        seed = int(torch.randint(0, 2 ** 62, (), generator=generator))
+        cuda = [params.device] if params.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(seed)
+            return self._sample(parts)
 
     def extra_repr(self) -> str:
         return f"num_channels={self.num_channels}"

@@ -4,6 +4,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
+from torch_geometric.utils import scatter
 
 from ..manifolds import Manifold, resolve_manifold
 from ..ops import Level, NeighborCache, default_cache, sample_and_group
@@ -100,9 +101,9 @@ class CloudNorm(nn.Module):
             return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
         num = int(batch.max()) + 1 if batch.numel() else 0
         counts = torch.bincount(batch, minlength=num).to(x.dtype).clamp_min(1)[:, None]
-        mean = x.new_zeros(num, x.size(1)).index_add_(0, batch, x) / counts
+        mean = scatter(x, batch, 0, num, reduce="sum") / counts
         d = x - mean[batch]
-        var = x.new_zeros(num, x.size(1)).index_add_(0, batch, d * d) / counts
+        var = scatter(d * d, batch, 0, num, reduce="sum") / counts
         inv = torch.where(counts > 1, torch.rsqrt(var + self.eps), torch.ones_like(var))
         d = torch.where((counts > 1)[batch], d, x)
         return d * inv[batch] * self.weight + self.bias
@@ -302,7 +303,7 @@ class PointConv(nn.Module):
         g = torch.cat((x, pos.to(x.dtype)), dim=-1) if self.concat_relative else x
         # Sum over each cloud of g_j (x) w_j, as one scatter of the per-point outer products.
         outer = (g.unsqueeze(-1) * w.unsqueeze(-2)).reshape(pos.size(0), -1)
-        agg = outer.new_zeros(num, outer.size(1)).index_add_(0, batch, outer)
+        agg = scatter(outer, batch, 0, num, reduce="sum")
         out = self.linear(agg)
         return out, pos.new_zeros(num, pos.size(1)), torch.arange(num, device=pos.device)
 

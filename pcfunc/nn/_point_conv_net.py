@@ -6,6 +6,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
+from torch_geometric.utils import scatter
 
 from ..manifolds import Manifold, resolve_manifold
 from ..ops import NeighborCache, default_cache
@@ -195,8 +196,7 @@ class PointConvNet(nn.Module):
         h, _, b = self.features(x, pos, batch)
         num = int(b.max()) + 1 if b.numel() else 0
         if self.readout == "mean":
-            counts = torch.bincount(b, minlength=num).clamp_min(1).to(h.dtype)
-            pooled = h.new_zeros(num, h.size(1)).index_add_(0, b, h) / counts[:, None]
+            pooled = scatter(h, b, 0, num, reduce="mean")
         else:
             if h.size(0) % max(num, 1):
                 raise ValueError("readout='flatten' needs the same number of final centroids in every cloud")

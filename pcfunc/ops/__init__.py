@@ -2,7 +2,8 @@
 
 from ._fps import fps
 from ._hierarchy import Level, NeighborCache, build_hierarchy, default_cache, sample_and_group, shared_grid
-from ._knn import DEFAULT_CHUNK_ELEMENTS, knn
+from ._common import to_padded
+from ._knn import KNN_CHUNK_ELEMENTS, knn
 
 __all__ = [
     "fps",
@@ -13,5 +14,16 @@ __all__ = [
     "Level",
     "NeighborCache",
     "default_cache",
-    "DEFAULT_CHUNK_ELEMENTS",
+    "KNN_CHUNK_ELEMENTS",
+    "to_padded",
 ]
+
+
+def __getattr__(name: str):
+    if name == "DEFAULT_CHUNK_ELEMENTS":  # its old name (pcfunc has other chunk sizes: INR, decoding)
+        import warnings
+
+        warnings.warn("pcfunc.ops.DEFAULT_CHUNK_ELEMENTS is deprecated, use pcfunc.ops.KNN_CHUNK_ELEMENTS", FutureWarning,
+                      stacklevel=2)
+        return KNN_CHUNK_ELEMENTS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

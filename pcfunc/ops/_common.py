@@ -100,10 +100,19 @@ def checked_inputs(pos: Tensor, name: str, batch: Optional[Tensor], batch_name: 
 
 
 def to_padded(pos: Tensor, counts: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-    """Packed ``[N, D]`` to padded ``[B, L, D]``, the validity mask ``[B, L]`` and the cloud offsets ``[B + 1]``.
+    """Packed points to a padded batch: the points of cloud :math:`b` fill the first ``counts[b]`` slots of row
+    :math:`b` (as :func:`torch_geometric.utils.to_dense_batch` with a sorted batch vector).
 
-    Padding slots hold a copy of the cloud's first point, so that any manifold's distance is finite there
-    (a zero vector could give NaN); callers mask them out.
+    Padding slots hold a copy of the cloud's first point, not zeros, so that any manifold's distance is finite
+    there (a zero vector on the sphere could give NaN); callers mask them out.
+
+    Args:
+        pos (Tensor): Packed points :math:`(N, D)`, cloud by cloud.
+        counts (Tensor): Points per cloud :math:`(B,)`, summing to :math:`N`.
+
+    Returns:
+        (Tensor, Tensor, Tensor): the padded points :math:`(B, L, D)` with :math:`L` the largest count, the mask
+        of real points :math:`(B, L)`, and the offsets of the clouds :math:`(B + 1,)`.
     """
     B = counts.numel()
     L = int(counts.max()) if B else 0

@@ -10,10 +10,10 @@ from .._validation import check_positive_int
 from ._common import (_lp_exponent, batch_counts, checked_inputs, resolve_metric, select_backend, to_padded,
                       upcast_reduced)
 
-__all__ = ["knn", "DEFAULT_CHUNK_ELEMENTS"]
+__all__ = ["knn", "KNN_CHUNK_ELEMENTS"]
 
 #: Largest distance block (elements) the reference kNN materialises at once: 2**22 = 16 MiB in float32.
-DEFAULT_CHUNK_ELEMENTS = 1 << 22
+KNN_CHUNK_ELEMENTS = 1 << 22
 
 
 def knn(
@@ -25,7 +25,7 @@ def knn(
     manifold: Optional[Union[str, Manifold]] = None,
     p: Optional[Union[float, str]] = None,
     backend: str = "auto",
-    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+    chunk_elements: int = KNN_CHUNK_ELEMENTS,
 ) -> Tensor:
     r"""The ``k`` nearest points of ``x`` for every query point of ``y``, within each cloud.
 
@@ -79,7 +79,7 @@ def knn(
 
 def _knn(
     x: Tensor, y: Tensor, k: int, batch_x: Optional[Tensor], batch_y: Optional[Tensor], m: Manifold,
-    backend: str, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+    backend: str, chunk_elements: int = KNN_CHUNK_ELEMENTS,
 ) -> Tensor:
     """:func:`knn` on validated points and batches (same number of coordinates, checked by :func:`knn`)."""
     if x.dtype != y.dtype:

@@ -700,3 +700,29 @@ def test_mixture_logits_are_the_categorical_nets_and_uniform_in_warmup():
     torch.testing.assert_close(m.mixture_logits(z, pos), m.prior_c(m.encoding(pos), z))
     torch.testing.assert_close(m.mixture_logits(z, pos, y), m.posterior_c(m.encoding(pos), z, y))
     assert m.generator_weights(z).shape == (2, m.num_components, m.hypernet.num_weights)
+
+
+def test_draws_pick_components_with_the_mixture_probabilities_and_follow_the_generator():
+    # Many draws of one latent at a few points: each draw is one component's value (the noise is tiny), chosen
+    # with the prior's probabilities pi_k(x, z); and a generator alone fixes the draws (not the global seed).
+    from pcfunc.nn import GaussianLikelihood
+
+    torch.manual_seed(0)
+    m = tiny(likelihood=GaussianLikelihood(scale="fixed", init_scale=1e-6), categorical_hidden=(16,)).eval()
+    m.warmup = False
+    with torch.no_grad():
+        m.prior_c.layers[-1].bias.add_(torch.tensor([1.5, 0.0, -1.0], dtype=torch.float64))  # unequal shares
+    pos = GRID.pos.double()[:5]
+    z = torch.randn(1, m.latent_dim, dtype=torch.float64).expand(4000, -1)
+    with torch.no_grad():
+        _, draws = m._mean_and_draws(z, pos, torch.Generator().manual_seed(0), None)
+        means = m.likelihood.mean(m.component_params(z[:1], pos))[0, :, :, 0]  # [5, K]
+        pi = torch.softmax(m.mixture_logits(z[:1], pos), -1)[0]  # [5, K]
+    which = (draws[..., 0][:, :, None] - means[None]).abs().argmin(-1)  # [4000, 5]
+    freq = torch.stack([(which == k).double().mean(0) for k in range(3)], -1)
+    torch.testing.assert_close(freq, pi, rtol=0, atol=0.03)  # 4000 draws: sd < 0.008
+    torch.manual_seed(1)
+    a = m.predictive(batch(2), pos, num_samples=3, generator=torch.Generator().manual_seed(5))
+    torch.manual_seed(2)
+    b = m.predictive(batch(2), pos, num_samples=3, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(a.std, b.std, rtol=0, atol=0)
