@@ -30,6 +30,10 @@ class PointDropout(BaseTransform):
     it so the first PointConv level still has enough points, e.g. its number of centroids), and the kept
     points are a uniform subset in their original order.
 
+    This is the per-item form, for datasets of clouds of different points. :class:`~pcfunc.models.VaMoH` applies
+    the same dropout to whole batches itself (``max_dropout``): one rate per batch and, on a grid, one kept
+    subset shared by the clouds, so that the encoder's neighbour hierarchy is computed once per batch.
+
     Args:
         max_rate (float): :math:`\alpha \in [0, 1)`.
         min_points (int): Points always kept. (default: ``1``)
@@ -59,6 +63,9 @@ class PointDropout(BaseTransform):
 
 class RandomSubset(BaseTransform):
     """Keep ``num_points`` points chosen uniformly without replacement (GASP trains on random subsets).
+
+    The per-item form; :class:`~pcfunc.models.GASP` draws such subsets of whole batches itself (``num_points`` of
+    its losses), one subset shared by the clouds of a grid.
 
     Args:
         num_points (int): Points kept (all of them if the cloud is smaller).

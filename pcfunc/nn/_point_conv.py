@@ -16,7 +16,12 @@ __all__ = ["PointConv", "AvgPool", "WeightNet", "CloudNorm", "norm_layer"]
 class WeightNet(nn.Module):
     r"""The MLP :math:`W` of PointConv: relative position :math:`\to` :math:`C_\text{mid}` kernel weights.
 
-    Every layer is ``Linear -> norm -> LeakyReLU(0.2)``; the last hidden width is :math:`C_\text{mid}`.
+    Every layer is ``Linear -> norm -> LeakyReLU(0.2)``; the last hidden width is :math:`C_\text{mid}`. With
+    ``norm="batch"`` or ``"none"`` it is ``torch_geometric.nn.MLP([in_dim, *hidden], act="leaky_relu",
+    act_kwargs={"negative_slope": 0.2}, norm="batch_norm" or None, plain_last=False)``, value for value (tested).
+    pcfunc keeps its own module for ``norm="instance"`` (:class:`CloudNorm`: statistics per cloud, given the cloud
+    of each offset), for plain :class:`torch.nn.BatchNorm1d` layers that distributed training can synchronise
+    (:class:`~pcfunc.training.BatchNormSync`), and for the parameter names of saved models.
 
     Args:
         in_dim (int): Size of the relative position (``manifold.relative_dim``).

@@ -235,3 +235,31 @@ def test_layer_norm_computes_the_same_function_in_training_and_evaluation():
     assert not torch.allclose(a, c, atol=1e-3)  # running statistics differ from the batch's
     with pytest.raises(ValueError, match="norm must be one of"):
         PointConvNet(1, specs, "sphere", norm="group")
+
+
+@pytest.mark.parametrize("norm", ["batch", "none"])
+def test_weight_net_is_pyg_mlp(norm):
+    # WeightNet against torch_geometric.nn.MLP with the same weights, in training and evaluation mode.
+    from torch_geometric.nn import MLP
+
+    from pcfunc.nn import WeightNet
+
+    torch.manual_seed(0)
+    net = WeightNet(3, (8, 5), norm=norm).double()
+    ref = MLP([3, 8, 5], act="leaky_relu", act_kwargs={"negative_slope": 0.2},
+              norm="batch_norm" if norm == "batch" else None, plain_last=False).double()
+    linears = [m for m in net.net if isinstance(m, torch.nn.Linear)]
+    norms = [m for m in net.net if isinstance(m, torch.nn.BatchNorm1d)]
+    with torch.no_grad():
+        for lin, mine in zip(ref.lins, linears):
+            lin.weight.copy_(mine.weight)
+            lin.bias.copy_(mine.bias)
+        for bn, mine in zip(ref.norms, norms):
+            inner = getattr(bn, "module", bn)
+            inner.weight.copy_(torch.rand_like(inner.weight))
+            mine.weight.copy_(inner.weight)
+    x = torch.randn(40, 3, dtype=torch.float64)
+    for mode in (True, False):
+        net.train(mode)
+        ref.train(mode)
+        torch.testing.assert_close(net(x), ref(x))
