@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -162,10 +162,6 @@ class GASP(nn.Module):
         self.discriminator = PointConvNet(self.in_channels, gasp_discriminator_specs(disc_channels, self.dim),
                                           self.manifold, head="logit", weight_hidden=tuple(weight_hidden),
                                           cache=cache)
-        # Forward calls of the two networks go through these when set (a DistributedDataParallel wrapper
-        # each, see :meth:`parallelize`). A plain dict: the wrappers are not submodules, so the state dict
-        # keeps its names.
-        self._wrappers: Dict[str, nn.Module] = {}
         read_renamed_keys(self, {"generator": "hypernet"})  # checkpoints before the rename call it `generator`
 
     @property
@@ -174,25 +170,6 @@ class GASP(nn.Module):
         warnings.warn("GASP.generator is deprecated, use GASP.hypernet (the same network)", FutureWarning,
                       stacklevel=2)
         return self.hypernet
-
-    def parallelize(self, wrap: Optional[Callable[[nn.Module], nn.Module]]) -> Dict[str, nn.Module]:
-        r"""Route every forward call of :attr:`hypernet` and :attr:`discriminator` through ``wrap(module)``,
-        one wrapper per network: e.g. ``lambda m: DistributedDataParallel(m)``, so that each network
-        synchronises its own gradients when its own loss is backpropagated (GASP trains them with separate
-        optimisers, and a discriminator step does not touch the generator's parameters). ``None`` removes the
-        wrappers. Used by :class:`~pcfunc.training.DDPStrategy`.
-
-        Returns:
-            dict: The wrappers, by name (``"hypernet"``, ``"discriminator"``).
-        """
-        if wrap is None:
-            self._wrappers = {}
-        else:
-            self._wrappers = {name: wrap(getattr(self, name)) for name in ("hypernet", "discriminator")}
-        return dict(self._wrappers)
-
-    def _forward(self, name: str, *args: Any) -> Any:
-        return self._wrappers.get(name, getattr(self, name))(*args)
 
     @classmethod
     def from_config(cls, name: str, **overrides: Any) -> "GASP":
@@ -243,8 +220,7 @@ class GASP(nn.Module):
         r"""Features :math:`f_{g_\phi(\mathbf z)}(\mathbf x)` of the functions of ``z`` :math:`(B, Z)` at ``pos``
         :math:`(N, D)` or :math:`(B, N, D)`: :math:`(B, N, C)` in :math:`[-1, 1]`."""
         check_query(pos, self.manifold, z.size(0) if isinstance(z, Tensor) and z.dim() == 2 else -1)
-        # = hypernet.decode(z, pos), with the hypernetwork's forward through its wrapper (if any).
-        return self.hypernet.target(pos, self._forward("hypernet", z), chunk_size=chunk_size)
+        return self.hypernet.decode(z, pos, chunk_size=chunk_size)
 
     @torch.no_grad()
     def sample(self, num: int, pos: Tensor, generator: Optional[torch.Generator] = None,
@@ -255,7 +231,7 @@ class GASP(nn.Module):
     # ------------------------------------------------------------------ discriminator
     def discriminate(self, x: Tensor, pos: Tensor, batch: Optional[Tensor] = None) -> Tensor:
         """Logits :math:`(B,)` of the discriminator for a packed batch."""
-        return self._forward("discriminator", x, pos, batch).squeeze(-1)
+        return self.discriminator(x, pos, batch).squeeze(-1)
 
     def r1_penalty(self, x: Tensor, pos: Tensor, batch: Tensor, create_graph: bool = True) -> Tuple[Tensor, Tensor]:
         r"""Per-cloud :math:`R_1 = \frac12 \sum_i \|\nabla_{\mathbf y_i} s\|^2` with :math:`s` the logit (or

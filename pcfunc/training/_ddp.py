@@ -1,15 +1,54 @@
 """Distributed data parallel for pcfunc's Lightning modules: one DDP wrapper per network where a module asks
-for it (GASP's generator and discriminator), the whole module otherwise."""
+for it (GASP's hypernetwork and discriminator), the whole module otherwise. The models know nothing of it."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Sequence
 
 from lightning.pytorch.strategies import DDPStrategy as _LightningDDP
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-__all__ = ["DDPStrategy"]
+__all__ = ["DDPStrategy", "parallelize_networks"]
+
+
+class _Routed:
+    """A network's ``forward`` that goes through its wrapper: ``wrapper(*args)`` calls the network again, and that
+    inner call runs the network's own ``forward``."""
+
+    def __init__(self, network: nn.Module, wrapper: nn.Module) -> None:
+        self.network, self.wrapper, self.inside = network, wrapper, False
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.inside:
+            return type(self.network).forward(self.network, *args, **kwargs)
+        self.inside = True
+        try:
+            return self.wrapper(*args, **kwargs)
+        finally:
+            self.inside = False
+
+
+def parallelize_networks(model: nn.Module, names: Sequence[str],
+                         wrap: Optional[Callable[[nn.Module], nn.Module]]) -> Dict[str, nn.Module]:
+    """Route every call of the networks ``model.<name>`` through ``wrap(network)``, one wrapper per network (e.g. a
+    :class:`~torch.nn.parallel.DistributedDataParallel` each), without the model knowing: the model calls its
+    networks as usual, each call enters the wrapper, which calls the network's own ``forward``. The wrappers are
+    not submodules, so the state dict keeps its names. ``wrap=None`` removes the routing.
+
+    Returns:
+        dict: The wrappers by name (empty after ``wrap=None``).
+    """
+    wrappers = {}
+    for name in names:
+        network = getattr(model, name)
+        if not isinstance(network, nn.Module):
+            raise TypeError(f"model.{name} must be a torch.nn.Module, got {type(network).__name__}")
+        network.__dict__.pop("forward", None)
+        if wrap is not None:
+            wrappers[name] = wrap(network)
+            network.forward = _Routed(network, wrappers[name])
+    return wrappers
 
 
 class DDPStrategy(_LightningDDP):
@@ -19,7 +58,7 @@ class DDPStrategy(_LightningDDP):
     If the Lightning module has a method ``parallelize(wrap)``, this strategy does not wrap the module:
     it calls ``parallelize`` with a function that wraps one network in its own
     :class:`~torch.nn.parallel.DistributedDataParallel`, and the module routes each network's forward calls
-    through its wrapper (:meth:`pcfunc.models.GASP.parallelize`). Each network then synchronises its gradients
+    through its wrapper (:func:`parallelize_networks`). Each network then synchronises its gradients
     when, and only when, its own loss is backpropagated, with ``find_unused_parameters=False`` (every
     parameter of a network takes part in its own loss), and the wrappers are removed at the end of training,
     so checkpoints keep the plain parameter names. Other modules are wrapped whole, as Lightning does.

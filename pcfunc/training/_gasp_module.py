@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from ..models import GASP, gasp_config
 from ..nn._kernels import release_gradient_buffers
+from ._ddp import parallelize_networks
 from ._vamoh_module import NonFiniteLossError, load_trained_model, module_from_checkpoint, step_generator
 
 __all__ = ["GASPModule"]
@@ -77,10 +78,10 @@ class GASPModule(pl.LightningModule):
         return [g, d]
 
     def parallelize(self, wrap: Optional[Callable[[nn.Module], nn.Module]]) -> Dict[str, nn.Module]:
-        """One wrapper per network (:meth:`pcfunc.models.GASP.parallelize`); called by
-        :class:`~pcfunc.training.DDPStrategy`."""
-        self._wrappers = self.model.parallelize(wrap)
-        return self._wrappers
+        """One wrapper per network, the hypernetwork's and the discriminator's (:func:`parallelize_networks`);
+        called by :class:`~pcfunc.training.DDPStrategy`. ``None`` removes them."""
+        self._wrappers = parallelize_networks(self.model, ("hypernet", "discriminator"), wrap)
+        return dict(self._wrappers)
 
     def _no_sync(self, name: str) -> ContextManager:
         wrapper = self._wrappers.get(name)

@@ -10,6 +10,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch_geometric.data import Batch
 
 from pcfunc.models import GASP
+from pcfunc.training import parallelize_networks
 
 from ._train_tiny import dataset
 
@@ -58,7 +59,8 @@ def _worker(rank, world, port, out):
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
     model = _model()
-    wrappers = model.parallelize(lambda m: DistributedDataParallel(m, find_unused_parameters=False))
+    wrappers = parallelize_networks(model, ("hypernet", "discriminator"),
+                                    lambda m: DistributedDataParallel(m, find_unused_parameters=False))
     kinds = sorted((name, type(w).__name__, w.module is getattr(model, name)) for name, w in wrappers.items())
     # The wrappers are not submodules: the state dict keeps its names.
     names = sorted(model.state_dict())
@@ -92,6 +94,7 @@ def test_gasp_separate_ddp_wrappers_average_each_networks_gradients():
 
 
 def test_parallelize_routes_forward_calls_and_can_be_removed():
+    # The model knows nothing of the wrappers: pcfunc.training routes its networks' calls through them.
     model = _model()
     calls = []
 
@@ -107,11 +110,12 @@ def test_parallelize_routes_forward_calls_and_can_be_removed():
     real, z_d, _ = _shard(0)
     before = model.discriminator_loss(real, z=z_d).loss.detach()
     wrappers = {}
-    model.parallelize(lambda m: wrappers.setdefault(m is model.hypernet, Spy(type(m).__name__, m)))
+    parallelize_networks(model, ("hypernet", "discriminator"),
+                         lambda m: wrappers.setdefault(m is model.hypernet, Spy(type(m).__name__, m)))
     after = model.discriminator_loss(real, z=z_d).loss.detach()
     assert calls == ["HyperNetwork", "PointConvNet", "PointConvNet"]  # fakes, R1 on real, fakes
     torch.testing.assert_close(after, before)
-    model.parallelize(None)
+    parallelize_networks(model, ("hypernet", "discriminator"), None)
     calls.clear()
     model.discriminator_loss(real, z=z_d)
     assert calls == []
