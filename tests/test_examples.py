@@ -93,13 +93,13 @@ def test_era5_sphere_main_tiny(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_era5_sphere_gasp_tiny(tmp_path: Path) -> None:
+def test_era5_gasp_tiny(tmp_path: Path) -> None:
     pytest.importorskip("pytorch3d")
     import json
 
-    era5 = load_example("era5_sphere")
+    era5 = load_example("era5_gasp")
     out = tmp_path / "gasp"
-    summary = era5.main(["--model", "gasp", "--config", "tiny", "--epochs", "1", "--batch-size", "6",
+    summary = era5.main(["--config", "tiny", "--epochs", "1", "--batch-size", "6",
                          "--out", str(out), "--globe-size", "96", "--no-progress"])
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["model"] == "gasp" and saved["steps"] == 6  # 3 batches, two optimiser steps each

@@ -4,7 +4,7 @@ target points of fine supervision (:func:`target_points`)."""
 from __future__ import annotations
 
 import warnings
-from typing import Any, Optional
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -12,7 +12,7 @@ import torch
 from ._cf import _same_times
 from ._era5 import ERA5Field, MinMaxNormalizer
 
-__all__ = ["ERA5Dataset", "target_points"]
+__all__ = ["ERA5Dataset", "target_points", "pooled_points"]
 
 
 class ERA5Dataset(torch.utils.data.Dataset):
@@ -150,3 +150,24 @@ def target_points(batch: Any) -> Any:
         raise ValueError(f"batch.num_target sums to {int(num.sum())} but there are {x.size(0)} target points")
     index = torch.repeat_interleave(torch.arange(num.numel(), device=num.device), num.reshape(-1))
     return Data(x=x, pos=pos, batch=index)
+
+
+def pooled_points(dataset: Sequence[Any], target: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Every item's points and values of a dataset of point clouds, concatenated: ``pos`` :math:`(\\sum N, D)` and
+    ``x`` :math:`(\\sum N, C)`, the pooled training data that :meth:`pcfunc.models.VaMoH.initialize_generators` and
+    :meth:`pcfunc.models.GASP.initialize_generator` fit.
+
+    Args:
+        dataset: Items with ``pos`` and ``x`` (e.g. :class:`ERA5Dataset`, a list of PyG ``Data``).
+        target (bool): The items' target points instead (``target_pos``, ``target_x``: fine supervision, an
+            :class:`ERA5Dataset` made with ``target=``). (default: ``False``)
+    """
+    key = "target_" if target else ""
+    items = [dataset[i] for i in range(len(dataset))]
+    if not items:
+        raise ValueError("dataset has no items")
+    missing = [k for k in (key + "pos", key + "x") if getattr(items[0], k, None) is None]
+    if missing:
+        raise ValueError(f"the dataset's items have no {missing[0]}" + (" (an ERA5Dataset made without target=)"
+                                                                         if target else ""))
+    return (torch.cat([getattr(d, key + "pos") for d in items]), torch.cat([getattr(d, key + "x") for d in items]))

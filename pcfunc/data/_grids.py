@@ -53,6 +53,12 @@ class Grid:
         return self.pos.size(0)
 
     # -- subclasses map array cells to points ---------------------------------------
+    @property
+    def is_global(self) -> bool:
+        """Whether the grid covers the globe: longitudes all round (:attr:`is_global_lon`) and latitudes from pole to
+        pole, or nearly (a span over 150 degrees)."""
+        return self.is_global_lon and float(self.lat.max()) - float(self.lat.min()) > 150.0
+
     def _gather(self, values: Tensor) -> Tensor:
         """Values of shape ``[*lead, *shape, C]`` to point values ``[*lead, N, C]``."""
         return values.reshape(*values.shape[: values.dim() - len(self.shape) - 1], self.num_points, values.size(-1))

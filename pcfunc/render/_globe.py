@@ -11,7 +11,7 @@ from torch import Tensor
 from .. import _compat
 from ..manifolds import Sphere, latlon_to_xyz
 
-__all__ = ["View", "DEFAULT_VIEWS", "globe_colors", "render_globe", "render_sphere"]
+__all__ = ["View", "DEFAULT_VIEWS", "globe_colors", "globe_views", "render_globe", "render_sphere"]
 
 #: A viewpoint: (label, latitude, longitude) of the camera direction, in degrees.
 View = Tuple[str, float, float]
@@ -215,3 +215,26 @@ def _save_panels(images: List[np.ndarray], names: List[str], out: Union[str, Pat
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
     plt.close(fig)
+
+
+def globe_views(grid) -> Tuple[View, ...]:
+    """Camera directions that show a lat/lon grid's data: :data:`DEFAULT_VIEWS` for a global grid; for a regional
+    box, its centre and 40 degrees to either side; for a polar cap or a latitude band, from the pole (or the
+    equator) and two sides. (:func:`render_sphere` draws the sphere away from the data grey.)
+
+    Args:
+        grid (LatLonGrid): The data's grid (``is_global``, ``is_global_lon`` and ``pos`` are read).
+    """
+    if grid.is_global:
+        return DEFAULT_VIEWS
+    from ..manifolds import xyz_to_latlon
+
+    centre = grid.pos.double().mean(0, keepdim=True)
+    lat, lon = xyz_to_latlon(centre / centre.norm(dim=-1, keepdim=True))
+    c_lat, c_lon = float(lat[0]), float(lon[0])
+    if grid.is_global_lon:
+        pole = math.copysign(90.0, c_lat) if abs(c_lat) > 45.0 else 0.0
+        side = math.copysign(45.0, c_lat) if pole else 0.0
+        return (("centre", pole, 0.0), ("lon 0", side, 0.0), ("lon 180", side, 180.0))
+    return (("box centre", c_lat, c_lon), ("from the west", c_lat, c_lon - 40.0),
+            ("from the east", c_lat, c_lon + 40.0))

@@ -21,7 +21,8 @@ from lightning.pytorch.plugins.layer_sync import LayerSync
 from ._ddp import DDPStrategy
 from ._sync_batch_norm import BatchNormSync, convert_sync_batchnorm
 
-__all__ = ["make_trainer", "fit", "last_checkpoint", "AtomicCheckpointIO", "SyncBatchNorm", "BatchNormSync", "resolve_precision", "training_budget"]
+__all__ = ["make_trainer", "fit", "last_checkpoint", "AtomicCheckpointIO", "SyncBatchNorm", "BatchNormSync",
+           "resolve_precision", "training_budget"]
 
 _PRECISIONS = ("auto", "32-true", "bf16-mixed")
 
@@ -171,7 +172,8 @@ def make_trainer(
       Lightning detects): :class:`DDPStrategy` (one wrapper per network for GASP, the whole module for
       VaMoH) with the ``gloo`` backend on the CPU and ``nccl`` on GPUs, and
       BatchNorm synchronised across processes by the :class:`BatchNormSync` plugin
-      (:class:`torch.nn.SyncBatchNorm` on CUDA, :class:`DistributedBatchNorm` elsewhere). The training loader shards the data itself
+      (:class:`torch.nn.SyncBatchNorm` on CUDA, :class:`DistributedBatchNorm` elsewhere). The training loader
+      shards the data itself
       (``use_distributed_sampler=False``).
 
     Args:

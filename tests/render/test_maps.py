@@ -321,3 +321,25 @@ def test_occupancy_mesh_places_the_surface_where_the_voxels_are(tmp_path):
     assert (tmp_path / "box.png").is_file()
     empty = render_occupancy(np.zeros((4, 4, 4), np.float32), image_size=16)
     assert all(float(i.min()) == 1.0 for i in empty)
+
+
+def test_plot_task_maps_writes_every_task(tmp_path):
+    pytest.importorskip("matplotlib")
+    from pcfunc.data import LatLonGrid
+    from pcfunc.render import plot_task_maps
+
+    coarse, fine = LatLonGrid.regular(10, 20), LatLonGrid.regular(19, 40)
+    g = torch.Generator().manual_seed(0)
+    f = lambda grid: 280 + torch.randn(grid.num_points, generator=g)  # noqa: E731
+    obs = torch.rand(coarse.num_points, generator=g) > 0.3
+    truth = f(fine)
+    truth[:5] = float("nan")  # missing values are drawn grey, not an error
+    plot_task_maps(tmp_path / "tasks.png", coarse, fine, truth=truth, observed=f(coarse), reconstruction=f(coarse),
+                   super_resolution=f(fine), baseline=f(fine), spread=torch.rand(fine.num_points, generator=g),
+                   inpainted={"patch": (f(coarse), obs)}, entropy=torch.rand(coarse.num_points, generator=g),
+                   segmentation=torch.randint(0, 3, (coarse.num_points,), generator=g).double(), num_components=3,
+                   label="t2m [K]", units="K", title="test")
+    from PIL import Image
+
+    with Image.open(tmp_path / "tasks.png") as im:
+        assert im.format == "PNG" and im.size[0] > 800  # four panels a row

@@ -1,0 +1,81 @@
+"""The in-painting tasks of a lat/lon grid, and a flat view of a quality report for metrics files."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Mapping, Tuple
+
+import torch
+from torch import Tensor
+
+from ..manifolds import latlon_to_xyz, xyz_to_latlon
+
+__all__ = ["inpainting_masks", "flat_report", "NORTH_AMERICA"]
+
+#: Centre latitude, longitude and great-circle radius (degrees) of the in-painting patch on a global grid.
+NORTH_AMERICA = (45.0, -100.0, 30.0)
+
+
+def inpainting_masks(grid: Any, patch: Tuple[float, float, float] = NORTH_AMERICA) -> Dict[str, Tensor]:
+    r"""The observed points of two in-painting tasks on a lat/lon grid, as bool masks :math:`(N,)`.
+
+    * ``"patch"``: every point but those within a great-circle disc: ``patch`` = (latitude, longitude, radius)
+      in degrees on a global grid (North America by default); on a regional grid (or a polar cap), a disc at the
+      box's centre of a quarter of its smaller side.
+    * ``"half"``: the eastern half observed: on a global grid the longitudes in :math:`[0, 180)`; on a regional
+      one, the points east of the box's central meridian.
+
+    Args:
+        grid (LatLonGrid): The grid (``pos``, ``lat``, ``lon``, ``is_global``).
+        patch (tuple of float): The global grid's disc. (default: :data:`NORTH_AMERICA`)
+    """
+    lat, lon = (t.double() for t in xyz_to_latlon(grid.pos.double()))
+    if grid.is_global:
+        centre_lat, centre_lon, radius = patch
+        west = torch.remainder(lon, 360.0) >= 180.0
+    else:  # a regional box: its longitudes unwrapped east from the western edge
+        west_edge = float(grid.lon[0])
+        east = torch.remainder(lon - west_edge + 1e-3, 360.0)  # the western edge at 0 (float32 points), not 360
+        width = float(torch.remainder(grid.lon[-1] - grid.lon[0], 360.0)) if grid.lon.numel() > 1 else 0.0
+        centre_lat = 0.5 * (float(grid.lat.max()) + float(grid.lat.min()))
+        centre_lon = west_edge + 0.5 * width
+        height = float(grid.lat.max()) - float(grid.lat.min())
+        radius = 0.25 * min(height, width * math.cos(math.radians(centre_lat))) if width else 0.25 * height
+        west = east < 0.5 * width
+    centre = latlon_to_xyz(torch.tensor(centre_lat, dtype=torch.float64), torch.tensor(centre_lon, dtype=torch.float64))
+    in_patch = torch.acos((grid.pos.double() @ centre).clamp(-1, 1)) < math.radians(radius)
+    return {"patch": ~in_patch, "half": ~west}
+
+
+def flat_report(report: Mapping[str, Any], coarse: str, fine: str) -> Dict[str, Dict[str, float]]:
+    """The main figures of :func:`~pcfunc.evaluation.evaluate_vamoh`'s report (with ``"uncertainty"`` from
+    :func:`~pcfunc.evaluation.evaluate_uncertainty`, if present) as one flat dict for a metrics file: PSNR (dB),
+    RMSE and points of VaMoH and its baselines per task, and the calibrated coverage and CRPS. ``coarse`` and
+    ``fine`` name the grids in the keys (e.g. ``"4deg"``, ``"1deg"``: ``"super_resolution_1deg"``)."""
+    t = report["tasks"]
+    row = lambda d: {"psnr_db": d["psnr"], "rmse_k": d["rmse"], "points": d["points"]}  # noqa: E731
+    out: Dict[str, Dict[str, float]] = {
+        f"reconstruction_{coarse}": row(t["reconstruction"]["vamoh"]),
+        f"baseline_training_mean_{coarse}": row(t["reconstruction"]["training_mean"]),
+    }
+    if "super_resolution" in t:
+        sr = t["super_resolution"]
+        out[f"super_resolution_{fine}"] = row(sr["vamoh"])
+        for method, key in (("vamoh_residuals", "super_resolution_residuals"), ("bilinear", "baseline_bilinear"),
+                            ("bilinear_mean_residual", "baseline_bilinear_mean_residual")):
+            if method in sr:
+                out[f"{key}_{fine}"] = row(sr[method])
+    for task, rows in report.get("uncertainty", {}).items():
+        for method in ("vamoh_calibrated", "climatology_calibrated", "bilinear_mean_residual_calibrated"):
+            if method in rows:
+                r = rows[method]
+                out[f"uncertainty_{task}_{method}"] = {"coverage_50": r["coverage_50"],
+                                                       "coverage_90": r["coverage_90"], "crps_k": r["crps"]}
+    for task, rows in t.items():
+        if task.startswith("inpaint_"):
+            name = task[len("inpaint_"):]
+            out[task] = row(rows["vamoh"])
+            for method in ("zonal_mean", "training_mean"):
+                if method in rows:
+                    out[f"baseline_{method}_{name}"] = row(rows[method])
+    return out

@@ -1,0 +1,77 @@
+"""The in-painting masks of a lat/lon grid and the flat view of a report."""
+
+import math
+
+import numpy as np
+import torch
+
+from pcfunc.data import LatLonGrid, pooled_points
+from pcfunc.evaluation import NORTH_AMERICA, flat_report, inpainting_masks
+from pcfunc.render import DEFAULT_VIEWS, globe_views, grid_spacing
+
+
+def _great_circle_deg(lat1, lon1, lat2, lon2):
+    p1, p2, dl = np.radians(lat1), np.radians(lat2), np.radians(lon2 - lon1)
+    return np.degrees(np.arccos(np.clip(np.sin(p1) * np.sin(p2) + np.cos(p1) * np.cos(p2) * np.cos(dl), -1, 1)))
+
+
+def test_inpainting_masks_on_a_global_and_a_regional_grid_against_brute_force():
+    g = LatLonGrid.regular(46, 90)
+    assert g.is_global
+    lat, lon = np.meshgrid(g.lat.numpy(), g.lon.numpy(), indexing="ij")
+    m = inpainting_masks(g)
+    pts_lat, pts_lon = (g.to_points(torch.as_tensor(a)[None, ..., None]).reshape(-1).numpy() for a in (lat, lon))
+    d = _great_circle_deg(pts_lat, pts_lon, NORTH_AMERICA[0], NORTH_AMERICA[1])
+    assert np.array_equal(m["patch"].numpy(), d >= NORTH_AMERICA[2] - 1e-9)
+    inner = np.abs(pts_lat) < 90  # a pole is one point, of no longitude
+    assert np.array_equal(m["half"].numpy()[inner], np.mod(pts_lon, 360)[inner] < 180)
+    # A regional box 20-50N, 250-290E: a disc of a quarter of its smaller side at its centre, the east half kept.
+    r = LatLonGrid(torch.linspace(20, 50, 16, dtype=torch.float64), torch.linspace(250, 290, 21, dtype=torch.float64))
+    assert not r.is_global
+    m = inpainting_masks(r)
+    lat, lon = (r.to_points(torch.as_tensor(a)[None, ..., None]).reshape(-1).numpy()
+                for a in np.meshgrid(r.lat.numpy(), r.lon.numpy(), indexing="ij"))
+    radius = 0.25 * min(30.0, 40.0 * math.cos(math.radians(35.0)))
+    d = _great_circle_deg(lat, lon, 35.0, 270.0)
+    assert np.array_equal(m["patch"].numpy(), d >= radius - 1e-9)
+    assert np.array_equal(m["half"].numpy(), lon >= 270.0 - 1e-9)
+    assert 0 < (~m["patch"]).sum() < r.num_points
+
+
+def test_flat_report_names_the_grids_and_keeps_the_figures():
+    row = lambda p: {"psnr": p, "rmse": 1.0 / p, "points": 10}  # noqa: E731
+    report = {"tasks": {"reconstruction": {"vamoh": row(30.0), "training_mean": row(20.0)},
+                        "super_resolution": {"vamoh": row(31.0), "vamoh_residuals": row(39.0),
+                                             "bilinear": row(35.0), "bilinear_mean_residual": row(39.7)},
+                        "inpaint_patch": {"vamoh": row(29.0), "zonal_mean": row(19.0), "training_mean": row(27.0)}},
+              "uncertainty": {"super_resolution": {"vamoh_calibrated": {"coverage_50": 0.5, "coverage_90": 0.9,
+                                                                         "crps": 0.6}}}}
+    flat = flat_report(report, "4deg", "1deg")
+    assert flat["reconstruction_4deg"] == {"psnr_db": 30.0, "rmse_k": 1 / 30.0, "points": 10}
+    assert flat["baseline_bilinear_mean_residual_1deg"]["psnr_db"] == 39.7
+    assert flat["super_resolution_residuals_1deg"]["psnr_db"] == 39.0
+    assert flat["baseline_zonal_mean_patch"]["psnr_db"] == 19.0 and flat["inpaint_patch"]["psnr_db"] == 29.0
+    assert flat["uncertainty_super_resolution_vamoh_calibrated"] == {"coverage_50": 0.5, "coverage_90": 0.9,
+                                                                      "crps_k": 0.6}
+
+
+def test_globe_views_spacing_and_pooled_points():
+    assert globe_views(LatLonGrid.regular(46, 90)) == DEFAULT_VIEWS
+    box = globe_views(LatLonGrid(torch.linspace(20, 50, 7, dtype=torch.float64),
+                                 torch.linspace(250, 290, 9, dtype=torch.float64)))
+    assert box[0][0] == "box centre" and abs(box[0][1] - 35.0) < 2.0 and abs((box[0][2] - 270.0) % 360) < 1e-6
+    cap = globe_views(LatLonGrid(torch.linspace(60, 90, 7, dtype=torch.float64),
+                                 torch.arange(0, 360, 4, dtype=torch.float64)))
+    assert cap[0][1] == 90.0
+    assert grid_spacing(np.array([90.0, 86.0])) == "4" and grid_spacing([0.0, 0.25]) == "0.25"
+    from torch_geometric.data import Data
+
+    items = [Data(x=torch.full((n, 1), float(n)), pos=torch.randn(n, 3)) for n in (3, 5)]
+    pos, x = pooled_points(items)
+    assert pos.shape == (8, 3) and x.reshape(-1).tolist() == [3.0] * 3 + [5.0] * 5
+    try:
+        pooled_points(items, target=True)
+    except ValueError as e:
+        assert "target_pos" in str(e)
+    else:
+        raise AssertionError("no error for items without target points")
