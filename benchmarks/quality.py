@@ -432,7 +432,9 @@ def uncertainty(model, data: Dict[str, Any], args: argparse.Namespace) -> Dict[s
         fine_kw = dict(fine=(fine[0], fine[1][k:], fine[2], fine[1][:k]))
     return evaluate_uncertainty(model, data["grid"], data["train"], test[k:], masks=data["masks"],
                                 calibration=test[:k], num_samples=args.predictive_samples, scale=data["scale"],
-                                seed=args.seed, refine_steps=args.refine_steps, **fine_kw)
+                                seed=args.seed, refine_steps=args.refine_steps,
+                                residual_neighbors=args.residual_neighbors, residual_kernel=args.residual_kernel,
+                                **fine_kw)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
@@ -460,6 +462,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                         "of the held-out fields and scored on the rest (default 0: none)")
     p.add_argument("--load", type=Path, default=None,
                    help="evaluate the state_dicts DIR/DATASET_VARIANT.pt saved by --save instead of training")
+    p.add_argument("--residual-neighbors", type=int, default=4,
+                   help="super-resolution with the model's residuals from this many coarse neighbours (default: 4)")
+    p.add_argument("--residual-kernel", choices=["idw", "linear"], default="idw",
+                   help="how the residuals are interpolated: idw (default) or linear (a local linear RBF)")
     p.add_argument("--out", type=Path, default=Path("outputs/quality"))
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -501,7 +507,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         t0 = time.perf_counter()
         report = evaluate_vamoh(model, data["grid"], data["train"], data["test"], masks=data["masks"],
                                 fine=data.get("fine"), scale=data["scale"], seed=args.seed,
-                                refine_steps=args.refine_steps)
+                                refine_steps=args.refine_steps, residual_neighbors=args.residual_neighbors,
+                                residual_kernel=args.residual_kernel)
         if args.predictive_samples:
             report["uncertainty"] = uncertainty(model, data, args)
         report.update(variant=name, steps=args.steps, batch_size=args.batch_size, lr=args.lr,

@@ -92,7 +92,7 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
                    fine: Optional[Tuple[Grid, Tensor]] = None,
                    pca_components: Optional[int] = None, scale: float = 1.0, data_range: float = 1.0,
                    num_prior_samples: int = 32, max_train_fields: int = 64, fields_per_call: int = 16,
-                   seed: int = 0, refine_steps: int = 0, residual_neighbors: int = 4,
+                   seed: int = 0, refine_steps: int = 0, residual_neighbors: int = 4, residual_kernel: str = "idw",
                    calibration: Optional[Union[Tensor, Tuple[Tensor, Optional[Tensor]]]] = None,
                    predictive_samples: int = 0) -> Dict[str, Any]:
     r"""Every task of a trained :class:`~pcfunc.models.VaMoH` on held-out fields, next to the baselines.
@@ -144,6 +144,7 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
         residual_neighbors (int): Super-resolution also with the model's residuals at the coarse points
             interpolated from this many neighbours (``reconstruct(..., residual_neighbors=k)``, row
             ``vamoh_residuals``); ``0``: not.
+        residual_kernel (str): How (``reconstruct(..., residual_kernel=...)``: ``"idw"`` or ``"linear"``).
         calibration (Tensor or tuple, optional): Calibration fields for the uncertainty figures, see
             :func:`~pcfunc.evaluation.evaluate_uncertainty`.
         predictive_samples (int): Posterior draws per field for the uncertainty figures; ``0``: none.
@@ -219,6 +220,7 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
         row = {"vamoh": sc(sr, fine_test)}
         if residual_neighbors:
             srr = torch.cat([model.reconstruct(points_batch(grid, test[s]), fpos, residual_neighbors=residual_neighbors,
+                                               residual_kernel=residual_kernel,
                                                **refine).to(test.dtype) for s in _chunks(B, fields_per_call)])
             row["vamoh_residuals"] = sc(srr, fine_test)
         if isinstance(grid, LatLonGrid):
@@ -272,7 +274,7 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
         report["uncertainty"] = evaluate_uncertainty(
             model, grid, train, test, masks=masks, fine=fine, calibration=calibration,
             num_samples=predictive_samples, scale=scale, fields_per_call=fields_per_call, seed=seed,
-            refine_steps=refine_steps, residual_neighbors=residual_neighbors)
+            refine_steps=refine_steps, residual_neighbors=residual_neighbors, residual_kernel=residual_kernel)
     return report
 
 

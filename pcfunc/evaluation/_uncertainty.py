@@ -58,7 +58,8 @@ def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
                          fine: Optional[Sequence[Any]] = None,
                          calibration: Optional[Union[Tensor, Tuple[Tensor, Optional[Tensor]]]] = None,
                          num_samples: int = 16, scale: float = 1.0, fields_per_call: int = 8, seed: int = 0,
-                         refine_steps: int = 0, residual_neighbors: int = 4) -> Dict[str, Any]:
+                         refine_steps: int = 0, residual_neighbors: int = 4,
+                         residual_kernel: str = "idw") -> Dict[str, Any]:
     r"""Calibration of :meth:`VaMoH.predictive <pcfunc.models.VaMoH.predictive>` on hidden points: the coverage of
     its central 50% and 90% Gaussian intervals :math:`\mu \pm \Phi^{-1}(\tfrac{1 + p}{2})\,\sigma` and its mean
     CRPS (:func:`~pcfunc.metrics.crps_gaussian`), for in-painting (the hidden points of each mask) and
@@ -96,6 +97,7 @@ def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
         seed (int): Seed of the draws.
         refine_steps (int): Refinement of the posterior (``predictive(refine_steps=...)``).
         residual_neighbors (int): For super-resolution (``predictive(residual_neighbors=...)``).
+        residual_kernel (str): Likewise (``predictive(residual_kernel=...)``: ``"idw"`` or ``"linear"``).
 
     Returns:
         dict: ``{task: {method: {"coverage_50", "coverage_90", "crps", "points"[, "std_scale"]}}}``.
@@ -121,7 +123,8 @@ def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
     def predict(values: Tensor, observed: Optional[Tensor], pos: Tensor, k: int) -> Tuple[Tensor, Tensor]:
         parts = [model.predictive(points_batch(grid, values[s], observed), pos.to(values.dtype),
                                   num_samples=num_samples,
-                                  generator=g, refine_steps=refine_steps, residual_neighbors=k)
+                                  generator=g, refine_steps=refine_steps, residual_neighbors=k,
+                                  residual_kernel=residual_kernel)
                  for s in _chunks(values.size(0), fields_per_call)]
         return (torch.cat([p.mean for p in parts]).to(values.dtype),
                 torch.cat([p.std for p in parts]).to(values.dtype))

@@ -171,14 +171,58 @@ def nearest_observed(pts: Points, pos: Tensor, num: int, k: int) -> Tuple[Tensor
     return q, knn(pts.pos, q, k, pts.batch, qb, p=2)[1].view(num * M, k)
 
 
-def residual_weights(pts: Points, dense: Any, query: Tensor, k: int) -> Tuple[Tensor, Tensor]:
-    """The ``k`` nearest observed points of the same cloud of every query point and their normalised inverse
-    squared distance weights, each :math:`(B M, k)` (``dense``: :func:`dense_points` of ``pts``)."""
+RESIDUAL_KERNELS = ("idw", "linear")
+
+#: Queries whose local interpolation systems are solved at once (16,384 systems of 17 x 17 in float64: 38 MB).
+_RBF_CHUNK = 1 << 14
+
+
+def check_residual_kernel(kernel: Any) -> str:
+    """``residual_kernel`` of :meth:`VaMoH.reconstruct` / :meth:`VaMoH.predictive`."""
+    if kernel not in RESIDUAL_KERNELS:
+        raise ValueError(f"residual_kernel must be one of {RESIDUAL_KERNELS}, got {kernel!r}")
+    return kernel
+
+
+def linear_rbf_weights(query: Tensor, centres: Tensor) -> Tensor:
+    r"""Weights :math:`w` of a local linear radial-basis-function interpolant with a constant term: for each query
+    :math:`\mathbf q` and its :math:`k` centres :math:`\mathbf x_j`, :math:`f(\mathbf q) = \sum_j w_j y_j` equals
+    :math:`\sum_j a_j \phi(\lVert \mathbf q - \mathbf x_j \rVert) + c` with :math:`\phi(r) = -r`, where
+    :math:`a, c` interpolate the :math:`y_j` exactly and :math:`\sum_j a_j = 0` (as
+    ``scipy.interpolate.RBFInterpolator(kernel="linear", neighbors=k)``).
+
+    Args:
+        query (Tensor): :math:`(Q, D)`.
+        centres (Tensor): :math:`(Q, k, D)`, each query's centres (distinct).
+
+    Returns:
+        Tensor: :math:`(Q, k)` in float64; each row sums to 1 (the constant term reproduces constants).
+    """
+    Q, k, _ = centres.shape
+    out = torch.empty(Q, k, dtype=torch.float64, device=query.device)
+    for s in range(0, Q, _RBF_CHUNK):
+        x, q = centres[s:s + _RBF_CHUNK].double(), query[s:s + _RBF_CHUNK].double()
+        n = x.size(0)
+        system = torch.zeros(n, k + 1, k + 1, dtype=torch.float64, device=x.device)
+        system[:, :k, :k] = -torch.cdist(x, x)
+        system[:, :k, k] = system[:, k, :k] = 1.0
+        rhs = torch.cat([-(x - q[:, None]).norm(dim=-1), x.new_ones(n, 1)], dim=1)
+        # The system is symmetric: the weights of the data are the solution's first k entries.
+        out[s:s + n] = torch.linalg.solve(system, rhs)[:, :k]
+    return out
+
+
+def residual_weights(pts: Points, dense: Any, query: Tensor, k: int, kernel: str = "idw") -> Tuple[Tensor, Tensor]:
+    """The ``k`` nearest observed points of the same cloud of every query point and their interpolation weights,
+    each :math:`(B M, k)` (``dense``: :func:`dense_points` of ``pts``): normalised inverse squared distances
+    (``kernel="idw"``) or the weights of a local linear RBF interpolant (``"linear"``, :func:`linear_rbf_weights`)."""
     counts = dense.mask.sum(-1)
     if k > int(counts.min()):
         raise ValueError(f"residual_neighbors={k} is more than the {int(counts.min())} observed points of the "
                          "smallest cloud")
     q, nearest = nearest_observed(pts, query, dense.mask.size(0), k)
+    if check_residual_kernel(kernel) == "linear" and k > 1:
+        return nearest, linear_rbf_weights(q, pts.pos[nearest]).to(q.dtype)
     w = 1.0 / (q.unsqueeze(1) - pts.pos[nearest]).pow(2).sum(-1).clamp_min(1e-24)  # [B M, k]
     return nearest, w / w.sum(-1, keepdim=True)
 

@@ -22,8 +22,8 @@ import torch
 from torch import Tensor
 
 from .._validation import check_positive_int
-from ._points import (Points, as_points, check_query, check_residual_neighbors, dense_points, nearest_observed,
-                      residual_weights)
+from ._points import (Points, as_points, check_query, check_residual_kernel, check_residual_neighbors, dense_points,
+                      nearest_observed, residual_weights)
 
 __all__ = ["ComponentMaps", "Predictive", "VaMoHInference", "gaussian_log_q"]
 
@@ -210,7 +210,8 @@ class VaMoHInference:
     @_inference
     def reconstruct(self, batch: Any, pos: Optional[Tensor] = None, chunk_size: Optional[int] = None,
                     refine_steps: int = 0, refine_lr: float = 0.05,
-                    generator: Optional[torch.Generator] = None, residual_neighbors: int = 0) -> Tensor:
+                    generator: Optional[torch.Generator] = None, residual_neighbors: int = 0,
+                    residual_kernel: str = "idw") -> Tensor:
         r"""Posterior-mean reconstruction in one forward pass: :math:`\mathbf z = \mathbb E_q[\mathbf z]`, decoded.
 
         Args:
@@ -233,15 +234,23 @@ class VaMoHInference:
                 through the observed values and keeps the model's structure between them (regression
                 kriging's trend plus interpolated residuals): for super-resolution, where the latent cannot
                 carry every detail of the coarse field. ``0``: the model alone. (default: ``0``)
+            residual_kernel (str): How the residuals are interpolated: ``"idw"`` (above) or ``"linear"``, a local
+                linear radial-basis-function interpolant of the :math:`k` nearest residuals with a constant term,
+                :math:`\sum_j a_j (-\lVert \mathbf x - \mathbf x_j \rVert) + c`, exact at the observed points
+                (``scipy.interpolate.RBFInterpolator(kernel="linear", neighbors=k)``): smoother between them (on
+                the ERA5 sample, 4 to 1 degree, the mean-residual baseline interpolated this way with
+                :math:`k = 16` scores 39.95 dB, with IDW-4 39.45, bilinearly 39.70). (default: ``"idw"``)
         """
         pts = as_points(batch, self.manifold, self.in_channels, "batch", self.dtype)
+        check_residual_kernel(residual_kernel)
         z = self.posterior(pts, refine_steps, refine_lr, generator)[0]
         k = check_residual_neighbors(residual_neighbors)
         dense = dense_points(pts)
         query = dense.pos if pos is None else check_query(pos, self.manifold, z.size(0))
         out = self._predict(z, query, chunk_size)
         if k:
-            out = out + self._residuals(z, pts, dense, residual_weights(pts, dense, query, k), chunk_size)
+            weights = residual_weights(pts, dense, query, k, residual_kernel)
+            out = out + self._residuals(z, pts, dense, weights, chunk_size)
         return out if pos is not None else out[dense.mask]
 
     @_inference
@@ -322,7 +331,7 @@ class VaMoHInference:
     def predictive(self, batch: Any, pos: Optional[Tensor] = None, num_samples: int = 32,
                    include_noise: bool = True, generator: Optional[torch.Generator] = None,
                    chunk_size: Optional[int] = None, refine_steps: int = 0, refine_lr: float = 0.05,
-                   residual_neighbors: int = 0, std_scale: float = 1.0) -> Predictive:
+                   residual_neighbors: int = 0, std_scale: float = 1.0, residual_kernel: str = "idw") -> Predictive:
         r"""Per-point predictive mean and standard deviation given the observed ``batch`` (uncertainty maps).
 
         Draws ``num_samples`` latents :math:`\mathbf z_s \sim q(\mathbf z \mid \mathbf X, \mathbf Y)`. The mean is
@@ -352,6 +361,7 @@ class VaMoHInference:
             refine_lr (float): See :meth:`reconstruct`. (default: ``0.05``)
             residual_neighbors (int): See above and :meth:`reconstruct`. (default: ``0``)
             std_scale (float): Positive factor of the standard deviation. (default: ``1``)
+            residual_kernel (str): See :meth:`reconstruct`. (default: ``"idw"``)
 
         Shapes:
             - **output**: ``mean`` and ``std``, each :math:`(B, M, C)`.
@@ -362,6 +372,7 @@ class VaMoHInference:
         if isinstance(std_scale, bool) or not isinstance(std_scale, (int, float)) or not 0 < std_scale < math.inf:
             raise ValueError(f"std_scale must be a positive finite number, got {std_scale!r}")
         k = check_residual_neighbors(residual_neighbors)
+        check_residual_kernel(residual_kernel)
         pts = as_points(batch, self.manifold, self.in_channels, "batch", self.dtype)
         mu, logvar = self.posterior(pts, refine_steps, refine_lr, generator)
         dense = dense_points(pts)
@@ -370,7 +381,7 @@ class VaMoHInference:
                 raise ValueError("pos=None needs clouds of equal size; pass pos for query points")
             pos = dense.pos
         pos = check_query(pos, self.manifold, mu.size(0))
-        weights = residual_weights(pts, dense, pos, k) if k else None
+        weights = residual_weights(pts, dense, pos, k, residual_kernel) if k else None
         std = torch.exp(0.5 * logvar)
         # Moments of the draws about the first one (float32 sums of squares of values far larger than their
         # spread would cancel catastrophically).

@@ -726,3 +726,30 @@ def test_draws_pick_components_with_the_mixture_probabilities_and_follow_the_gen
     torch.manual_seed(2)
     b = m.predictive(batch(2), pos, num_samples=3, generator=torch.Generator().manual_seed(5))
     torch.testing.assert_close(a.std, b.std, rtol=0, atol=0)
+
+
+def test_linear_rbf_residual_weights_match_scipy_and_interpolate_exactly():
+    # The weights of the local linear RBF interpolant against scipy's RBFInterpolator (kernel="linear",
+    # neighbors=k, degree 0) on scattered points of the sphere; exact at the observed points.
+    scipy_interpolate = pytest.importorskip("scipy.interpolate")
+    from pcfunc.models._points import linear_rbf_weights, residual_weights
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.normalize(torch.randn(200, 3, generator=g, dtype=torch.float64), dim=-1)
+    q = torch.nn.functional.normalize(torch.randn(50, 3, generator=g, dtype=torch.float64), dim=-1)
+    y = torch.sin(3 * x[:, 0]) + x[:, 1] * x[:, 2] + 0.1 * torch.randn(200, generator=g, dtype=torch.float64)
+    k = 12
+    nearest = torch.cdist(q, x).topk(k, largest=False).indices
+    w = linear_rbf_weights(q, x[nearest])
+    ref = scipy_interpolate.RBFInterpolator(x.numpy(), y.numpy(), kernel="linear", neighbors=k, degree=0)(q.numpy())
+    torch.testing.assert_close((w * y[nearest]).sum(-1), torch.as_tensor(ref), rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(w.sum(-1), torch.ones(50, dtype=torch.float64))
+    # Through the model's residual weights: at an observed point the weight is 1 on that point.
+    b = batch(2)
+    pts = as_points(b, tiny().manifold, 1, "batch")
+    dense = dense_points(pts)
+    nearest, w = residual_weights(pts, dense, GRID.pos.double()[:7], 8, "linear")
+    torch.testing.assert_close(w, torch.nn.functional.one_hot(torch.zeros(14, dtype=torch.long), 8).double(),
+                               rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match="residual_kernel must be one of"):
+        tiny().reconstruct(b, GRID.pos.double(), residual_neighbors=4, residual_kernel="cubic")
