@@ -30,7 +30,8 @@ from pcfunc.nn import vamoh_encoder_specs
 
 # "paper" is VaMoH Table 3 (ERA5). "small" keeps its structure (PointConv encoder with 1024/256/64/16 centroids and
 # 9 neighbours, K = 3 hypergenerators on 128 Fourier features, a 10-layer planar flow) at widths that train in
-# minutes on two CPU cores, plus a base function (one shared INR) for the detail all fields share. "tiny": tests.
+# minutes on two CPU cores, plus a base function (one shared INR) for the detail all fields share; under fine
+# supervision on a global grid, a base table on the data's grid and smoother generators instead (TABLE). "tiny": tests.
 CONFIGS: Dict[str, Dict[str, Any]] = {
     "paper": {},
     "small": dict(encoder=[dict(out_channels=c, num_neighbors=9, num_centroids=m)
@@ -42,8 +43,10 @@ CONFIGS: Dict[str, Dict[str, Any]] = {
                  weight_hidden=[8], latent_dim=8, hypernet_hidden=[16], generator_hidden=[16],
                  num_frequencies=16, categorical_hidden=[8], flow_layers=2, likelihood="gaussian"),
 }
+TABLE = dict(base_hidden=None, sigma=0.5)  # + base_grid: the data's grid (the static fine detail held exactly)
 DEFAULT_STEPS, DEFAULT_REFINE, DEFAULT_FINE_POINTS = 1500, 100, 4096
-RESIDUAL_NEIGHBORS = 4  # super-resolution: the model plus its residuals at the 4 nearest coarse points
+# Super-resolution: the model plus its residuals at the coarse points, interpolated by a local linear RBF.
+RESIDUALS = dict(residual_neighbors=16, residual_kernel="linear")
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -84,13 +87,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def train(args: argparse.Namespace, train_set, val_set):
+def train(args: argparse.Namespace, train_set, val_set, base_grid=None):
     import lightning.pytorch as pl
 
     from pcfunc.training import FunctionDataModule, VaMoHModule, fit, make_trainer, training_budget
 
     pl.seed_everything(args.seed, workers=True, verbose=False)
     overrides = dict(CONFIGS[args.config], **({"likelihood": args.likelihood} if args.likelihood else {}))
+    if base_grid is not None and args.config == "small":
+        overrides.update(TABLE, base_grid=base_grid)
     lr = args.lr or (vamoh_config("era5")["training"]["lr"] if args.config == "paper" else 1e-3)
     module = VaMoHModule.from_config("era5", lr=lr, warmup_steps=args.warmup_steps, seed=args.seed, **overrides)
     if not args.no_init and not args.resume:
@@ -128,15 +133,14 @@ def evaluate(model: VaMoH, field, coarse, n_train: int, norm: MinMaxNormalizer, 
     train_f, test_f = pts(fine, field.values[:n_train]), pts(fine, field.values[n_train:])
     scale, masks = norm.high - norm.low, inpainting_masks(g)
     quality = evaluate_vamoh(model, g, train_c, test_c, masks=masks, fine=(fine, test_f, train_f), scale=scale,
-                             seed=0, refine_steps=refine_steps)
+                             seed=0, refine_steps=refine_steps, **RESIDUALS)
     # Predictive intervals: calibrated on the first third of the held-out fields, scored on the rest.
     n_cal = max(1, len(test_c) // 3)
     if predictive_samples and len(test_c) >= 2:
         quality["uncertainty"] = evaluate_uncertainty(
             model, g, train_c, test_c[n_cal:], masks={"patch": masks["patch"]},
             fine=(fine, test_f[n_cal:], train_f, test_f[:n_cal]), calibration=test_c[:n_cal],
-            num_samples=predictive_samples, scale=scale, seed=0, refine_steps=refine_steps,
-            residual_neighbors=RESIDUAL_NEIGHBORS)
+            num_samples=predictive_samples, scale=scale, seed=0, refine_steps=refine_steps, **RESIDUALS)
         quality["uncertainty_fields"] = {"calibration": n_cal, "scored": int(len(test_c) - n_cal)}
     res: Dict[str, Any] = flat_report(quality, f"{grid_spacing(coarse.lat)}deg", f"{grid_spacing(field.lat)}deg")
     i = n_cal if len(test_c) >= 2 else 0  # the first scored test field, for the maps
@@ -144,7 +148,7 @@ def evaluate(model: VaMoH, field, coarse, n_train: int, norm: MinMaxNormalizer, 
     one = points_batch(g, test_c[i:i + 1])
     # The map shows the spread of the inferred function (the scored intervals include the observation noise).
     sr = model.predictive(one, fine.pos, num_samples=32, include_noise=False, refine_steps=refine_steps,
-                          generator=torch.Generator().manual_seed(0), residual_neighbors=RESIDUAL_NEIGHBORS)
+                          generator=torch.Generator().manual_seed(0), **RESIDUALS)
     maps = model.component_maps(one, posterior=True)  # at the observed (not missing) points; NaN elsewhere
     valid = ~torch.isnan(test_c[i].reshape(-1))
     entropy, seg = torch.full((2, g.num_points), float("nan"), dtype=torch.float64)
@@ -184,7 +188,7 @@ def render(model: VaMoH, f: Dict[str, Any], norm: MinMaxNormalizer, out: Path, s
     error = dict(cmap="RdBu_r", vmin=-emax, vmax=emax, label=f"error [{units}]")
 
     def sr_anywhere(xyz: torch.Tensor) -> torch.Tensor:  # the model and its interpolated residuals, at any point
-        return K(model.reconstruct(one, xyz.to(g.pos.dtype), residual_neighbors=RESIDUAL_NEIGHBORS))
+        return K(model.reconstruct(one, xyz.to(g.pos.dtype), **RESIDUALS))
 
     globes = {  # name: (values or a function of the points, their points, title, colours)
         "globe_truth.png": (truth, fine.pos, f"truth, {fd}", value),
@@ -232,7 +236,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     min_points = encoder[0]["num_neighbors"] if encoder else vamoh_encoder_specs("era5")[0][0].num_neighbors
     train_set = ERA5Dataset(train_f, norm, min_points=min_points, **fine_kw)
     val_set = ERA5Dataset(test_f, norm, clip=True, min_points=min_points)
-    model, trainer, train_s, resumed = train(args, train_set, val_set)
+    base_grid = tuple(field.shape) if args.fine_points and LatLonGrid(field.lat, field.lon).is_global else None
+    model, trainer, train_s, resumed = train(args, train_set, val_set, base_grid)
     if trainer.global_rank != 0:
         return {}
     res = evaluate(model, field, coarse, n_train, norm, args.refine_steps, args.predictive_samples)
