@@ -187,28 +187,28 @@ class FunctionRepresentation(torch.nn.Module):
             raise ValueError(f"weights holds no function (shape {tuple(weights.shape)}); give at least one row of "
                              f"{self.num_weights} weights")
 
-    def _check_coordinates(self, x: Tensor, weights: Tensor) -> None:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() not in (2, 3) or x.size(-1) != self.in_dim:
+    def _check_coordinates(self, pos: Tensor, weights: Tensor) -> None:
+        if not isinstance(pos, Tensor):
+            raise TypeError(f"pos must be a torch.Tensor, got {type(pos).__name__}")
+        if pos.dim() not in (2, 3) or pos.size(-1) != self.in_dim:
             raise ValueError(
-                f"x must have shape [N, {self.in_dim}] (shared by the batch) or [B, N, {self.in_dim}] "
-                f"(in_dim={self.in_dim}), got {tuple(x.shape)}"
+                f"pos must have shape [N, {self.in_dim}] (shared by the batch) or [B, N, {self.in_dim}] "
+                f"(in_dim={self.in_dim}), got {tuple(pos.shape)}"
             )
-        if x.dim() == 3 and x.size(0) != weights.size(0):
+        if pos.dim() == 3 and pos.size(0) != weights.size(0):
             raise ValueError(
-                f"x holds coordinates for {x.size(0)} samples but weights for {weights.size(0)} "
-                f"(x: {tuple(x.shape)}, weights: {tuple(weights.shape)})"
+                f"pos holds coordinates for {pos.size(0)} samples but weights for {weights.size(0)} "
+                f"(pos: {tuple(pos.shape)}, weights: {tuple(weights.shape)})"
             )
-        check_finite(x, "x")
-        if x.dtype != weights.dtype and not torch.is_autocast_enabled(x.device.type):
-            raise TypeError(f"x and weights must have the same dtype, got {x.dtype} and {weights.dtype}")
+        check_finite(pos, "pos")
+        if pos.dtype != weights.dtype and not torch.is_autocast_enabled(pos.device.type):
+            raise TypeError(f"pos and weights must have the same dtype, got {pos.dtype} and {weights.dtype}")
 
-    def forward(self, x: Tensor, weights: Tensor, chunk_size: Optional[int] = None) -> Tensor:
-        r"""Evaluate the :math:`B` (or :math:`B K`) functions given by ``weights`` at the points ``x``.
+    def forward(self, pos: Tensor, weights: Tensor, chunk_size: Optional[int] = None) -> Tensor:
+        r"""Evaluate the :math:`B` (or :math:`B K`) functions given by ``weights`` at the points ``pos``.
 
         Args:
-            x (Tensor): Coordinates, :math:`(N, d)` for all samples or :math:`(B, N, d)` per sample.
+            pos (Tensor): Coordinates, :math:`(N, d)` for all samples or :math:`(B, N, d)` per sample.
             weights (Tensor): Flat weights, :math:`(B, P)` or :math:`(B, K, P)`.
             chunk_size (int, optional): Points evaluated at once. By default the fewest equal blocks
                 of at most :meth:`default_chunk_size` points, which keeps each hidden activation block
@@ -220,20 +220,20 @@ class FunctionRepresentation(torch.nn.Module):
             Tensor: :math:`(B, N, \text{out\_dim})` or :math:`(B, K, N, \text{out\_dim})`.
         """
         self._check_weights(weights)
-        self._check_coordinates(x, weights)
+        self._check_coordinates(pos, weights)
         if chunk_size is not None:
             chunk_size = check_positive_int(chunk_size, "chunk_size")
         B = weights.size(0)
         G = B * (weights.size(1) if weights.dim() == 3 else 1)  # number of networks
-        N = x.size(-2)
+        N = pos.size(-2)
         layers = [(W.reshape(G, o, i), b.reshape(G, 1, o)) for (W, b), (o, i) in
                   zip(self.split_weights(weights), self.layer_shapes)]
         if chunk_size is None:
             # The fewest equal blocks under the default size: N = 3962 points in blocks of at most 630 are 7
             # blocks of 566, not 6 of 630 and one of 182 (each block costs a fixed overhead per layer).
-            cap = self.default_chunk_size(G, 1 if x.dim() == 2 else B)
+            cap = self.default_chunk_size(G, 1 if pos.dim() == 2 else B)
             chunk_size = math.ceil(N / max(1, math.ceil(N / cap))) if N else cap
-        y = batched_mlp(x, layers, B, self.encoding, self.activation, chunk_size)  # h_L = W_L h_{L-1} + b_L
+        y = batched_mlp(pos, layers, B, self.encoding, self.activation, chunk_size)  # h_L = W_L h_{L-1} + b_L
         if self.final_activation is not None:
             y = self.final_activation(y)
         return y.reshape(*weights.shape[:-1], N, self.out_dim)

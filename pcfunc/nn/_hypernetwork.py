@@ -135,21 +135,21 @@ class HyperNetwork(torch.nn.Module):
         self.biases[-1].copy_(weights.detach().to(self.biases[-1]).expand_as(self.biases[-1]))
         self.weights[-1].mul_(residual_scale)
 
-    def decode(self, z: Tensor, x: Tensor, chunk_size: Optional[int] = None) -> Tensor:
-        r"""Values :math:`f_{g_\phi(\mathbf{z})}(\mathbf{x})` of the functions of ``z`` at ``x``.
+    def decode(self, z: Tensor, pos: Tensor, chunk_size: Optional[int] = None) -> Tensor:
+        r"""Values :math:`f_{g_\phi(\mathbf{z})}(\mathbf{x})` of the functions of ``z`` at the points ``pos``.
 
         Args:
             z (Tensor): Latents, :math:`(B, \text{latent\_dim})`.
-            x (Tensor): Coordinates, :math:`(N, d)` shared or :math:`(B, N, d)` per sample.
+            pos (Tensor): Coordinates, :math:`(N, d)` shared or :math:`(B, N, d)` per sample.
             chunk_size (int, optional): See :meth:`FunctionRepresentation.forward`.
 
         Returns:
             Tensor: :math:`(B, N, \text{out\_dim})`, or :math:`(B, K, N, \text{out\_dim})` with components.
         """
-        return self.target(x, self(z), chunk_size=chunk_size)
+        return self.target(pos, self(z), chunk_size=chunk_size)
 
     def function(self, z: Tensor) -> Callable[..., Tensor]:
-        r"""The functions of ``z`` as a callable ``f(x, chunk_size=None) -> y``.
+        r"""The functions of ``z`` as a callable ``f(pos, chunk_size=None) -> y``.
 
         The weights are computed once; ``f`` can then be probed at any
         coordinates (e.g. a finer grid) with the shapes of :meth:`decode`.
@@ -157,8 +157,8 @@ class HyperNetwork(torch.nn.Module):
         weights = self(z)
         target = self.target
 
-        def f(x: Tensor, chunk_size: Optional[int] = None) -> Tensor:
-            return target(x, weights, chunk_size=chunk_size)
+        def f(pos: Tensor, chunk_size: Optional[int] = None) -> Tensor:
+            return target(pos, weights, chunk_size=chunk_size)
 
         return f
 

@@ -235,11 +235,11 @@ def test_errors_name_the_argument():
         inr(x, torch.randn(2, P + 1, dtype=torch.float64))
     with pytest.raises(ValueError, match="weights must have shape"):
         inr(x, torch.randn(P, dtype=torch.float64))
-    with pytest.raises(ValueError, match=r"x must have shape \[N, 3\]"):
+    with pytest.raises(ValueError, match=r"pos must have shape \[N, 3\]"):
         inr(torch.randn(5, 2, dtype=torch.float64), torch.randn(2, P, dtype=torch.float64))
-    with pytest.raises(ValueError, match="x holds coordinates for 3 samples but weights for 2"):
+    with pytest.raises(ValueError, match="pos holds coordinates for 3 samples but weights for 2"):
         inr(torch.randn(3, 5, 3, dtype=torch.float64), torch.randn(2, P, dtype=torch.float64))
-    with pytest.raises(ValueError, match="x contains NaN"):
+    with pytest.raises(ValueError, match="pos contains NaN"):
         inr(torch.full((5, 3), float("nan"), dtype=torch.float64), torch.randn(2, P, dtype=torch.float64))
     with pytest.raises(TypeError, match="same dtype"):
         inr(x, torch.randn(2, P))
