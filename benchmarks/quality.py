@@ -41,6 +41,10 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     # What the examples train: Gaussian likelihood with a learned scale, generators started at the mean function,
     # no point dropout (q(z) is refined on the observed points at inference instead, --refine-steps).
     "default": dict(likelihood=("gaussian", dict(scale="learned")), init=True, max_dropout=0.0),
+    # The default with e3nn's real spherical harmonics up to degree 12 (169 features) as the coordinate encoding of the
+    # generators and the categorical nets, instead of 128 random Fourier features (256).
+    "default_sh12": dict(likelihood=("gaussian", dict(scale="learned")), init=True, max_dropout=0.0,
+                         encoding=("spherical_harmonics", {"lmax": 12})),
     # The default trained with fine supervision: the encoder sees the 4-degree field, the likelihood is evaluated
     # at 4,096 random points of the same field at 1 degree.
     "default_fine": dict(likelihood=("gaussian", dict(scale="learned")), init=True, max_dropout=0.0,
