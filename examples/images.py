@@ -9,10 +9,9 @@ to ``outputs/images/``:
 * ``vamoh_tasks.png``: held-out images, their reconstructions, in-painting (centre hidden) and
   out-painting (only the centre observed), with the hidden pixels tinted in the inputs;
 * ``vamoh_components.png``: the entropy and the argmax segmentation of the mixture assignments;
-* ``metrics.json``: the PSNR (VaMoH App. B.3, data in [0, 1]) of each reconstruction task on the held-out
-  images, on the hidden pixels for in- and out-painting, next to the mean training image as a baseline, and
-  the quality harness's report (``quality``: PCA with as many components as the latent beside it, and the
-  models' health).
+* ``metrics.json``: the quality harness's report (``quality``): the PSNR (VaMoH App. B.3, data in [0, 1]) of
+  each task on the held-out images (hidden pixels for in- and out-painting) next to the mean training image
+  and PCA, and the models' health.
 
 Examples::
 
@@ -34,8 +33,8 @@ import numpy as np
 import torch
 
 from pcfunc.data import ImageDataset, ImageGrid, ToSymmetric, load_digits_images, load_image_folder, load_mnist_idx
-from pcfunc.evaluation import evaluate_gasp, evaluate_vamoh, format_report
-from pcfunc.nn import LayerSpec
+from pcfunc.evaluation import evaluate_gasp, evaluate_vamoh, format_report, points_batch
+from pcfunc.nn import DiscretizedLogisticLikelihood, GaussianLikelihood, LayerSpec
 from pcfunc.render import save_image_grid
 
 
@@ -114,8 +113,6 @@ def run_vamoh(args, train_img, test_img, levels, out: Path) -> Dict[str, Any]:
               # Point dropout up to a quarter of the pixels: in- and out-painting need an encoder that has seen
               # partial images, reconstruction loses less than with the paper's half (docs: "Measuring quality").
               max_dropout=None if args.tiny else 0.25)
-    from pcfunc.nn import DiscretizedLogisticLikelihood, GaussianLikelihood
-
     # A Gaussian with a learned scale in- and out-paints and reconstructs held-out digits better than the
     # discretized logistic after the same steps (docs: "Measuring quality"); --likelihood logistic is the paper's.
     likelihood = (DiscretizedLogisticLikelihood(C, num_bins=levels) if args.likelihood == "logistic"
@@ -127,10 +124,8 @@ def run_vamoh(args, train_img, test_img, levels, out: Path) -> Dict[str, Any]:
     model.initialize_generators(pix.pos, pix.x, generator=torch.Generator().manual_seed(args.seed))
     module = VaMoHModule(model, lr=1e-3, warmup_steps=200, seed=args.seed)
     t0 = time.perf_counter()
-    fit(trainer_for(args, out / "vamoh", DEFAULT_STEPS), module,
-        FunctionDataModule(ImageDataset(train_img), batch_size=args.batch_size,
-                                                                      seed=args.seed),
-        overwrite=True)  # each run starts afresh: the example has no --resume
+    fit(trainer_for(args, out / "vamoh", DEFAULT_STEPS), module,  # each run starts afresh: no --resume
+        FunctionDataModule(ImageDataset(train_img), batch_size=args.batch_size, seed=args.seed), overwrite=True)
     train_s = time.perf_counter() - t0
     model = module.model.eval()
     n_show = min(8, len(test_img))
@@ -151,19 +146,14 @@ def run_vamoh(args, train_img, test_img, levels, out: Path) -> Dict[str, Any]:
         res[name] = {"psnr_db": row["vamoh"]["psnr"], "baseline_mean_image_psnr_db": row["training_mean"]["psnr"],
                      "pixels": row["vamoh"]["points"]}
 
-    # The figures: the first held-out images.
-    refine: Dict[str, Any] = {}
-    if args.refine_steps:
-        refine = dict(refine_steps=args.refine_steps, generator=torch.Generator().manual_seed(0))
+    g0 = torch.Generator().manual_seed(0)  # the figures: the first held-out images
+    refine = dict(refine_steps=args.refine_steps, generator=g0) if args.refine_steps else {}
     shown = test[:n_show]
     y = flat(shown)
     rec = model.reconstruct(grid.to_batch(shown), **refine).view_as(y)
     tasks = {}
     for name, observed in (("inpainting", ~centre), ("outpainting", centre)):
-        keep = observed.repeat(len(shown))
-        obs = grid.to_batch(shown)
-        obs.x, obs.pos, obs.batch = obs.x[keep], obs.pos[keep], obs.batch[keep]
-        tasks[name] = (model.inpaint(obs, grid.pos, **refine), observed)
+        tasks[name] = (model.inpaint(points_batch(grid, y, observed), grid.pos, **refine), observed)
     as_img = lambda v: v.reshape(-1, H, W, C)[:n_show]  # noqa: E731
     panels = [as_img(y), as_img(rec)]
     masks = [np.ones((n_show, H, W), bool)] * 2
@@ -177,8 +167,7 @@ def run_vamoh(args, train_img, test_img, levels, out: Path) -> Dict[str, Any]:
                     row_titles=["test images", "reconstruction", "input (centre hidden)", "in-painted",
                                 "input (centre only)", "out-painted"], title="VaMoH on held-out images")
     fine = grid.super_resolution(4)
-    g = torch.Generator().manual_seed(1)
-    s1 = model.sample(n_show, grid.pos, generator=g).reshape(-1, H, W, C)
+    s1 = model.sample(n_show, grid.pos, generator=torch.Generator().manual_seed(1)).reshape(-1, H, W, C)
     s4 = model.sample(n_show, fine.pos, generator=torch.Generator().manual_seed(1)).reshape(-1, *fine.shape, C)
     save_image_grid(s1, out / "vamoh_samples.png", ncols=n_show, scale=max(1, 64 // H),
                     title=f"VaMoH samples at {H}x{W}")
@@ -229,9 +218,8 @@ def run_gasp(args, train_img, out: Path, test_img: Optional[np.ndarray] = None) 
                     title=f"the same samples at {fine.shape[0]}x{fine.shape[1]}")
     quality = None
     if test_img is not None and len(test_img) >= 2:
-        test = torch.as_tensor(test_img)
         flat = lambda a: grid.to_batch(torch.as_tensor(a)).x.view(len(a), -1, C)  # noqa: E731
-        quality = evaluate_gasp(model, grid, flat(test), train=flat(train_img), transform=lambda v: (v + 1) / 2,
+        quality = evaluate_gasp(model, grid, flat(test_img), train=flat(train_img), transform=lambda v: (v + 1) / 2,
                                 seed=args.seed)
     return {"train_seconds": round(train_s, 1), "batches": int(module.global_step // 2),
             "figures": ["gasp_samples.png", "gasp_samples_x4.png"], "quality": quality}
