@@ -76,6 +76,8 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     # table's (the generators' sub-grid part did not carry over from 18 training fields).
     "default_fine_table_smooth05": dict(likelihood=("gaussian", dict(scale="learned")), init=True, max_dropout=0.0,
                                         fine_points=4096, base_grid=(181, 360), sigma=0.5),
+    "default_fine_table_smooth025": dict(likelihood=("gaussian", dict(scale="learned")), init=True, max_dropout=0.0,
+                                         fine_points=4096, base_grid=(181, 360), sigma=0.25),
     "default_fine_table_smooth05_beta4": dict(likelihood=("gaussian", dict(scale="learned")), init=True,
                                               max_dropout=0.0, fine_points=4096, base_grid=(181, 360), sigma=0.5,
                                               kl_weight=4.0),
