@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from pcfunc.data import ERA5Dataset, ImageDataset, ImageGrid, LatLonGrid, MinMaxNormalizer, load_digits_images
-from pcfunc.evaluation import evaluate_vamoh, format_report
+from pcfunc.evaluation import evaluate_vamoh, format_report, inpainting_masks
 
 # VaMoH variants: keyword overrides of the model (and "module" ones for VaMoHModule). "default" is what
 # the examples use; "paper" is the paper's objective (continuous Bernoulli, Monte Carlo KL at weight 1).
@@ -144,7 +144,7 @@ def era5_data(resolution: float = 4.0) -> Dict[str, Any]:
     return dict(name="era5", grid=grid, train=grid.to_batch(t(train_f.values)).x.view(n_train, -1, 1),
                 test=grid.to_batch(t(test_f.values)).x.view(-1, grid.num_points, 1),
                 dataset=ERA5Dataset(train_f, norm), fine=(fine, test_fine, train_fine), scale=norm.high - norm.low,
-                units=coarse.units, masks=era5_masks(grid), fine_dataset=fine_dataset)
+                units=coarse.units, masks=inpainting_masks(grid), fine_dataset=fine_dataset)
 
 
 def file_data(path: Path, variable: str) -> Dict[str, Any]:
@@ -178,17 +178,6 @@ def box_masks(grid: LatLonGrid) -> Dict[str, torch.Tensor]:
     radius = math.radians(float(lat.max() - lat.min()) / 6)
     in_patch = torch.acos((pos @ centre).clamp(-1, 1)) < radius
     west = lon_r < float(lon_r.min() + lon_r.max()) / 2
-    return {"patch": ~in_patch, "half": ~west}
-
-
-def era5_masks(grid: LatLonGrid) -> Dict[str, torch.Tensor]:
-    """Observed masks: North America hidden (a 30-degree cap at 45N 100W), the western hemisphere hidden."""
-    from pcfunc.manifolds import latlon_to_xyz, xyz_to_latlon
-
-    pos = grid.pos.double()
-    centre = latlon_to_xyz(torch.tensor(45.0, dtype=torch.float64), torch.tensor(-100.0, dtype=torch.float64))
-    in_patch = torch.acos((pos @ centre).clamp(-1, 1)) < math.radians(30.0)
-    west = torch.remainder(xyz_to_latlon(pos)[1], 360.0) >= 180.0
     return {"patch": ~in_patch, "half": ~west}
 
 
