@@ -53,7 +53,7 @@ def naive_group(pos: Tensor, num: Optional[int], k: int, cache: Optional[dict] =
     B, N, _ = pos.shape
     if cache is not None:
         pos = pos[:1]
-    idx = torch.arange(N).expand(pos.size(0), N) if num is None else naive_fps(pos, num)
+    idx = torch.arange(N, device=pos.device).expand(pos.size(0), N) if num is None else naive_fps(pos, num)
     cent = torch.gather(pos, 1, idx[..., None].expand(-1, -1, pos.size(-1)))
     nbr = torch.cdist(cent, pos).topk(k, dim=-1, largest=False).indices
     if cache is not None:
@@ -68,7 +68,7 @@ def naive_conv(conv: PointConv, x: Tensor, pos: Tensor, cache: Optional[dict] = 
     idx, nbr = naive_group(pos, conv.num_centroids, conv.num_neighbors, cache, key)
     M, k = nbr.shape[1], nbr.shape[2]
     cent = torch.gather(pos, 1, idx[..., None].expand(-1, -1, pos.size(-1)))
-    flat = (nbr + torch.arange(B)[:, None, None] * N).reshape(-1)
+    flat = (nbr + torch.arange(B, device=nbr.device)[:, None, None] * N).reshape(-1)
     npos = pos.reshape(B * N, -1)[flat].view(B, M, k, -1)
     rel = npos - cent[:, :, None]
     w = conv.weight_net(rel.reshape(-1, rel.size(-1))).view(B * M, k, -1)
@@ -83,7 +83,7 @@ def naive_pool(pool: AvgPool, x: Tensor, pos: Tensor, cache: Optional[dict] = No
     num = round(N * pool.ratio) if pool.ratio is not None else pool.num_centroids
     idx, nbr = naive_group(pos, num, pool.num_neighbors, cache, key)
     cent = torch.gather(pos, 1, idx[..., None].expand(-1, -1, pos.size(-1)))
-    flat = (nbr + torch.arange(B)[:, None, None] * N).reshape(-1)
+    flat = (nbr + torch.arange(B, device=nbr.device)[:, None, None] * N).reshape(-1)
     return x.reshape(B * N, -1)[flat].view(B, nbr.shape[1], nbr.shape[2], -1).mean(2), cent
 
 

@@ -7,6 +7,9 @@ One process, one table. Workloads:
 * ``sphere-16k``: 16,384 random points on the sphere; FPS to 1024 centroids, then their 9 nearest points.
 * ``era5-0.25deg``: the raw ERA5 0.25 degree grid (721 x 1440 = 1,038,240 points); FPS to 1024
   centroids, then their 9 nearest points.
+* ``table-1deg``: kNN alone, the 4 points of the 1 degree grid (65,160) nearest to 8 x 4,096 random points
+  (VaMoH's base-table lookup under fine supervision); the pure-PyTorch reference with its matrix products
+  next to its exact ``cdist`` blocks (what it did before; on CUDA ``torch.cdist``'s exact kernel is slow).
 
 The naive reference is written in the style of the GASP/VaMoH code: a Python loop for FPS over a
 padded batch and a full ``torch.cdist`` + ``topk`` for kNN; on a fixed grid it computes on the first
@@ -165,7 +168,32 @@ def era5_025(device: str):
     return one_level(LatLonGrid.regular(721, 1440, collapse_poles=False).pos.to(device), 1024, 9)
 
 
-CASES = {"era5-4deg": era5_4deg, "sphere-16k": sphere_16k, "era5-0.25deg": era5_025}
+class _SphereByCdist(Sphere):
+    """The sphere with the reference kNN's exact blocks (``manifold.cdist``) instead of its matrix products: the
+    reference as it was before the products (same neighbours)."""
+
+    ambient_euclidean_order = False
+
+
+def table_1deg(device: str):
+    """kNN only: the 4 grid points of the 1-degree table (181 x 360, 65,160 points) nearest to each of 8 x 4,096
+    random points, VaMoH's base table under fine supervision (one lookup per training step)."""
+    from pcfunc.ops import knn
+
+    grid = LatLonGrid.regular(181, 360).pos.to(device)
+    q = Sphere().random(8 * 4096, generator=torch.Generator().manual_seed(0)).to(device)
+    rows = {"pcfunc auto": lambda: knn(grid, q, 4, manifold=Sphere())}
+    if _compat.WITH_NUMBA and device == "cpu":
+        rows["pcfunc numba"] = lambda: knn(grid, q, 4, manifold=Sphere(), backend="numba")
+    if _compat.WITH_TORCH_CLUSTER:
+        rows["pcfunc torch_cluster"] = lambda: knn(grid, q, 4, manifold=Sphere(), backend="torch_cluster")
+    rows["pcfunc torch (products)"] = lambda: knn(grid, q, 4, manifold=Sphere(), backend="torch")
+    rows["pcfunc torch (exact cdist, before)"] = lambda: knn(grid, q, 4, manifold=_SphereByCdist(), backend="torch")
+    rows["naive (cdist + topk, 16 blocks)"] = lambda: [naive_knn(grid[None], c[None], 4) for c in q.chunk(16)]
+    return rows
+
+
+CASES = {"era5-4deg": era5_4deg, "sphere-16k": sphere_16k, "era5-0.25deg": era5_025, "table-1deg": table_1deg}
 
 
 def main(argv: Optional[List[str]] = None) -> None:

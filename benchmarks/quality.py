@@ -78,6 +78,12 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
                                         fine_points=4096, base_grid=(181, 360), sigma=0.5),
     "default_fine_table_smooth025": dict(likelihood=("gaussian", dict(scale="learned")), init=True, max_dropout=0.0,
                                          fine_points=4096, base_grid=(181, 360), sigma=0.25),
+    # ... with a predicted (per-point) noise scale: the table then also holds a static 1-degree map of the log noise
+    # level (heteroscedastic, as the sub-grid detail is: larger over mountains and coasts).
+    "default_fine_table_smooth05_pred": dict(likelihood=("gaussian", dict(scale="predicted")), init=True,
+                                             max_dropout=0.0, fine_points=4096, base_grid=(181, 360), sigma=0.5),
+    "default_fine_table_smooth025_pred": dict(likelihood=("gaussian", dict(scale="predicted")), init=True,
+                                              max_dropout=0.0, fine_points=4096, base_grid=(181, 360), sigma=0.25),
     "default_fine_table_smooth05_beta4": dict(likelihood=("gaussian", dict(scale="learned")), init=True,
                                               max_dropout=0.0, fine_points=4096, base_grid=(181, 360), sigma=0.5,
                                               kl_weight=4.0),

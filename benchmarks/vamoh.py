@@ -184,27 +184,29 @@ def naive_reconstruct(model: VaMoH, hyper: ReferenceHypernets, y: Tensor, pos_in
 
 
 # ----------------------------------------------------------------------------- harness
-def setup(B: int):
+def setup(B: int, device: str = "cpu"):
     field = load_era5_sample().subsample(4)
     grid = LatLonGrid(field.lat, field.lon)
     norm = MinMaxNormalizer.fit(field)
-    batch = grid.to_batch(norm.transform(field.values[np.arange(B) % field.values.shape[0]]))
-    model = VaMoH.from_config("era5")
+    batch = grid.to_batch(norm.transform(field.values[np.arange(B) % field.values.shape[0]])).to(device)
+    model = VaMoH.from_config("era5").to(device)
     model.warmup = False  # the full ELBO: flow prior and learned categorical prior
     return grid, batch, model
 
 
-def run_case(impl: str, workload: str, B: int, repeat: int, warmup: int = 2) -> dict:
-    """One measurement in this process: median seconds after ``warmup`` warm runs, and the process's peak RSS."""
+def run_case(impl: str, workload: str, B: int, repeat: int, warmup: int = 2, device: str = "cpu") -> dict:
+    """One measurement in this process: median seconds after ``warmup`` warm runs, and the process's peak RSS
+    (on CUDA: the peak of memory allocated on the device, in both memory fields)."""
     torch.manual_seed(0)
-    grid, batch, model = setup(B)
-    y, pos = batch.x.view(B, -1, 1), grid.pos
+    grid, batch, model = setup(B, device)
+    y, pos = batch.x.view(B, -1, 1), grid.pos.to(device)
     sr = grid.super_resolution(2)
     bf16 = impl == "pcfunc-bf16"
-    ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+    dev_type = torch.device(device).type
+    ctx = (lambda: torch.autocast(dev_type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     cache: dict = {}  # the reference's neighbours, found in the first (warm) run and reused
     if impl == "naive":
-        hyper = ReferenceHypernets(model)
+        hyper = ReferenceHypernets(model).to(device)
         model.hypernet.weights = model.hypernet.biases = None  # its own copy is the reference's; free the stacked one
     if workload == "train_fine":
         if impl == "naive":
@@ -219,7 +221,7 @@ def run_case(impl: str, workload: str, B: int, repeat: int, warmup: int = 2) -> 
         g = torch.Generator().manual_seed(0)
         idx = torch.stack([torch.randperm(fgrid.num_points, generator=g)[:4096] for _ in range(B)])
         target = Data(x=torch.gather(fy, 1, idx).reshape(-1, 1), pos=fgrid.pos[idx].reshape(-1, 3),
-                      batch=torch.arange(B).repeat_interleave(4096))
+                      batch=torch.arange(B).repeat_interleave(4096)).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
 
         def fn() -> None:
@@ -234,7 +236,8 @@ def run_case(impl: str, workload: str, B: int, repeat: int, warmup: int = 2) -> 
 
             def fn() -> None:
                 opt.zero_grad(set_to_none=True)
-                (-naive_elbo(model, hyper, y, pos, torch.randn(B, model.latent_dim), cache=cache).mean()).backward()
+                (-naive_elbo(model, hyper, y, pos, torch.randn(B, model.latent_dim, device=device),
+                            cache=cache).mean()).backward()
                 opt.step()
         else:
             opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
@@ -249,14 +252,14 @@ def run_case(impl: str, workload: str, B: int, repeat: int, warmup: int = 2) -> 
         model.eval()
         fine = LatLonGrid.regular(721, 1440)
         lat = torch.linspace(math.pi / 2, -math.pi / 2, 721)[:, None]
-        one = fine.to_batch((0.5 + 0.4 * torch.cos(lat) * torch.ones(721, 1440))[None, ..., None])
+        one = fine.to_batch((0.5 + 0.4 * torch.cos(lat) * torch.ones(721, 1440))[None, ..., None]).to(device)
 
         def fn() -> None:
             with ctx():
                 model.reconstruct(one)
     else:
         model.eval()
-        out = pos if workload == "rec" else sr.pos
+        out = pos if workload == "rec" else sr.pos.to(device)
 
         def fn() -> None:
             with torch.no_grad():
@@ -265,6 +268,18 @@ def run_case(impl: str, workload: str, B: int, repeat: int, warmup: int = 2) -> 
                 else:
                     with ctx():
                         model.reconstruct(batch, None if workload == "rec" else out)
+    if dev_type == "cuda":  # the device's clock: every timed call ends when its kernels have run
+        step = fn
+
+        def fn() -> None:
+            step()
+            torch.cuda.synchronize(device)
+
+        fn()
+        torch.cuda.reset_peak_memory_stats(device)
+        seconds = median_seconds(fn, repeat, warmup)
+        peak = torch.cuda.max_memory_allocated(device) / 2 ** 20
+        return {"seconds": seconds, "peak_rss_mib": peak, "extra_rss_mib": peak}
     # The process after setup (torch, PyG, the model, the data): the workload's memory is what it adds.
     base = reset_peak_rss()
     seconds = median_seconds(fn, repeat, warmup)
@@ -316,12 +331,15 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--thp", action="store_true",
                    help="run every case with THP_MEM_ALLOC_ENABLE=1: torch then asks Linux for transparent huge "
                         "pages for its large CPU tensors (fewer page faults, for both implementations)")
+    p.add_argument("--device", default="cpu",
+                   help="where to run the workloads (e.g. cuda; default: cpu); on CUDA the memory columns are the "
+                        "peak memory allocated on the device, and bf16-mixed is always timed")
     p.add_argument("--case", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     if a.case:
         impl, workload, B = a.case.split(":")
-        print(json.dumps(run_case(impl, workload, int(B), a.repeat, a.warmup)))
+        print(json.dumps(run_case(impl, workload, int(B), a.repeat, a.warmup, a.device)))
         return
     grid, _, model = setup(1)
     print(f"VaMoH ERA5 (Table 3): {sum(p.numel() for p in model.parameters()):,} parameters; grid {grid.shape} -> "
@@ -329,19 +347,21 @@ def main(argv: Optional[List[str]] = None) -> None:
           f"median of {a.repeat} after {a.warmup} warm runs; each cell a fresh process"
           f"{f', median of {a.rounds} alternating rounds' if a.rounds > 1 else ''}"
           f"{' with THP_MEM_ALLOC_ENABLE=1' if a.thp else ''}; CPU "
-          f"{torch.backends.cpu.get_cpu_capability()}")
+          f"{torch.backends.cpu.get_cpu_capability()}"
+          f"{f'; device {torch.cuda.get_device_name(a.device)}' if a.device.startswith('cuda') else ''}")
     agreement()
 
     def case(impl: str, workload: str, B: int) -> dict:
         cmd = [sys.executable, __file__, "--case", f"{impl}:{workload}:{B}", "--repeat", str(a.repeat),
-               "--threads", str(a.threads), "--warmup", str(a.warmup)]
+               "--threads", str(a.threads), "--warmup", str(a.warmup), "--device", a.device]
         env = dict(os.environ, THP_MEM_ALLOC_ENABLE="1") if a.thp else None
         out = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if out.returncode != 0:
             raise RuntimeError(out.stderr[-2000:])
         return json.loads(out.stdout.strip().splitlines()[-1])
 
-    bf16 = a.bf16 == "yes" or (a.bf16 == "auto" and resolve_precision("auto", "cpu") == "bf16-mixed")
+    bf16 = a.bf16 == "yes" or (a.bf16 == "auto" and (a.device.startswith("cuda")
+                                                     or resolve_precision("auto", "cpu") == "bf16-mixed"))
     if not bf16:
         print("bf16-mixed skipped: this CPU has no native bfloat16 (AMX or AVX512-BF16); --bf16 yes to force it")
     impls = ["pcfunc"] + (["pcfunc-bf16"] if bf16 else []) + ([] if a.skip_naive else ["naive"])
@@ -373,9 +393,11 @@ def main(argv: Optional[List[str]] = None) -> None:
             print(f"| {name} | {B} | {cell('pcfunc')} | {cell('pcfunc-bf16')} | {cell('naive')} | {sp} |", flush=True)
     if not a.skip_025:
         r = case("pcfunc", "025", 1)
+        mem = (f"peak device memory {r['peak_rss_mib'] / 1024:.2f} GB" if a.device.startswith("cuda") else
+               f"process peak RSS {r['peak_rss_mib'] / 1024:.2f} GB (+{r['extra_rss_mib'] / 1024:.2f} GB over the "
+               f"process after setup)")
         print(f"\nReconstruction of one sample at 0.25 degrees (721 x 1440, 1,035,362 points with each pole one "
-              f"point): {r['seconds']:.1f} s, process peak RSS {r['peak_rss_mib'] / 1024:.2f} GB "
-              f"(+{r['extra_rss_mib'] / 1024:.2f} GB over the process after setup)")
+              f"point): {r['seconds']:.1f} s, {mem}")
 
 
 if __name__ == "__main__":

@@ -166,6 +166,7 @@ def evaluate(model: VaMoH, field, coarse, n_train: int, norm: MinMaxNormalizer, 
 
 def render(model: VaMoH, f: Dict[str, Any], norm: MinMaxNormalizer, out: Path, size: int, units: str,
            variable: str) -> List[str]:
+    from pcfunc._compat import available
     from pcfunc.render import Panel, globe_views, grid_spacing, plot_panels, plot_task_maps, render_sphere
 
     K = lambda t: norm.inverse(t.reshape(-1)).float()  # noqa: E731
@@ -204,6 +205,9 @@ def render(model: VaMoH, f: Dict[str, Any], norm: MinMaxNormalizer, out: Path, s
         "globe_super_resolution_std.png": (f["spread"].reshape(-1) * scale, fine.pos, "super-resolution: spread",
                                            dict(cmap="magma", label=f"std [{units}]")),
     }
+    if not available("pytorch3d"):
+        print("globes skipped: PyTorch3D does not import (install one built for your torch: see the install page)")
+        return ["tasks.png", "samples.png"]
     views = globe_views(fine)
     for name, (values, pos, title, colours) in globes.items():
         render_sphere(values, pos, out=out / name, image_size=size, title=title, views=views, **colours)

@@ -7,7 +7,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent / "pcfunc"
 
-# What each package may import of pcfunc (besides itself and the private helpers _validation and _compat).
+# What each package may import of pcfunc (besides itself and the private helpers _validation, _compat and _random).
 ALLOWED = {
     "manifolds": set(),
     "ops": {"manifolds"},
@@ -20,7 +20,7 @@ ALLOWED = {
     "render": {"manifolds", "ops", "data"},
     "testing": {"manifolds", "ops", "data", "nn", "models", "metrics"},
 }
-PRIVATE = {"_validation", "_compat"}
+PRIVATE = {"_validation", "_compat", "_random"}
 
 
 def _imported_packages(path: Path):

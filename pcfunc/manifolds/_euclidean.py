@@ -6,6 +6,7 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
+from .._random import rand
 from ._base import Manifold, Resolution, _per_axis
 
 __all__ = ["Euclidean"]
@@ -61,7 +62,7 @@ class Euclidean(Manifold):
         device: Optional[Union[torch.device, str]] = None,
     ) -> Tensor:
         """Uniform points in :math:`[-1, 1]^d`, shape :math:`(n, d)`."""
-        return 2.0 * torch.rand(n, self.ambient_dim, generator=generator, dtype=dtype, device=device) - 1.0
+        return 2.0 * rand((n, self.ambient_dim), generator, device=device, dtype=dtype) - 1.0
 
     def grid(self, resolution: Resolution) -> Tensor:
         r"""The regular grid on :math:`[-1, 1]^d` with ``resolution[i]`` points along axis ``i``.

@@ -5,6 +5,7 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import Tensor
 
+from .._random import randn
 from ._base import Manifold, Resolution, _chord_to_angle, _per_axis
 
 __all__ = ["Sphere", "latlon_to_xyz", "xyz_to_latlon"]
@@ -84,7 +85,7 @@ class Sphere(Manifold):
         device: Optional[Union[torch.device, str]] = None,
     ) -> Tensor:
         """Points uniform on the sphere (normalised Gaussian vectors), shape :math:`(n, 3)`."""
-        v = torch.randn(n, 3, generator=generator, dtype=dtype, device=device)
+        v = randn((n, 3), generator, device=device, dtype=dtype)
         return v / torch.linalg.vector_norm(v, dim=-1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)
 
     def grid(self, resolution: Resolution) -> Tensor:

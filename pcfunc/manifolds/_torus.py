@@ -5,6 +5,7 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import Tensor
 
+from .._random import rand
 from ._base import _TWO_PI, Manifold, Resolution, _chord_to_angle, _per_axis
 
 __all__ = ["Torus"]
@@ -86,7 +87,7 @@ class Torus(Manifold):
         device: Optional[Union[torch.device, str]] = None,
     ) -> Tensor:
         """Uniform points (uniform angles), shape :math:`(n, 2 n_\\text{circles})`."""
-        u = torch.rand(n, self.n, generator=generator, dtype=dtype, device=device) * _TWO_PI
+        u = rand((n, self.n), generator, device=device, dtype=dtype) * _TWO_PI
         return self.embed(u)
 
     def grid(self, resolution: Resolution) -> Tensor:

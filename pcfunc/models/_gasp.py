@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._random import rand, randn, randperm
 from .._validation import check_positive_int
 from ..manifolds import Manifold, resolve_manifold
 from ..nn import (FourierFeatures, FunctionRepresentation, HyperNetwork, PointConvNet, fit_function,
@@ -55,11 +56,11 @@ def random_subset(pts: Points, num: int, generator: Optional[torch.Generator] = 
         n = int(counts[0])
         if n <= num:
             return pts
-        idx = torch.randperm(n, generator=generator)[:num].sort().values.to(pts.pos.device)
+        idx = randperm(n, generator, device=pts.pos.device)[:num].sort().values
         sel = (idx[None, :] + torch.arange(B, device=idx.device)[:, None] * n).reshape(-1)
     else:
         # Uniform subsets of every cloud at once: the points with the ``num`` highest random scores.
-        score = torch.rand(pts.batch.numel(), generator=generator).to(pts.pos.device)
+        score = rand((pts.batch.numel(),), generator, device=pts.pos.device)
         sel = (rank_in_cloud(score, pts.batch, counts) < num).nonzero().squeeze(1)
     return Points(pts.x[sel], pts.pos[sel], pts.batch[sel], B)
 
@@ -214,7 +215,7 @@ class GASP(nn.Module):
         """``num`` latents :math:`\\mathbf z \\sim \\mathcal N(0, I)`, :math:`(num, Z)`."""
         num = check_positive_int(num, "num")
         p = self.hypernet.weights[0]
-        return torch.randn(num, self.latent_dim, generator=generator, device="cpu", dtype=p.dtype).to(p.device)
+        return randn((num, self.latent_dim), generator, device=p.device, dtype=p.dtype)
 
     def generate(self, z: Tensor, pos: Tensor, chunk_size: Optional[int] = None) -> Tensor:
         r"""Features :math:`f_{g_\phi(\mathbf z)}(\mathbf x)` of the functions of ``z`` :math:`(B, Z)` at ``pos``

@@ -7,6 +7,7 @@ from typing import Any, NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor
 
+from .._random import rand
 from .._validation import check_batch, check_finite, check_points
 from ..manifolds import Manifold
 from ..ops import knn, shared_grid, to_padded
@@ -125,16 +126,16 @@ def point_dropout(pts: Points, max_rate: Optional[float], min_points: int,
     counts = torch.bincount(pts.batch, minlength=B)
     alpha = max(0.0, 1.0 - min_points / int(counts.min())) if max_rate is None else max_rate
     dev = pts.pos.device
-    p = float(torch.rand((), generator=generator, device="cpu")) * alpha
+    p = float(rand((), generator)) * alpha
     if shared and B > 1 and shared_positions(pts) is not None:
         n = int(counts[0])
-        score = torch.rand(n, generator=generator, device="cpu").to(dev)
+        score = rand((n,), generator, device=dev)
         keep = score >= p
         keep[torch.argsort(score, descending=True)[:min_points]] = True
         cols = keep.nonzero().squeeze(1)
         idx = (cols[None, :] + torch.arange(B, device=dev)[:, None] * n).reshape(-1)
         return Points(pts.x[idx], pts.pos[idx], pts.batch[idx], B)
-    score = torch.rand(pts.batch.numel(), generator=generator, device="cpu").to(dev)
+    score = rand((pts.batch.numel(),), generator, device=dev)
     keep = (score >= p) | (rank_in_cloud(score, pts.batch, counts) < min_points)
     idx = keep.nonzero().squeeze(1)
     return Points(pts.x[idx], pts.pos[idx], pts.batch[idx], B)

@@ -9,6 +9,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from .._random import randn
 from .._validation import check_positive_int
 from ..manifolds import Manifold, resolve_manifold
 from ..nn import (FlowPrior, FourierFeatures, FunctionRepresentation, HyperNetwork, LayerSpec, Likelihood, PointTable,
@@ -288,7 +289,7 @@ class VaMoH(VaMoHInference, nn.Module):
         num = check_positive_int(num, "num")
         if self.warmup:
             p = next(self.parameters())
-            return torch.randn(num, self.latent_dim, generator=generator, device=p.device, dtype=p.dtype)
+            return randn((num, self.latent_dim), generator, device=p.device, dtype=p.dtype)
         return self.flow.sample(num, generator=generator)
 
     @property
@@ -404,7 +405,7 @@ class VaMoH(VaMoHInference, nn.Module):
         full = torch.autocast(mu.device.type, enabled=False)
         B = mu.size(0)
         std = torch.exp(0.5 * logvar)
-        eps = torch.randn((num_samples, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
+        eps = randn((num_samples, *mu.shape), generator, device=mu.device, dtype=mu.dtype)
         z = (mu + std * eps).reshape(num_samples * B, -1)
 
         dense = dense_points(lik_pts)  # pos [N, D] or [B, N, D]; y [B, N, C]; mask [B, N]

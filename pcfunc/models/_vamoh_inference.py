@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator, NamedTuple, Optional, Tuple, TypeVar
 import torch
 from torch import Tensor
 
+from .._random import multinomial, randn
 from .._validation import check_positive_int
 from ._points import (Points, as_points, check_query, check_residual_kernel, check_residual_neighbors, dense_points,
                       nearest_observed, residual_weights)
@@ -127,7 +128,7 @@ class VaMoHInference:
         opt = torch.optim.Adam([mu, logvar], lr=lr)
         with torch.enable_grad():
             for _ in range(steps):
-                eps = torch.randn(mu.shape, generator=generator, device="cpu").to(mu)
+                eps = randn(mu.shape, generator, device=mu.device).to(mu)
                 z = mu + torch.exp(0.5 * logvar) * eps
                 params = self.component_params(z, pos)
                 log_p = self.likelihood.log_prob(params, y.unsqueeze(-2), validate=False).sum(-1)  # [B, N, K]
@@ -193,7 +194,7 @@ class VaMoHInference:
     def _draw(self, params: Tensor, logits: Tensor, generator: Optional[torch.Generator]) -> Tensor:
         # c_d ~ Cat(pi_d) by torch.multinomial, which takes a generator (torch.distributions.Categorical does not).
         probs = torch.softmax(logits.detach().float().cpu(), -1).reshape(-1, logits.size(-1))
-        c = torch.multinomial(probs, 1, generator=generator).view(logits.shape[:-1]).to(logits.device)  # [B, m]
+        c = multinomial(probs, 1, generator).view(logits.shape[:-1]).to(logits.device)  # [B, m]
         y = self.likelihood.sample(params, generator)  # [B, m, K, C]
         return y.gather(2, c[..., None, None].expand(*c.shape, 1, y.size(-1))).squeeze(2)
 
@@ -387,7 +388,7 @@ class VaMoHInference:
         # spread would cancel catastrophically).
         total = ref = dsum = dsq = None
         for _ in range(num_samples):
-            eps = torch.randn(mu.shape, generator=generator, device="cpu").to(mu)
+            eps = randn(mu.shape, generator, device=mu.device).to(mu)
             z = mu + std * eps
             if include_noise:
                 m, v = self._mean_and_draws(z, pos, generator, chunk_size)

@@ -10,6 +10,7 @@ from typing import Any, Iterable, List, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from .._random import randint
 from .._validation import check_positive_int
 from ..nn import FourierFeatures, PointConvNet, fit_function, vamoh_encoder_specs
 from ._points import as_points, check_pooled_points
@@ -107,7 +108,7 @@ def _fit_base(self: Any, theta: Tensor, pos: Tensor, y: Tensor, nll: Any, steps:
         opt = torch.optim.Adam(params, lr=lr)
         with torch.enable_grad():
             for _ in range(steps):
-                idx = torch.randint(n, (m,), generator=generator).to(pos.device)
+                idx = randint(n, (m,), generator, device=pos.device)
                 value = nll(raw(pos[idx]), y[idx])
                 opt.zero_grad(set_to_none=True)
                 value.backward()

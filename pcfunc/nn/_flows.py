@@ -8,6 +8,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from .._random import randn
 from .._validation import check_positive_int
 from ._planar_math import (DEFAULT_MAX_ITER, _check_activation, _check_input, _constrained_u, _forward, _inverse,
                            planar_flow, planar_flow_inverse)
@@ -185,7 +186,7 @@ class FlowPrior(nn.Module):
 
     def _base_sample(self, sample_shape: Union[int, Sequence[int]], generator: Optional[torch.Generator]) -> Tensor:
         shape = _as_sample_shape(sample_shape) + (self.dim,)
-        eps = torch.randn(shape, generator=generator, device=self.base_loc.device, dtype=self.base_loc.dtype)
+        eps = randn(shape, generator, device=self.base_loc.device, dtype=self.base_loc.dtype)
         return self.base_loc + self.base_scale * eps
 
     def _base_log_prob(self, z0: Tensor) -> Tensor:

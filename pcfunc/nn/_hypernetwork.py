@@ -8,6 +8,7 @@ from typing import Callable, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from .._random import rand, randint
 from .._validation import check_positive_int
 from ._function_representation import FunctionRepresentation, _check_sizes
 from ._kernels import stacked_mlp
@@ -201,14 +202,14 @@ def fit_function(target: FunctionRepresentation, pos: Tensor, loss: Callable[[Te
     with torch.no_grad():
         for (W, b), (o, i) in zip(target.split_weights(theta), target.layer_shapes):
             bound = 1.0 / math.sqrt(i)
-            W.copy_(torch.rand((o, i), generator=generator, dtype=dtype).mul_(2 * bound).sub_(bound))
-            b.copy_(torch.rand((o,), generator=generator, dtype=dtype).mul_(2 * bound).sub_(bound))
+            W.copy_(rand((o, i), generator, device=W.device, dtype=dtype).mul_(2 * bound).sub_(bound))
+            b.copy_(rand((o,), generator, device=b.device, dtype=dtype).mul_(2 * bound).sub_(bound))
     theta.requires_grad_(True)
     opt = torch.optim.Adam([theta, *extra_params], lr=lr)
     n = pos.size(0)
     with torch.enable_grad():
         for _ in range(steps):
-            idx = torch.randint(n, (min(num_points, n),), generator=generator).to(pos.device)
+            idx = randint(n, (min(num_points, n),), generator, device=pos.device)
             value = loss(target(pos[idx], theta[None])[0], y[idx])
             opt.zero_grad(set_to_none=True)
             value.backward()

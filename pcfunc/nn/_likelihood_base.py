@@ -7,6 +7,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from .._random import randint
 from ._likelihood_math import _broadcast, _check_support, _check_tensor
 
 __all__ = ["Likelihood"]
@@ -105,7 +106,7 @@ class Likelihood(nn.Module):
         parts = self._split(params)
         if generator is None:
             return self._sample(parts)
-        seed = int(torch.randint(0, 2 ** 62, (), generator=generator))
+        seed = int(randint(2 ** 62, (), generator))
         cuda = [params.device] if params.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(seed)

@@ -5,6 +5,7 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
+from .._random import rand
 from ..manifolds import Manifold
 from ._common import (_lp_exponent, batch_counts, checked_inputs, num_per_cloud, resolve_metric, select_backend,
                       to_padded, upcast_reduced)
@@ -90,7 +91,7 @@ def _fps(
     if chosen == "torch_cluster":
         return _fps_torch_cluster(pos, batch, counts, k, random_start)
     if random_start:
-        u = torch.rand(counts.numel(), generator=generator, dtype=torch.float64, device="cpu").to(pos.device)
+        u = rand((counts.numel(),), generator, device=pos.device, dtype=torch.float64)
         starts = (u * counts.double()).long().minimum(counts - 1)
     else:
         starts = torch.zeros_like(counts)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -155,34 +155,101 @@ def _knn_reference(
     yp, ymask, _ = to_padded(y, cy)
     B, L, _ = xp.shape
     Q = yp.size(1)
-    inf = torch.tensor(float("inf"), dtype=x.dtype, device=x.device)
     # Block sizes: B * qc * pc <= chunk_elements, with at least k columns to merge into.
     qc = max(1, min(Q, 1024, chunk_elements // max(1, B * max(k, 1))))
-    pc = max(k, min(L, chunk_elements // max(1, B * qc)))
-    best_d_all = []
+    by_products = manifold.ambient_euclidean_order
+    if by_products:
+        xx = xp.square().sum(-1).masked_fill(~xmask, float("inf"))  # [B, L]
     best_i_all = []
     for q0 in range(0, Q, qc):
         yq = yp[:, q0:q0 + qc]
-        best_d = x.new_full((B, yq.size(1), 0), float("inf"))
-        best_i = torch.empty(B, yq.size(1), 0, dtype=torch.long, device=x.device)
-        for p0 in range(0, L, pc):
-            d = manifold.cdist(yq, xp[:, p0:p0 + pc])
-            d = torch.where(xmask[:, None, p0:p0 + pc], d, inf)
-            idx = torch.arange(p0, p0 + d.size(2), device=x.device).expand_as(d)
-            cand_d = torch.cat((best_d, d), dim=2)
-            cand_i = torch.cat((best_i, idx), dim=2)
-            kk = min(k, cand_d.size(2))
-            best_d, sel = cand_d.topk(kk, dim=2, largest=False, sorted=False)
-            best_i = cand_i.gather(2, sel)
-        best_d_all.append(best_d)
-        best_i_all.append(best_i)
-    best_d = torch.cat(best_d_all, dim=1)
+        best = None
+        if by_products:
+            best = _chunk_by_products(xp, xmask, xx, yq, ymask[:, q0:q0 + qc], k, chunk_elements)
+        if best is None:
+            best = _chunk_exact(xp, xmask, yq, k, manifold, chunk_elements)
+        best_i_all.append(best)
     best_i = torch.cat(best_i_all, dim=1)
-    # Sort each query's neighbours by (distance, index), like the compiled path.
-    best_i, o = best_i.sort(dim=2)
-    best_d = best_d.gather(2, o)
-    best_d, o = best_d.sort(dim=2, stable=True)
-    best_i = best_i.gather(2, o)
     col = (best_i + xptr[:-1, None, None])[ymask]
     row = torch.arange(y.size(0), device=y.device).repeat_interleave(k)
     return torch.stack((row, col.reshape(-1)))
+
+
+def _chunk_exact(xp: Tensor, xmask: Tensor, yq: Tensor, k: int, manifold: Manifold, chunk_elements: int) -> Tensor:
+    """The ``k`` nearest of each query of one block by ``manifold.cdist``, over blocks of points, merged in a
+    running top-``k``; indices into the padded clouds, sorted by (distance, index)."""
+    B, L, _ = xp.shape
+    pc = max(k, min(L, chunk_elements // max(1, B * yq.size(1))))
+    inf = torch.tensor(float("inf"), dtype=xp.dtype, device=xp.device)
+    best_d = xp.new_full((B, yq.size(1), 0), float("inf"))
+    best_i = torch.empty(B, yq.size(1), 0, dtype=torch.long, device=xp.device)
+    for p0 in range(0, L, pc):
+        d = manifold.cdist(yq, xp[:, p0:p0 + pc])
+        d = torch.where(xmask[:, None, p0:p0 + pc], d, inf)
+        best_d, best_i = _merge(best_d, best_i, d, p0, k)
+    return _sorted(best_d, best_i)[1]
+
+
+def _merge(best_d: Tensor, best_i: Tensor, d: Tensor, p0: int, k: int) -> Tuple[Tensor, Tensor]:
+    """The running top-``k`` (smallest) merged with the block ``d`` of columns ``p0 ..``: the block's own top-``k``
+    first (one pass over the block, no copy of it), then the ``2 k`` candidates."""
+    cd, ci = d.topk(min(k, d.size(2)), dim=2, largest=False, sorted=False)
+    cand_d = torch.cat((best_d, cd), dim=2)
+    cand_i = torch.cat((best_i, ci + p0), dim=2)
+    best_d, sel = cand_d.topk(min(k, cand_d.size(2)), dim=2, largest=False, sorted=False)
+    return best_d, cand_i.gather(2, sel)
+
+
+def _sorted(d: Tensor, i: Tensor) -> Tuple[Tensor, Tensor]:
+    """``d`` and the indices ``i`` ordered by (``d``, index), like the compiled paths."""
+    i, o = i.sort(dim=2)
+    d = d.gather(2, o)
+    d, o = d.sort(dim=2, stable=True)
+    return d, i.gather(2, o)
+
+
+#: Candidates beyond ``k`` that the matrix-product search keeps per query for the exact re-ranking.
+_MARGIN = 8
+
+
+def _chunk_by_products(xp: Tensor, xmask: Tensor, xx: Tensor, yq: Tensor, yvalid: Tensor, k: int,
+                       chunk_elements: int) -> Optional[Tensor]:
+    r"""The ``k`` nearest in ambient :math:`\ell_2` of each query of one block, found with matrix products.
+
+    Squared distances :math:`\|y\|^2 + \|x\|^2 - 2\, y \cdot x` (one batched matrix product per block of points:
+    the GPU's fast path, where ``torch.cdist``'s exact kernel is slow) pick ``k + 8`` candidates per query; their
+    exact squared differences rank them. The product form can be off by a rounding error :math:`\varepsilon`
+    (bounded from the dtype and the norms, and from the reduced-precision matrix products PyTorch may be allowed to
+    use): the answer is certified exact when every point left out is farther, even after that error, than the
+    ``k``-th chosen one. ``None`` (then the caller searches exactly) when a query of the block is not certified,
+    as happens for near-ties beyond the margin."""
+    B, L, D = xp.shape
+    kc = min(L, k + _MARGIN)
+    pc = max(kc, min(L, chunk_elements // max(1, B * yq.size(1))))
+    with torch.autocast(xp.device.type, enabled=False):
+        yy = yq.square().sum(-1)  # [B, q]
+        best_d = xp.new_full((B, yq.size(1), 0), float("inf"))
+        best_i = torch.empty(B, yq.size(1), 0, dtype=torch.long, device=xp.device)
+        for p0 in range(0, L, pc):
+            xc = xp[:, p0:p0 + pc]
+            # |x|^2 - 2 y.x: the squared distance less |y|^2, which does not change a query's ranking.
+            d = torch.baddbmm(xx[:, None, p0:p0 + pc], yq, xc.transpose(1, 2), alpha=-2.0)
+            best_d, best_i = _merge(best_d, best_i, d, p0, kc)
+        best_d = best_d + yy[..., None]
+        # Exact squared distances of the candidates (padding: infinite).
+        pts = xp.gather(1, best_i.reshape(B, -1, 1).expand(-1, -1, D)).view(*best_i.shape, D)
+        exact = (pts - yq[:, :, None]).square_().sum(-1)
+        exact = exact.masked_fill(~xmask.gather(1, best_i.reshape(B, -1)).view(best_i.shape), float("inf"))
+        exact, order = _sorted(exact, best_i)
+        kth = exact[..., k - 1]
+        # Everything not among the candidates is at least as far, in the product form, as the farthest candidate.
+        left_out = best_d.max(dim=2).values if L > kc else torch.full_like(kth, float("inf"))
+        u = torch.finfo(xp.dtype).eps
+        if xp.dtype == torch.float32 and torch.get_float32_matmul_precision() != "highest":
+            u = 2.0 ** -8  # TF32 or bfloat16 products
+        eps = 4 * (D + 2) * u * (xx.masked_fill(~xmask, 0).amax(1, keepdim=True) + yy)
+        certified = (left_out - eps > kth) | ~yvalid | torch.isinf(left_out)
+    if not bool(certified.all()):
+        return None
+    return order[..., :k]
+

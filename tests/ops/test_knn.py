@@ -127,3 +127,64 @@ def test_knn_errors():
         knn(x, x, 2, manifold="poincare")
     with pytest.raises(ValueError, match="y is not on Sphere"):
         knn(Sphere().random(10), x + 1, 2, manifold="sphere")
+
+
+def _count_exact_blocks(monkeypatch):
+    import pcfunc.ops._knn as mod
+
+    calls = []
+    exact = mod._chunk_exact
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return exact(*args, **kwargs)
+
+    monkeypatch.setattr(mod, "_chunk_exact", spy)
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_reference_knn_by_matrix_products_is_certified(monkeypatch, dtype):
+    # Manifolds ordered like ambient l2: candidates from matrix products, ranked exactly, certified; on random
+    # clouds no block needs the exact search, and the answer is the compiled paths' and the brute force's.
+    calls = _count_exact_blocks(monkeypatch)
+    x, bx = _brute.clouds(Sphere(), [3000, 2000], seed=6)
+    y, by = _brute.clouds(Sphere(), [150, 120], seed=7)
+    x, y = x.to(dtype), y.to(dtype)
+    e = knn(x, y, 9, bx, by, manifold=Sphere(), backend="torch", chunk_elements=1 << 16)
+    assert not calls
+    if dtype == torch.float64:
+        _check_against_brute(e, Sphere(), x, y, bx, by, 9)
+    for backend in [b for b in BACKENDS if b != "torch"]:
+        assert torch.equal(e, knn(x, y, 9, bx, by, manifold=Sphere(), backend=backend))
+    # The same under bfloat16 autocast and with reduced-precision float32 matrix products allowed.
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(e, knn(x, y, 9, bx, by, manifold=Sphere(), backend="torch", chunk_elements=1 << 16))
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium")
+        assert torch.equal(e, knn(x, y, 9, bx, by, manifold=Sphere(), backend="torch", chunk_elements=1 << 16))
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+def test_reference_knn_searches_exactly_where_ties_exceed_the_margin(monkeypatch):
+    calls = _count_exact_blocks(monkeypatch)
+    # 30 copies of one point at the same distance from the query: more ties than the product search keeps.
+    x = torch.cat((torch.tensor([[0.0, 0.0, 1.0]]).expand(30, 3), Sphere().random(200, generator=torch.Generator()
+                                                                                  .manual_seed(1)))).double()
+    q = torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64)
+    e = knn(x, q, 12, manifold=Sphere(), backend="torch")
+    assert calls and bool((e[1] < 30).all()) and e[1].unique().numel() == 12
+    # On a regular grid (ties by symmetry, within the margin) the products suffice and give the brute force's
+    # distances.
+    calls.clear()
+    from pcfunc.data import LatLonGrid
+
+    grid = LatLonGrid.regular(19, 36).pos.double()
+    grid = grid / grid.norm(dim=-1, keepdim=True)  # on the sphere in float64, as the brute force's arccos assumes
+    e = knn(grid, grid[::7], 8, manifold=Sphere(), backend="torch")
+    got = _brute.distance_matrix(Sphere(), grid[::7].numpy(), grid.numpy())[
+        np.arange(len(grid[::7]))[:, None], e[1].view(-1, 8).numpy()]
+    np.testing.assert_allclose(got, _brute.knn(Sphere(), grid.numpy(), grid[::7].numpy(), 8)[1], atol=1e-12)
+    assert not calls
