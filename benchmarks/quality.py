@@ -78,6 +78,8 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
                                         fine_points=4096, base_grid=(181, 360), sigma=0.5),
     "default_fine_table_smooth025": dict(likelihood=("gaussian", dict(scale="learned")), init=True, max_dropout=0.0,
                                          fine_points=4096, base_grid=(181, 360), sigma=0.25),
+    "default_fine_table_smooth0125": dict(likelihood=("gaussian", dict(scale="learned")), init=True, max_dropout=0.0,
+                                          fine_points=4096, base_grid=(181, 360), sigma=0.125),
     # ... with a predicted (per-point) noise scale: the table then also holds a static 1-degree map of the log noise
     # level (heteroscedastic, as the sub-grid detail is: larger over mountains and coasts).
     "default_fine_table_smooth05_pred": dict(likelihood=("gaussian", dict(scale="predicted")), init=True,
