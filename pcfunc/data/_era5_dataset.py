@@ -160,10 +160,20 @@ def pooled_points(dataset: Sequence[Any], target: bool = False) -> Tuple[torch.T
     Args:
         dataset: Items with ``pos`` and ``x`` (e.g. :class:`ERA5Dataset`, a list of PyG ``Data``).
         target (bool): The items' target points instead (``target_pos``, ``target_x``: fine supervision, an
-            :class:`ERA5Dataset` made with ``target=``). (default: ``False``)
+            :class:`ERA5Dataset` made with ``target=``): **every** target point of each item, not the random
+            ``target_points`` subset an item draws for a training step (that subset would leave most points of a
+            fine grid unseen, and a base table fitted to it noisy), and without drawing from the dataset's
+            generator. (default: ``False``)
     """
     key = "target_" if target else ""
-    items = [dataset[i] for i in range(len(dataset))]
+    subset = getattr(dataset, "target_points", None) if target else None
+    if subset is not None:
+        dataset.target_points = None  # every target point, for this pass only
+    try:
+        items = [dataset[i] for i in range(len(dataset))]
+    finally:
+        if subset is not None:
+            dataset.target_points = subset
     if not items:
         raise ValueError("dataset has no items")
     missing = [k for k in (key + "pos", key + "x") if getattr(items[0], k, None) is None]

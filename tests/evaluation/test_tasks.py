@@ -75,3 +75,24 @@ def test_globe_views_spacing_and_pooled_points():
         assert "target_pos" in str(e)
     else:
         raise AssertionError("no error for items without target points")
+
+
+def test_pooled_target_points_are_every_fine_point_not_a_training_subset():
+    from pcfunc.data import ERA5Dataset, ERA5Field, MinMaxNormalizer
+
+    lat, lon = np.linspace(90, -90, 13), np.arange(24) * 15.0
+    t = np.arange(3).astype("datetime64[h]")
+    vals = (280 + 10 * np.cos(np.deg2rad(lat))[None, :, None] * np.sin(np.deg2rad(lon) + np.arange(3)[:, None, None])
+            ).astype(np.float32)
+    fine = ERA5Field(vals, lat, lon, t, "t2m", "K")
+    coarse = fine.regrid(lat[::2], lon[::2])
+    norm = MinMaxNormalizer.fit(coarse)
+    ds = ERA5Dataset(coarse, norm, target=fine, target_points=20, generator=torch.Generator().manual_seed(0))
+    state = ds.generator.get_state()
+    pos, x = pooled_points(ds, target=True)
+    n = LatLonGrid(lat, lon).num_points
+    assert pos.shape == (3 * n, 3) and x.shape == (3 * n, 1)  # every fine point of every field
+    full = LatLonGrid(lat, lon).to_batch(norm.transform(vals, clip=False)[..., None])
+    torch.testing.assert_close(x, full.x.to(x.dtype))
+    assert torch.equal(ds.generator.get_state(), state)  # the training draws are untouched ...
+    assert ds[0].target_pos.shape == (20, 3)  # ... and items still draw their subset
