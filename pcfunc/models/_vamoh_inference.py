@@ -193,8 +193,8 @@ class VaMoHInference:
 
     def _draw(self, params: Tensor, logits: Tensor, generator: Optional[torch.Generator]) -> Tensor:
         # c_d ~ Cat(pi_d) by torch.multinomial, which takes a generator (torch.distributions.Categorical does not).
-        probs = torch.softmax(logits.detach().float().cpu(), -1).reshape(-1, logits.size(-1))
-        c = multinomial(probs, 1, generator).view(logits.shape[:-1]).to(logits.device)  # [B, m]
+        probs = torch.softmax(logits.detach().float(), -1).reshape(-1, logits.size(-1))
+        c = multinomial(probs, 1, generator).view(logits.shape[:-1])  # [B, m], on the device of the logits
         y = self.likelihood.sample(params, generator)  # [B, m, K, C]
         return y.gather(2, c[..., None, None].expand(*c.shape, 1, y.size(-1))).squeeze(2)
 

@@ -160,12 +160,13 @@ def _knn_reference(
     by_products = manifold.ambient_euclidean_order
     if by_products:
         xx = xp.square().sum(-1).masked_fill(~xmask, float("inf"))  # [B, L]
+        xx_max = xx.masked_fill(~xmask, 0).amax(1, keepdim=True)  # [B, 1], for the rounding bound
     best_i_all = []
     for q0 in range(0, Q, qc):
         yq = yp[:, q0:q0 + qc]
         best = None
         if by_products:
-            best = _chunk_by_products(xp, xmask, xx, yq, ymask[:, q0:q0 + qc], k, chunk_elements)
+            best = _chunk_by_products(xp, xmask, xx, xx_max, yq, ymask[:, q0:q0 + qc], k, chunk_elements)
         if best is None:
             best = _chunk_exact(xp, xmask, yq, k, manifold, chunk_elements)
         best_i_all.append(best)
@@ -212,7 +213,7 @@ def _sorted(d: Tensor, i: Tensor) -> Tuple[Tensor, Tensor]:
 _MARGIN = 8
 
 
-def _chunk_by_products(xp: Tensor, xmask: Tensor, xx: Tensor, yq: Tensor, yvalid: Tensor, k: int,
+def _chunk_by_products(xp: Tensor, xmask: Tensor, xx: Tensor, xx_max: Tensor, yq: Tensor, yvalid: Tensor, k: int,
                        chunk_elements: int) -> Optional[Tensor]:
     r"""The ``k`` nearest in ambient :math:`\ell_2` of each query of one block, found with matrix products.
 
@@ -247,7 +248,7 @@ def _chunk_by_products(xp: Tensor, xmask: Tensor, xx: Tensor, yq: Tensor, yvalid
         u = torch.finfo(xp.dtype).eps
         if xp.dtype == torch.float32 and torch.get_float32_matmul_precision() != "highest":
             u = 2.0 ** -8  # TF32 or bfloat16 products
-        eps = 4 * (D + 2) * u * (xx.masked_fill(~xmask, 0).amax(1, keepdim=True) + yy)
+        eps = 4 * (D + 2) * u * (xx_max + yy)
         certified = (left_out - eps > kth) | ~yvalid | torch.isinf(left_out)
     if not bool(certified.all()):
         return None

@@ -78,15 +78,12 @@ def test_globe_views_spacing_and_pooled_points():
 
 
 def test_pooled_target_points_are_every_fine_point_not_a_training_subset():
-    from pcfunc.data import ERA5Dataset, ERA5Field, MinMaxNormalizer
+    from pcfunc.data import ERA5Dataset
 
-    lat, lon = np.linspace(90, -90, 13), np.arange(24) * 15.0
-    t = np.arange(3).astype("datetime64[h]")
-    vals = (280 + 10 * np.cos(np.deg2rad(lat))[None, :, None] * np.sin(np.deg2rad(lon) + np.arange(3)[:, None, None])
-            ).astype(np.float32)
-    fine = ERA5Field(vals, lat, lon, t, "t2m", "K")
-    coarse = fine.regrid(lat[::2], lon[::2])
-    norm = MinMaxNormalizer.fit(coarse)
+    from .._fields import fine_and_coarse
+
+    fine, coarse, norm = fine_and_coarse(3)
+    lat, lon, vals = fine.lat, fine.lon, fine.values
     ds = ERA5Dataset(coarse, norm, target=fine, target_points=20, generator=torch.Generator().manual_seed(0))
     state = ds.generator.get_state()
     pos, x = pooled_points(ds, target=True)

@@ -242,17 +242,11 @@ def test_train_logs_checkpoints_and_load_model(tmp_path):
 
 
 def test_fine_supervision_trains_on_the_target_points(tmp_path):
-    import numpy as np
+    from pcfunc.data import ERA5Dataset
 
-    from pcfunc.data import ERA5Dataset, ERA5Field, MinMaxNormalizer
+    from .._fields import fine_and_coarse
 
-    lat, lon = np.linspace(90, -90, 13), np.arange(24) * 15.0
-    t = np.arange(6).astype("datetime64[h]")
-    vals = (280 + 10 * np.cos(np.deg2rad(lat))[None, :, None] * np.sin(np.deg2rad(lon) + np.arange(6)[:, None, None])
-            ).astype(np.float32)
-    fine = ERA5Field(vals, lat, lon, t, "t2m", "K")
-    coarse = fine.regrid(lat[::2], lon[::2])
-    norm = MinMaxNormalizer.fit(coarse)
+    fine, coarse, norm = fine_and_coarse(6)
     module = _module()
     elbo, seen = module.model.elbo, []
 
