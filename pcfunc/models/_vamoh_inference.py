@@ -191,6 +191,22 @@ class VaMoHInference:
             draws.append(self._draw(params, logits, generator))
         return torch.cat(means, dim=1), torch.cat(draws, dim=1)
 
+    def _mean_and_variance(self, z: Tensor, pos: Tensor, chunk_size: Optional[int]) -> Tuple[Tensor, Tensor]:
+        r"""The mixture's mean and variance at ``pos`` given ``z``, each :math:`(B, M, C)`:
+        :math:`\sum_k \pi_k \mu_k` and :math:`\sum_k \pi_k (v_k + (\mu_k - \bar\mu)^2)` with the components'
+        means :math:`\mu_k` and variances :math:`v_k` (:meth:`Likelihood.variance`)."""
+        weights = self.generator_weights(z)
+        means, variances = [], []
+        for pc in self._chunks(pos, z.size(0), chunk_size):
+            params, comp_means, logits = self._mixture(z, pc, weights)
+            pi = torch.softmax(logits, -1).unsqueeze(-1).to(comp_means.dtype)
+            with torch.autocast(params.device.type, enabled=False):
+                comp_var = self.likelihood.variance(params).to(comp_means.dtype)
+            m = (pi * comp_means).sum(-2)
+            means.append(m)
+            variances.append((pi * (comp_var + (comp_means - m.unsqueeze(-2)).square())).sum(-2))
+        return torch.cat(means, dim=1), torch.cat(variances, dim=1)
+
     def _draw(self, params: Tensor, logits: Tensor, generator: Optional[torch.Generator]) -> Tensor:
         # c_d ~ Cat(pi_d) by torch.multinomial, which takes a generator (torch.distributions.Categorical does not).
         probs = torch.softmax(logits.detach().float(), -1).reshape(-1, logits.size(-1))
@@ -336,10 +352,21 @@ class VaMoHInference:
         r"""Per-point predictive mean and standard deviation given the observed ``batch`` (uncertainty maps).
 
         Draws ``num_samples`` latents :math:`\mathbf z_s \sim q(\mathbf z \mid \mathbf X, \mathbf Y)`. The mean is
-        :math:`\frac1S \sum_s \mathbb E[\mathbf y \mid \mathbf z_s]`. With ``include_noise=True`` the standard
-        deviation is that of draws :math:`\mathbf y_s \sim p(\mathbf y \mid \mathbf z_s)` (component and
-        observation noise included); otherwise that of the conditional means :math:`\mathbb E[\mathbf y \mid
-        \mathbf z_s]` (the spread of the inferred function only).
+        :math:`\frac1S \sum_s \mathbb E[\mathbf y \mid \mathbf z_s]`. With ``include_noise=True`` the variance
+        is that of :math:`\mathbf y \sim p(\mathbf y \mid \mathbf z)` under the posterior (component and
+        observation noise included), by the law of total variance
+
+        .. math::
+            \operatorname{Var}[y] = \widehat{\operatorname{Var}}_s\, \mathbb E[y \mid \mathbf z_s]
+            + \frac1S \sum_s \operatorname{Var}[y \mid \mathbf z_s],
+
+        the mixture's variance :math:`\operatorname{Var}[y \mid \mathbf z] = \sum_k \pi_k (v_k + (\mu_k -
+        \bar\mu)^2)` in closed form where the likelihood has one (:attr:`Likelihood.has_variance
+        <pcfunc.nn.Likelihood.has_variance>`: Gaussian, Bernoulli, continuous Bernoulli), else from one draw
+        :math:`\mathbf y_s \sim p(\mathbf y \mid \mathbf z_s)` per latent (a noisier estimate: 16 draws leave
+        an 18% relative error on each point's standard deviation). With ``include_noise=False`` it is the
+        spread of the conditional means :math:`\mathbb E[\mathbf y \mid \mathbf z_s]` (the inferred function
+        only).
 
         With ``residual_neighbors`` :math:`k > 0` every draw is corrected by its own residuals at the observed
         points, interpolated as in :meth:`reconstruct` (conditional simulation: the draws agree with the
@@ -387,10 +414,15 @@ class VaMoHInference:
         # Moments of the draws about the first one (float32 sums of squares of values far larger than their
         # spread would cancel catastrophically).
         total = ref = dsum = dsq = None
+        exact = include_noise and self.likelihood.has_variance
+        noise = 0.0
         for _ in range(num_samples):
             eps = randn(mu.shape, generator, device=mu.device).to(mu)
             z = mu + std * eps
-            if include_noise:
+            if exact:
+                m, nv = self._mean_and_variance(z, pos, chunk_size)
+                v, noise = m, noise + nv
+            elif include_noise:
                 m, v = self._mean_and_draws(z, pos, generator, chunk_size)
             else:
                 m = v = self._predict(z, pos, chunk_size)
@@ -404,5 +436,5 @@ class VaMoHInference:
                 d = v - ref
                 dsum, dsq = dsum + d, dsq + d * d
         mean = total / num_samples
-        var = (dsq - dsum * dsum / num_samples) / (num_samples - 1)
+        var = (dsq - dsum * dsum / num_samples) / (num_samples - 1) + noise / num_samples
         return Predictive(mean, var.clamp_min(0).sqrt() * float(std_scale))

@@ -7,6 +7,7 @@ from ._hypernetwork import HyperNetwork, fit_function
 from ._likelihood_math import (
     continuous_bernoulli_log_norm,
     continuous_bernoulli_mean,
+    continuous_bernoulli_variance,
     discretized_logistic_log_prob,
     discretized_logistic_mixture_log_prob,
     mixture_log_prob,
@@ -57,6 +58,7 @@ __all__ = [
     "discretized_logistic_mixture_log_prob",
     "continuous_bernoulli_log_norm",
     "continuous_bernoulli_mean",
+    "continuous_bernoulli_variance",
     "mixture_log_prob",
     "mixture_mean",
 ]

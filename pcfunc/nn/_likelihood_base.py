@@ -25,7 +25,8 @@ class Likelihood(nn.Module):
     components with :func:`mixture_log_prob`.
 
     Subclasses implement :meth:`_log_prob`, :meth:`_mean`, :meth:`_sample` on the
-    split parameters; this class validates shapes and the support of ``y``.
+    split parameters, and ``_variance`` where the variance has a closed form; this
+    class validates shapes and the support of ``y``.
 
     Example:
         With :math:`K` generators evaluated at :math:`N` points (``params`` of
@@ -96,6 +97,19 @@ class Likelihood(nn.Module):
         r"""Predictive mean :math:`\mathbb{E}[y \mid \theta]` (used for reconstructions), shape :math:`(*, C)`."""
         return self._mean(self._split(params))
 
+    @property
+    def has_variance(self) -> bool:
+        """Whether :meth:`variance` is available in closed form (the likelihood implements ``_variance``)."""
+        return type(self)._variance is not Likelihood._variance
+
+    def variance(self, params: Tensor) -> Tensor:
+        r"""Variance :math:`\operatorname{Var}[y \mid \theta]` of every point and channel, shape :math:`(*, C)`
+        (:meth:`~pcfunc.models.VaMoH.predictive` uses it for the observation noise of its intervals, exactly
+        instead of from sampled noise). ``NotImplementedError`` where :attr:`has_variance` is ``False``."""
+        if not self.has_variance:
+            raise NotImplementedError(f"{type(self).__name__} has no closed-form variance (has_variance is False)")
+        return self._variance(self._split(params))
+
     def sample(self, params: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         r"""One sample :math:`y \sim p(y \mid \theta)` per point and channel, shape :math:`(*, C)`.
 
@@ -121,6 +135,9 @@ class Likelihood(nn.Module):
 
     def _mean(self, parts: Tuple[Tensor, ...]) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} must implement _mean(parts)")
+
+    def _variance(self, parts: Tuple[Tensor, ...]) -> Tensor:
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form variance")
 
     def _sample(self, parts: Tuple[Tensor, ...]) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} must implement _sample(parts)")

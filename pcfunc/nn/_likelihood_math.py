@@ -14,6 +14,7 @@ __all__ = [
     "discretized_logistic_mixture_log_prob",
     "continuous_bernoulli_log_norm",
     "continuous_bernoulli_mean",
+    "continuous_bernoulli_variance",
     "mixture_log_prob",
     "mixture_mean",
 ]
@@ -127,6 +128,33 @@ def continuous_bernoulli_mean(logits: Tensor) -> Tensor:
     e = logits.clamp(-bound, bound)
     e2 = e.square()
     taylor = 0.5 + e * (1 / 12 + e2 * (-1 / 720 + e2 * (1 / 30240 - e2 / 1209600)))
+    return torch.where(a < bound, taylor, direct)
+
+
+def continuous_bernoulli_variance(logits: Tensor) -> Tensor:
+    r"""Variance of the continuous Bernoulli with logits :math:`\eta`, the derivative of its mean.
+
+    .. math::
+        \operatorname{Var}[y] = \frac{1}{\eta^2} - \frac{e^{\eta}}{(e^{\eta} - 1)^2},
+        \qquad \operatorname{Var}[y] = \tfrac1{12} \text{ at } \eta = 0 \text{ (uniform)},
+
+    evaluated as :math:`1/\eta^2 - r (1 + r)`, :math:`r = 1/(e^{|\eta|} - 1)` (even in :math:`\eta`, no
+    overflow), and by the series :math:`\tfrac1{12} - \eta^2/240 + \eta^4/6048 - \dots` where
+    :func:`continuous_bernoulli_mean` uses its own. It falls as :math:`1/\eta^2` for large :math:`|\eta|`.
+
+    Args:
+        logits (Tensor): Natural parameters :math:`\eta`, any shape.
+
+    Returns:
+        Tensor: Variances in :math:`(0, \tfrac1{12}]`, same shape as ``logits``.
+    """
+    bound = _cb_taylor_bound(logits.dtype)
+    a = logits.abs()
+    big = a.clamp(min=bound)
+    r = torch.exp(-big) / -torch.expm1(-big)
+    direct = 1.0 / big.square() - r * (1.0 + r)
+    e2 = logits.clamp(-bound, bound).square()
+    taylor = 1 / 12 + e2 * (-1 / 240 + e2 * (1 / 6048 - e2 / 172800))
     return torch.where(a < bound, taylor, direct)
 
 

@@ -19,6 +19,7 @@ from ._likelihood_math import (
     _logistic_clipped_mean,
     continuous_bernoulli_log_norm,
     continuous_bernoulli_mean,
+    continuous_bernoulli_variance,
 )
 
 __all__ = [
@@ -70,6 +71,9 @@ class BernoulliLikelihood(Likelihood):
     def _mean(self, parts: Tuple[Tensor, ...]) -> Tensor:
         return torch.sigmoid(parts[0])
 
+    def _variance(self, parts: Tuple[Tensor, ...]) -> Tensor:
+        return torch.sigmoid(parts[0]) * torch.sigmoid(-parts[0])
+
     def _sample(self, parts: Tuple[Tensor, ...]) -> Tensor:
         return self._dist(parts[0]).sample()
 
@@ -110,6 +114,9 @@ class ContinuousBernoulliLikelihood(Likelihood):
 
     def _mean(self, parts: Tuple[Tensor, ...]) -> Tensor:
         return continuous_bernoulli_mean(parts[0])
+
+    def _variance(self, parts: Tuple[Tensor, ...]) -> Tensor:
+        return continuous_bernoulli_variance(parts[0])
 
     def _sample(self, parts: Tuple[Tensor, ...]) -> Tensor:
         logits = parts[0]
@@ -277,6 +284,9 @@ class GaussianLikelihood(_LocationScaleLikelihood):
 
     def _mean(self, parts: Tuple[Tensor, ...]) -> Tensor:
         return self._dist(parts).mean
+
+    def _variance(self, parts: Tuple[Tensor, ...]) -> Tensor:
+        return self._dist(parts).variance
 
     def _sample(self, parts: Tuple[Tensor, ...]) -> Tensor:
         return self._dist(parts).rsample()

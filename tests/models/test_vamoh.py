@@ -214,6 +214,31 @@ def test_predictive_matches_manual_monte_carlo():
     assert noisy.mean.shape == (2, GRID.num_points, 1) and bool((noisy.std > 0).all())
 
 
+def test_predictive_noise_is_the_mixtures_variance_in_closed_form():
+    # Law of total variance with the same latent draws: spread of the conditional means plus the mean of the
+    # mixture's variance, the components' moments from torch's continuous Bernoulli (moderate logits).
+    m = tiny().eval()
+    m.warmup = False
+    b = batch(2)
+    pos = GRID.pos.double()
+    pred = m.predictive(b, pos, num_samples=5, generator=torch.Generator().manual_seed(4))
+    mu, logvar = m.encode(b)
+    g = torch.Generator().manual_seed(4)
+    means, noise = [], []
+    for _ in range(5):
+        z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=g, dtype=mu.dtype)
+        params = m.component_params(z, pos)  # [B, N, K, 1]
+        assert float(params.abs().max()) < 10
+        comp = torch.distributions.ContinuousBernoulli(logits=params)
+        pi = torch.softmax(m.mixture_logits(z, pos), -1).unsqueeze(-1)
+        mean = (pi * comp.mean).sum(-2)
+        means.append(mean)
+        noise.append((pi * (comp.variance + (comp.mean - mean.unsqueeze(-2)) ** 2)).sum(-2))
+    means = torch.stack(means)
+    torch.testing.assert_close(pred.mean, means.mean(0))
+    torch.testing.assert_close(pred.std ** 2, means.var(0) + torch.stack(noise).mean(0))
+
+
 def test_dense_points_variable_sizes():
     a = Data(x=torch.rand(5, 1, dtype=torch.float64), pos=GRID.pos[:5].double())
     c = Data(x=torch.rand(4, 1, dtype=torch.float64), pos=GRID.pos[10:14].double())

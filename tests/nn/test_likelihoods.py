@@ -8,7 +8,7 @@ from scipy import integrate, stats
 
 from pcfunc.nn import (
     BernoulliLikelihood, ContinuousBernoulliLikelihood, DiscretizedLogisticLikelihood, GaussianLikelihood,
-    Likelihood, continuous_bernoulli_log_norm, continuous_bernoulli_mean, discretized_logistic_log_prob,
+    Likelihood, continuous_bernoulli_log_norm, continuous_bernoulli_mean, continuous_bernoulli_variance, discretized_logistic_log_prob,
     discretized_logistic_mixture_log_prob, get_likelihood, mixture_log_prob, mixture_mean,
 )
 
@@ -188,6 +188,39 @@ def test_continuous_bernoulli_samples_follow_the_cdf(eta):
     assert ((y >= 0) & (y <= 1)).all()
     cdf = (lambda v: v) if eta == 0 else (lambda v: np.expm1(eta * v) / np.expm1(eta))
     assert stats.kstest(y, cdf).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("eta", [-60.0, -4.0, -0.3, -1e-5, 0.0, 0.05, 0.5, 0.7, 3.0, 25.0])
+def test_continuous_bernoulli_variance_is_the_integral(eta):
+    lik = ContinuousBernoulliLikelihood()
+    p = torch.tensor([[eta]], dtype=torch.float64)
+    density = lambda y: float(lik.log_prob(p, torch.tensor([[y]], dtype=torch.float64)).exp())  # noqa: E731
+    pts = [min(0.5, 5 / abs(eta)), max(0.5, 1 - 5 / abs(eta))] if abs(eta) > 10 else None
+    mean = float(lik.mean(p))
+    ref = integrate.quad(lambda y: (y - mean) ** 2 * density(y), 0, 1, points=pts, epsabs=1e-13)[0]
+    assert float(lik.variance(p)) == pytest.approx(ref, rel=1e-7, abs=1e-13)
+    # float32, on both sides of the series' bound, against float64
+    t = torch.tensor(eta, dtype=torch.float32)
+    assert float(continuous_bernoulli_variance(t)) == pytest.approx(ref, rel=2e-5)
+    if 0.1 < abs(eta) < 10:  # where torch's clamped version is accurate
+        torch_var = torch.distributions.ContinuousBernoulli(logits=p).variance
+        assert float(lik.variance(p)) == pytest.approx(float(torch_var), rel=1e-6)
+
+
+def test_variance_of_each_likelihood_and_which_have_one():
+    logits = torch.tensor([[-30.0, -2.0, 0.0], [0.5, 4.0, 30.0]], dtype=torch.float64)
+    bern = BernoulliLikelihood()
+    torch.testing.assert_close(bern.variance(logits), torch.sigmoid(logits) * (1 - torch.sigmoid(logits)))
+    gauss = GaussianLikelihood(scale="predicted")
+    loc, log_s = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    torch.testing.assert_close(gauss.variance(torch.cat([loc, log_s], -1)), torch.exp(2 * log_s))
+    learned = GaussianLikelihood(num_channels=3, init_scale=0.5, dtype=torch.float64)
+    torch.testing.assert_close(learned.variance(loc).detach(), torch.full_like(loc, 0.25))
+    assert bern.has_variance and gauss.has_variance and ContinuousBernoulliLikelihood().has_variance
+    dl = DiscretizedLogisticLikelihood()
+    assert not dl.has_variance
+    with pytest.raises(NotImplementedError, match="DiscretizedLogisticLikelihood has no closed-form variance"):
+        dl.variance(loc)
 
 
 # ----------------------------------------------------------------- Bernoulli and Gaussian
