@@ -3,7 +3,7 @@ recalibrated on held-out calibration fields, next to Gaussian baselines."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -11,6 +11,7 @@ from torch import Tensor
 from ..data import Grid, LatLonGrid
 from ..metrics import crps_gaussian, fit_std_scale, interval_coverage
 from ._baselines import BilinearDownscaling, _check_fields, _nan_moments, observed_mask, valid_points
+from ._mos import OutputStatistics
 
 __all__ = ["evaluate_uncertainty"]
 
@@ -32,13 +33,17 @@ def _scores(mean: Tensor, std: Tensor, truth: Tensor, hidden: Optional[Tensor], 
     """Coverage of the central 50% and 90% intervals and the mean CRPS (times ``scale``), each with its own
     factor of ``std`` (``factors``: ``{"crps", "coverage_50", "coverage_90"}``; ``None``: the raw spread), over
     the hidden points that are not missing."""
+    from ._harness import score
+
     B = truth.size(0)
+    accuracy = score(mean, truth, hidden, scale=scale)
     mean, std, truth = _select(mean, std, truth, hidden)
     f = factors or {}
     out = {f"coverage_{int(100 * lv)}": float(interval_coverage(mean, std * f.get(f"coverage_{int(100 * lv)}", 1.0),
                                                                    truth, lv).double().mean()) for lv in LEVELS}
     out["crps"] = float(crps_gaussian(mean, std * f.get("crps", 1.0), truth).double().mean()) * scale
     out["points"] = int(truth.size(1)) if truth.dim() == 3 else int(round(truth.size(0) / B))
+    out["psnr"], out["rmse"] = accuracy["psnr"], accuracy["rmse"]
     if factors is not None:
         out["std_scale"] = dict(factors)
     return out
@@ -75,7 +80,12 @@ def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
     * baselines, Gaussians of training statistics: for in-painting ``climatology``, the training fields' mean
       and standard deviation at each point; for super-resolution on a :class:`~pcfunc.data.LatLonGrid` with
       training fields on the fine points, ``bilinear_mean_residual``, bilinear interpolation plus the mean
-      sub-grid residual with the residuals' standard deviation at each point; each also ``..._calibrated``.
+      sub-grid residual with the residuals' standard deviation at each point; each also ``..._calibrated``;
+    * ``vamoh_mos`` (super-resolution with that baseline): model output statistics
+      (:class:`OutputStatistics`): the model's posterior mean plus its mean error on the training fields,
+      blended with the baseline by a weight fitted on the calibration fields (``weight``; 1 without them), its
+      standard deviation the corrected errors' spread on the training fields and the posterior's
+      (``include_noise=False``); also ``vamoh_mos_calibrated``.
 
     Calibrated intervals cover their level on the calibration fields by construction; on the test fields they
     do when the errors of both come from one distribution (fields from the same season, say).
@@ -100,7 +110,9 @@ def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
         residual_kernel (str): Likewise (``predictive(residual_kernel=...)``: ``"idw"`` or ``"linear"``).
 
     Returns:
-        dict: ``{task: {method: {"coverage_50", "coverage_90", "crps", "points"[, "std_scale"]}}}``.
+        dict: ``{task: {method: {"coverage_50", "coverage_90", "crps", "psnr", "rmse", "points"[,
+        "std_scale"][, "weight"]}}}``, with the PSNR and RMSE (times ``scale``) of each method's mean on the scored
+        points.
     """
     _check_fields(train, "train")
     _check_fields(test, "test")
@@ -120,32 +132,28 @@ def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
     model.eval()
     g = torch.Generator().manual_seed(seed)
 
-    def predict(values: Tensor, observed: Optional[Tensor], pos: Tensor, k: int) -> Tuple[Tensor, Tensor]:
+    def predict(values: Tensor, observed: Optional[Tensor], pos: Tensor, k: int,
+                include_noise: bool = True) -> Tuple[Tensor, Tensor]:
         parts = [model.predictive(points_batch(grid, values[s], observed), pos.to(values.dtype),
-                                  num_samples=num_samples,
+                                  num_samples=num_samples, include_noise=include_noise,
                                   generator=g, refine_steps=refine_steps, residual_neighbors=k,
                                   residual_kernel=residual_kernel)
                  for s in _chunks(values.size(0), fields_per_call)]
         return (torch.cat([p.mean for p in parts]).to(values.dtype),
                 torch.cat([p.std for p in parts]).to(values.dtype))
 
-    def rows(predict_fn: Callable[[Tensor], Tuple[Tensor, Tensor]], truth: Tensor,
-             cal_truth: Optional[Tensor], cal_input: Optional[Tensor], hidden: Optional[Tensor],
-             baseline: Optional[Tuple[str, Callable[[Tensor], Tuple[Tensor, Tensor]]]],
-             test_input: Tensor) -> Dict[str, Dict[str, Any]]:
+    Pair = Tuple[Tensor, Tensor]
+
+    def rows(methods: Mapping[str, Tuple[Pair, Optional[Pair]]], truth: Tensor, cal_truth: Optional[Tensor],
+             hidden: Optional[Tensor]) -> Dict[str, Dict[str, Any]]:
+        """Each method's (mean, std) on the scored fields, raw and calibrated on its (mean, std) of the
+        calibration fields."""
         out: Dict[str, Dict[str, Any]] = {}
-        mean, std = predict_fn(test_input)
-        out["vamoh"] = _scores(mean, std, truth, hidden, scale)
-        if cal_truth is not None:
-            out["vamoh_calibrated"] = _scores(mean, std, truth, hidden, scale,
-                                              _factors(*predict_fn(cal_input), cal_truth, hidden))
-        if baseline is not None:
-            name, fn = baseline
-            bm, bs = fn(test_input)
-            out[name] = _scores(bm, bs, truth, hidden, scale)
-            if cal_truth is not None:
-                out[f"{name}_calibrated"] = _scores(bm, bs, truth, hidden, scale, _factors(*fn(cal_input), cal_truth,
-                                                                                           hidden))
+        for name, (test_pred, cal_pred) in methods.items():
+            out[name] = _scores(*test_pred, truth, hidden, scale)
+            if cal_truth is not None and cal_pred is not None:
+                out[f"{name}_calibrated"] = _scores(*test_pred, truth, hidden, scale,
+                                                    _factors(*cal_pred, cal_truth, hidden))
         return out
 
     result: Dict[str, Any] = {}
@@ -156,10 +164,11 @@ def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
         hidden = ~obs
         if not bool(hidden.any()) or not bool(obs.any()):
             raise ValueError(f"masks[{name!r}] must observe some points and hide some")
-        base = None if clim_std is None else (
-            "climatology", lambda v: (clim_mean.expand_as(v), clim_std.expand_as(v)))
-        result[f"inpaint_{name}"] = rows(lambda v, obs=obs: predict(v, obs, grid.pos, 0), test, cal, cal, hidden,
-                                         base, test)
+        methods = {"vamoh": (predict(test, obs, grid.pos, 0), None if cal is None else predict(cal, obs, grid.pos, 0))}
+        if clim_std is not None:
+            methods["climatology"] = tuple(None if v is None else (clim_mean.expand_as(v), clim_std.expand_as(v))
+                                           for v in (test, cal))
+        result[f"inpaint_{name}"] = rows(methods, test, cal, hidden)
     if fine is not None:
         if not isinstance(fine, (tuple, list)) or not 2 <= len(fine) <= 4:
             raise ValueError("fine must be (fine_grid, fine_test[, fine_train[, fine_calibration]])")
@@ -173,11 +182,25 @@ def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
         if fine_cal is not None and (cal is None or fine_cal.shape != (cal.size(0), M, cal.size(-1))):
             raise ValueError("the fine calibration fields need the coarse ones (calibration) and shape "
                              f"[K, {M}, C] with the same K")
-        base = None
+        sr = lambda v, noise=True: predict(v, None, fine_grid.pos, residual_neighbors, noise)  # noqa: E731
+        vamoh = (sr(test), None if fine_cal is None else sr(cal))
+        methods = {"vamoh": vamoh}
         if isinstance(grid, LatLonGrid) and fine_train is not None and train.size(0) > 1:
             down = BilinearDownscaling(grid, fine_grid, train, fine_train)
-            base = ("bilinear_mean_residual",
-                    lambda v: (down.predict(v), down.std.to(v.dtype).expand(v.size(0), -1, -1)))
-        result["super_resolution"] = rows(lambda v: predict(v, None, fine_grid.pos, residual_neighbors), fine_test,
-                                          fine_cal, cal if fine_cal is not None else None, None, base, test)
+            base = lambda v: (down.predict(v), down.std.to(v.dtype).expand(v.size(0), -1, -1))  # noqa: E731
+            methods["bilinear_mean_residual"] = (base(test), None if fine_cal is None else base(cal))
+            # Model output statistics: the model's mean error on the training fields added, blended with the
+            # baseline by a weight fitted on the calibration fields.
+            # Its spread: the corrected errors' on the training fields and the posterior's (the observation noise
+            # is in the former).
+            test_f, cal_f = sr(test, False), None if fine_cal is None else sr(cal, False)
+            mos = OutputStatistics(sr(train, False)[0], fine_train, down.predict(train))
+            if fine_cal is not None:
+                mos.fit_weight(cal_f[0], fine_cal, down.predict(cal))
+            methods["vamoh_mos"] = (mos.predict(test_f[0], down.predict(test), test_f[1]),
+                                    None if fine_cal is None else mos.predict(cal_f[0], down.predict(cal), cal_f[1]))
+            mos_weight = mos.weight
+        result["super_resolution"] = rows(methods, fine_test, fine_cal, None)
+        if "vamoh_mos" in methods:
+            result["super_resolution"]["vamoh_mos"]["weight"] = mos_weight
     return result

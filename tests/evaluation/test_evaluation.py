@@ -227,7 +227,12 @@ def test_evaluate_uncertainty_scores_the_predictive_and_its_calibration():
     assert set(rep) == {"inpaint_half", "super_resolution"}
     assert set(rep["inpaint_half"]) == {"vamoh", "vamoh_calibrated", "climatology", "climatology_calibrated"}
     assert set(rep["super_resolution"]) == {"vamoh", "vamoh_calibrated", "bilinear_mean_residual",
-                                            "bilinear_mean_residual_calibrated"}
+                                            "bilinear_mean_residual_calibrated", "vamoh_mos", "vamoh_mos_calibrated"}
+    assert isinstance(rep["super_resolution"]["vamoh_mos"]["weight"], float)
+    base = rep["super_resolution"]["bilinear_mean_residual"]  # each row scores its mean, as the harness does
+    down = BilinearDownscaling(GRID, fine_grid, train, fine_train)
+    assert base["rmse"] == pytest.approx(score(down.predict(test), fine_test, scale=10.0)["rmse"], rel=1e-6)
+    assert base["psnr"] == pytest.approx(score(down.predict(test), fine_test)["psnr"], rel=1e-6)
     # The climatology rows by hand: a Gaussian of the training fields' mean and spread at each point.
     m, sd = train.mean(0, keepdim=True).expand_as(test), train.std(0, keepdim=True).expand_as(test)
     row = rep["inpaint_half"]["climatology"]
