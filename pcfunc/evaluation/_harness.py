@@ -344,11 +344,12 @@ def format_report(report: Mapping[str, Any], units: str = "") -> str:
         lines.append("health: " + json.dumps(health, default=lambda o: round(o, 4) if isinstance(o, float) else str(o)))
     unc = report.get("uncertainty", {})
     if unc:
-        lines.append(f"{'uncertainty':<24}{'method':<30}{'cover 50%':>10}{'cover 90%':>10}{'CRPS ' + units:>12}")
+        lines.append(f"{'uncertainty':<24}{'method':<30}{'cover 50%':>10}{'cover 90%':>10}{'CRPS ' + units:>12}"
+                     f"{'PSNR dB':>9}")
         for task, row in unc.items():
             for i, (method, v) in enumerate(row.items()):
                 lines.append(f"{task if i == 0 else '':<24}{method:<30}{v['coverage_50']:>10.3f}"
-                             f"{v['coverage_90']:>10.3f}{v['crps']:>12.4f}")
+                             f"{v['coverage_90']:>10.3f}{v['crps']:>12.4f}{v['psnr']:>9.2f}")
     if "elbo_per_point" in report:
         lines.append("ELBO per point: " + ", ".join(f"{k} {v:.4f}" for k, v in report["elbo_per_point"].items()))
     return "\n".join(lines)

@@ -66,11 +66,15 @@ def flat_report(report: Mapping[str, Any], coarse: str, fine: str) -> Dict[str, 
             if method in sr:
                 out[f"{key}_{fine}"] = row(sr[method])
     for task, rows in report.get("uncertainty", {}).items():
-        for method in ("vamoh_calibrated", "climatology_calibrated", "bilinear_mean_residual_calibrated"):
+        for method in ("vamoh_calibrated", "climatology_calibrated", "bilinear_mean_residual_calibrated",
+                       "vamoh_mos_calibrated"):
             if method in rows:
                 r = rows[method]
                 out[f"uncertainty_{task}_{method}"] = {"coverage_50": r["coverage_50"],
-                                                       "coverage_90": r["coverage_90"], "crps_k": r["crps"]}
+                                                       "coverage_90": r["coverage_90"], "crps_k": r["crps"],
+                                                       "psnr_db": r["psnr"], "rmse_k": r["rmse"]}
+                if "weight" in rows.get(method[:-len("_calibrated")], {}):
+                    out[f"uncertainty_{task}_{method}"]["weight"] = rows[method[:-len("_calibrated")]]["weight"]
     for task, rows in t.items():
         if task.startswith("inpaint_"):
             name = task[len("inpaint_"):]

@@ -44,15 +44,21 @@ def test_flat_report_names_the_grids_and_keeps_the_figures():
                         "super_resolution": {"vamoh": row(31.0), "vamoh_residuals": row(39.0),
                                              "bilinear": row(35.0), "bilinear_mean_residual": row(39.7)},
                         "inpaint_patch": {"vamoh": row(29.0), "zonal_mean": row(19.0), "training_mean": row(27.0)}},
-              "uncertainty": {"super_resolution": {"vamoh_calibrated": {"coverage_50": 0.5, "coverage_90": 0.9,
-                                                                         "crps": 0.6}}}}
+              "uncertainty": {"super_resolution": {
+                  "vamoh_calibrated": {"coverage_50": 0.5, "coverage_90": 0.9, "crps": 0.6, "psnr": 39.5,
+                                       "rmse": 1.2},
+                  "vamoh_mos": {"weight": 0.6},
+                  "vamoh_mos_calibrated": {"coverage_50": 0.5, "coverage_90": 0.9, "crps": 0.5, "psnr": 39.9,
+                                           "rmse": 1.1}}}}
     flat = flat_report(report, "4deg", "1deg")
     assert flat["reconstruction_4deg"] == {"psnr_db": 30.0, "rmse_k": 1 / 30.0, "points": 10}
     assert flat["baseline_bilinear_mean_residual_1deg"]["psnr_db"] == 39.7
     assert flat["super_resolution_residuals_1deg"]["psnr_db"] == 39.0
     assert flat["baseline_zonal_mean_patch"]["psnr_db"] == 19.0 and flat["inpaint_patch"]["psnr_db"] == 29.0
     assert flat["uncertainty_super_resolution_vamoh_calibrated"] == {"coverage_50": 0.5, "coverage_90": 0.9,
-                                                                      "crps_k": 0.6}
+                                                                      "crps_k": 0.6, "psnr_db": 39.5, "rmse_k": 1.2}
+    assert flat["uncertainty_super_resolution_vamoh_mos_calibrated"]["weight"] == 0.6
+    assert flat["uncertainty_super_resolution_vamoh_mos_calibrated"]["psnr_db"] == 39.9
 
 
 def test_globe_views_spacing_and_pooled_points():
