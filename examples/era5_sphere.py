@@ -122,7 +122,7 @@ def evaluate(model: VaMoH, field, coarse, n_train: int, norm: MinMaxNormalizer, 
     """Every task on the test fields by the quality harness, next to its baselines, and the first scored test
     field's predictions for the figures."""
     from pcfunc.evaluation import (BilinearDownscaling, evaluate_uncertainty, evaluate_vamoh, flat_report,
-                                   inpainting_masks, points_batch)
+                                   inpainting_masks, points_batch, task_predictions)
     from pcfunc.render import grid_spacing
 
     def pts(grid: LatLonGrid, v) -> torch.Tensor:  # (B, N, 1), missing values NaN
@@ -144,23 +144,12 @@ def evaluate(model: VaMoH, field, coarse, n_train: int, norm: MinMaxNormalizer, 
         quality["uncertainty_fields"] = {"calibration": n_cal, "scored": int(len(test_c) - n_cal)}
     res: Dict[str, Any] = flat_report(quality, f"{grid_spacing(coarse.lat)}deg", f"{grid_spacing(field.lat)}deg")
     i = n_cal if len(test_c) >= 2 else 0  # the first scored test field, for the maps
-    refine = dict(refine_steps=refine_steps, generator=torch.Generator().manual_seed(0)) if refine_steps else {}
-    one = points_batch(g, test_c[i:i + 1])
-    # The map shows the spread of the inferred function (the scored intervals include the observation noise).
-    sr = model.predictive(one, fine.pos, num_samples=32, include_noise=False, refine_steps=refine_steps,
-                          generator=torch.Generator().manual_seed(0), **RESIDUALS)
-    maps = model.component_maps(one, posterior=True)  # at the observed (not missing) points; NaN elsewhere
-    valid = ~torch.isnan(test_c[i].reshape(-1))
-    entropy, seg = torch.full((2, g.num_points), float("nan"), dtype=torch.float64)
-    entropy[valid], seg[valid] = maps.entropy[0].double(), maps.segmentation[0].double()
-    rec = model.reconstruct(one, g.pos, **refine)[0]
-    inpainted = {title: (model.inpaint(points_batch(g, test_c[i:i + 1], masks[m]), g.pos, **refine)[0], masks[m])
-                 for m, title in (("patch", "patch"), ("half", "western half"))}
+    # The maps show the spread of the inferred function (the scored intervals include the observation noise).
+    fields = task_predictions(model, g, test_c[i], fine, {"patch": masks["patch"], "western half": masks["half"]},
+                              refine_steps=refine_steps, **RESIDUALS)
     baseline = BilinearDownscaling(g, fine, train_c, train_f).predict(test_c[i:i + 1])[0]
-    res["_quality"], res["_fields"] = quality, dict(
-        coarse=g, fine=fine, truth=test_f[i], observed=test_c[i], one=one, super_resolution=sr.mean[0],
-        reconstruction=rec, spread=sr.std[0], inpainted=inpainted, entropy=entropy, segmentation=seg,
-        baseline=baseline)
+    res["_quality"], res["_fields"] = quality, dict(fields, coarse=g, fine=fine, truth=test_f[i], observed=test_c[i],
+                                                    one=points_batch(g, test_c[i:i + 1]), baseline=baseline)
     return res
 
 

@@ -1,16 +1,17 @@
-"""The in-painting tasks of a lat/lon grid, and a flat view of a quality report for metrics files."""
+"""The in-painting tasks of a lat/lon grid, every task's prediction of one field (for maps), and a flat view of a
+quality report for metrics files."""
 
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from ..manifolds import latlon_to_xyz, xyz_to_latlon
 
-__all__ = ["inpainting_masks", "flat_report", "NORTH_AMERICA"]
+__all__ = ["inpainting_masks", "task_predictions", "flat_report", "NORTH_AMERICA"]
 
 #: Centre latitude, longitude and great-circle radius (degrees) of the in-painting patch on a global grid.
 NORTH_AMERICA = (45.0, -100.0, 30.0)
@@ -45,6 +46,55 @@ def inpainting_masks(grid: Any, patch: Tuple[float, float, float] = NORTH_AMERIC
     centre = latlon_to_xyz(torch.tensor(centre_lat, dtype=torch.float64), torch.tensor(centre_lon, dtype=torch.float64))
     in_patch = torch.acos((grid.pos.double() @ centre).clamp(-1, 1)) < math.radians(radius)
     return {"patch": ~in_patch, "half": ~west}
+
+
+def task_predictions(model: Any, grid: Any, values: Tensor, fine_grid: Optional[Any] = None,
+                     masks: Optional[Mapping[str, Tensor]] = None, *, refine_steps: int = 0, seed: int = 0,
+                     num_samples: int = 32, **residuals: Any) -> Dict[str, Any]:
+    r"""A VaMoH's prediction of every task on one field, for maps (:func:`pcfunc.render.plot_task_maps`), each call
+    seeded with ``seed`` afresh:
+
+    * ``"reconstruction"``: :meth:`~pcfunc.models.VaMoH.reconstruct` at ``grid``'s points, :math:`(N, C)`;
+    * ``"super_resolution"``, ``"spread"`` (with ``fine_grid``): the mean and standard deviation of
+      :meth:`~pcfunc.models.VaMoH.predictive` at its points without observation noise (the spread of the
+      inferred function), :math:`(M, C)`;
+    * ``"inpainted"``: ``{name: (prediction at grid's points (N, C), observed mask)}`` for each of ``masks``;
+    * ``"entropy"``, ``"segmentation"``: of the posterior assignments :math:`q(c \mid x, y, z)` at the observed
+      points, NaN where the value is missing, :math:`(N,)`.
+
+    Args:
+        model (VaMoH): A trained model (put in eval mode).
+        grid (Grid): The points of ``values``.
+        values (Tensor): One field, :math:`(N, C)` or :math:`(1, N, C)`; NaN where missing.
+        fine_grid (Grid, optional): Points to super-resolve at.
+        masks (dict, optional): Name to observed mask (bool :math:`(N,)`) for in-painting.
+        refine_steps (int): Refinement of the posterior (see :meth:`~pcfunc.models.VaMoH.reconstruct`).
+        seed (int): Seed of every call's draws.
+        num_samples (int): Posterior draws of the super-resolution.
+        **residuals: ``residual_neighbors`` / ``residual_kernel`` of the super-resolution.
+    """
+    from ._harness import points_batch
+
+    model.eval()
+    v = values.reshape(1, grid.num_points, -1)
+    gen = lambda: torch.Generator().manual_seed(seed)  # noqa: E731
+    refine = dict(refine_steps=refine_steps, generator=gen()) if refine_steps else {}
+    one = points_batch(grid, v)
+    out: Dict[str, Any] = {"reconstruction": model.reconstruct(one, grid.pos, **refine)[0]}
+    if fine_grid is not None:
+        sr = model.predictive(one, fine_grid.pos, num_samples=num_samples, include_noise=False,
+                              refine_steps=refine_steps, generator=gen(), **residuals)
+        out["super_resolution"], out["spread"] = sr.mean[0], sr.std[0]
+    out["inpainted"] = {}
+    for name, m in (masks or {}).items():
+        refine = dict(refine_steps=refine_steps, generator=gen()) if refine_steps else {}
+        out["inpainted"][name] = (model.inpaint(points_batch(grid, v, m), grid.pos, **refine)[0], m)
+    maps = model.component_maps(one, posterior=True)  # at the observed (not missing) points
+    valid = ~torch.isnan(v[0]).any(-1)
+    entropy, seg = torch.full((2, grid.num_points), float("nan"), dtype=torch.float64)
+    entropy[valid], seg[valid] = maps.entropy[0].double(), maps.segmentation[0].double()
+    out["entropy"], out["segmentation"] = entropy, seg
+    return out
 
 
 def flat_report(report: Mapping[str, Any], coarse: str, fine: str) -> Dict[str, Dict[str, float]]:

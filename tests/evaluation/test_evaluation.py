@@ -7,7 +7,7 @@ import torch
 from pcfunc.data import ImageGrid, LatLonGrid, interpolate_to_points
 from pcfunc.evaluation import (BilinearDownscaling, PCABaseline, active_units, energy_distance, evaluate_gasp,
                                evaluate_uncertainty, evaluate_vamoh, format_report, mixture_usage, sample_statistics,
-                               score, training_mean, zonal_mean_fill)
+                               score, task_predictions, training_mean, zonal_mean_fill)
 from pcfunc.evaluation._harness import points_batch
 from pcfunc.manifolds import xyz_to_latlon
 from pcfunc.metrics import crps_gaussian, fit_std_scale, interval_coverage, psnr
@@ -370,3 +370,35 @@ def test_missing_values_are_never_scored_or_observed():
                                num_samples=2)
     assert all(math.isfinite(v) for r in unc["inpaint_band"].values() for k, v in r.items()
                if k in ("coverage_50", "coverage_90", "crps"))
+
+
+def test_task_predictions_are_the_models_own_calls():
+    torch.manual_seed(0)
+    model = tiny_vamoh().eval()
+    v = grid_fields(1, seed=4)[0].clone()
+    v[3] = float("nan")  # a missing point: not observed, NaN in the assignment maps
+    fine_grid = GRID.super_resolution()
+    mask = torch.zeros(GRID.num_points, dtype=torch.bool)
+    mask[::2] = True
+    torch.manual_seed(1)
+    out = task_predictions(model, GRID, v, fine_grid, {"even": mask}, refine_steps=2, seed=5, num_samples=3,
+                           residual_neighbors=2)
+    g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    torch.manual_seed(1)
+    one = points_batch(GRID, v[None])
+    torch.testing.assert_close(out["reconstruction"], model.reconstruct(one, GRID.pos, refine_steps=2,
+                                                                        generator=g())[0])
+    sr = model.predictive(one, fine_grid.pos, num_samples=3, include_noise=False, refine_steps=2, generator=g(),
+                          residual_neighbors=2)
+    torch.testing.assert_close(out["super_resolution"], sr.mean[0])
+    torch.testing.assert_close(out["spread"], sr.std[0])
+    pred, m = out["inpainted"]["even"]
+    assert m is mask
+    torch.testing.assert_close(pred, model.inpaint(points_batch(GRID, v[None], mask), GRID.pos, refine_steps=2,
+                                                   generator=g())[0])
+    maps = model.component_maps(one, posterior=True)
+    assert torch.isnan(out["entropy"][3]) and torch.isnan(out["segmentation"][3])
+    keep = torch.arange(GRID.num_points) != 3
+    torch.testing.assert_close(out["entropy"][keep], maps.entropy[0].double())
+    torch.testing.assert_close(out["segmentation"][keep], maps.segmentation[0].double())
+    assert set(task_predictions(model, GRID, v)) == {"reconstruction", "inpainted", "entropy", "segmentation"}
