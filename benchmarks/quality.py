@@ -421,20 +421,18 @@ def run_gasp(args: argparse.Namespace, data: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def uncertainty(model, data: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Any]:
-    """Coverage and CRPS of the predictive on the held-out fields after the first third, calibrated on that third
-    (fields neither trained on nor scored)."""
+    """Coverage and CRPS of the predictive on the held-out fields, each calibrated on the others (leave one field
+    out), next to the baselines and the model output statistics."""
     from pcfunc.evaluation import evaluate_uncertainty
 
     test = data["test"]
-    k = max(1, test.size(0) // 3)
     if test.size(0) < 2:
         raise SystemExit("the uncertainty figures need at least 2 held-out fields (calibration and scoring)")
     fine = data.get("fine")
-    fine_kw = {}
-    if fine is not None:
-        fine_kw = dict(fine=(fine[0], fine[1][k:], fine[2], fine[1][:k]))
-    return evaluate_uncertainty(model, data["grid"], data["train"], test[k:], masks=data["masks"],
-                                calibration=test[:k], num_samples=args.predictive_samples, scale=data["scale"],
+    fine_kw = {} if fine is None else dict(fine=(fine[0], fine[1], fine[2]))
+    return evaluate_uncertainty(model, data["grid"], data["train"], test, masks=data["masks"],
+                                calibration="leave_one_out", num_samples=args.predictive_samples,
+                                scale=data["scale"],
                                 seed=args.seed, refine_steps=args.refine_steps,
                                 residual_neighbors=args.residual_neighbors, residual_kernel=args.residual_kernel,
                                 **fine_kw)
@@ -461,8 +459,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     p.add_argument("--log-every", type=int, default=100, help="steps between learning-curve points")
     p.add_argument("--save", action="store_true", help="also save each trained model's state_dict to --out")
     p.add_argument("--predictive-samples", type=int, default=0,
-                   help="posterior draws for the uncertainty figures (coverage, CRPS), calibrated on the first third "
-                        "of the held-out fields and scored on the rest (default 0: none)")
+                   help="posterior draws for the uncertainty figures (coverage, CRPS) on the held-out fields, each "
+                        "calibrated on the others (default 0: none)")
     p.add_argument("--load", type=Path, default=None,
                    help="evaluate the state_dicts DIR/DATASET_VARIANT.pt saved by --save instead of training")
     p.add_argument("--residual-neighbors", type=int, default=4,

@@ -70,8 +70,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     arg("--fine-points", type=int, default=None,
         help=f"fine supervision: the likelihood at this many random points per field of the data's own grid "
              f"(default: {DEFAULT_FINE_POINTS} when the data are finer than the training grid; 0: the paper)")
-    arg("--predictive-samples", type=int, default=16, help="posterior draws for the predictive intervals, calibrated "
-        "on the first third of the held-out fields (default: 16; 0: none)")
+    arg("--predictive-samples", type=int, default=16, help="posterior draws for the predictive intervals, each "
+        "held-out field calibrated on the others (default: 16; 0: none)")
     arg("--no-init", action="store_true", help="generators start at random (the paper), not at the mean function")
     arg("--resolution", type=float, default=4.0, help="training grid spacing in degrees (default: 4)")
     arg("--region", type=float, nargs=4, metavar=("SOUTH", "NORTH", "WEST", "EAST"), default=None,
@@ -134,16 +134,13 @@ def evaluate(model: VaMoH, field, coarse, n_train: int, norm: MinMaxNormalizer, 
     scale, masks = norm.high - norm.low, inpainting_masks(g)
     quality = evaluate_vamoh(model, g, train_c, test_c, masks=masks, fine=(fine, test_f, train_f), scale=scale,
                              seed=0, refine_steps=refine_steps, **RESIDUALS)
-    # Predictive intervals: calibrated on the first third of the held-out fields, scored on the rest.
-    n_cal = max(1, len(test_c) // 3)
-    if predictive_samples and len(test_c) >= 2:
+    if predictive_samples and len(test_c) >= 2:  # predictive intervals: each field calibrated on the others
         quality["uncertainty"] = evaluate_uncertainty(
-            model, g, train_c, test_c[n_cal:], masks={"patch": masks["patch"]},
-            fine=(fine, test_f[n_cal:], train_f, test_f[:n_cal]), calibration=test_c[:n_cal],
-            num_samples=predictive_samples, scale=scale, seed=0, refine_steps=refine_steps, **RESIDUALS)
-        quality["uncertainty_fields"] = {"calibration": n_cal, "scored": int(len(test_c) - n_cal)}
+            model, g, train_c, test_c, masks={"patch": masks["patch"]}, fine=(fine, test_f, train_f),
+            calibration="leave_one_out", num_samples=predictive_samples, scale=scale, seed=0,
+            refine_steps=refine_steps, **RESIDUALS)
     res: Dict[str, Any] = flat_report(quality, f"{grid_spacing(coarse.lat)}deg", f"{grid_spacing(field.lat)}deg")
-    i = n_cal if len(test_c) >= 2 else 0  # the first scored test field, for the maps
+    i = 0  # the first test field, for the maps
     # The maps show the spread of the inferred function (the scored intervals include the observation noise).
     fields = task_predictions(model, g, test_c[i], fine, {"patch": masks["patch"], "western half": masks["half"]},
                               refine_steps=refine_steps, **RESIDUALS)

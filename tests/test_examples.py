@@ -72,11 +72,13 @@ def test_era5_sphere_main_tiny(tmp_path: Path) -> None:
     assert m["baseline_bilinear_mean_residual_1deg"]["rmse_k"] < m["baseline_bilinear_1deg"]["rmse_k"]
     assert np.isfinite(m["super_resolution_residuals_1deg"]["psnr_db"])
     assert saved["fine_points"] == 256 and era5.parse_args([]).fine_points is None  # None: 4096 on finer data
-    # Predictive intervals calibrated on 2 held-out fields, scored on the other 4, next to Gaussian baselines.
-    assert saved["quality"]["uncertainty_fields"] == {"calibration": 2, "scored": 4}
+    # Predictive intervals on the 6 held-out fields, each calibrated on the other 5, next to Gaussian baselines
+    # and the model output statistics.
     unc = saved["quality"]["uncertainty"]
     assert set(unc["super_resolution"]) == {"vamoh", "vamoh_calibrated", "bilinear_mean_residual",
-                                            "bilinear_mean_residual_calibrated"}
+                                            "bilinear_mean_residual_calibrated", "vamoh_mos", "vamoh_mos_calibrated"}
+    assert len(unc["inpaint_patch"]["vamoh_calibrated"]["std_scale"]["coverage_90"]) == 6
+    assert len(m["uncertainty_super_resolution_vamoh_mos_calibrated"]["weight"]) == 6
     assert set(unc["inpaint_patch"]) == {"vamoh", "vamoh_calibrated", "climatology", "climatology_calibrated"}
     for key in ("uncertainty_super_resolution_vamoh_calibrated", "uncertainty_inpaint_patch_vamoh_calibrated"):
         assert 0 <= m[key]["coverage_50"] <= m[key]["coverage_90"] <= 1 and m[key]["crps_k"] > 0

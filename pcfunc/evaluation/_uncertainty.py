@@ -3,7 +3,7 @@ recalibrated on held-out calibration fields, next to Gaussian baselines."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -29,20 +29,28 @@ def _select(mean: Tensor, std: Tensor, truth: Tensor, hidden: Optional[Tensor]) 
 
 
 def _scores(mean: Tensor, std: Tensor, truth: Tensor, hidden: Optional[Tensor], scale: float,
-            factors: Optional[Mapping[str, float]] = None) -> Dict[str, float]:
+            factors: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """Coverage of the central 50% and 90% intervals and the mean CRPS (times ``scale``), each with its own
-    factor of ``std`` (``factors``: ``{"crps", "coverage_50", "coverage_90"}``; ``None``: the raw spread), over
-    the hidden points that are not missing."""
+    factor of ``std`` (``factors``: ``{"crps", "coverage_50", "coverage_90"}``, each a number or one per field;
+    ``None``: the raw spread), over the hidden points that are not missing."""
     from ._harness import score
 
     B = truth.size(0)
-    accuracy = score(mean, truth, hidden, scale=scale)
-    mean, std, truth = _select(mean, std, truth, hidden)
     f = factors or {}
-    out = {f"coverage_{int(100 * lv)}": float(interval_coverage(mean, std * f.get(f"coverage_{int(100 * lv)}", 1.0),
-                                                                   truth, lv).double().mean()) for lv in LEVELS}
-    out["crps"] = float(crps_gaussian(mean, std * f.get("crps", 1.0), truth).double().mean()) * scale
-    out["points"] = int(truth.size(1)) if truth.dim() == 3 else int(round(truth.size(0) / B))
+
+    def scaled(key: str) -> Tuple[Tensor, Tensor, Tensor]:
+        k = f.get(key, 1.0)
+        k = torch.as_tensor(k, dtype=std.dtype).view(-1, *([1] * (std.dim() - 1))) if isinstance(k, list) else k
+        return _select(mean, std * k, truth, hidden)
+
+    out: Dict[str, Any] = {}
+    for lv in LEVELS:
+        key = f"coverage_{int(100 * lv)}"
+        out[key] = float(interval_coverage(*scaled(key), lv).double().mean())
+    m, s, t = scaled("crps")
+    out["crps"] = float(crps_gaussian(m, s, t).double().mean()) * scale
+    out["points"] = int(t.size(1)) if t.dim() == 3 else int(round(t.size(0) / B))
+    accuracy = score(mean, truth, hidden, scale=scale)
     out["psnr"], out["rmse"] = accuracy["psnr"], accuracy["rmse"]
     if factors is not None:
         out["std_scale"] = dict(factors)
@@ -56,6 +64,17 @@ def _factors(mean: Tensor, std: Tensor, truth: Tensor, hidden: Optional[Tensor])
     for lv in LEVELS:
         out[f"coverage_{int(100 * lv)}"] = fit_std_scale(mean, std, truth, level=lv)
     return out
+
+
+def _others(B: int) -> List[List[int]]:
+    """For each of ``B`` fields, the indices of the others (leave-one-field-out)."""
+    return [[j for j in range(B) if j != i] for i in range(B)]
+
+
+def _loo_factors(mean: Tensor, std: Tensor, truth: Tensor, hidden: Optional[Tensor]) -> Dict[str, List[float]]:
+    """Each field's factors fitted on the other fields (cross-conformal calibration)."""
+    per = [_factors(mean[o], std[o], truth[o], hidden) for o in _others(truth.size(0))]
+    return {k: [p[k] for p in per] for k in per[0]}
 
 
 def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
@@ -88,7 +107,9 @@ def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
       (``include_noise=False``); also ``vamoh_mos_calibrated``.
 
     Calibrated intervals cover their level on the calibration fields by construction; on the test fields they
-    do when the errors of both come from one distribution (fields from the same season, say).
+    do when the errors of both come from one distribution (fields from the same season, say). With
+    ``calibration="leave_one_out"`` the factors of each field are fitted on the others (``std_scale`` and
+    ``weight`` then list one value per field).
 
     Args:
         model (VaMoH): A trained model.
@@ -98,9 +119,11 @@ def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
         masks (dict, optional): Name to observed mask (bool :math:`(N,)`) for in-painting.
         fine (sequence, optional): ``(fine_grid, fine_test[, fine_train[, fine_calibration]])`` as for
             :func:`evaluate_vamoh`, with the calibration fields on the fine points last.
-        calibration (Tensor or tuple, optional): Calibration fields :math:`(K, N, C)`, held out from training
+        calibration (Tensor, tuple or str, optional): Calibration fields :math:`(K, N, C)`, held out from training
             and from ``test``; or ``(fields, fine_fields)`` with the same fields on the fine points
-            :math:`(K, M, C)` (then super-resolution is calibrated too).
+            :math:`(K, M, C)` (then super-resolution is calibrated too); or ``"leave_one_out"``: every test field
+            is scored with factors (and the MOS weight) fitted on the other test fields (cross-conformal
+            calibration: every held-out field is scored, each calibrated on more fields than a split leaves).
         num_samples (int): Posterior draws per field (at least 2).
         scale (float): CRPS multiplied by it (data units).
         fields_per_call (int): Fields per forward pass (memory).
@@ -122,7 +145,13 @@ def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
     for name, t in (("train", train), ("test", test)):
         if t.size(1) != N:
             raise ValueError(f"{name} has {t.size(1)} points per field but grid has {N}")
-    cal, cal_fine = (calibration, None) if isinstance(calibration, Tensor) or calibration is None else calibration
+    loo = isinstance(calibration, str)
+    if loo and calibration != "leave_one_out":
+        raise ValueError(f"calibration must be fields, (fields, fine_fields) or 'leave_one_out', got {calibration!r}")
+    if loo and test.size(0) < 2:
+        raise ValueError(f"calibration='leave_one_out' needs at least 2 test fields, got {test.size(0)}")
+    cal, cal_fine = (calibration, None) if isinstance(calibration, Tensor) or calibration is None else \
+        (None, None) if loo else calibration
     if cal is not None:
         _check_fields(cal, "calibration")
         if cal.size(1) != N or cal.size(-1) != test.size(-1):
@@ -151,7 +180,10 @@ def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
         out: Dict[str, Dict[str, Any]] = {}
         for name, (test_pred, cal_pred) in methods.items():
             out[name] = _scores(*test_pred, truth, hidden, scale)
-            if cal_truth is not None and cal_pred is not None:
+            if loo:
+                out[f"{name}_calibrated"] = _scores(*test_pred, truth, hidden, scale,
+                                                    _loo_factors(*test_pred, truth, hidden))
+            elif cal_truth is not None and cal_pred is not None:
                 out[f"{name}_calibrated"] = _scores(*test_pred, truth, hidden, scale,
                                                     _factors(*cal_pred, cal_truth, hidden))
         return out
@@ -179,6 +211,9 @@ def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
         if fine_test.shape != (test.size(0), M, test.size(-1)):
             raise ValueError(f"fine[1] must have shape [{test.size(0)}, {M}, {test.size(-1)}], got "
                              f"{tuple(fine_test.shape)}")
+        if fine_cal is not None and loo:
+            raise ValueError("calibration='leave_one_out' calibrates on the test fields: pass no fine calibration "
+                             "fields")
         if fine_cal is not None and (cal is None or fine_cal.shape != (cal.size(0), M, cal.size(-1))):
             raise ValueError("the fine calibration fields need the coarse ones (calibration) and shape "
                              f"[K, {M}, C] with the same K")
@@ -195,11 +230,21 @@ def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
             # is in the former).
             test_f, cal_f = sr(test, False), None if fine_cal is None else sr(cal, False)
             mos = OutputStatistics(sr(train, False)[0], fine_train, down.predict(train))
-            if fine_cal is not None:
-                mos.fit_weight(cal_f[0], fine_cal, down.predict(cal))
-            methods["vamoh_mos"] = (mos.predict(test_f[0], down.predict(test), test_f[1]),
-                                    None if fine_cal is None else mos.predict(cal_f[0], down.predict(cal), cal_f[1]))
-            mos_weight = mos.weight
+            ref = down.predict(test)
+            if loo:  # each field's weight fitted on the others
+                parts, weights = [], []
+                for i, o in enumerate(_others(test.size(0))):
+                    weights.append(mos.fit_weight(test_f[0][o], fine_test[o], ref[o]))
+                    parts.append(mos.predict(test_f[0][i:i + 1], ref[i:i + 1], test_f[1][i:i + 1]))
+                methods["vamoh_mos"] = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])), None
+                mos_weight: Any = weights
+            else:
+                if fine_cal is not None:
+                    mos.fit_weight(cal_f[0], fine_cal, down.predict(cal))
+                methods["vamoh_mos"] = (mos.predict(test_f[0], ref, test_f[1]),
+                                        None if fine_cal is None else mos.predict(cal_f[0], down.predict(cal),
+                                                                                  cal_f[1]))
+                mos_weight = mos.weight
         result["super_resolution"] = rows(methods, fine_test, fine_cal, None)
         if "vamoh_mos" in methods:
             result["super_resolution"]["vamoh_mos"]["weight"] = mos_weight

@@ -402,3 +402,45 @@ def test_task_predictions_are_the_models_own_calls():
     torch.testing.assert_close(out["entropy"][keep], maps.entropy[0].double())
     torch.testing.assert_close(out["segmentation"][keep], maps.segmentation[0].double())
     assert set(task_predictions(model, GRID, v)) == {"reconstruction", "inpainted", "entropy", "segmentation"}
+
+
+def test_evaluate_uncertainty_leave_one_out_calibrates_each_field_on_the_others():
+    torch.manual_seed(0)
+    model = tiny_vamoh().eval()
+    train, test = grid_fields(6), grid_fields(4, seed=1)
+    test = test + 0.02 * torch.rand(test.shape, generator=torch.Generator().manual_seed(6))
+    fine_grid = GRID.super_resolution()
+    fine_train, fine_test = (torch.rand(n, fine_grid.num_points, 1, generator=torch.Generator().manual_seed(n))
+                             for n in (6, 4))
+    mask = torch.zeros(GRID.num_points, dtype=torch.bool)
+    mask[: GRID.num_points // 2] = True
+    hidden = ~mask
+    rep = evaluate_uncertainty(model, GRID, train, test, masks={"half": mask}, fine=(fine_grid, fine_test, fine_train),
+                               calibration="leave_one_out", num_samples=3, fields_per_call=4, seed=3,
+                               residual_neighbors=2)
+    # The climatology's calibrated row by hand: field i scaled by the factors of the other three.
+    m, sd = train.mean(0, keepdim=True).expand_as(test), train.std(0, keepdim=True).expand_as(test)
+    m, sd, t = m[:, hidden], sd[:, hidden], test[:, hidden]
+    row = rep["inpaint_half"]["climatology_calibrated"]
+    cover90, crps = [], []
+    for i in range(4):
+        o = [j for j in range(4) if j != i]
+        f90 = fit_std_scale(m[o], sd[o], t[o], level=0.9)
+        fc = fit_std_scale(m[o], sd[o], t[o])
+        assert row["std_scale"]["coverage_90"][i] == pytest.approx(f90) and row["std_scale"]["crps"][i] == \
+            pytest.approx(fc, rel=1e-6)
+        cover90.append(interval_coverage(m[i], sd[i] * f90, t[i], 0.9).double().mean())
+        crps.append(crps_gaussian(m[i], sd[i] * fc, t[i]).double().mean())
+    assert row["coverage_90"] == pytest.approx(float(sum(cover90) / 4))
+    assert row["crps"] == pytest.approx(float(sum(crps) / 4), rel=1e-5)
+    sr = rep["super_resolution"]
+    assert set(sr) == {"vamoh", "vamoh_calibrated", "bilinear_mean_residual", "bilinear_mean_residual_calibrated",
+                       "vamoh_mos", "vamoh_mos_calibrated"}
+    assert len(sr["vamoh_mos"]["weight"]) == 4 and len(sr["vamoh_calibrated"]["std_scale"]["crps"]) == 4
+    with pytest.raises(ValueError, match="leave_one_out"):
+        evaluate_uncertainty(model, GRID, train, test, calibration="leave-one-out")
+    with pytest.raises(ValueError, match="at least 2 test fields"):
+        evaluate_uncertainty(model, GRID, train, test[:1], calibration="leave_one_out")
+    with pytest.raises(ValueError, match="pass no fine calibration"):
+        evaluate_uncertainty(model, GRID, train, test, fine=(fine_grid, fine_test, fine_train, fine_test),
+                             calibration="leave_one_out")
