@@ -25,6 +25,8 @@ import torch
 
 from pcfunc.data import (ERA5_ATTRIBUTION, ERA5Dataset, LatLonGrid, MinMaxNormalizer, load_era5, load_era5_sample,
                          pooled_points, regular_axes, split_by_time)
+from pcfunc.evaluation import (BilinearDownscaling, evaluate_vamoh, flat_report, format_report, inpainting_masks,
+                               points_batch, task_predictions)
 from pcfunc.models import VaMoH, vamoh_config
 from pcfunc.nn import vamoh_encoder_specs
 
@@ -99,9 +101,8 @@ def train(args: argparse.Namespace, train_set, val_set, base_grid=None):
     lr = args.lr or (vamoh_config("era5")["training"]["lr"] if args.config == "paper" else 1e-3)
     module = VaMoHModule.from_config("era5", lr=lr, warmup_steps=args.warmup_steps, seed=args.seed, **overrides)
     if not args.no_init and not args.resume:
-        # Every generator starts at the function that best explains the pooled points the likelihood will see
-        # (each field's fine points under fine supervision): training then spends its steps on what tells
-        # fields apart.
+        # Every generator starts at the function that best explains the pooled points the likelihood will see (each
+        # field's fine points under fine supervision): training then spends its steps on what tells fields apart.
         module.model.initialize_generators(*pooled_points(train_set, target=train_set.target is not None),
                                            generator=torch.Generator().manual_seed(args.seed))
     dm = FunctionDataModule(train_set, val_set, batch_size=min(args.batch_size, len(train_set)), seed=args.seed)
@@ -119,10 +120,7 @@ def train(args: argparse.Namespace, train_set, val_set, base_grid=None):
 
 def evaluate(model: VaMoH, field, coarse, n_train: int, norm: MinMaxNormalizer, refine_steps: int,
              predictive_samples: int) -> Dict[str, Any]:
-    """Every task on the test fields by the quality harness, next to its baselines, and the first scored test
-    field's predictions for the figures."""
-    from pcfunc.evaluation import (BilinearDownscaling, evaluate_uncertainty, evaluate_vamoh, flat_report,
-                                   inpainting_masks, points_batch, task_predictions)
+    """Every task on the test fields by the quality harness, next to its baselines; the first one's maps."""
     from pcfunc.render import grid_spacing
 
     def pts(grid: LatLonGrid, v) -> torch.Tensor:  # (B, N, 1), missing values NaN
@@ -132,21 +130,17 @@ def evaluate(model: VaMoH, field, coarse, n_train: int, norm: MinMaxNormalizer, 
     train_c, test_c = pts(g, coarse.values[:n_train]), pts(g, coarse.values[n_train:])
     train_f, test_f = pts(fine, field.values[:n_train]), pts(fine, field.values[n_train:])
     scale, masks = norm.high - norm.low, inpainting_masks(g)
+    # Predictive intervals: each held-out field calibrated on the others.
     quality = evaluate_vamoh(model, g, train_c, test_c, masks=masks, fine=(fine, test_f, train_f), scale=scale,
-                             seed=0, refine_steps=refine_steps, **RESIDUALS)
-    if predictive_samples and len(test_c) >= 2:  # predictive intervals: each field calibrated on the others
-        quality["uncertainty"] = evaluate_uncertainty(
-            model, g, train_c, test_c, masks={"patch": masks["patch"]}, fine=(fine, test_f, train_f),
-            calibration="leave_one_out", num_samples=predictive_samples, scale=scale, seed=0,
-            refine_steps=refine_steps, **RESIDUALS)
+                             seed=0, refine_steps=refine_steps, calibration="leave_one_out",
+                             predictive_samples=predictive_samples if len(test_c) >= 2 else 0, **RESIDUALS)
     res: Dict[str, Any] = flat_report(quality, f"{grid_spacing(coarse.lat)}deg", f"{grid_spacing(field.lat)}deg")
-    i = 0  # the first test field, for the maps
-    # The maps show the spread of the inferred function (the scored intervals include the observation noise).
-    fields = task_predictions(model, g, test_c[i], fine, {"patch": masks["patch"], "western half": masks["half"]},
+    # The maps (first test field) show the spread of the inferred function (the intervals add observation noise).
+    fields = task_predictions(model, g, test_c[0], fine, {"patch": masks["patch"], "western half": masks["half"]},
                               refine_steps=refine_steps, **RESIDUALS)
-    baseline = BilinearDownscaling(g, fine, train_c, train_f).predict(test_c[i:i + 1])[0]
-    res["_quality"], res["_fields"] = quality, dict(fields, coarse=g, fine=fine, truth=test_f[i], observed=test_c[i],
-                                                    one=points_batch(g, test_c[i:i + 1]), baseline=baseline)
+    baseline = BilinearDownscaling(g, fine, train_c, train_f).predict(test_c[:1])[0]
+    res["_quality"], res["_fields"] = quality, dict(fields, coarse=g, fine=fine, truth=test_f[0], observed=test_c[0],
+                                                    one=points_batch(g, test_c[:1]), baseline=baseline)
     return res
 
 
@@ -245,8 +239,6 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                    psnr_definition="VaMoH App. B.3 on data normalised to [0, 1]", quality=quality,
                    metrics={k: v for k, v in res.items() if not k.startswith("_")})
     (args.out / "metrics.json").write_text(json.dumps(summary, indent=2))
-    from pcfunc.evaluation import format_report
-
     print(format_report(quality, field.units or ""))
     print(f"trained {summary['steps']} optimiser steps in {summary['train_seconds']} s; wrote "
           f"{args.out / 'metrics.json'} and {len(written)} figures in {summary['total_seconds']} s")

@@ -93,7 +93,7 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
                    pca_components: Optional[int] = None, scale: float = 1.0, data_range: float = 1.0,
                    num_prior_samples: int = 32, max_train_fields: int = 64, fields_per_call: int = 16,
                    seed: int = 0, refine_steps: int = 0, residual_neighbors: int = 4, residual_kernel: str = "idw",
-                   calibration: Optional[Union[Tensor, Tuple[Tensor, Optional[Tensor]]]] = None,
+                   calibration: Optional[Union[Tensor, Tuple[Tensor, Optional[Tensor]], str]] = None,
                    predictive_samples: int = 0) -> Dict[str, Any]:
     r"""Every task of a trained :class:`~pcfunc.models.VaMoH` on held-out fields, next to the baselines.
 
@@ -145,8 +145,8 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
             interpolated from this many neighbours (``reconstruct(..., residual_neighbors=k)``, row
             ``vamoh_residuals``); ``0``: not.
         residual_kernel (str): How (``reconstruct(..., residual_kernel=...)``: ``"idw"`` or ``"linear"``).
-        calibration (Tensor or tuple, optional): Calibration fields for the uncertainty figures, see
-            :func:`~pcfunc.evaluation.evaluate_uncertainty`.
+        calibration (Tensor, tuple or str, optional): Calibration fields, or ``"leave_one_out"``, for the
+            uncertainty figures, see :func:`~pcfunc.evaluation.evaluate_uncertainty`.
         predictive_samples (int): Posterior draws per field for the uncertainty figures; ``0``: none.
             (default: ``0``)
 

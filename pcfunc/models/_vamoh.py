@@ -300,11 +300,7 @@ class VaMoH(VaMoHInference, nn.Module):
 
     def generator_weights(self, z: Tensor) -> Tensor:
         r"""The :math:`K` INRs' weights :math:`\theta_k = g_{\phi_k}(\mathbf z)` of every latent, :math:`(B, K, P)`."""
-        # The hypernetworks run in full precision even under autocast: they are small products with K x 12.9 M
-        # weights (VaMoH ERA5), bound by memory traffic, where casting the weights every step costs more
-        # than low precision saves. The INRs (many points) follow the ambient autocast.
-        with torch.autocast(z.device.type, enabled=False):
-            return self.hypernet(z.to(self.dtype))
+        return self.hypernet(z)
 
     def component_params(self, z: Tensor, pos: Tensor, weights: Optional[Tensor] = None) -> Tensor:
         r"""Likelihood parameters of the :math:`K` generators at ``pos`` (:math:`(N, D)` or :math:`(B, N, D)`),
@@ -399,10 +395,7 @@ class VaMoH(VaMoHInference, nn.Module):
         enc = pts
         if use_dropout and self.max_dropout != 0.0:
             enc = point_dropout(pts, self.max_dropout, self.min_encoder_points, generator, self.shared_dropout)
-        # Under autocast (e.g. Lightning's precision="bf16-mixed") the networks run in low precision; the
-        # densities, the KL terms and the flow stay in the parameters' dtype.
         mu, logvar = self.encode(enc)
-        full = torch.autocast(mu.device.type, enabled=False)
         B = mu.size(0)
         std = torch.exp(0.5 * logvar)
         eps = randn((num_samples, *mu.shape), generator, device=mu.device, dtype=mu.dtype)
@@ -415,8 +408,7 @@ class VaMoH(VaMoHInference, nn.Module):
         n = y.size(1)
         coords = self.encoding(pos)
         params = self.component_params(z, pos)  # [SB, N, K, PC]
-        with full:
-            log_p = self.likelihood.log_prob(params, y.unsqueeze(-2), validate=False).sum(-1)  # [SB, N, K]
+        log_p = self.likelihood.log_prob(params, y.unsqueeze(-2), validate=False).sum(-1)  # [SB, N, K]
         q_logits = self.posterior_c(coords, z, y).to(self.dtype)
         log_q = torch.log_softmax(q_logits, dim=-1)
         log_prior_c = torch.log_softmax(self._prior_logits(coords, z, n), dim=-1)
@@ -425,14 +417,12 @@ class VaMoH(VaMoHInference, nn.Module):
         log_lik = ((q * log_p).sum(-1) * m).sum(-1)
         kl_c = ((q * (log_q - log_prior_c)).sum(-1) * m).sum(-1)
 
-        with full:
-            if self.warmup:
-                kl_z = 0.5 * (mu * mu + std * std - 1.0 - logvar).sum(-1).repeat(num_samples)
-            elif self.kl_estimator == "mc":
-                log_qz = gaussian_log_q(eps, logvar).reshape(-1)
-                kl_z = log_qz - self.flow.log_prob(z)
-            else:
-                kl_z = -self.flow.log_prob(z.detach())
+        if self.warmup:
+            kl_z = 0.5 * (mu * mu + std * std - 1.0 - logvar).sum(-1).repeat(num_samples)
+        elif self.kl_estimator == "mc":
+            kl_z = gaussian_log_q(eps, logvar).reshape(-1) - self.flow.log_prob(z)
+        else:
+            kl_z = -self.flow.log_prob(z.detach())
 
         elbo = (log_lik - kl_z - kl_c).view(num_samples, B).mean(0)
         mean = lambda t: t.view(num_samples, B).mean(0)  # noqa: E731

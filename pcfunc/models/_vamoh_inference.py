@@ -90,10 +90,8 @@ class VaMoHInference:
 
     def _mixture(self, z: Tensor, pos: Tensor, weights: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
         """Component parameters :math:`(B, m, K, PC)`, component means :math:`(B, m, K, C)` and prior logits."""
-        params = self.component_params(z, pos, weights)
-        logits = self.mixture_logits(z, pos)
-        with torch.autocast(params.device.type, enabled=False):
-            return params, self.likelihood.mean(params), logits
+        params = self.component_params(z, pos, weights)  # in the model's dtype, like the logits
+        return params, self.likelihood.mean(params), self.mixture_logits(z, pos)
 
     def _predict(self, z: Tensor, pos: Tensor, chunk_size: Optional[int] = None) -> Tensor:
         weights = self.generator_weights(z)  # once for all chunks
@@ -200,8 +198,7 @@ class VaMoHInference:
         for pc in self._chunks(pos, z.size(0), chunk_size):
             params, comp_means, logits = self._mixture(z, pc, weights)
             pi = torch.softmax(logits, -1).unsqueeze(-1).to(comp_means.dtype)
-            with torch.autocast(params.device.type, enabled=False):
-                comp_var = self.likelihood.variance(params).to(comp_means.dtype)
+            comp_var = self.likelihood.variance(params)
             m = (pi * comp_means).sum(-2)
             means.append(m)
             variances.append((pi * (comp_var + (comp_means - m.unsqueeze(-2)).square())).sum(-2))

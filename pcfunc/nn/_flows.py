@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Optional, Sequence, Tuple, TypeVar, Union
 
 import torch
 from torch import Tensor, nn
@@ -94,6 +95,19 @@ class PlanarFlow(nn.Module):
         return f"dim={self.dim}, activation={self.activation!r}{slope}"
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _own_precision(method: _F) -> _F:
+    """Run a :class:`FlowPrior` method with autocast off: a density and its log-determinants are computed in the
+    parameters' dtype whatever the caller's mixed precision (bfloat16 keeps 3 significant digits)."""
+    @functools.wraps(method)
+    def wrapper(self: "FlowPrior", *args: Any, **kwargs: Any) -> Any:
+        with torch.autocast(self.base_loc.device.type, enabled=False):
+            return method(self, *args, **kwargs)
+    return wrapper  # type: ignore[return-value]
+
+
 class FlowPrior(nn.Module):
     r"""A standard normal pushed through ``num_layers`` planar flows: the latent prior of VaMoH.
 
@@ -111,7 +125,8 @@ class FlowPrior(nn.Module):
     estimated at reparameterised posterior samples with gradients to both the encoder and the flow;
     :meth:`rsample` runs the base sample forward with gradients to the flow parameters. Every layer is
     invertible for any parameter values (:math:`w^\top \hat u > -1`, see :class:`PlanarFlow`).
-    ``num_layers=0`` is the plain :math:`\mathcal{N}(0, I)` used during VaMoH's warm-up.
+    ``num_layers=0`` is the plain :math:`\mathcal{N}(0, I)` used during VaMoH's warm-up. Under autocast (mixed
+    precision) it still computes in its parameters' dtype.
 
     Args:
         dim (int): Dimension :math:`D` of the latent :math:`z`.
@@ -149,6 +164,7 @@ class FlowPrior(nn.Module):
         for flow in self.flows:
             flow.reset_parameters()
 
+    @_own_precision
     def log_prob(self, z: Tensor) -> Tensor:
         """Log-density at ``z`` of shape ``[..., dim]``, shape ``[...]``; differentiable in ``z`` and the flow."""
         _check_input(z, "z", self.dim, self.base_loc.dtype)
@@ -158,6 +174,7 @@ class FlowPrior(nn.Module):
             total = total + logdet
         return self._base_log_prob(z) + total
 
+    @_own_precision
     def rsample(self, sample_shape: Union[int, Sequence[int]] = (),
                 generator: Optional[torch.Generator] = None) -> Tensor:
         """Reparameterised samples of shape ``(*sample_shape, dim)``."""
@@ -169,6 +186,7 @@ class FlowPrior(nn.Module):
         with torch.no_grad():
             return self.rsample(sample_shape, generator)
 
+    @_own_precision
     def rsample_and_log_prob(self, sample_shape: Union[int, Sequence[int]] = (),
                              generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
         """Reparameterised samples and their log-density from the forward pass (no inversion)."""

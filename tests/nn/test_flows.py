@@ -273,6 +273,24 @@ def test_prior_dtype_device_and_state():
         assert z.is_cuda and prior.log_prob(z).is_cuda
 
 
+def test_autocast_does_not_reach_the_flow():
+    torch.manual_seed(0)
+    prior = FlowPrior(6, 4)
+    for flow in prior.flows:
+        torch.nn.init.normal_(flow.w)
+        torch.nn.init.normal_(flow.u)
+    z = torch.randn(32, 6)
+    ref = prior.log_prob(z)
+    s_ref, lp_ref = prior.rsample_and_log_prob(5, generator=torch.Generator().manual_seed(1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = prior.log_prob(z)
+        s, lp = prior.rsample_and_log_prob(5, generator=torch.Generator().manual_seed(1))
+        assert torch.matmul(z, z.t()).dtype == torch.bfloat16  # autocast is on around the calls
+    assert low.dtype == lp.dtype == torch.float32
+    torch.testing.assert_close(low, ref, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close((s, lp), (s_ref, lp_ref), rtol=1e-6, atol=1e-6)
+
+
 def test_bad_arguments():
     for dim in (0, -1, 2.5, True, "3"):
         with pytest.raises(ValueError, match="dim"):

@@ -173,3 +173,19 @@ def test_buffer_freed_while_the_pool_is_locked_does_not_deadlock(small_blocks):
     t.join(timeout=20)
     assert not t.is_alive(), "freeing a pooled gradient under the pool's lock deadlocked"
     assert wl._pool.num_free() == 1
+
+
+def test_hypernetwork_runs_in_its_weights_dtype_under_autocast():
+    torch.manual_seed(0)
+    inr = FunctionRepresentation(3, 1, hidden=(8, 8))
+    hn = HyperNetwork(4, hidden=(6, 7), target=inr, num_components=3)
+    z = torch.randn(5, 4, requires_grad=True)
+    ref = hn(z)
+    (gz_ref,) = torch.autograd.grad(ref.square().sum(), z)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = hn(z.to(torch.bfloat16))  # a low-precision latent is cast to the weights' dtype
+        low = hn(z)
+    assert out.dtype == low.dtype == torch.float32
+    torch.testing.assert_close(low, ref, rtol=1e-6, atol=1e-6)
+    (gz,) = torch.autograd.grad(low.square().sum(), z)
+    torch.testing.assert_close(gz, gz_ref, rtol=1e-5, atol=1e-6)
