@@ -53,7 +53,9 @@ class OutputStatistics:
         reference (Tensor, optional): The reference's predictions of the same fields, :math:`(T, M, C)`.
 
     Shapes:
-        - **prediction**, **truth**, **reference**: :math:`(T, M, C)`, :math:`T \geq 2`.
+        - **prediction**, **truth**, **reference**: :math:`(T, M, C)`, :math:`T \geq 2`. A point with fewer than 2
+          values in ``truth`` (e.g. land in sea-surface temperature) gets no bias correction and the second
+          moments pooled over the other points of its channel.
         - **mean**, **std** of :meth:`predict`: :math:`(B, M, C)` like its ``prediction``.
     """
 
@@ -68,20 +70,32 @@ class OutputStatistics:
         if truth.size(0) < 2:
             raise ValueError(f"truth must hold at least 2 training fields for a spread, got {truth.size(0)}")
         err, ok, n = _errors(prediction, truth)
-        if bool((n < 2).any()):
-            raise ValueError("truth must have a value at every point in at least 2 training fields")
-        self.bias = err.sum(0) / n  #: mean error of the model at each point, :math:`(M, C)` (float64)
+        if int((n >= 2).sum()) == 0:
+            raise ValueError("truth must have a value at some point in at least 2 training fields")
+        self._few = n < 2  # points the training fields (almost) never have: pooled second moments, no bias
+        self.bias = err.sum(0) / n.clamp_min(1)  #: mean error of the model at each point, :math:`(M, C)` (float64)
         d = torch.where(ok, err - self.bias, 0.0)
-        self._mm = d.square().sum(0) / (n - 1)
+        self._mm = self._moment(d, d, n)
         self.reference_bias: Optional[Tensor] = None  #: the reference's mean error, if a reference is given
         self._rr = self._mr = None
         if reference is not None:
             err_r = _errors(reference, truth)[0]
-            self.reference_bias = err_r.sum(0) / n
+            self.reference_bias = err_r.sum(0) / n.clamp_min(1)
             d_r = torch.where(ok, err_r - self.reference_bias, 0.0)
-            self._rr, self._mr = d_r.square().sum(0) / (n - 1), (d * d_r).sum(0) / (n - 1)
+            self._rr, self._mr = self._moment(d_r, d_r, n), self._moment(d, d_r, n)
         #: The weight :math:`w` of the model (``1``: the model with its mean error; :meth:`fit_weight` sets it).
         self.weight = 1.0
+
+    def _moment(self, a: Tensor, b: Tensor, n: Tensor) -> Tensor:
+        """Per-point second moment of deviations over the fields (``n - 1`` divisor); where a point has fewer than
+        2 values, the moment pooled over the points of its channel that have them."""
+        total = (a * b).sum(0)  # [M, C]
+        m = total / (n - 1).clamp_min(1)
+        if bool(self._few.any()):
+            many = ~self._few
+            pooled = torch.where(many, total, 0.0).sum(0) / torch.where(many, n - 1, 0).sum(0).clamp_min(1)
+            m = torch.where(self._few, pooled, m)
+        return m
 
     def _check(self, prediction: Tensor, reference: Optional[Tensor], name: str = "prediction") -> None:
         _check_fields(prediction, name, missing=False)

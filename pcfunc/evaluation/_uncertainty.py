@@ -100,11 +100,12 @@ def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
       and standard deviation at each point; for super-resolution on a :class:`~pcfunc.data.LatLonGrid` with
       training fields on the fine points, ``bilinear_mean_residual``, bilinear interpolation plus the mean
       sub-grid residual with the residuals' standard deviation at each point; each also ``..._calibrated``;
-    * ``vamoh_mos`` (super-resolution with that baseline): model output statistics
-      (:class:`OutputStatistics`): the model's posterior mean plus its mean error on the training fields,
-      blended with the baseline by a weight fitted on the calibration fields (``weight``; 1 without them), its
-      standard deviation the corrected errors' spread on the training fields and the posterior's
-      (``include_noise=False``); also ``vamoh_mos_calibrated``.
+    * ``vamoh_mos`` (with a baseline): model output statistics (:class:`OutputStatistics`) over the scored
+      points: the model's posterior mean plus its mean error on the training fields (in-painted, or
+      super-resolved, like the test fields), blended with the baseline's mean (climatology; bilinear plus the mean
+      residual) by a weight fitted on the calibration fields (``weight``; 1 without them), its standard deviation
+      the corrected errors' spread on the training fields and the posterior's (``include_noise=False``); also
+      ``vamoh_mos_calibrated``.
 
     Calibrated intervals cover their level on the calibration fields by construction; on the test fields they
     do when the errors of both come from one distribution (fields from the same season, say). With
@@ -188,6 +189,38 @@ def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
                                                     _factors(*cal_pred, cal_truth, hidden))
         return out
 
+    def add_mos(methods: Dict[str, Any], predict_nn: Any, ref: Any, test_truth: Tensor, cal_truth: Optional[Tensor],
+                train_truth: Tensor, hidden: Optional[Tensor]) -> Any:
+        """Model output statistics of the model's posterior mean (``predict_nn``) against the reference ``ref``,
+        over the ``hidden`` points, as ``methods["vamoh_mos"]`` (elsewhere the model's own); returns the weight,
+        or one per field with ``loo``."""
+        sel = (lambda t: t) if hidden is None else (lambda t: t[:, hidden])  # noqa: E731
+        tp = predict_nn(test)
+        cp = None if cal_truth is None else predict_nn(cal)
+        mos = OutputStatistics(sel(predict_nn(train)[0]), sel(train_truth), sel(ref(train)))
+        r_test = ref(test)
+
+        def put(pred: Tuple[Tensor, Tensor], corrected: Tuple[Tensor, Tensor]) -> Tuple[Tensor, Tensor]:
+            if hidden is None:
+                return corrected
+            m, s = pred[0].clone(), pred[1].clone()
+            m[:, hidden], s[:, hidden] = corrected
+            return m, s
+
+        if loo:  # each field's weight fitted on the others
+            parts, weight = [], []
+            for i, o in enumerate(_others(test.size(0))):
+                weight.append(mos.fit_weight(sel(tp[0][o]), sel(test_truth[o]), sel(r_test[o])))
+                parts.append(mos.predict(sel(tp[0][i:i + 1]), sel(r_test[i:i + 1]), sel(tp[1][i:i + 1])))
+            methods["vamoh_mos"] = (put(tp, (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))),
+                                    None)
+            return weight
+        if cp is not None:
+            mos.fit_weight(sel(cp[0]), sel(cal_truth), sel(ref(cal)))
+        methods["vamoh_mos"] = (put(tp, mos.predict(sel(tp[0]), sel(r_test), sel(tp[1]))),
+                                None if cp is None else put(cp, mos.predict(sel(cp[0]), sel(ref(cal)), sel(cp[1]))))
+        return mos.weight
+
     result: Dict[str, Any] = {}
     clim_mean, clim_std = (t.to(train.dtype)[None] for t in _nan_moments(train))
     clim_std = clim_std if train.size(0) > 1 else None
@@ -197,10 +230,15 @@ def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
         if not bool(hidden.any()) or not bool(obs.any()):
             raise ValueError(f"masks[{name!r}] must observe some points and hide some")
         methods = {"vamoh": (predict(test, obs, grid.pos, 0), None if cal is None else predict(cal, obs, grid.pos, 0))}
+        weight = None
         if clim_std is not None:
             methods["climatology"] = tuple(None if v is None else (clim_mean.expand_as(v), clim_std.expand_as(v))
                                            for v in (test, cal))
+            weight = add_mos(methods, lambda v, obs=obs: predict(v, obs, grid.pos, 0, False),
+                             lambda v: clim_mean.expand_as(v), test, cal, train, hidden)
         result[f"inpaint_{name}"] = rows(methods, test, cal, hidden)
+        if weight is not None:
+            result[f"inpaint_{name}"]["vamoh_mos"]["weight"] = weight
     if fine is not None:
         if not isinstance(fine, (tuple, list)) or not 2 <= len(fine) <= 4:
             raise ValueError("fine must be (fine_grid, fine_test[, fine_train[, fine_calibration]])")
@@ -225,26 +263,8 @@ def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
             base = lambda v: (down.predict(v), down.std.to(v.dtype).expand(v.size(0), -1, -1))  # noqa: E731
             methods["bilinear_mean_residual"] = (base(test), None if fine_cal is None else base(cal))
             # Model output statistics: the model's mean error on the training fields added, blended with the
-            # baseline by a weight fitted on the calibration fields.
-            # Its spread: the corrected errors' on the training fields and the posterior's (the observation noise
-            # is in the former).
-            test_f, cal_f = sr(test, False), None if fine_cal is None else sr(cal, False)
-            mos = OutputStatistics(sr(train, False)[0], fine_train, down.predict(train))
-            ref = down.predict(test)
-            if loo:  # each field's weight fitted on the others
-                parts, weights = [], []
-                for i, o in enumerate(_others(test.size(0))):
-                    weights.append(mos.fit_weight(test_f[0][o], fine_test[o], ref[o]))
-                    parts.append(mos.predict(test_f[0][i:i + 1], ref[i:i + 1], test_f[1][i:i + 1]))
-                methods["vamoh_mos"] = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])), None
-                mos_weight: Any = weights
-            else:
-                if fine_cal is not None:
-                    mos.fit_weight(cal_f[0], fine_cal, down.predict(cal))
-                methods["vamoh_mos"] = (mos.predict(test_f[0], ref, test_f[1]),
-                                        None if fine_cal is None else mos.predict(cal_f[0], down.predict(cal),
-                                                                                  cal_f[1]))
-                mos_weight = mos.weight
+            # baseline; its spread the corrected errors' on the training fields and the posterior's.
+            mos_weight = add_mos(methods, lambda v: sr(v, False), down.predict, fine_test, fine_cal, fine_train, None)
         result["super_resolution"] = rows(methods, fine_test, fine_cal, None)
         if "vamoh_mos" in methods:
             result["super_resolution"]["vamoh_mos"]["weight"] = mos_weight

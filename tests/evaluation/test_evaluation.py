@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pcfunc.data import ImageGrid, LatLonGrid, interpolate_to_points
-from pcfunc.evaluation import (BilinearDownscaling, PCABaseline, active_units, energy_distance, evaluate_gasp,
+from pcfunc.evaluation import (BilinearDownscaling, OutputStatistics, PCABaseline, active_units, energy_distance, evaluate_gasp,
                                evaluate_uncertainty, evaluate_vamoh, format_report, mixture_usage, sample_statistics,
                                score, task_predictions, training_mean, zonal_mean_fill)
 from pcfunc.evaluation._harness import points_batch
@@ -225,7 +225,8 @@ def test_evaluate_uncertainty_scores_the_predictive_and_its_calibration():
                                fine=(fine_grid, fine_test, fine_train), calibration=(cal, fine_cal), num_samples=4,
                                scale=10.0, fields_per_call=2, seed=3, residual_neighbors=3)
     assert set(rep) == {"inpaint_half", "super_resolution"}
-    assert set(rep["inpaint_half"]) == {"vamoh", "vamoh_calibrated", "climatology", "climatology_calibrated"}
+    assert set(rep["inpaint_half"]) == {"vamoh", "vamoh_calibrated", "climatology", "climatology_calibrated",
+                                        "vamoh_mos", "vamoh_mos_calibrated"}
     assert set(rep["super_resolution"]) == {"vamoh", "vamoh_calibrated", "bilinear_mean_residual",
                                             "bilinear_mean_residual_calibrated", "vamoh_mos", "vamoh_mos_calibrated"}
     assert isinstance(rep["super_resolution"]["vamoh_mos"]["weight"], float)
@@ -265,7 +266,7 @@ def test_evaluate_uncertainty_scores_the_predictive_and_its_calibration():
     row = self_cal["inpaint_half"]["climatology_calibrated"]  # deterministic, unlike the model's draws
     assert 0.5 <= row["coverage_50"] <= 0.5 + 2.0 / n and 0.9 <= row["coverage_90"] <= 0.9 + 2.0 / n
     rep2 = evaluate_vamoh(model, GRID, train, test, masks={"half": mask}, num_prior_samples=2, predictive_samples=3)
-    assert set(rep2["uncertainty"]["inpaint_half"]) == {"vamoh", "climatology"}
+    assert set(rep2["uncertainty"]["inpaint_half"]) == {"vamoh", "climatology", "vamoh_mos"}
     assert "cover 90%" in format_report(rep2)
     with pytest.raises(ValueError, match="num_samples"):
         evaluate_uncertainty(model, GRID, train, test, num_samples=1)
@@ -444,3 +445,53 @@ def test_evaluate_uncertainty_leave_one_out_calibrates_each_field_on_the_others(
     with pytest.raises(ValueError, match="pass no fine calibration"):
         evaluate_uncertainty(model, GRID, train, test, fine=(fine_grid, fine_test, fine_train, fine_test),
                              calibration="leave_one_out")
+
+
+class _FixedPredictive:
+    """A stand-in with VaMoH's predictive signature whose prediction of every field is one known function of the
+    query points (mean) with a known spread: the harness's model-output-statistics rows can then be computed by
+    hand."""
+
+    def eval(self):
+        return self
+
+    def predictive(self, batch, pos, num_samples=16, include_noise=True, generator=None, refine_steps=0,
+                   residual_neighbors=0, residual_kernel="idw"):
+        from pcfunc.models._vamoh_inference import Predictive
+
+        B = int(batch.batch.max()) + 1
+        mean = (0.5 + 0.2 * pos[:, 2:3]).expand(B, -1, -1)
+        std = (0.05 + 0.02 * pos[:, :1].abs()).expand(B, -1, -1) * (2.0 if include_noise else 1.0)
+        return Predictive(mean.to(pos.dtype), std.to(pos.dtype))
+
+
+def test_evaluate_uncertainty_mos_rows_by_hand():
+    model = _FixedPredictive()
+    train, test = grid_fields(6), grid_fields(4, seed=1)
+    mask = torch.zeros(GRID.num_points, dtype=torch.bool)
+    mask[::3] = True
+    hidden = ~mask
+    rep = evaluate_uncertainty(model, GRID, train, test, masks={"m": mask}, calibration="leave_one_out",
+                               num_samples=3, scale=2.0)
+    f = (0.5 + 0.2 * GRID.pos[:, 2:3]).float()[None]
+    s = (0.05 + 0.02 * GRID.pos[:, :1].abs()).float()[None]
+    sel = lambda t: t[:, hidden]  # noqa: E731
+    clim = train.mean(0, keepdim=True)
+    mos = OutputStatistics(sel(f.expand_as(train)), sel(train), sel(clim.expand_as(train)))
+    means, stds, weights = [], [], []
+    for i in range(4):
+        o = [j for j in range(4) if j != i]
+        weights.append(mos.fit_weight(sel(f.expand(3, -1, -1)), sel(test[o]), sel(clim.expand(3, -1, -1))))
+        m, sd = mos.predict(sel(f), sel(clim), sel(s))
+        means.append(m)
+        stds.append(sd)
+    m, sd = torch.cat(means), torch.cat(stds)
+    row = rep["inpaint_m"]["vamoh_mos"]
+    assert row["weight"] == pytest.approx(weights)
+    assert row["crps"] == pytest.approx(2.0 * float(crps_gaussian(m, sd, sel(test)).double().mean()), rel=1e-5)
+    assert row["coverage_90"] == pytest.approx(float(interval_coverage(m, sd, sel(test), 0.9).double().mean()))
+    assert row["rmse"] == pytest.approx(2.0 * float(((m - sel(test)) ** 2).mean((1, 2)).sqrt().mean()), rel=1e-5)
+    # The model's own row: its predictive with the noise (here twice the spread).
+    assert rep["inpaint_m"]["vamoh"]["crps"] == pytest.approx(
+        2.0 * float(crps_gaussian(sel(f.expand_as(test)), sel(2 * s.expand_as(test)), sel(test)).double().mean()),
+        rel=1e-5)

@@ -64,6 +64,18 @@ def test_missing_values_are_skipped():
     cal = truth[:3].clone()
     w = mos.fit_weight(model[:3], cal, ref[:3])
     assert np.isfinite(w)
+    # A point missing in all but one training field (land in a sea-surface field): no bias correction there and
+    # the moments pooled over the others.
+    truth[1:, 7, 0] = float("nan")
+    mos = OutputStatistics(model, truth)
+    mean, std = mos.predict(model[:1])
+    assert float(mean[0, 7, 0]) == pytest.approx(float(model[0, 7, 0] + (truth - model)[0, 7, 0]))
+    others = [i for i in range(truth.size(1)) if i != 7]
+    d = (truth - model)[:, others, 0]
+    d = d - torch.nanmean(d, 0)
+    ok = ~torch.isnan(d)
+    pooled = float(torch.where(ok, d, 0.0).square().sum() / (ok.sum(0) - 1).sum())
+    assert float(std[0, 7, 0]) == pytest.approx(pooled ** 0.5, rel=1e-10)
 
 
 def test_errors_name_the_argument():
@@ -74,10 +86,8 @@ def test_errors_name_the_argument():
         OutputStatistics(model[:1], truth[:1])
     with pytest.raises(ValueError, match="prediction has NaN"):
         OutputStatistics(model * float("nan"), truth)
-    bad = truth.clone()
-    bad[:-1, 0, 0] = float("nan")
-    with pytest.raises(ValueError, match="at least 2 training fields"):
-        OutputStatistics(model, bad)
+    with pytest.raises(ValueError, match="at some point in at least 2 training fields"):
+        OutputStatistics(model, truth * float("nan"))
     mos = OutputStatistics(model, truth)
     with pytest.raises(ValueError, match="fit_weight needs a reference"):
         mos.fit_weight(model, truth, ref)
