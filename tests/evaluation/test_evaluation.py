@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from pcfunc.data import ImageGrid, LatLonGrid, interpolate_to_points
-from pcfunc.evaluation import (BilinearDownscaling, OutputStatistics, PCABaseline, active_units, energy_distance, evaluate_gasp,
-                               evaluate_uncertainty, evaluate_vamoh, format_report, mixture_usage, sample_statistics,
-                               score, task_predictions, training_mean, zonal_mean_fill)
+from pcfunc.evaluation import (BilinearDownscaling, OutputStatistics, PCABaseline, active_units, energy_distance,
+                               evaluate_gasp, evaluate_uncertainty, evaluate_vamoh, format_report, mixture_usage,
+                               sample_statistics, score, task_predictions, training_mean, zonal_mean_fill)
 from pcfunc.evaluation._harness import points_batch
 from pcfunc.manifolds import xyz_to_latlon
 from pcfunc.metrics import crps_gaussian, fit_std_scale, interval_coverage, psnr
