@@ -79,7 +79,9 @@ def test_era5_sphere_main_tiny(tmp_path: Path) -> None:
                                             "bilinear_mean_residual_calibrated", "vamoh_mos", "vamoh_mos_calibrated"}
     assert len(unc["inpaint_patch"]["vamoh_calibrated"]["std_scale"]["coverage_90"]) == 6
     assert len(m["uncertainty_super_resolution_vamoh_mos_calibrated"]["weight"]) == 6
-    assert set(unc["inpaint_patch"]) == {"vamoh", "vamoh_calibrated", "climatology", "climatology_calibrated"}
+    for task in ("inpaint_patch", "inpaint_half"):
+        assert set(unc[task]) == {"vamoh", "vamoh_calibrated", "climatology", "climatology_calibrated", "vamoh_mos",
+                                  "vamoh_mos_calibrated"}
     for key in ("uncertainty_super_resolution_vamoh_calibrated", "uncertainty_inpaint_patch_vamoh_calibrated"):
         assert 0 <= m[key]["coverage_50"] <= m[key]["coverage_90"] <= 1 and m[key]["crps_k"] > 0
     for name in ("globe_super_resolution_error.png", "globe_super_resolution_std.png"):
