@@ -115,6 +115,11 @@ class ERA5Dataset(torch.utils.data.Dataset):
         return int(self._steps.size)
 
     def __getitem__(self, i: int) -> Any:
+        return self.get(i)
+
+    def get(self, i: int, all_targets: bool = False) -> Any:
+        """Item ``i`` (what ``dataset[i]`` gives); with ``all_targets=True`` it holds every target point of its field
+        instead of the ``target_points`` subset, and draws nothing from :attr:`generator`."""
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} time steps")
         t = int(self._steps[i])
@@ -124,7 +129,7 @@ class ERA5Dataset(torch.utils.data.Dataset):
             fine = self.target_grid.to_data(self.normalizer.transform(self.target.values[t], clip=self.clip),
                                             drop_missing=True)
             n = fine.pos.size(0)
-            if self.target_points is not None and self.target_points < n:
+            if not all_targets and self.target_points is not None and self.target_points < n:
                 keep = torch.randperm(n, generator=self.generator)[: self.target_points].sort().values
                 fine.pos, fine.x = fine.pos[keep], fine.x[keep]
             data.target_pos, data.target_x = fine.pos, fine.x
@@ -160,20 +165,14 @@ def pooled_points(dataset: Sequence[Any], target: bool = False) -> Tuple[torch.T
     Args:
         dataset: Items with ``pos`` and ``x`` (e.g. :class:`ERA5Dataset`, a list of PyG ``Data``).
         target (bool): The items' target points instead (``target_pos``, ``target_x``: fine supervision, an
-            :class:`ERA5Dataset` made with ``target=``): **every** target point of each item, not the random
-            ``target_points`` subset an item draws for a training step (that subset would leave most points of a
-            fine grid unseen, and a base table fitted to it noisy), and without drawing from the dataset's
-            generator. (default: ``False``)
+            :class:`ERA5Dataset` made with ``target=``); of an :class:`ERA5Dataset`, **every** target point of each
+            item (:meth:`ERA5Dataset.get` with ``all_targets=True``), not the random ``target_points`` subset an
+            item draws for a training step (that subset would leave most points of a fine grid unseen, and a base
+            table fitted to it noisy), and without drawing from the dataset's generator. (default: ``False``)
     """
     key = "target_" if target else ""
-    subset = getattr(dataset, "target_points", None) if target else None
-    if subset is not None:
-        dataset.target_points = None  # every target point, for this pass only
-    try:
-        items = [dataset[i] for i in range(len(dataset))]
-    finally:
-        if subset is not None:
-            dataset.target_points = subset
+    full = target and isinstance(dataset, ERA5Dataset)
+    items = [dataset.get(i, all_targets=True) if full else dataset[i] for i in range(len(dataset))]
     if not items:
         raise ValueError("dataset has no items")
     missing = [k for k in (key + "pos", key + "x") if getattr(items[0], k, None) is None]

@@ -99,3 +99,9 @@ def test_pooled_target_points_are_every_fine_point_not_a_training_subset():
     torch.testing.assert_close(x, full.x.to(x.dtype))
     assert torch.equal(ds.generator.get_state(), state)  # the training draws are untouched ...
     assert ds[0].target_pos.shape == (20, 3)  # ... and items still draw their subset
+    state = ds.generator.get_state()
+    item = ds.get(1, all_targets=True)
+    assert item.target_pos.shape == (n, 3) and torch.equal(ds.generator.get_state(), state)
+    torch.testing.assert_close(item.x, ds[1].x)
+    other = [ds[i] for i in range(3)]  # a plain list of items: their own (subset) targets
+    assert pooled_points(other, target=True)[0].shape == (60, 3)
