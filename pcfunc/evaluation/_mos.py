@@ -131,8 +131,6 @@ class OutputStatistics:
         """
         if self.reference_bias is None:
             raise ValueError("fit_weight needs a reference: pass reference= for the training fields")
-        if reference is None:
-            raise ValueError("reference must be given exactly when it was given for the training fields")
         self._check(prediction, reference)
         _check_fields(truth, "truth")
         if truth.shape != prediction.shape:

@@ -198,7 +198,7 @@ def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
         tp = predict_nn(test)
         cp = None if cal_truth is None else predict_nn(cal)
         mos = OutputStatistics(sel(predict_nn(train)[0]), sel(train_truth), sel(ref(train)))
-        r_test = ref(test)
+        r_test, r_cal = ref(test), None if cp is None else ref(cal)
 
         def put(pred: Tuple[Tensor, Tensor], corrected: Tuple[Tensor, Tensor]) -> Tuple[Tensor, Tensor]:
             if hidden is None:
@@ -216,9 +216,9 @@ def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
                                     None)
             return weight
         if cp is not None:
-            mos.fit_weight(sel(cp[0]), sel(cal_truth), sel(ref(cal)))
+            mos.fit_weight(sel(cp[0]), sel(cal_truth), sel(r_cal))
         methods["vamoh_mos"] = (put(tp, mos.predict(sel(tp[0]), sel(r_test), sel(tp[1]))),
-                                None if cp is None else put(cp, mos.predict(sel(cp[0]), sel(ref(cal)), sel(cp[1]))))
+                                None if cp is None else put(cp, mos.predict(sel(cp[0]), sel(r_cal), sel(cp[1]))))
         return mos.weight
 
     result: Dict[str, Any] = {}

@@ -93,13 +93,20 @@ class VaMoHInference:
         params = self.component_params(z, pos, weights)  # in the model's dtype, like the logits
         return params, self.likelihood.mean(params), self.mixture_logits(z, pos)
 
-    def _predict(self, z: Tensor, pos: Tensor, chunk_size: Optional[int] = None) -> Tensor:
-        weights = self.generator_weights(z)  # once for all chunks
+    def _decode(self, z: Tensor, pos: Tensor, chunk_size: Optional[int],
+                fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tuple[Tensor, ...]]) -> Tuple[Tensor, ...]:
+        """``fn(params, component means, mixture weights (B, m, K, 1), mixture mean)`` on each chunk of ``pos``,
+        the generators' weights computed once; each of its outputs concatenated over the points."""
+        weights = self.generator_weights(z)
         outs = []
         for pc in self._chunks(pos, z.size(0), chunk_size):
-            _, means, logits = self._mixture(z, pc, weights)
-            outs.append((torch.softmax(logits, -1).unsqueeze(-1) * means).sum(-2))
-        return torch.cat(outs, dim=1)
+            params, comp_means, logits = self._mixture(z, pc, weights)
+            pi = torch.softmax(logits, -1).unsqueeze(-1)
+            outs.append(fn(params, comp_means, pi, (pi * comp_means).sum(-2)))
+        return tuple(torch.cat(parts, dim=1) for parts in zip(*outs))
+
+    def _predict(self, z: Tensor, pos: Tensor, chunk_size: Optional[int] = None) -> Tensor:
+        return self._decode(z, pos, chunk_size, lambda params, means, pi, mean: (mean,))[0]
 
     @_inference
     def posterior(self, batch: Any, refine_steps: int = 0, refine_lr: float = 0.05,
@@ -181,33 +188,24 @@ class VaMoHInference:
                         chunk_size: Optional[int]) -> Tuple[Tensor, Tensor]:
         r"""The mixture mean and one draw :math:`\mathbf y \sim p(\mathbf y \mid \mathbf z)` at ``pos``, each
         :math:`(B, M, C)`, from one evaluation of the generators per chunk."""
-        weights = self.generator_weights(z)
-        means, draws = [], []
-        for pc in self._chunks(pos, z.size(0), chunk_size):
-            params, comp_means, logits = self._mixture(z, pc, weights)
-            means.append((torch.softmax(logits, -1).unsqueeze(-1) * comp_means).sum(-2))
-            draws.append(self._draw(params, logits, generator))
-        return torch.cat(means, dim=1), torch.cat(draws, dim=1)
+        mean, draw = self._decode(z, pos, chunk_size,
+                                  lambda params, means, pi, mean: (mean, self._draw(params, pi[..., 0], generator)))
+        return mean, draw  # [B, M, C] each
 
     def _mean_and_variance(self, z: Tensor, pos: Tensor, chunk_size: Optional[int]) -> Tuple[Tensor, Tensor]:
         r"""The mixture's mean and variance at ``pos`` given ``z``, each :math:`(B, M, C)`:
         :math:`\sum_k \pi_k \mu_k` and :math:`\sum_k \pi_k (v_k + (\mu_k - \bar\mu)^2)` with the components'
         means :math:`\mu_k` and variances :math:`v_k` (:meth:`Likelihood.variance`)."""
-        weights = self.generator_weights(z)
-        means, variances = [], []
-        for pc in self._chunks(pos, z.size(0), chunk_size):
-            params, comp_means, logits = self._mixture(z, pc, weights)
-            pi = torch.softmax(logits, -1).unsqueeze(-1).to(comp_means.dtype)
-            comp_var = self.likelihood.variance(params)
-            m = (pi * comp_means).sum(-2)
-            means.append(m)
-            variances.append((pi * (comp_var + (comp_means - m.unsqueeze(-2)).square())).sum(-2))
-        return torch.cat(means, dim=1), torch.cat(variances, dim=1)
+        def moments(params: Tensor, means: Tensor, pi: Tensor, mean: Tensor) -> Tuple[Tensor, Tensor]:
+            spread = self.likelihood.variance(params) + (means - mean.unsqueeze(-2)).square()
+            return mean, (pi * spread).sum(-2)
 
-    def _draw(self, params: Tensor, logits: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+        mean, var = self._decode(z, pos, chunk_size, moments)
+        return mean, var
+
+    def _draw(self, params: Tensor, probs: Tensor, generator: Optional[torch.Generator]) -> Tensor:
         # c_d ~ Cat(pi_d) by torch.multinomial, which takes a generator (torch.distributions.Categorical does not).
-        probs = torch.softmax(logits.detach().float(), -1).reshape(-1, logits.size(-1))
-        c = multinomial(probs, 1, generator).view(logits.shape[:-1])  # [B, m], on the device of the logits
+        c = multinomial(probs.detach().float().reshape(-1, probs.size(-1)), 1, generator).view(probs.shape[:-1])
         y = self.likelihood.sample(params, generator)  # [B, m, K, C]
         return y.gather(2, c[..., None, None].expand(*c.shape, 1, y.size(-1))).squeeze(2)
 

@@ -105,9 +105,7 @@ class Likelihood(nn.Module):
     def variance(self, params: Tensor) -> Tensor:
         r"""Variance :math:`\operatorname{Var}[y \mid \theta]` of every point and channel, shape :math:`(*, C)`
         (:meth:`~pcfunc.models.VaMoH.predictive` uses it for the observation noise of its intervals, exactly
-        instead of from sampled noise). ``NotImplementedError`` where :attr:`has_variance` is ``False``."""
-        if not self.has_variance:
-            raise NotImplementedError(f"{type(self).__name__} has no closed-form variance (has_variance is False)")
+        instead of from sampled noise); only where :attr:`has_variance`."""
         return self._variance(self._split(params))
 
     def sample(self, params: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
@@ -137,7 +135,8 @@ class Likelihood(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} must implement _mean(parts)")
 
     def _variance(self, parts: Tuple[Tensor, ...]) -> Tensor:
-        raise NotImplementedError(f"{type(self).__name__} has no closed-form variance")
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form variance (has_variance is False): "
+                                  "implement _variance(parts) where it has one")
 
     def _sample(self, parts: Tuple[Tensor, ...]) -> Tensor:
         raise NotImplementedError(f"{type(self).__name__} must implement _sample(parts)")
