@@ -46,7 +46,7 @@ CONFIGS: Dict[str, Dict[str, Any]] = {
                  num_frequencies=16, categorical_hidden=[8], flow_layers=2, likelihood="gaussian"),
 }
 TABLE = dict(base_hidden=None, sigma=0.5)  # + base_grid: the data's grid (the static fine detail held exactly)
-DEFAULT_STEPS, DEFAULT_REFINE, DEFAULT_FINE_POINTS = 1500, 100, 4096
+EPOCHS, PATIENCE, DEFAULT_REFINE, DEFAULT_FINE_POINTS = 300, 8, 100, 4096
 # Super-resolution: the model plus its residuals at the coarse points, interpolated by a local linear RBF.
 RESIDUALS = dict(residual_neighbors=16, residual_kernel="linear")
 
@@ -57,8 +57,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     arg("--data", type=Path, default=None, help="ERA5/CF file (NetCDF or Zarr); default: the embedded sample")
     arg("--variable", default=None, help="short name, CF standard_name or long_name (default: the only field)")
     arg("--config", choices=sorted(CONFIGS), default="small", help="small (default), paper (Table 3) or tiny")
-    arg("--steps", type=int, default=None, help=f"optimiser steps (default: {DEFAULT_STEPS}, the same on any machine)")
-    arg("--epochs", type=int, default=None, help="training epochs instead of --steps")
+    arg("--steps", type=int, default=None, help="optimiser steps (default: from the data, see --epochs; the same on any machine)")
+    arg("--epochs", type=int, default=None, help=f"training epochs (default: {EPOCHS}, at least 1,500 and "
+        f"at most 20,000 steps, stopped early once validation stops improving)")
     arg("--minutes", type=float, default=None, help="a wall-time budget instead of --steps")
     arg("--batch-size", type=int, default=8, help="fields per batch and device (default: 8)")
     arg("--lr", type=float, default=None, help="Adam learning rate (default: 1e-3, paper: 1e-4)")
@@ -92,7 +93,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def train(args: argparse.Namespace, train_set, val_set, base_grid=None):
     import lightning.pytorch as pl
 
-    from pcfunc.training import FunctionDataModule, VaMoHModule, fit, make_trainer, training_budget
+    from pcfunc.training import (Convergence, FunctionDataModule, VaMoHModule, data_budget, fit, make_trainer,
+                                 training_budget)
 
     pl.seed_everything(args.seed, workers=True, verbose=False)
     overrides = dict(CONFIGS[args.config], **({"likelihood": args.likelihood} if args.likelihood else {}))
@@ -105,17 +107,28 @@ def train(args: argparse.Namespace, train_set, val_set, base_grid=None):
         # field's fine points under fine supervision): training then spends its steps on what tells fields apart.
         module.model.initialize_generators(*pooled_points(train_set, target=train_set.target is not None),
                                            generator=torch.Generator().manual_seed(args.seed))
-    dm = FunctionDataModule(train_set, val_set, batch_size=min(args.batch_size, len(train_set)), seed=args.seed)
-    limits = training_budget(DEFAULT_STEPS, args.steps, args.minutes, args.epochs)
+    batch = min(args.batch_size, len(train_set))
+    # The default budget follows the data (passes over the fields, within bounds), validated ~30 times and stopped
+    # early once the held-out PSNR stops improving; a user's --steps / --epochs / --minutes is trained in full.
+    plan = data_budget(len(train_set), batch * args.devices * args.num_nodes)
+    own = args.steps or args.epochs or args.minutes
+    limits = training_budget(plan["steps"], args.steps, args.minutes, args.epochs)
+    val_every = max(1, args.steps // 30) if args.steps else plan["val_every"]
+    watch = Convergence("val/psnr", patience=None if own else PATIENCE)
+    dm = FunctionDataModule(train_set, val_set, batch_size=batch, seed=args.seed)
     trainer = make_trainer(args.out, checkpoint_every=50, devices=args.devices, num_nodes=args.num_nodes,
                            accelerator=args.accelerator, gradient_clip_val=1000.0, log_every=5,
-                           progress_bar=not args.no_progress, val_every_epochs=5, precision=args.precision_used,
-                           **limits)
-    print(f"training VaMoH ({args.config}) on {len(train_set)} fields, precision {args.precision_used}, "
-          + ", ".join(f"{k}={v}" for k, v in limits.items() if v not in (None, -1)), flush=True)
+                           progress_bar=not args.no_progress, val_every_steps=val_every, callbacks=[watch],
+                           precision=args.precision_used, **limits)
+    why = "as asked" if own else (f"{plan['epochs']} passes over the data at batch {batch}: {EPOCHS} passes, at "
+                                  f"least 1,500 and at most 20,000 steps; stops early once validation PSNR has not "
+                                  f"improved for {PATIENCE} validations")
+    budget = ", ".join(f"{k}={v}" for k, v in limits.items() if v not in (None, -1, 1_000_000))
+    print(f"training VaMoH ({args.config}) on {len(train_set)} fields, precision {args.precision_used}: {budget} "
+          f"({why}), validating every {val_every} steps", flush=True)
     t0 = time.perf_counter()
     resumed = fit(trainer, module, dm, resume=args.resume)
-    return module.model.eval(), trainer, time.perf_counter() - t0, resumed
+    return module.model.eval(), trainer, time.perf_counter() - t0, resumed, watch.report
 
 
 def evaluate(model: VaMoH, field, coarse, n_train: int, norm: MinMaxNormalizer, refine_steps: int,
@@ -221,7 +234,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     train_set = ERA5Dataset(train_f, norm, min_points=min_points, **fine_kw)
     val_set = ERA5Dataset(test_f, norm, clip=True, min_points=min_points)
     base_grid = tuple(field.shape) if args.fine_points and LatLonGrid(field.lat, field.lon).is_global else None
-    model, trainer, train_s, resumed = train(args, train_set, val_set, base_grid)
+    model, trainer, train_s, resumed, convergence = train(args, train_set, val_set, base_grid)
+    print(f"validation PSNR: {convergence['verdict']}", flush=True)
     if trainer.global_rank != 0:
         return {}
     res = evaluate(model, field, coarse, n_train, norm, args.refine_steps, args.predictive_samples)
@@ -237,7 +251,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                    total_seconds=round(time.perf_counter() - t_start, 1), normalisation_k=norm.to_dict(),
                    resumed_from=None if resumed is None else str(resumed), attribution=ERA5_ATTRIBUTION,
                    psnr_definition="VaMoH App. B.3 on data normalised to [0, 1]", quality=quality,
-                   metrics={k: v for k, v in res.items() if not k.startswith("_")})
+                   metrics={k: v for k, v in res.items() if not k.startswith("_")}, convergence=convergence)
     (args.out / "metrics.json").write_text(json.dumps(summary, indent=2))
     print(format_report(quality, field.units or ""))
     print(f"trained {summary['steps']} optimiser steps in {summary['train_seconds']} s; wrote "

@@ -149,6 +149,7 @@ def make_trainer(
     max_epochs: Optional[int] = None,
     max_steps: int = -1,
     checkpoint_every: int = 100,
+    keep_checkpoints: Optional[int] = 3,
     devices: Union[int, str] = 1,
     num_nodes: int = 1,
     accelerator: str = "auto",
@@ -157,6 +158,7 @@ def make_trainer(
     progress_bar: bool = True,
     tensorboard: bool = True,
     val_every_epochs: int = 1,
+    val_every_steps: Optional[int] = None,
     callbacks: Optional[List[Callback]] = None,
     quiet: bool = True,
     **trainer_kwargs: Any,
@@ -164,7 +166,7 @@ def make_trainer(
     """A :class:`lightning.pytorch.Trainer` writing everything under ``out_dir``.
 
     * ``out_dir/checkpoints``: ``last.ckpt`` and ``step=N.ckpt`` every ``checkpoint_every`` optimiser steps
-      (all kept), at the end of every epoch and at the end of training (``last.ckpt`` is the final model),
+      (the newest ``keep_checkpoints`` kept), at the end of every epoch and at the end of training (``last.ckpt`` is the final model),
       written atomically (:class:`AtomicCheckpointIO`); resume with :func:`fit` ``(resume=True)``.
     * ``out_dir/logs/csv/version_*/metrics.csv`` and ``out_dir/logs/tensorboard`` (``tensorboard=False``
       to skip it).
@@ -181,6 +183,8 @@ def make_trainer(
         max_epochs (int, optional): Epochs to train.
         max_steps (int): Optimiser steps to train (``-1``: no limit).
         checkpoint_every (int): Steps between checkpoints.
+        keep_checkpoints (int, optional): The newest ``step=N.ckpt`` files kept (older ones are deleted as new
+            ones are written); ``None`` keeps every one. ``last.ckpt`` is always kept. (default: ``3``)
         devices: Devices per node (``"auto"``, a count).
         num_nodes (int): Nodes.
         accelerator (str): ``"cpu"``, ``"gpu"`` or ``"auto"``.
@@ -188,7 +192,9 @@ def make_trainer(
         log_every (int): Steps between logged rows.
         progress_bar (bool): Show a progress bar.
         tensorboard (bool): Also write TensorBoard logs.
-        val_every_epochs (int): Validation frequency.
+        val_every_epochs (int): Validation frequency in epochs.
+        val_every_steps (int, optional): Validate every this many optimiser steps instead, whatever an epoch's
+            length (:func:`~pcfunc.training.data_budget` picks it from the budget).
         callbacks (list, optional): Extra callbacks.
         quiet (bool): Hide Lightning's hardware summary and tips (its rank-zero info lines) while the trainer is
             built; :func:`fit` does the same during training, and ignores Lightning's notice about logging
@@ -197,11 +203,22 @@ def make_trainer(
         **trainer_kwargs: Passed on to the ``Trainer``.
     """
     out = Path(out_dir)
+    if val_every_steps is not None and (isinstance(val_every_steps, bool) or not isinstance(val_every_steps, int)
+                                        or val_every_steps < 1):
+        raise ValueError(f"val_every_steps must be a positive integer or None, got {val_every_steps!r}")
+    if val_every_steps is not None:
+        trainer_kwargs.update(val_check_interval=val_every_steps)
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
+    if keep_checkpoints is not None and (isinstance(keep_checkpoints, bool) or not isinstance(keep_checkpoints, int)
+                                         or keep_checkpoints < 1):
+        raise ValueError(f"keep_checkpoints must be a positive integer or None, got {keep_checkpoints!r}")
+    # Ranked by their step (Lightning always offers it as a candidate metric): the newest ones are the top k.
+    keep = dict(save_top_k=-1) if keep_checkpoints is None else dict(save_top_k=keep_checkpoints, monitor="step",
+                                                                       mode="max")
     ckpt = _FinalCheckpoint(dirpath=out / "checkpoints", filename="step={step}", auto_insert_metric_name=False,
-                            every_n_train_steps=checkpoint_every, save_top_k=-1, save_last=True,
-                            save_on_train_epoch_end=True)
+                            every_n_train_steps=checkpoint_every, save_last=True, save_on_train_epoch_end=True,
+                            **keep)
     loggers: List[Any] = [CSVLogger(out / "logs", name="csv")]
     if tensorboard:
         loggers.append(TensorBoardLogger(out / "logs", name="tensorboard"))
@@ -231,7 +248,7 @@ def make_trainer(
             log_every_n_steps=log_every,
             enable_progress_bar=progress_bar,
             enable_model_summary=False,
-            check_val_every_n_epoch=val_every_epochs,
+            check_val_every_n_epoch=None if val_every_steps is not None else val_every_epochs,
             num_sanity_val_steps=0,
             logger=loggers,
             callbacks=[ckpt, *(callbacks or [])],
