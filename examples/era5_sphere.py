@@ -40,6 +40,10 @@ CONFIGS: Dict[str, Dict[str, Any]] = {
                            for c, m in ((32, 1024), (64, 256), (128, 64), (32, 16))],
                   weight_hidden=[16, 16], hypernet_hidden=[128, 256], generator_hidden=[32, 32, 32],
                   likelihood="gaussian", max_dropout=0.0, base_hidden=[128, 128, 128]),
+    "factors": dict(encoder=[dict(out_channels=c, num_neighbors=9, num_centroids=m)
+                             for c, m in ((32, 1024), (64, 256), (128, 64), (32, 16))],
+                    weight_hidden=[16, 16], hypernet_hidden=[128, 256], generator_hidden=[32, 32, 32],
+                    likelihood="gaussian", max_dropout=0.0, base_hidden=[128, 128, 128]),
     "tiny": dict(encoder=[dict(out_channels=8, num_neighbors=9, num_centroids=256),
                           dict(out_channels=8, num_neighbors=9, num_centroids=16)],
                  weight_hidden=[8], latent_dim=8, hypernet_hidden=[16], generator_hidden=[16],
@@ -61,6 +65,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     arg("--epochs", type=int, default=None, help=f"training epochs (default: {EPOCHS}, at least 1,500 and "
         f"at most 20,000 steps, stopped early once validation stops improving)")
     arg("--minutes", type=float, default=None, help="a wall-time budget instead of --steps")
+    arg("--train-fields", type=int, default=None, help="train on the last N of the training steps (default: all)")
     arg("--batch-size", type=int, default=8, help="fields per batch and device (default: 8)")
     arg("--lr", type=float, default=None, help="Adam learning rate (default: 1e-3, paper: 1e-4)")
     arg("--warmup-steps", type=int, default=150, help="steps with the N(0, I) prior before the flow (Algorithm 1)")
@@ -90,7 +95,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def train(args: argparse.Namespace, train_set, val_set, base_grid=None):
+def train(args: argparse.Namespace, train_set, val_set, base_grid=None, coarse=None):
     import lightning.pytorch as pl
 
     from pcfunc.training import (Convergence, FunctionDataModule, VaMoHModule, data_budget, fit, make_trainer,
@@ -98,8 +103,10 @@ def train(args: argparse.Namespace, train_set, val_set, base_grid=None):
 
     pl.seed_everything(args.seed, workers=True, verbose=False)
     overrides = dict(CONFIGS[args.config], **({"likelihood": args.likelihood} if args.likelihood else {}))
-    if base_grid is not None and args.config == "small":
+    if base_grid is not None and args.config in ("small", "factors"):
         overrides.update(TABLE, base_grid=base_grid)
+    if args.config == "factors":
+        overrides.update(factor_grid=list(coarse[0].shape))
     lr = args.lr or (vamoh_config("era5")["training"]["lr"] if args.config == "paper" else 1e-3)
     module = VaMoHModule.from_config("era5", lr=lr, warmup_steps=args.warmup_steps, seed=args.seed, **overrides)
     if not args.no_init and not args.resume:
@@ -107,6 +114,8 @@ def train(args: argparse.Namespace, train_set, val_set, base_grid=None):
         # field's fine points under fine supervision): training then spends its steps on what tells fields apart.
         module.model.initialize_generators(*pooled_points(train_set, target=train_set.target is not None),
                                            generator=torch.Generator().manual_seed(args.seed))
+        if args.config == "factors":
+            print("PCA variance explained:", module.model.initialize_factors(coarse[1], coarse[0].pos).sum().item())
     batch = min(args.batch_size, len(train_set))
     # The default budget follows the data (passes over the fields, within bounds), validated ~30 times and stopped
     # early once the held-out PSNR stops improving; a user's --steps / --epochs / --minutes is trained in full.
@@ -221,12 +230,18 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     if (n := coarse.values.shape[0]) < 3:
         raise SystemExit(f"need at least 3 time steps to train and test, the data has {n}")
     train_f, test_f = split_by_time(coarse, (0.75, 0.25))
+    if args.train_fields is not None:  # the last N training steps, the same held-out ones (learning curves)
+        if not 1 <= args.train_fields <= (k := train_f.values.shape[0]):
+            raise SystemExit(f"--train-fields must be in 1..{k} (the data's training steps), got {args.train_fields}")
+        keep = list(range(k - args.train_fields, n))
+        field, coarse = field.select_time(keep), coarse.select_time(keep)
+        train_f, test_f = split_by_time(coarse, (args.train_fields / len(keep), 1 - args.train_fields / len(keep)))
     n_train, norm = train_f.values.shape[0], MinMaxNormalizer.fit(train_f)
     finer = field.shape[0] * field.shape[1] > coarse.shape[0] * coarse.shape[1]
     args.fine_points = (DEFAULT_FINE_POINTS if finer else 0) if args.fine_points is None else args.fine_points
     if args.fine_points and not finer:
         raise SystemExit(f"--fine-points needs data finer than the {args.resolution}-degree training grid")
-    fine_kw = dict(target=split_by_time(field, (0.75, 0.25))[0], target_points=args.fine_points,
+    fine_kw = dict(target=field.select_time(slice(0, n_train)), target_points=args.fine_points,
                    generator=torch.Generator().manual_seed(args.seed)) if args.fine_points else {}
     # Fields keep their valid (not missing) points; one with fewer than the encoder's first level needs is skipped.
     encoder = CONFIGS[args.config].get("encoder")
@@ -234,7 +249,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     train_set = ERA5Dataset(train_f, norm, min_points=min_points, **fine_kw)
     val_set = ERA5Dataset(test_f, norm, clip=True, min_points=min_points)
     base_grid = tuple(field.shape) if args.fine_points and LatLonGrid(field.lat, field.lon).is_global else None
-    model, trainer, train_s, resumed, convergence = train(args, train_set, val_set, base_grid)
+    g = LatLonGrid(coarse.lat, coarse.lon)
+    fields = g.to_points(torch.as_tensor(norm.transform(train_f.values, clip=True), dtype=torch.float32))
+    model, trainer, train_s, resumed, convergence = train(args, train_set, val_set, base_grid, (g, fields))
     print(f"validation PSNR: {convergence['verdict']}", flush=True)
     if trainer.global_rank != 0:
         return {}

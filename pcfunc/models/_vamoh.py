@@ -12,16 +12,16 @@ from torch import Tensor, nn
 from .._random import randn
 from .._validation import check_positive_int
 from ..manifolds import Manifold, resolve_manifold
-from ..nn import (FlowPrior, FourierFeatures, FunctionRepresentation, HyperNetwork, LayerSpec, Likelihood, PointTable,
-                  get_encoding, get_likelihood)
+from ..nn import (FlowPrior, FourierFeatures, FunctionRepresentation, HyperNetwork, LayerSpec, Likelihood,
+                  LinearFactors, PointTable, get_encoding, get_likelihood)
 from ..ops import NeighborCache, default_cache
 from ._categorical import CategoricalNet
 from ._configs import vamoh_config
 from ._points import Points, as_points, dense_points, point_dropout
 from ._state import read_renamed_keys
 from ._vamoh_inference import VaMoHInference, gaussian_log_q
-from ._vamoh_setup import (base_function, build_encoder, check_training_options, initialize_generators,
-                           recalibrate_encoder)
+from ._vamoh_setup import (base_function, build_encoder, check_training_options, initialize_factors,
+                           initialize_generators, recalibrate_encoder)
 
 __all__ = ["VaMoH", "ELBOTerms"]
 
@@ -165,6 +165,13 @@ class VaMoH(VaMoHInference, nn.Module):
             :meth:`initialize_generators` sets it to the training fields' mean. ``None``: none (the paper).
             (default: ``None``)
         base_neighbors (int): Grid points each query of the table reads. (default: ``4``)
+        factor_grid (int or tuple of int, optional): A linear factor model (:class:`~pcfunc.nn.LinearFactors`) on
+            ``manifold.grid(factor_grid)`` (e.g. the training grid): :math:`\sum_j z_j \phi_j(\mathbf x)` added
+            to every component's location before its link, and its linear analysis :math:`\mathbf b + \frac1N
+            \sum_d \psi(\mathbf x_d)^\top \mathbf y_d` added to the encoder's mean.
+            :meth:`initialize_factors` sets both to the training fields' principal components, so the model
+            starts at PCA with as many components as the latent and the hypergenerators learn what it leaves.
+            ``None``: none (the paper). (default: ``None``)
 
     Shapes:
         Batches are PyG batches (``x`` :math:`(N, C)`, ``pos`` :math:`(N, D)`, ``batch``). Query
@@ -201,6 +208,7 @@ class VaMoH(VaMoHInference, nn.Module):
         base_grid: Optional[Union[int, Sequence[int]]] = None,
         base_neighbors: int = 4,
         encoding: Optional[Union[str, Tuple[str, Dict[str, Any]], nn.Module]] = None,
+        factor_grid: Optional[Union[int, Sequence[int]]] = None,
     ) -> None:
         super().__init__()
         self.manifold = resolve_manifold(manifold)
@@ -242,6 +250,8 @@ class VaMoH(VaMoHInference, nn.Module):
             negative_slope)
         self.base_table = None if base_grid is None else PointTable(
             self.manifold.grid(base_grid), self.in_channels * self.likelihood.num_params, base_neighbors)
+        self.factors = None if factor_grid is None else LinearFactors(
+            self.manifold.grid(factor_grid), self.latent_dim, self.in_channels, base_neighbors)
         # Saved with the weights, so a resumed run knows which stage of Algorithm 1 it is in.
         self.register_buffer("_warmup", torch.tensor(True))
         self._location_link = bool(self.likelihood.sigmoid_location)
@@ -276,7 +286,10 @@ class VaMoH(VaMoHInference, nn.Module):
                                                                   self.dtype)
         # Under autocast the encoder runs in low precision; q(z) is kept in the parameters' dtype.
         mu, logvar = self.encoder(pts.x, pts.pos, pts.batch)
-        return mu.to(self.dtype), logvar.to(self.dtype)
+        mu = mu.to(self.dtype)
+        if self.factors is not None:
+            mu = mu + self.factors.analysis(pts.x.to(self.dtype), pts.pos.to(self.dtype), pts.batch, mu.size(0))
+        return mu, logvar.to(self.dtype)
 
     def prior_log_prob(self, z: Tensor) -> Tensor:
         r""":math:`\log p(\mathbf z)` under the current prior (flow, or :math:`\mathcal N(0, I)` in warm-up)."""
@@ -314,6 +327,10 @@ class VaMoH(VaMoHInference, nn.Module):
             raw = raw + self.base(pos).to(raw.dtype).unsqueeze(-2)  # [N, 1, P C] or [B, N, 1, P C]
         if self.base_table is not None:
             raw = raw + self.base_table(pos).to(raw.dtype).unsqueeze(-2)
+        if self.factors is not None:
+            c = self.in_channels
+            linear = self.factors.synthesis(z.to(self.dtype), pos.to(self.dtype)).unsqueeze(-2)  # [B, N, 1, C]
+            raw = torch.cat([raw[..., :c] + linear, raw[..., c:]], dim=-1)
         return self._link(raw)
 
     def _link(self, raw: Tensor) -> Tensor:
@@ -354,6 +371,7 @@ class VaMoH(VaMoHInference, nn.Module):
 
     # ------------------------------------------------------------------ around training (_vamoh_setup.py)
     initialize_generators = initialize_generators
+    initialize_factors = initialize_factors
     recalibrate_encoder = recalibrate_encoder
 
     # ------------------------------------------------------------------ training

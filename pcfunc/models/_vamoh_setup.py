@@ -15,7 +15,7 @@ from .._validation import check_positive_int
 from ..nn import FourierFeatures, PointConvNet, fit_function, vamoh_encoder_specs
 from ._points import as_points, check_pooled_points
 
-__all__ = ["initialize_generators", "recalibrate_encoder"]
+__all__ = ["initialize_generators", "initialize_factors", "recalibrate_encoder"]
 
 
 def initialize_generators(self, pos: Tensor, y: Tensor, steps: int = 500, lr: float = 1e-2,
@@ -130,6 +130,52 @@ def _fit_base(self: Any, theta: Tensor, pos: Tensor, y: Tensor, nll: Any, steps:
         adam(list(self.likelihood.parameters()))
     with torch.no_grad():
         return sum(float(nll(raw(pos[s:s + m]), y[s:s + m])) * min(m, n - s) for s in range(0, n, m)) / n
+
+
+@torch.no_grad()
+def initialize_factors(self, fields: Tensor, pos: Tensor, posterior_std: float = 0.1) -> Tensor:
+    r"""Start the linear factor model (``VaMoH(factor_grid=...)``) at the training fields' principal components.
+
+    Each anchor of :attr:`factors` takes the values of the nearest of the points ``pos``; then
+    :meth:`~pcfunc.nn.LinearFactors.fit_pca_` sets the synthesis to the whitened principal components, divided by
+    the link's slope :math:`\mu(1 - \mu)` at the fields' mean :math:`\mu` (the synthesis is added to the
+    location before its sigmoid), and the analysis to PCA's projection. The encoder's own output then starts at
+    zero mean and standard deviation ``posterior_std``, so that :math:`q(\mathbf z)` starts at the PCA
+    coefficients and the decoder at the PCA reconstruction (to first order in the link), and training learns
+    what that leaves. Call it after :meth:`initialize_generators`.
+
+    Args:
+        fields (Tensor): Training fields :math:`(T, N, C)` at the points ``pos``, in the likelihood's support;
+            missing values NaN.
+        pos (Tensor): Their coordinates :math:`(N, D)`.
+        posterior_std (float): The encoder's initial posterior standard deviation. (default: ``0.1``)
+
+    Returns:
+        Tensor: The fraction of the fields' variance each of the :math:`Z` components explains.
+    """
+    if self.factors is None:
+        raise ValueError("this VaMoH has no linear factors: build it with factor_grid=...")
+    if not isinstance(fields, Tensor) or fields.dim() != 3 or fields.size(-1) != self.in_channels:
+        shape = tuple(fields.shape) if isinstance(fields, Tensor) else type(fields).__name__
+        raise ValueError(f"fields must have shape [T, N, {self.in_channels}], got {shape}")
+    if not isinstance(pos, Tensor) or pos.dim() != 2 or pos.size(0) != fields.size(1):
+        shape = tuple(pos.shape) if isinstance(pos, Tensor) else type(pos).__name__
+        raise ValueError(f"pos must have shape [{fields.size(1)}, D] (the fields' points), got {shape}")
+    if not (isinstance(posterior_std, (int, float)) and posterior_std > 0):
+        raise ValueError(f"posterior_std must be a positive number, got {posterior_std!r}")
+    from ..ops import knn
+
+    anchors = self.factors.basis.anchors
+    nearest = knn(pos.to(anchors.dtype), anchors, 1, p=2)[1].view(-1)
+    values = fields[:, nearest].to(torch.float64)
+    valid = torch.isfinite(values)
+    mean = (torch.where(valid, values, 0.0).sum(0) / valid.sum(0).clamp_min(1)).clamp(1e-3, 1 - 1e-3)
+    explained = self.factors.fit_pca_(values, gain=mean * (1 - mean))
+    head = self.encoder.head
+    head.weight.zero_()
+    head.bias.zero_()
+    head.bias[self.latent_dim:] = 2 * math.log(posterior_std)
+    return explained
 
 
 @torch.no_grad()

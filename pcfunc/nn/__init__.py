@@ -22,6 +22,7 @@ from ._likelihoods import (
     get_likelihood,
 )
 from ._point_conv import AvgPool, CloudNorm, PointConv, WeightNet, norm_layer
+from ._linear_factors import LinearFactors
 from ._point_table import PointTable
 from ._point_conv_net import LayerSpec, PointConvNet, VAMOH_ENCODERS, gasp_discriminator_specs, vamoh_encoder_specs
 
@@ -38,6 +39,7 @@ __all__ = [
     "vamoh_encoder_specs",
     "FourierFeatures",
     "PointTable",
+    "LinearFactors",
     "SphericalHarmonics",
     "spherical_harmonics",
     "get_encoding",
