@@ -2,13 +2,14 @@
 1 degree and in-paint; write ``metrics.json``, maps and PyTorch3D globes.
 
 With no arguments it trains on the ERA5 sample embedded in pcfunc (24 global fields at 1 degree, regridded to the
-papers' 46 x 90 grid) for 1,500 steps (6-8 minutes on two CPU cores) and writes ``outputs/era5_sphere/``: the
+papers' 46 x 90 grid) for a budget that follows the data (:func:`pcfunc.training.data_budget`: here at most 1,500
+steps, stopped early once the held-out PSNR stops improving) and writes ``outputs/era5_sphere/``: the
 quality harness on held-out times next to its baselines, calibrated predictive intervals and the model's health
 (``metrics.json``, :func:`pcfunc.evaluation.evaluate_vamoh`), ``tasks.png`` and ``samples.png``, ``globe_*.png``
 (the super-resolved INR at the icosphere's vertices), ``checkpoints/`` and ``logs/`` (``--resume`` continues).
 GASP on the same data: ``examples/era5_gasp.py``. Examples::
 
-    python examples/era5_sphere.py                      # embedded sample, 1,500 steps
+    python examples/era5_sphere.py                      # embedded sample, at most 1,500 steps
     python examples/era5_sphere.py --data era5_t2m.nc   # a CDS download (NetCDF or Zarr), any resolution
     python examples/era5_sphere.py --config paper --epochs 600 --devices 2
 """
@@ -34,23 +35,21 @@ from pcfunc.nn import vamoh_encoder_specs
 # 9 neighbours, K = 3 hypergenerators on 128 Fourier features, a 10-layer planar flow) at widths that train in
 # minutes on two CPU cores, plus a base function (one shared INR) for the detail all fields share; under fine
 # supervision on a global grid, a base table on the data's grid and smoother generators instead (TABLE). "tiny": tests.
+# Every configuration but "paper" adds linear factors on the training grid started at the training fields' PCA
+# (VaMoH(factor_grid=...), initialize_factors): the hypergenerators then learn what the best linear model leaves.
 CONFIGS: Dict[str, Dict[str, Any]] = {
     "paper": {},
     "small": dict(encoder=[dict(out_channels=c, num_neighbors=9, num_centroids=m)
                            for c, m in ((32, 1024), (64, 256), (128, 64), (32, 16))],
                   weight_hidden=[16, 16], hypernet_hidden=[128, 256], generator_hidden=[32, 32, 32],
                   likelihood="gaussian", max_dropout=0.0, base_hidden=[128, 128, 128]),
-    "factors": dict(encoder=[dict(out_channels=c, num_neighbors=9, num_centroids=m)
-                             for c, m in ((32, 1024), (64, 256), (128, 64), (32, 16))],
-                    weight_hidden=[16, 16], hypernet_hidden=[128, 256], generator_hidden=[32, 32, 32],
-                    likelihood="gaussian", max_dropout=0.0, base_hidden=[128, 128, 128]),
     "tiny": dict(encoder=[dict(out_channels=8, num_neighbors=9, num_centroids=256),
                           dict(out_channels=8, num_neighbors=9, num_centroids=16)],
                  weight_hidden=[8], latent_dim=8, hypernet_hidden=[16], generator_hidden=[16],
                  num_frequencies=16, categorical_hidden=[8], flow_layers=2, likelihood="gaussian"),
 }
 TABLE = dict(base_hidden=None, sigma=0.5)  # + base_grid: the data's grid (the static fine detail held exactly)
-EPOCHS, PATIENCE, DEFAULT_REFINE, DEFAULT_FINE_POINTS = 300, 8, 100, 4096
+PATIENCE, DEFAULT_REFINE, DEFAULT_FINE_POINTS = 8, 100, 4096
 # Super-resolution: the model plus its residuals at the coarse points, interpolated by a local linear RBF.
 RESIDUALS = dict(residual_neighbors=16, residual_kernel="linear")
 
@@ -62,8 +61,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     arg("--variable", default=None, help="short name, CF standard_name or long_name (default: the only field)")
     arg("--config", choices=sorted(CONFIGS), default="small", help="small (default), paper (Table 3) or tiny")
     arg("--steps", type=int, default=None, help="optimiser steps (default: from the data, see --epochs; the same on any machine)")
-    arg("--epochs", type=int, default=None, help=f"training epochs (default: {EPOCHS}, at least 1,500 and "
-        f"at most 20,000 steps, stopped early once validation stops improving)")
+    arg("--epochs", type=int, default=None, help="training epochs (default: 300, at least 1,500 and at most "
+        "20,000 steps, stopped early once validation stops improving: pcfunc.training.data_budget)")
     arg("--minutes", type=float, default=None, help="a wall-time budget instead of --steps")
     arg("--train-fields", type=int, default=None, help="train on the last N of the training steps (default: all)")
     arg("--batch-size", type=int, default=8, help="fields per batch and device (default: 8)")
@@ -95,7 +94,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def train(args: argparse.Namespace, train_set, val_set, base_grid=None, coarse=None):
+def train(args: argparse.Namespace, train_set, val_set, base_grid, coarse):
     import lightning.pytorch as pl
 
     from pcfunc.training import (Convergence, FunctionDataModule, VaMoHModule, data_budget, fit, make_trainer,
@@ -103,9 +102,9 @@ def train(args: argparse.Namespace, train_set, val_set, base_grid=None, coarse=N
 
     pl.seed_everything(args.seed, workers=True, verbose=False)
     overrides = dict(CONFIGS[args.config], **({"likelihood": args.likelihood} if args.likelihood else {}))
-    if base_grid is not None and args.config in ("small", "factors"):
+    if base_grid is not None and args.config == "small":
         overrides.update(TABLE, base_grid=base_grid)
-    if args.config == "factors":
+    if args.config != "paper":  # the model starts at PCA of the training fields and learns what it leaves
         overrides.update(factor_grid=list(coarse[0].shape))
     lr = args.lr or (vamoh_config("era5")["training"]["lr"] if args.config == "paper" else 1e-3)
     module = VaMoHModule.from_config("era5", lr=lr, warmup_steps=args.warmup_steps, seed=args.seed, **overrides)
@@ -114,24 +113,25 @@ def train(args: argparse.Namespace, train_set, val_set, base_grid=None, coarse=N
         # field's fine points under fine supervision): training then spends its steps on what tells fields apart.
         module.model.initialize_generators(*pooled_points(train_set, target=train_set.target is not None),
                                            generator=torch.Generator().manual_seed(args.seed))
-        if args.config == "factors":
-            print("PCA variance explained:", module.model.initialize_factors(coarse[1], coarse[0].pos).sum().item())
+        if args.config != "paper":
+            module.model.initialize_factors(*coarse)
     batch = min(args.batch_size, len(train_set))
     # The default budget follows the data (passes over the fields, within bounds), validated ~30 times and stopped
     # early once the held-out PSNR stops improving; a user's --steps / --epochs / --minutes is trained in full.
     plan = data_budget(len(train_set), batch * args.devices * args.num_nodes)
     own = args.steps or args.epochs or args.minutes
     limits = training_budget(plan["steps"], args.steps, args.minutes, args.epochs)
-    val_every = max(1, args.steps // 30) if args.steps else plan["val_every"]
+    planned = args.steps or (args.epochs * plan["steps_per_epoch"] if args.epochs else plan["steps"])
+    val_every = max(1, planned // 30)
     watch = Convergence("val/psnr", patience=None if own else PATIENCE)
     dm = FunctionDataModule(train_set, val_set, batch_size=batch, seed=args.seed)
     trainer = make_trainer(args.out, checkpoint_every=50, devices=args.devices, num_nodes=args.num_nodes,
                            accelerator=args.accelerator, gradient_clip_val=1000.0, log_every=5,
                            progress_bar=not args.no_progress, val_every_steps=val_every, callbacks=[watch],
                            precision=args.precision_used, **limits)
-    why = "as asked" if own else (f"{plan['epochs']} passes over the data at batch {batch}: {EPOCHS} passes, at "
-                                  f"least 1,500 and at most 20,000 steps; stops early once validation PSNR has not "
-                                  f"improved for {PATIENCE} validations")
+    why = "as asked" if own else (f"{plan['epochs']} passes over the {len(train_set)} fields at batch {batch}, the "
+                                  f"budget that follows the data; stops early once validation PSNR has not improved "
+                                  f"for {PATIENCE} validations")
     budget = ", ".join(f"{k}={v}" for k, v in limits.items() if v not in (None, -1, 1_000_000))
     print(f"training VaMoH ({args.config}) on {len(train_set)} fields, precision {args.precision_used}: {budget} "
           f"({why}), validating every {val_every} steps", flush=True)

@@ -53,6 +53,11 @@ def test_era5_sphere_main_tiny(tmp_path: Path) -> None:
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["metrics"] == summary["metrics"]
     assert saved["steps"] == 6 and saved["train_fields"] == 18 and saved["test_fields"] == 6
+    # Validated every step of the 6 asked for (a 30th of the budget), never stopped early (the budget was the
+    # user's), and the report says whether validation was still improving.
+    conv = saved["convergence"]
+    assert conv["validations"] == 6 and [s for s, _ in conv["history"]] == [1, 2, 3, 4, 5, 6]
+    assert not conv["stopped_early"] and conv["still_improving"] in (True, False) and conv["verdict"]
     assert saved["train_grid"] == [46, 90] and saved["truth_grid"] == [181, 360]
     m = saved["metrics"]
     for task in ("reconstruction_4deg", "super_resolution_1deg", "baseline_bilinear_1deg", "inpaint_patch",
@@ -94,6 +99,14 @@ def test_era5_sphere_main_tiny(tmp_path: Path) -> None:
     again = era5.main(["--config", "tiny", "--epochs", "2", "--batch-size", "6", "--out", str(out), "--resume",
                        "--globe-size", "96", "--no-progress", "--fine-points", "256"])
     assert again["resumed_from"].endswith("last.ckpt") and again["steps"] == 6
+
+
+def test_era5_sphere_train_fields_is_checked_before_training(tmp_path: Path) -> None:
+    era5 = load_example("era5_sphere")
+    for n in ("0", "19"):
+        with pytest.raises(SystemExit, match="--train-fields must be in 1..18"):
+            era5.main(["--config", "tiny", "--train-fields", n, "--out", str(tmp_path / n)])
+    assert not list(tmp_path.glob("*/checkpoints"))
 
 
 @pytest.mark.slow
