@@ -114,7 +114,7 @@ def train(args: argparse.Namespace, train_set, val_set, base_grid, coarse):
         module.model.initialize_generators(*pooled_points(train_set, target=train_set.target is not None),
                                            generator=torch.Generator().manual_seed(args.seed))
         if args.config != "paper":
-            module.model.initialize_factors(*coarse)
+            module.model.initialize_factors(coarse[1], coarse[0].pos)
     batch = min(args.batch_size, len(train_set))
     # The default budget follows the data (passes over the fields, within bounds), validated ~30 times and stopped
     # early once the held-out PSNR stops improving; a user's --steps / --epochs / --minutes is trained in full.
