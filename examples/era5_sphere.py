@@ -60,7 +60,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     arg("--data", type=Path, default=None, help="ERA5/CF file (NetCDF or Zarr); default: the embedded sample")
     arg("--variable", default=None, help="short name, CF standard_name or long_name (default: the only field)")
     arg("--config", choices=sorted(CONFIGS), default="small", help="small (default), paper (Table 3) or tiny")
-    arg("--steps", type=int, default=None, help="optimiser steps (default: from the data, see --epochs; the same on any machine)")
+    arg("--steps", type=int, default=None,
+        help="optimiser steps (default: from the data, see --epochs; the same on any machine)")
     arg("--epochs", type=int, default=None, help="training epochs (default: 300, at least 1,500 and at most "
         "20,000 steps, stopped early once validation stops improving: pcfunc.training.data_budget)")
     arg("--minutes", type=float, default=None, help="a wall-time budget instead of --steps")

@@ -13,7 +13,7 @@ from ._trainer import (AtomicCheckpointIO, SyncBatchNorm, fit, last_checkpoint, 
 from ._vamoh_module import NonFiniteLossError, VaMoHModule, step_generator
 
 __all__ = ["VaMoHModule", "GASPModule", "NonFiniteLossError", "step_generator", "FunctionDataModule", "StepLoader",
-           "make_trainer", "fit", "Convergence", "convergence_report", "data_budget", "last_checkpoint", "resolve_precision", "training_budget", "DDPStrategy",
-           "parallelize_networks",
+           "make_trainer", "fit", "Convergence", "convergence_report", "data_budget", "last_checkpoint",
+           "resolve_precision", "training_budget", "DDPStrategy", "parallelize_networks",
            "DistributedBatchNorm", "convert_sync_batchnorm", "revert_sync_batchnorm", "BatchNormSync", "SyncBatchNorm",
            "AtomicCheckpointIO"]

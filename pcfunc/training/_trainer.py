@@ -166,8 +166,8 @@ def make_trainer(
     """A :class:`lightning.pytorch.Trainer` writing everything under ``out_dir``.
 
     * ``out_dir/checkpoints``: ``last.ckpt`` and ``step=N.ckpt`` every ``checkpoint_every`` optimiser steps
-      (the newest ``keep_checkpoints`` kept), at the end of every epoch and at the end of training (``last.ckpt`` is the final model),
-      written atomically (:class:`AtomicCheckpointIO`); resume with :func:`fit` ``(resume=True)``.
+      (the newest ``keep_checkpoints`` kept), at the end of every epoch and at the end of training (``last.ckpt`` is
+      the final model), written atomically (:class:`AtomicCheckpointIO`); resume with :func:`fit` ``(resume=True)``.
     * ``out_dir/logs/csv/version_*/metrics.csv`` and ``out_dir/logs/tensorboard`` (``tensorboard=False``
       to skip it).
     * Distributed data parallel when ``devices * num_nodes > 1`` (or under ``torchrun``/SLURM, which

@@ -1,0 +1,86 @@
+"""Refinement at inference: quality and time of a trained VaMoH's tasks for several numbers of refinement steps.
+
+The paper infers :math:`q(\\mathbf z)` in one forward pass of the encoder; ``refine_steps`` Adam steps on each
+field's observed points (semi-amortised inference) trade time for quality. This script loads a checkpoint written by
+``examples/era5_sphere.py``, rebuilds the same held-out fields (the last quarter of the file, normalised with the
+training range) and scores reconstruction and the two in-painting masks with the quality harness
+(:func:`pcfunc.evaluation.evaluate_vamoh`) for each step count, next to the training mean and PCA; one table, in
+this process, with the seconds each evaluation took per field.
+
+Examples::
+
+    python examples/era5_sphere.py --out runs/era5 --refine-steps 0 --predictive-samples 0
+    python benchmarks/refinement.py runs/era5/checkpoints/last.ckpt --steps 0 10 30 100
+    python benchmarks/refinement.py runs/winds/checkpoints/last.ckpt --data fnoc_winds_1982_1992.nc \\
+        --variable u10 --resolution 5 --steps 0 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+
+from pcfunc.data import LatLonGrid, MinMaxNormalizer, load_era5, load_era5_sample, regular_axes, split_by_time
+from pcfunc.evaluation import evaluate_vamoh, inpainting_masks
+from pcfunc.training import VaMoHModule
+
+TASKS = ("reconstruction", "inpaint_patch", "inpaint_half")
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", type=Path, help="a checkpoint of examples/era5_sphere.py")
+    p.add_argument("--data", type=Path, default=None, help="the file it was trained on (default: embedded sample)")
+    p.add_argument("--variable", default=None)
+    p.add_argument("--resolution", type=float, default=4.0, help="its training grid in degrees (default: 4)")
+    p.add_argument("--steps", type=int, nargs="+", default=[0, 10, 30, 100], help="refinement step counts")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if any(s < 0 for s in args.steps):
+        p.error(f"--steps must be >= 0, got {args.steps}")
+    if not args.checkpoint.is_file():
+        p.error(f"checkpoint {args.checkpoint} does not exist")
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
+    args = parse_args(argv)
+    field = load_era5_sample() if args.data is None else load_era5(args.data, args.variable)
+    coarse = field.regrid(*regular_axes(args.resolution, field.lat, field.lon))
+    train, test = split_by_time(coarse, (0.75, 0.25))
+    norm = MinMaxNormalizer.fit(train)
+    grid = LatLonGrid(coarse.lat, coarse.lon)
+
+    def points(v: Any) -> torch.Tensor:
+        return grid.to_points(torch.as_tensor(norm.transform(v, clip=True), dtype=torch.float32))
+
+    model = VaMoHModule.load_model(args.checkpoint)
+    train_x, test_x = points(train.values), points(test.values)
+    rows = []
+    for steps in args.steps:
+        t0 = time.perf_counter()
+        report = evaluate_vamoh(model, grid, train_x, test_x, masks=inpainting_masks(grid), refine_steps=steps,
+                                scale=norm.high - norm.low, seed=args.seed)
+        seconds = time.perf_counter() - t0
+        row: Dict[str, Any] = {"steps": steps, "seconds_per_field": seconds / test_x.size(0)}
+        for task in TASKS:
+            for method, v in report["tasks"][task].items():
+                row[f"{task}/{'pca' if method.startswith('pca') else method}"] = v["psnr"]
+        rows.append(row)
+    head = f"{'steps':>6} {'s/field':>8} " + " ".join(f"{t:>16}" for t in TASKS)
+    print(f"held-out PSNR (dB) of VaMoH, {test_x.size(0)} fields; baselines in the last two lines")
+    print(head)
+    for r in rows:
+        print(f"{r['steps']:>6} {r['seconds_per_field']:>8.2f} " + " ".join(f"{r[f'{t}/vamoh']:>16.2f}"
+                                                                         for t in TASKS))
+    for name in ("pca", "training_mean"):
+        print(f"{name:>15} " + " ".join(f"{rows[0][f'{t}/{name}']:>16.2f}" for t in TASKS))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
