@@ -235,7 +235,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         if not 1 <= args.train_fields <= (k := train_f.values.shape[0]):
             raise SystemExit(f"--train-fields must be in 1..{k} (the data's training steps), got {args.train_fields}")
         keep = list(range(k - args.train_fields, n))
-        field, coarse = field.select_time(keep), coarse.select_time(keep)
+        field, coarse, n = field.select_time(keep), coarse.select_time(keep), len(keep)
         train_f, test_f = split_by_time(coarse, (args.train_fields / len(keep), 1 - args.train_fields / len(keep)))
     n_train, norm = train_f.values.shape[0], MinMaxNormalizer.fit(train_f)
     finer = field.shape[0] * field.shape[1] > coarse.shape[0] * coarse.shape[1]
