@@ -232,7 +232,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         raise SystemExit(f"need at least 3 time steps to train and test, the data has {n}")
     train_f, test_f = split_by_time(coarse, (0.75, 0.25))
     if args.train_fields is not None:  # the last N training steps, the same held-out ones (learning curves)
-        if not 1 <= args.train_fields <= (k := train_f.values.shape[0]):
+        k = train_f.values.shape[0]
+        if not 1 <= args.train_fields <= k:
             raise SystemExit(f"--train-fields must be in 1..{k} (the data's training steps), got {args.train_fields}")
         keep = list(range(k - args.train_fields, n))
         field, coarse, n = field.select_time(keep), coarse.select_time(keep), len(keep)
