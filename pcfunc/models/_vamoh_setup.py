@@ -142,7 +142,10 @@ def initialize_factors(self, fields: Tensor, pos: Tensor, posterior_std: float =
     location before its sigmoid), and the analysis to PCA's projection. The encoder's own output then starts at
     zero mean and standard deviation ``posterior_std``, so that :math:`q(\mathbf z)` starts at the PCA
     coefficients and the decoder at the PCA reconstruction (to first order in the link), and training learns
-    what that leaves. Call it after :meth:`initialize_generators`.
+    what that leaves. The hypergenerators' dependence on :math:`\mathbf z` starts at zero (their last weights; each
+    then generates :math:`\theta_0`) and the synthesis' offset :math:`\mathbf b` at what :math:`\theta_0` and
+    the base terms leave of the mean at the anchors, so that at the PCA coefficients the decoder is PCA's
+    reconstruction through the link, exactly at the mean. Call it after :meth:`initialize_generators`.
 
     Args:
         fields (Tensor): Training fields :math:`(T, N, C)` at the points ``pos``, in the likelihood's support;
@@ -171,6 +174,18 @@ def initialize_factors(self, fields: Tensor, pos: Tensor, posterior_std: float =
     valid = torch.isfinite(values)
     mean = (torch.where(valid, values, 0.0).sum(0) / valid.sum(0).clamp_min(1)).clamp(1e-3, 1 - 1e-3)
     explained = self.factors.fit_pca_(values, gain=mean * (1 - mean))
+    # The generators start at theta_0 exactly (no z-dependent part: it would add noise to the PCA start), and the
+    # synthesis' offset at what their location at z = 0 leaves of the fields' mean, so that the decoder at the
+    # PCA coefficients is PCA's reconstruction through the link.
+    self.hypernet.weights[-1].zero_()
+    self.factors.offset.values.zero_()
+    c = self.in_channels
+    raw = self.component_params(anchors.new_zeros(1, self.latent_dim).to(self.dtype), anchors.to(self.dtype))[0]
+    raw = raw[..., :c].mean(1)  # [M, C], the K components are equal here
+    target = torch.logit(mean.to(raw.dtype))  # the location's link, or the Bernoullis' logits
+    if self._location_link:
+        raw = torch.logit(raw.clamp(1e-6, 1 - 1e-6))
+    self.factors.offset.values.copy_((target - raw).to(self.factors.offset.values.dtype))
     head = self.encoder.head
     head.weight.zero_()
     head.bias.zero_()

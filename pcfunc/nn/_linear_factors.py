@@ -18,15 +18,18 @@ class LinearFactors(torch.nn.Module):
     r"""Linear synthesis and analysis of functions with :math:`Z` learned basis functions (a factor model).
 
     .. math::
-        \text{synthesis:}\quad \mathbf f(\mathbf x) = \sum_{j=1}^{Z} z_j\, \boldsymbol\phi_j(\mathbf x),
+        \text{synthesis:}\quad \mathbf f(\mathbf x) = \mathbf b(\mathbf x) + \sum_{j=1}^{Z} z_j\,
+        \boldsymbol\phi_j(\mathbf x),
         \qquad
         \text{analysis:}\quad z_j = \frac{1}{N} \sum_{d=1}^{N} \boldsymbol\psi_j(\mathbf x_d)^\top
         \big(\mathbf y_d - \mathbf m(\mathbf x_d)\big),
 
-    with :math:`\boldsymbol\phi_j, \boldsymbol\psi_j, \mathbf m : \mathcal M \to \mathbb R^C` each a
+    with :math:`\boldsymbol\phi_j, \boldsymbol\psi_j, \mathbf m, \mathbf b : \mathcal M \to \mathbb R^C` each a
     :class:`PointTable` on the same anchors (the analysis a quadrature of :math:`\langle \boldsymbol\psi_j,
     \mathbf y - \mathbf m \rangle` over the observed points, so it does not depend on how many points a cloud
-    has, and a partly observed field, whose unseen anomalies count as zero, gets no offset).
+    has, and a partly observed field, whose unseen anomalies count as zero, gets no offset). The synthesis'
+    offset :math:`\mathbf b` starts at zero: a model that adds the synthesis to terms of its own sets it to
+    what they leave of the mean (:meth:`VaMoH.initialize_factors <pcfunc.models.VaMoH.initialize_factors>`).
     :meth:`fit_pca_` sets both to the principal components of a set of functions on the anchors: synthesis and
     analysis are then PCA's reconstruction and projection with whitened coefficients (unit variance over the
     fields), which is what a linear model of the data can do at best in the least-squares sense.
@@ -54,18 +57,21 @@ class LinearFactors(torch.nn.Module):
         self.basis = PointTable(anchors, self.latent_dim * self.channels, neighbors)
         self.dual = PointTable(anchors, self.latent_dim * self.channels, neighbors)
         self.center = PointTable(anchors, self.channels, neighbors)
+        self.offset = PointTable(anchors, self.channels, neighbors)
 
     def synthesis(self, z: Tensor, pos: Tensor) -> Tensor:
-        """:math:`\\sum_j z_j \\phi_j(\\mathbf x)` at ``pos`` for every latent, :math:`(B, N, C)`."""
+        """:math:`\\mathbf b(\\mathbf x) + \\sum_j z_j \\phi_j(\\mathbf x)` at ``pos`` for every latent,
+        :math:`(B, N, C)`."""
         if z.dim() != 2 or z.size(-1) != self.latent_dim:
             raise ValueError(f"z must have shape [B, {self.latent_dim}], got {tuple(z.shape)}")
         phi = self.basis(pos).to(z.dtype)
         phi = phi.view(*phi.shape[:-1], self.latent_dim, self.channels)
+        offset = self.offset(pos).to(z.dtype)
         if pos.dim() == 2:
-            return torch.einsum("bz,nzc->bnc", z, phi)
+            return torch.einsum("bz,nzc->bnc", z, phi) + offset
         if pos.size(0) != z.size(0):
             raise ValueError(f"pos of shape {tuple(pos.shape)} does not match the {z.size(0)} latents")
-        return torch.einsum("bz,bnzc->bnc", z, phi)
+        return torch.einsum("bz,bnzc->bnc", z, phi) + offset
 
     def analysis(self, y: Tensor, pos: Tensor, batch: Optional[Tensor] = None, num_clouds: Optional[int] = None
                  ) -> Tensor:

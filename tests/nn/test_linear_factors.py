@@ -54,6 +54,11 @@ def test_gain_divides_the_basis_and_rank_deficient_components_are_zero():
     explained = scaled.fit_pca_(fields, gain=gain)
     z = torch.randn(2, 4, dtype=torch.float64)
     torch.testing.assert_close(scaled.synthesis(z, anchors) * gain, plain.synthesis(z, anchors))
+    # The offset adds to every latent's synthesis.
+    before = plain.synthesis(z, anchors).detach()
+    with torch.no_grad():
+        plain.offset.values.copy_(gain)
+    torch.testing.assert_close(plain.synthesis(z, anchors), before + gain)
     # 3 fields have rank 2 after centring: components 3 and 4 are zero and explain nothing.
     assert explained[2:].abs().max() == 0 and float(explained.sum()) == pytest.approx(1.0)
     assert plain.basis.values.view(M, 4, C)[:, 2:].abs().max() == 0
@@ -111,9 +116,14 @@ def test_vamoh_with_factors_starts_at_pca():
         p_model = float(psnr(rec, v).mean())
         p_pca = float(psnr(PCABaseline(train, 8).reconstruct(v), v).mean())
         p_mean = float(psnr(train.mean(0).expand_as(v), v).mean())
-        # PCA is exact on these fields (6 functions); the model is within the link's linearisation and the
-        # generators' small start, far above the mean (a model without factors starts at the mean).
+        # PCA is exact on these fields (6 functions); the model is PCA through the linearised link, far above the
+        # mean (a model without factors starts at the mean).
         assert p_pca > 60 and p_model > p_mean + 15
+        # Closed form: sigmoid(logit(mean) + (PCA reconstruction - mean) / (mean (1 - mean))).
+        mean = train.double().mean(0)
+        ref = torch.sigmoid(torch.logit(mean) + (PCABaseline(train, 8).reconstruct(v).double() - mean)
+                            / (mean * (1 - mean)))
+        torch.testing.assert_close(rec.double(), ref, atol=2e-5, rtol=0)
     with pytest.raises(ValueError, match="factor_grid"):
         VaMoH("sphere", 1, encoder=[dict(out_channels=8, num_neighbors=9, num_centroids=64)], latent_dim=8,
               likelihood="gaussian").initialize_factors(train, grid.pos)
