@@ -53,10 +53,10 @@ def test_era5_sphere_main_tiny(tmp_path: Path) -> None:
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["metrics"] == summary["metrics"]
     assert saved["steps"] == 6 and saved["train_fields"] == 18 and saved["test_fields"] == 6
-    # Validated every step of the 6 asked for (a 30th of the budget), never stopped early (the budget was the
-    # user's), and the report says whether validation was still improving.
+    # Validated at the start (the PCA start) and every step of the 6 asked for (a 30th of the budget), never
+    # stopped early (the budget was the user's), and the report says whether validation was still improving.
     conv = saved["convergence"]
-    assert conv["validations"] == 6 and [s for s, _ in conv["history"]] == [1, 2, 3, 4, 5, 6]
+    assert conv["validations"] == 7 and [s for s, _ in conv["history"]] == [0, 1, 2, 3, 4, 5, 6]
     assert not conv["stopped_early"] and conv["still_improving"] in (True, False) and conv["verdict"]
     assert saved["train_grid"] == [46, 90] and saved["truth_grid"] == [181, 360]
     m = saved["metrics"]
