@@ -14,13 +14,23 @@ its current k-th distance, keeping a sorted top-k (ties by index).
 
 Distances are compared in a monotone form of the metric: :math:`\\sum_i |\\Delta_i|^p` for finite
 ``p`` (the square for ``p = 2``) and :math:`\\max_i |\\Delta_i|` for ``p = inf``, in float64.
+
+Threads: the parallel kernels (one cloud per thread) run on Numba's ``workqueue`` threading layer, whose idle
+threads sleep, with as many threads as torch uses (:func:`torch.get_num_threads`). Numba's default layer on
+Linux, ``omp``, starts a second OpenMP runtime (the system's ``libgomp``, beside the one bundled with torch) whose
+threads busy-wait after every parallel loop: beside another busy process, or with torch at one thread, the two
+pools then spin against each other and a training step took up to 22 times longer (``benchmarks/contention.py``).
+A threading layer chosen by the user (``NUMBA_THREADING_LAYER`` or ``numba.config.THREADING_LAYER``) is kept.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import threading
 
 import numpy as np
+import torch
 
 from .. import _compat
 
@@ -31,8 +41,15 @@ POINTS_PER_BUCKET = 48
 #: Target bucket size for kNN (smaller: a query touches few points beyond its k nearest).
 KNN_POINTS_PER_BUCKET = 24
 
+#: One parallel kernel at a time: the workqueue layer is not re-entrant from several Python threads.
+_PARALLEL_LOCK = threading.Lock()
+
 if _compat.WITH_NUMBA:
     import numba
+
+    # Before the first parallel kernel launches a layer (a layer already running in this process stays).
+    if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
+        numba.config.THREADING_LAYER = "workqueue"
 
     @numba.njit(cache=True, nogil=True, inline="always")
     def _acc(s: float, g: float, mode: int, p: float) -> float:  # pragma: no cover - compiled
@@ -248,6 +265,11 @@ if _compat.WITH_NUMBA:
                 _knn_one(pts, order, bs, y[yptr[c]:yptr[c + 1]], k, mode, p, out[yptr[c]:yptr[c + 1]])
 
 
+def _set_threads() -> None:
+    """Numba's parallel loops use as many threads as torch (at most Numba's pool size)."""
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+
 def _mode(p: float) -> tuple[int, float]:
     if p == 2.0:
         return 0, 2.0
@@ -268,7 +290,10 @@ def fps_buckets(pos: np.ndarray, counts: np.ndarray, nums: np.ndarray, starts: n
     np.cumsum(nums, out=optr[1:])
     out = np.empty(int(optr[-1]), np.int64)
     mode, pp = _mode(p)
-    _fps_batch(pos, ptr, starts.astype(np.int64), nums.astype(np.int64), optr, mode, pp, POINTS_PER_BUCKET, out)
+    with _PARALLEL_LOCK:
+        _set_threads()
+        _fps_batch(pos, ptr, starts.astype(np.int64), nums.astype(np.int64), optr, mode, pp, POINTS_PER_BUCKET,
+                   out)
     return out + np.repeat(ptr[:-1], nums)
 
 
@@ -284,5 +309,7 @@ def knn_buckets(x: np.ndarray, cx: np.ndarray, y: np.ndarray, cy: np.ndarray, k:
     np.cumsum(cy, out=yptr[1:])
     out = np.empty((y.shape[0], k), np.int64)
     mode, pp = _mode(p)
-    _knn_batch(x, xptr, y, yptr, k, mode, pp, KNN_POINTS_PER_BUCKET, out)
+    with _PARALLEL_LOCK:
+        _set_threads()
+        _knn_batch(x, xptr, y, yptr, k, mode, pp, KNN_POINTS_PER_BUCKET, out)
     return out + np.repeat(xptr[:-1], cy)[:, None]
