@@ -54,6 +54,16 @@ PATIENCE, DEFAULT_REFINE, DEFAULT_FINE_POINTS = 8, 100, 4096
 RESIDUALS = dict(residual_neighbors=16, residual_kernel="linear")
 
 
+def phase(args: argparse.Namespace, name: Optional[str], what: str = "") -> None:
+    """Say what starts now; the phase before it ends here (its wall time goes to ``metrics.json``: ``phases``)."""
+    now = time.perf_counter()
+    if getattr(args, "_phase", None):
+        args.phases[args._phase[0]] = round(now - args._phase[1], 1)
+    args._phase = (name, now) if name else None
+    if name:
+        print(f"[{name}] {what}", flush=True)
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     arg = p.add_argument
@@ -110,6 +120,8 @@ def train(args: argparse.Namespace, train_set, val_set, base_grid, coarse):
     lr = args.lr or (vamoh_config("era5")["training"]["lr"] if args.config == "paper" else 1e-3)
     module = VaMoHModule.from_config("era5", lr=lr, warmup_steps=args.warmup_steps, seed=args.seed, **overrides)
     if not args.no_init and not args.resume:
+        phase(args, "start", "the generators at the mean function" + (" and the factors at the training fields' PCA"
+                                                                       if args.config != "paper" else ""))
         # Every generator starts at the function that best explains the pooled points the likelihood will see (each
         # field's fine points under fine supervision): training then spends its steps on what tells fields apart.
         module.model.initialize_generators(*pooled_points(train_set, target=train_set.target is not None),
@@ -136,6 +148,7 @@ def train(args: argparse.Namespace, train_set, val_set, base_grid, coarse):
     budget = ", ".join(f"{k}={v}" for k, v in limits.items() if v not in (None, -1, 1_000_000))
     print(f"training VaMoH ({args.config}) on {len(train_set)} fields, precision {args.precision_used}: {budget} "
           f"({why}), validating every {val_every} steps", flush=True)
+    phase(args, "train", f"{len(train_set)} fields")
     t0 = time.perf_counter()
     if not args.resume:  # the start (PCA) is the first point of the validation history: training must beat it
         trainer.validate(module, datamodule=dm, verbose=False)
@@ -224,8 +237,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     from pcfunc.training import resolve_precision
 
     args.precision_used = resolve_precision(args.precision, args.accelerator)
-    t_start = time.perf_counter()
+    t_start, args.phases = time.perf_counter(), {}
     args.out.mkdir(parents=True, exist_ok=True)
+    phase(args, "read", "the embedded ERA5 sample" if args.data is None else str(args.data))
     field = load_era5_sample() if args.data is None else load_era5(args.data, args.variable)
     if args.region is not None:
         field = field.region(tuple(args.region[:2]), tuple(args.region[2:]))
@@ -240,6 +254,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         keep = list(range(k - args.train_fields, n))
         field, coarse, n = field.select_time(keep), coarse.select_time(keep), len(keep)
         train_f, test_f = split_by_time(coarse, (args.train_fields / len(keep), 1 - args.train_fields / len(keep)))
+    phase(args, "prepare", f"{n} fields at {args.resolution} degrees: {train_f.values.shape[0]} to train, "
+                           f"{n - train_f.values.shape[0]} held out")
     n_train, norm = train_f.values.shape[0], MinMaxNormalizer.fit(train_f)
     finer = field.shape[0] * field.shape[1] > coarse.shape[0] * coarse.shape[1]
     args.fine_points = (DEFAULT_FINE_POINTS if finer else 0) if args.fine_points is None else args.fine_points
@@ -262,10 +278,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
               "held-out reconstruction", flush=True)
     if trainer.global_rank != 0:
         return {}
+    phase(args, "evaluate", f"the quality harness on {n - n_train} held-out fields, {args.refine_steps} refinement "
+                            f"steps, {args.predictive_samples} predictive draws")
     res = evaluate(model, field, coarse, n_train, norm, args.refine_steps, args.predictive_samples)
+    phase(args, "render", "maps and globes")
     t_render = time.perf_counter()
     written = render(model, res["_fields"], norm, args.out, args.globe_size, field.units, field.variable)
     quality = res["_quality"]
+    phase(args, None)
     summary = dict(data="embedded ERA5 sample" if args.data is None else str(args.data), variable=field.variable,
                    units=field.units, train_fields=int(n_train), test_fields=int(n - n_train), model="vamoh",
                    train_grid=list(coarse.shape), truth_grid=list(field.shape), config=args.config,
@@ -275,7 +295,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                    total_seconds=round(time.perf_counter() - t_start, 1), normalisation_k=norm.to_dict(),
                    resumed_from=None if resumed is None else str(resumed), attribution=ERA5_ATTRIBUTION,
                    psnr_definition="VaMoH App. B.3 on data normalised to [0, 1]", quality=quality,
-                   metrics={k: v for k, v in res.items() if not k.startswith("_")}, convergence=convergence)
+                   metrics={k: v for k, v in res.items() if not k.startswith("_")}, convergence=convergence,
+                   phases=args.phases, threads=torch.get_num_threads(), cpu=torch.backends.cpu.get_cpu_capability())
     (args.out / "metrics.json").write_text(json.dumps(summary, indent=2))
     print(format_report(quality, field.units or ""))
     print(f"trained {summary['steps']} optimiser steps in {summary['train_seconds']} s; wrote "

@@ -59,6 +59,10 @@ def test_era5_sphere_main_tiny(tmp_path: Path) -> None:
     assert conv["validations"] == 7 and [s for s, _ in conv["history"]] == [0, 1, 2, 3, 4, 5, 6]
     assert not conv["stopped_early"] and conv["still_improving"] in (True, False) and conv["verdict"]
     assert saved["train_grid"] == [46, 90] and saved["truth_grid"] == [181, 360]
+    # The wall time of every phase, in order, and the machine's threads.
+    assert list(saved["phases"]) == ["read", "prepare", "start", "train", "evaluate", "render"]
+    assert all(v >= 0 for v in saved["phases"].values()) and saved["threads"] >= 1
+    assert sum(saved["phases"].values()) <= saved["total_seconds"] + 0.5
     m = saved["metrics"]
     for task in ("reconstruction_4deg", "super_resolution_1deg", "baseline_bilinear_1deg", "inpaint_patch",
                  "baseline_zonal_mean_patch", "inpaint_half", "baseline_zonal_mean_half"):
