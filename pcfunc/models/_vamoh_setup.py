@@ -93,13 +93,23 @@ def _fit_base(self: Any, theta: Tensor, pos: Tensor, y: Tensor, nll: Any, steps:
     target, base, table = self.hypernet.target, self.base, self.base_table
     theta = theta[None]
     n, m = pos.size(0), min(num_points, pos.size(0))
+    if table is not None:
+        # The pooled points repeat the same locations field after field: the table's neighbours and weights are
+        # found once per distinct location, and every step reads the table's current values through them.
+        where, inverse = torch.unique(pos, dim=0, return_inverse=True)
+        t_index, t_weight = table.interpolation(where)
 
-    def raw(p: Tensor, with_table: bool = True) -> Tensor:
+    def shared(p: Tensor) -> Tensor:  # theta_0's INR and the base function at the points p
         out = target(p, theta)[0]
-        if base is not None:
-            out = out + base(p).to(p.dtype)
-        if table is not None and with_table:
-            out = out + table(p).to(p.dtype)
+        return out + base(p).to(p.dtype) if base is not None else out
+
+    def raw(rows: Tensor) -> Tensor:  # every term at the pooled points pos[rows]
+        p = pos[rows]
+        out = shared(p)
+        if table is not None:
+            j = inverse[rows]
+            values = table.values.detach()[t_index[j]]
+            out = out + (values * t_weight[j].unsqueeze(-1).to(values.dtype)).sum(1).to(p.dtype)
         return out
 
     def adam(params: List[Tensor]) -> None:
@@ -109,7 +119,7 @@ def _fit_base(self: Any, theta: Tensor, pos: Tensor, y: Tensor, nll: Any, steps:
         with torch.enable_grad():
             for _ in range(steps):
                 idx = randint(n, (m,), generator, device=pos.device)
-                value = nll(raw(pos[idx]), y[idx])
+                value = nll(raw(idx), y[idx])
                 opt.zero_grad(set_to_none=True)
                 value.backward()
                 opt.step()
@@ -122,14 +132,15 @@ def _fit_base(self: Any, theta: Tensor, pos: Tensor, y: Tensor, nll: Any, steps:
             padded = torch.cat([y, y.new_zeros(n, table.channels - c)], dim=-1)
             hit = table.fit_nearest_(pos, padded)
             anchors = table.anchors.to(pos.dtype)
-            rest = torch.cat([raw(anchors[s:s + m], with_table=False)[:, :c] for s in range(0, anchors.size(0), m)])
+            rest = torch.cat([shared(anchors[s:s + m])[:, :c] for s in range(0, anchors.size(0), m)])
             eps = 1e-4
             mean = table.values[:, :c].to(pos.dtype).clamp(eps, 1 - eps)
             before[hit, :c] = (torch.logit(mean) - rest)[hit].to(before.dtype)
             table.values.copy_(before)
         adam(list(self.likelihood.parameters()))
     with torch.no_grad():
-        return sum(float(nll(raw(pos[s:s + m]), y[s:s + m])) * min(m, n - s) for s in range(0, n, m)) / n
+        return sum(float(nll(raw(torch.arange(s, min(s + m, n), device=pos.device)), y[s:s + m])) * min(m, n - s)
+                   for s in range(0, n, m)) / n
 
 
 @torch.no_grad()

@@ -674,6 +674,13 @@ def test_initialize_generators_sets_the_base_table_to_the_training_mean():
                                           generator=torch.Generator().manual_seed(1), base_steps=200)
         out = model.decode(torch.zeros(1, 4), pos)
         errs[grid] = (float((out[0] - fields.mean(0)).abs().max()), nll)
+        # The returned figure is the mean negative log-likelihood of every pooled point under the start, computed
+        # here by the model's own public pieces.
+        params = model.component_params(torch.zeros(1, 4), pos)[0, :, 0]  # [N, P C], every component equal
+        with torch.no_grad():
+            ref = -model.likelihood.log_prob(params.expand(6, -1, -1).reshape(-1, params.size(-1)),
+                                             fields.reshape(-1, 1)).sum(-1).mean()
+        assert nll == pytest.approx(float(ref), rel=1e-3, abs=1e-4)
     assert errs[(9, 16)][0] < 2e-3 < 0.02 < errs[None][0]
     assert errs[(9, 16)][1] < errs[None][1] - 0.5  # the learned scale follows: a far better likelihood
 
