@@ -108,8 +108,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def train(args: argparse.Namespace, train_set, val_set, base_grid, coarse):
     import lightning.pytorch as pl
 
-    from pcfunc.training import (Convergence, FunctionDataModule, VaMoHModule, data_budget, fit, make_trainer,
-                                 training_budget)
+    from pcfunc.training import (Convergence, FunctionDataModule, Preempted, VaMoHModule, data_budget, fit,
+                                 make_trainer, training_budget)
 
     pl.seed_everything(args.seed, workers=True, verbose=False)
     overrides = dict(CONFIGS[args.config], **({"likelihood": args.likelihood} if args.likelihood else {}))
@@ -152,7 +152,13 @@ def train(args: argparse.Namespace, train_set, val_set, base_grid, coarse):
     t0 = time.perf_counter()
     if not args.resume:  # the start (PCA) is the first point of the validation history: training must beat it
         trainer.validate(module, datamodule=dm, verbose=False)
-    resumed = fit(trainer, module, dm, resume=args.resume)
+    try:
+        resumed = fit(trainer, module, dm, resume=args.resume)
+    except Preempted as stop:  # SIGTERM / SIGINT: the step is saved; say so in metrics.json, exit 75
+        (args.out / "metrics.json").write_text(json.dumps(dict(
+            status="preempted", signal=stop.signal_name, steps=stop.step, checkpoint=str(stop.checkpoint),
+            resume="the same command with --resume", convergence=watch.report, phases=args.phases), indent=2))
+        raise
     return module.model.eval(), trainer, time.perf_counter() - t0, resumed, watch.report
 
 
@@ -234,9 +240,12 @@ def render(model: VaMoH, f: Dict[str, Any], norm: MinMaxNormalizer, out: Path, s
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
-    from pcfunc.training import resolve_precision
+    from pcfunc.training import last_checkpoint, resolve_precision
 
     args.precision_used = resolve_precision(args.precision, args.accelerator)
+    if args.resume and last_checkpoint(args.out) is None:
+        raise SystemExit(f"--resume: no checkpoint in {args.out / 'checkpoints'} that loads (leave out --resume for "
+                         "a fresh run, or give the run's --out)")
     t_start, args.phases = time.perf_counter(), {}
     args.out.mkdir(parents=True, exist_ok=True)
     phase(args, "read", "the embedded ERA5 sample" if args.data is None else str(args.data))
@@ -286,7 +295,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     written = render(model, res["_fields"], norm, args.out, args.globe_size, field.units, field.variable)
     quality = res["_quality"]
     phase(args, None)
-    summary = dict(data="embedded ERA5 sample" if args.data is None else str(args.data), variable=field.variable,
+    summary = dict(status="finished", data="embedded ERA5 sample" if args.data is None else str(args.data), variable=field.variable,
                    units=field.units, train_fields=int(n_train), test_fields=int(n - n_train), model="vamoh",
                    train_grid=list(coarse.shape), truth_grid=list(field.shape), config=args.config,
                    precision=args.precision_used, fine_points=args.fine_points, steps=int(trainer.global_step),

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
+import torch
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
 
 
 def load_example(name: str) -> ModuleType:
@@ -103,6 +106,47 @@ def test_era5_sphere_main_tiny(tmp_path: Path) -> None:
     again = era5.main(["--config", "tiny", "--epochs", "2", "--batch-size", "6", "--out", str(out), "--resume",
                        "--globe-size", "96", "--no-progress", "--fine-points", "256"])
     assert again["resumed_from"].endswith("last.ckpt") and again["steps"] == 6
+
+
+def test_era5_sphere_resume_without_a_checkpoint_is_refused(tmp_path: Path) -> None:
+    era5 = load_example("era5_sphere")
+    with pytest.raises(SystemExit, match="--resume: no checkpoint"):
+        era5.main(["--config", "tiny", "--resume", "--out", str(tmp_path / "nothing")])
+    assert not (tmp_path / "nothing" / "logs").exists()  # refused before any work
+
+
+@pytest.mark.slow
+def test_era5_sphere_sigterm_mid_training_then_resume(tmp_path: Path) -> None:
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from pcfunc.training import RESUMABLE_EXIT_CODE
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "examples" / "era5_sphere.py"), "--config", "tiny", "--steps", "400",
+           "--batch-size", "6", "--warmup-steps", "2", "--out", str(out), "--no-progress", "--fine-points", "0",
+           "--refine-steps", "0", "--predictive-samples", "0", "--globe-size", "64"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = out / "checkpoints" / "step=50.ckpt"
+    deadline = time.time() + 600
+    while not first.is_file() and p.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert first.is_file(), "no checkpoint at step 50"
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == RESUMABLE_EXIT_CODE, err[-3000:]
+    saved = json.loads((out / "metrics.json").read_text())
+    step = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"]
+    assert saved["status"] == "preempted" and saved["steps"] == step and 50 <= step < 400
+    assert "--resume" in err
+    done = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    final = json.loads((out / "metrics.json").read_text())
+    assert final["status"] == "finished" and final["steps"] == 400 and final["resumed_from"].endswith("last.ckpt")
 
 
 def test_era5_sphere_train_fields_is_checked_before_training(tmp_path: Path) -> None:

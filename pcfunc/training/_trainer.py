@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import re
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Union
@@ -21,7 +22,7 @@ from lightning.pytorch.plugins.layer_sync import LayerSync
 from ._ddp import DDPStrategy
 from ._sync_batch_norm import BatchNormSync, convert_sync_batchnorm
 
-__all__ = ["make_trainer", "fit", "last_checkpoint", "AtomicCheckpointIO", "SyncBatchNorm", "BatchNormSync",
+__all__ = ["make_trainer", "fit", "last_checkpoint", "RESUMABLE_EXIT_CODE", "Preempted", "AtomicCheckpointIO", "SyncBatchNorm", "BatchNormSync",
            "resolve_precision", "training_budget"]
 
 _PRECISIONS = ("auto", "32-true", "bf16-mixed")
@@ -116,6 +117,44 @@ class _FinalCheckpoint(ModelCheckpoint):
             self._save_last_checkpoint(trainer, candidates)
 
 
+#: Exit status of a run that SIGTERM or SIGINT stopped after saving a checkpoint of its last step: 75,
+#: ``EX_TEMPFAIL`` of ``sysexits.h`` ("temporary failure; the user is invited to retry"). A job script requeues on it
+#: and runs the same command with ``--resume`` (:func:`fit` ``(resume=True)``).
+RESUMABLE_EXIT_CODE = 75
+
+
+class Preempted(SystemExit):
+    """Training was stopped by SIGTERM or SIGINT and a checkpoint of its last completed step was written:
+    ``code`` is :data:`RESUMABLE_EXIT_CODE`, ``checkpoint`` the file, ``step`` its optimiser step."""
+
+    def __init__(self, checkpoint: Path, step: int, signal_name: str) -> None:
+        super().__init__(RESUMABLE_EXIT_CODE)
+        self.checkpoint, self.step, self.signal_name = checkpoint, step, signal_name
+
+    def __str__(self) -> str:
+        return (f"{self.signal_name} at step {self.step}: saved {self.checkpoint}; resume with fit(resume=True) "
+                f"(examples: --resume); exit status {RESUMABLE_EXIT_CODE}")
+
+
+class _Preemption(Callback):
+    """On SIGTERM (Lightning's ``SIGTERMException``, raised after the step in progress) or SIGINT during fitting,
+    ``last.ckpt`` of the current step, written atomically like every checkpoint; :func:`fit` then raises
+    :class:`Preempted`."""
+
+    def __init__(self, dirpath: Path) -> None:
+        self.dirpath, self.saved = dirpath, None
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if not isinstance(exception, (SIGTERMException, KeyboardInterrupt)) or trainer.state.fn != "fit":
+            return
+        path = self.dirpath / "last.ckpt"
+        trainer.save_checkpoint(path)
+        name = "SIGTERM" if isinstance(exception, SIGTERMException) else "SIGINT"
+        self.saved = Preempted(path, int(trainer.global_step), name)
+
+
 # Lightning's informational lines and warnings that say nothing about the run of a pcfunc model: the hardware
 # summary, advertising tips, a deprecation inside Lightning, and the notice that an epoch has fewer batches than
 # the logging interval. ``quiet=False`` shows them.
@@ -168,6 +207,9 @@ def make_trainer(
     * ``out_dir/checkpoints``: ``last.ckpt`` and ``step=N.ckpt`` every ``checkpoint_every`` optimiser steps
       (the newest ``keep_checkpoints`` kept), at the end of every epoch and at the end of training (``last.ckpt`` is
       the final model), written atomically (:class:`AtomicCheckpointIO`); resume with :func:`fit` ``(resume=True)``.
+      SIGTERM (``docker stop``, SLURM or Kubernetes preemption) or SIGINT during training writes ``last.ckpt`` of
+      the last completed step; :func:`fit` then raises :class:`Preempted` (exit status
+      :data:`RESUMABLE_EXIT_CODE`, 75), and ``fit(resume=True)`` continues as if uninterrupted.
     * ``out_dir/logs/csv/version_*/metrics.csv`` and ``out_dir/logs/tensorboard`` (``tensorboard=False``
       to skip it).
     * Distributed data parallel when ``devices * num_nodes > 1`` (or under ``torchrun``/SLURM, which
@@ -219,6 +261,7 @@ def make_trainer(
     ckpt = _FinalCheckpoint(dirpath=out / "checkpoints", filename="step={step}", auto_insert_metric_name=False,
                             every_n_train_steps=checkpoint_every, save_last=True, save_on_train_epoch_end=True,
                             **keep)
+    callbacks = [*(callbacks or []), _Preemption(out / "checkpoints")]
     loggers: List[Any] = [CSVLogger(out / "logs", name="csv")]
     if tensorboard:
         loggers.append(TensorBoardLogger(out / "logs", name="tensorboard"))
@@ -296,6 +339,9 @@ def fit(trainer: pl.Trainer, module: pl.LightningModule, datamodule: pl.Lightnin
     (:class:`FileExistsError`): its checkpoints would mix with the earlier run's, and a later ``resume=True`` could
     restore the wrong one. ``overwrite=True`` deletes the earlier checkpoints first.
 
+    SIGTERM or SIGINT during training (with a trainer from :func:`make_trainer`) saves ``last.ckpt`` of the last
+    completed step, prints which, and raises :class:`Preempted` (exit status :data:`RESUMABLE_EXIT_CODE`).
+
     Returns:
         The checkpoint resumed from, or ``None``.
     """
@@ -316,8 +362,18 @@ def fit(trainer: pl.Trainer, module: pl.LightningModule, datamodule: pl.Lightnin
         if trainer.global_rank == 0:
             for p in old:
                 p.unlink()
-    with _quiet(getattr(trainer, "_pcfunc_quiet", False)):
-        trainer.fit(module, datamodule=datamodule, ckpt_path=None if ckpt is None else str(ckpt), weights_only=True)
+    watch = next((c for c in trainer.callbacks if isinstance(c, _Preemption)), None)
+    try:
+        with _quiet(getattr(trainer, "_pcfunc_quiet", False)):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=None if ckpt is None else str(ckpt),
+                        weights_only=True)
+    except (SystemExit, KeyboardInterrupt) as err:
+        # Lightning ends a SIGTERM with exit status 0 and a SIGINT with 1: a saved step is said, and resumable.
+        if watch is not None and watch.saved is not None:
+            if trainer.global_rank == 0:
+                print(f"pcfunc: {watch.saved}", file=sys.stderr, flush=True)
+            raise watch.saved from err
+        raise
     return ckpt
 
 

@@ -36,8 +36,8 @@ def dataset(n=12):
 
 
 class Record(pl.Callback):
-    def __init__(self, path, kill_at):
-        self.path, self.kill_at = path, kill_at
+    def __init__(self, path, kill_at, term_at=-1):
+        self.path, self.kill_at, self.term_at = path, kill_at, term_at
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         step = trainer.global_step - 1
@@ -48,6 +48,8 @@ class Record(pl.Callback):
             os.fsync(f.fileno())
         if step == self.kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
+        if step == self.term_at:
+            os.kill(os.getpid(), signal.SIGTERM)
 
     def on_train_end(self, trainer, module):
         sums = {"params": float(sum(p.detach().double().sum() for p in module.model.parameters())),
@@ -61,6 +63,7 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--kill-at", type=int, default=-1)
+    p.add_argument("--term-at", type=int, default=-1)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--devices", type=int, default=1)
     p.add_argument("--record", required=True)
@@ -71,7 +74,7 @@ def main(argv=None):
     dm = FunctionDataModule(dataset(), batch_size=4, seed=2)
     trainer = make_trainer(a.out, max_steps=a.steps, checkpoint_every=2, devices=a.devices, accelerator="cpu",
                            progress_bar=False, tensorboard=False, log_every=1,
-                           callbacks=[Record(a.record, a.kill_at)], limit_val_batches=0)
+                           callbacks=[Record(a.record, a.kill_at, a.term_at)], limit_val_batches=0)
     fit(trainer, module, dm, resume=a.resume)
     return 0
 

@@ -85,6 +85,33 @@ def test_resume_after_kill_repeats_the_uninterrupted_losses(tmp_path):
 
 
 @pytest.mark.slow
+def test_sigterm_saves_the_step_exits_resumable_and_resume_matches_the_uninterrupted_run(tmp_path):
+    from pcfunc.training import RESUMABLE_EXIT_CODE
+
+    run_script("--out", str(tmp_path / "a"), "--record", str(tmp_path / "a.jsonl"))
+    # SIGTERM after step 4 (of 0..7), between the scheduled checkpoints (every 2 steps): the step is saved.
+    p = run_script("--out", str(tmp_path / "b"), "--record", str(tmp_path / "b.jsonl"), "--term-at", "4",
+                   check=False)
+    assert p.returncode == RESUMABLE_EXIT_CODE == 75, p.stderr[-2000:]
+    assert "SIGTERM at step 5" in p.stderr and "--resume" in p.stderr
+    last = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 5
+    assert max(r["step"] for r in records(tmp_path / "b.jsonl")) == 4  # nothing trained after the signal
+    run_script("--out", str(tmp_path / "b"), "--record", str(tmp_path / "b.jsonl"), "--resume")
+    got = {r["step"]: r for r in records(tmp_path / "b.jsonl")}
+    ref = {r["step"]: r for r in records(tmp_path / "a.jsonl")}
+    assert sorted(got) == sorted(ref) == list(range(8))
+    for s in range(8):
+        assert got[s]["items"] == ref[s]["items"], s
+        assert got[s]["loss"] == pytest.approx(ref[s]["loss"], rel=1e-6, abs=1e-6), s
+    a = json.loads((tmp_path / "a.jsonl.rank0.json").read_text())
+    b = json.loads((tmp_path / "b.jsonl.rank0.json").read_text())
+    assert b["params"] == pytest.approx(a["params"], rel=1e-6)
+    # One lineage: no versioned files.
+    assert not list((tmp_path / "b" / "checkpoints").glob("*-v*.ckpt"))
+
+
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_gloo(tmp_path):
     run_script("--out", str(tmp_path / "d"), "--record", str(tmp_path / "d.jsonl"), "--devices", "2",
                "--steps", "4")
