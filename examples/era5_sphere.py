@@ -102,7 +102,18 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     arg("--seed", type=int, default=0)
     arg("--globe-size", type=int, default=320, help="pixels per globe view")
     arg("--no-progress", action="store_true", help="hide the progress bar")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    # Every number checked here, before any work, naming its flag.
+    positive = ("steps", "epochs", "train_fields", "batch_size", "devices", "num_nodes", "globe_size")
+    for name in positive + ("refine_steps", "predictive_samples", "fine_points", "warmup_steps"):
+        value = getattr(args, name)
+        if value is not None and value < (1 if name in positive else 0):
+            p.error(f"--{name.replace('_', '-')} must be {'positive' if name in positive else 'at least 0'}, "
+                    f"got {value}")
+    for name in ("minutes", "lr", "resolution"):
+        if (value := getattr(args, name)) is not None and not 0 < value < float("inf"):
+            p.error(f"--{name} must be a positive number, got {value}")
+    return args
 
 
 def train(args: argparse.Namespace, train_set, val_set, base_grid, coarse):

@@ -108,6 +108,16 @@ def test_era5_sphere_main_tiny(tmp_path: Path) -> None:
     assert again["resumed_from"].endswith("last.ckpt") and again["steps"] == 6
 
 
+@pytest.mark.parametrize("flag, value", [("--refine-steps", "-1"), ("--resolution", "0"), ("--fine-points", "-5"),
+                                         ("--steps", "0"), ("--batch-size", "0"), ("--lr", "nan"),
+                                         ("--predictive-samples", "-2"), ("--minutes", "-1")])
+def test_era5_sphere_checks_every_number_before_any_work(flag: str, value: str, capsys) -> None:
+    era5 = load_example("era5_sphere")
+    with pytest.raises(SystemExit) as err:
+        era5.parse_args([flag, value])
+    assert err.value.code == 2 and f"{flag} must be" in capsys.readouterr().err
+
+
 def test_era5_sphere_resume_without_a_checkpoint_is_refused(tmp_path: Path) -> None:
     era5 = load_example("era5_sphere")
     with pytest.raises(SystemExit, match="--resume: no checkpoint"):
