@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._random import rand, randn, randperm
-from .._validation import check_positive_int
+from .._validation import check_finite, check_positive_int
 from ..manifolds import Manifold, resolve_manifold
 from ..nn import (FourierFeatures, FunctionRepresentation, HyperNetwork, PointConvNet, fit_function,
                   gasp_discriminator_specs, get_encoding)
@@ -220,7 +220,11 @@ class GASP(nn.Module):
     def generate(self, z: Tensor, pos: Tensor, chunk_size: Optional[int] = None) -> Tensor:
         r"""Features :math:`f_{g_\phi(\mathbf z)}(\mathbf x)` of the functions of ``z`` :math:`(B, Z)` at ``pos``
         :math:`(N, D)` or :math:`(B, N, D)`: :math:`(B, N, C)` in :math:`[-1, 1]`."""
-        check_query(pos, self.manifold, z.size(0) if isinstance(z, Tensor) and z.dim() == 2 else -1)
+        if not isinstance(z, Tensor) or z.dim() != 2 or z.size(1) != self.latent_dim:
+            shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
+            raise ValueError(f"z must have shape [B, {self.latent_dim}], got {shape}")
+        check_finite(z, "z")
+        check_query(pos, self.manifold, z.size(0))
         return self.hypernet.decode(z, pos, chunk_size=chunk_size)
 
     @torch.no_grad()
@@ -293,7 +297,7 @@ class GASP(nn.Module):
                              f"got {tuple(z.shape)}")
         # One generator call at the real clouds' coordinates: shared (a grid) or padded per cloud.
         dense = dense_points(pts)
-        y = self.generate(z, dense.pos)
+        y = self.hypernet.decode(z, dense.pos)  # z drawn by training itself: no check (a GPU sync) per step
         return Points(y[dense.mask], pts.pos, pts.batch, B)
 
 

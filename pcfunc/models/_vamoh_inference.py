@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from .._random import multinomial, randn
-from .._validation import check_positive_int
+from .._validation import check_finite, check_positive_int
 from ._points import (Points, as_points, check_query, check_residual_kernel, check_residual_neighbors, dense_points,
                       nearest_observed, residual_weights)
 
@@ -151,6 +151,7 @@ class VaMoHInference:
         if isinstance(source, Tensor):
             if source.dim() != 2 or source.size(1) != self.latent_dim:
                 raise ValueError(f"latents must have shape [B, {self.latent_dim}], got {tuple(source.shape)}")
+            check_finite(source, "latents")
             return source
         return self.encode(source)[0]
 

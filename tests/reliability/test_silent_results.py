@@ -188,3 +188,23 @@ def test_inner_layers_turn_non_finite_inputs_into_non_finite_outputs(bad):
     model = _tiny_vamoh()  # ... and the model boundary says so
     with pytest.raises(ValueError, match="batch.x contains NaN or Inf"):
         model.elbo(Data(x=x, pos=GRID.pos))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_latents_are_refused_at_the_public_boundary(bad):
+    # They used to decode to NaN fields with no error.
+    vamoh = _tiny_vamoh().eval()
+    gasp = GASP("sphere", latent_dim=4, hypernet_hidden=[8], inr_hidden=[8], num_frequencies=4, disc_channels=[4, 8],
+                weight_hidden=[4])
+    z = torch.zeros(2, 4)
+    z[1, 2] = bad
+    with pytest.raises(ValueError, match=r"latents contains NaN or Inf values \(1 rows\)"):
+        vamoh.decode(z, GRID.pos)
+    with pytest.raises(ValueError, match="latents contains NaN or Inf"):
+        vamoh.interpolate(z[1], z[0], GRID.pos, steps=3)
+    with pytest.raises(ValueError, match=r"z contains NaN or Inf values \(1 rows\)"):
+        gasp.generate(z, GRID.pos)
+    with pytest.raises(ValueError, match=r"z must have shape \[B, 4\]"):
+        gasp.generate(torch.zeros(2, 3), GRID.pos)
+    # Finite latents still decode.
+    assert torch.isfinite(vamoh.decode(z[:1], GRID.pos)).all() and torch.isfinite(gasp.generate(z[:1], GRID.pos)).all()
