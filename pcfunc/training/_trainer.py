@@ -206,7 +206,8 @@ def make_trainer(
 
     * ``out_dir/checkpoints``: ``last.ckpt`` and ``step=N.ckpt`` every ``checkpoint_every`` optimiser steps
       (the newest ``keep_checkpoints`` kept), at the end of every epoch and at the end of training (``last.ckpt`` is
-      the final model), written atomically (:class:`AtomicCheckpointIO`); resume with :func:`fit` ``(resume=True)``.
+      the final model), written atomically (:class:`AtomicCheckpointIO`), never versioned (``last-v1.ckpt``): a
+      resume overwrites them; resume with :func:`fit` ``(resume=True)``.
       SIGTERM (``docker stop``, SLURM or Kubernetes preemption) or SIGINT during training writes ``last.ckpt`` of
       the last completed step; :func:`fit` then raises :class:`Preempted` (exit status
       :data:`RESUMABLE_EXIT_CODE`, 75), and ``fit(resume=True)`` continues as if uninterrupted.
@@ -260,7 +261,7 @@ def make_trainer(
                                                                        mode="max")
     ckpt = _FinalCheckpoint(dirpath=out / "checkpoints", filename="step={step}", auto_insert_metric_name=False,
                             every_n_train_steps=checkpoint_every, save_last=True, save_on_train_epoch_end=True,
-                            **keep)
+                            enable_version_counter=False, **keep)  # one lineage: never last-v1.ckpt
     callbacks = [*(callbacks or []), _Preemption(out / "checkpoints")]
     loggers: List[Any] = [CSVLogger(out / "logs", name="csv")]
     if tensorboard:
@@ -362,6 +363,9 @@ def fit(trainer: pl.Trainer, module: pl.LightningModule, datamodule: pl.Lightnin
         if trainer.global_rank == 0:
             for p in old:
                 p.unlink()
+    if trainer.global_rank == 0 and d.is_dir():  # temporary files of a save a killed process left behind
+        for p in d.glob(".*.ckpt.*.tmp"):
+            p.unlink()
     watch = next((c for c in trainer.callbacks if isinstance(c, _Preemption)), None)
     try:
         with _quiet(getattr(trainer, "_pcfunc_quiet", False)):

@@ -137,3 +137,37 @@ def test_a_second_run_into_the_same_directory_is_refused_unless_asked(tmp_path):
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert names == ["last.ckpt", "step=3.ckpt"]
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+
+
+@pytest.mark.parametrize("case", ["another checkpoint_every", "fell back to an older checkpoint"])
+def test_a_resume_keeps_one_lineage_last_ckpt_is_the_newest_model(tmp_path, case):
+    # Resumes that do not restore the checkpoint callback's state used to save the trained model as
+    # last-v1.ckpt / step=N-v1.ckpt, while last.ckpt (what load_model and last_checkpoint read) kept the older one.
+    from pcfunc.training import last_checkpoint
+
+    ckpts = tmp_path / "checkpoints"
+    _fit_vamoh(tmp_path, steps=4, every=2)
+    if case == "fell back to an older checkpoint":
+        (ckpts / "last.ckpt").write_bytes(b"PK\x03\x04")  # unreadable: resume takes step=4.ckpt
+        with pytest.warns(UserWarning, match="skipping checkpoint"):
+            module = _fit_vamoh(tmp_path, steps=8, every=2, resume=True)
+    else:
+        module = _fit_vamoh(tmp_path, steps=9, every=3, resume=True)
+    steps = 8 if case.startswith("fell") else 9
+    names = sorted(p.name for p in ckpts.iterdir())
+    assert not [n for n in names if "-v" in n or n.endswith(".tmp")], names
+    assert torch.load(ckpts / "last.ckpt", weights_only=True)["global_step"] == steps
+    assert last_checkpoint(tmp_path) == ckpts / "last.ckpt"
+    model = VaMoHModule.load_model(ckpts / "last.ckpt")
+    for (name, a), b in zip(module.model.state_dict().items(), model.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_stale_temporary_files_of_a_killed_save_are_removed_at_the_next_start(tmp_path):
+    ckpts = tmp_path / "checkpoints"
+    _fit_vamoh(tmp_path, steps=2, every=2)
+    stale = ckpts / ".step=4.ckpt.12345.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    _fit_vamoh(tmp_path, steps=4, every=2, resume=True)
+    assert not stale.exists()
+    assert torch.load(ckpts / "last.ckpt", weights_only=True)["global_step"] == 4
