@@ -103,6 +103,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             finally:
                 os.close(fd)
 
+    def load_checkpoint(self, path: Union[str, Path], map_location: Optional[Any] = lambda storage, loc: storage,
+                        weights_only: Optional[bool] = None) -> Dict[str, Any]:
+        """Read with ``torch.load(weights_only=True)`` always: Lightning passes ``None`` unless told (then
+        ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` would make it unpickle code), and ``False`` is refused."""
+        if weights_only is False:
+            raise ValueError(f"pcfunc reads checkpoints with weights_only=True only (no code runs from a file); "
+                             f"got weights_only=False for {path}")
+        return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+
 
 class _FinalCheckpoint(ModelCheckpoint):
     """Lightning's checkpointing, plus one checkpoint (``step=N.ckpt`` and ``last.ckpt``) of the final step when

@@ -66,6 +66,28 @@ def test_no_loading_path_runs_code_from_a_checkpoint(tmp_path, monkeypatch, vamo
         assert not marker.exists()
 
 
+def test_the_trainers_own_loading_is_weights_only_whatever_the_environment_says(tmp_path, monkeypatch, vamoh_ckpt):
+    # trainer.validate/test/fit(ckpt_path=...) go through the trainer's CheckpointIO, which Lightning calls with
+    # weights_only=None: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 then made torch unpickle code.
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.ckpt"
+    real = torch.load(vamoh_ckpt[0], weights_only=True)
+    real["hyper_parameters"]["payload"] = _Payload(marker)
+    with open(evil, "wb") as fh:
+        pickle.dump(real, fh)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    module = VaMoHModule.from_config("era5", lr=1e-3, warmup_steps=1, seed=5, **TINY)
+    trainer = make_trainer(tmp_path / "run", max_steps=2, accelerator="cpu", progress_bar=False, tensorboard=False)
+    data = FunctionDataModule(dataset(), dataset(4), batch_size=4)
+    with pytest.raises(pickle.UnpicklingError):
+        trainer.validate(module, datamodule=data, ckpt_path=str(evil))
+    assert not marker.exists()
+    io = trainer.strategy.checkpoint_io
+    with pytest.raises(ValueError, match="weights_only=True only"):
+        io.load_checkpoint(vamoh_ckpt[0], weights_only=False)
+    assert io.load_checkpoint(vamoh_ckpt[0])["global_step"] == real["global_step"]  # a real checkpoint loads
+
+
 def test_errors_name_the_file_and_say_what_it_is(tmp_path, vamoh_ckpt):
     empty = tmp_path / "empty.ckpt"
     empty.write_bytes(b"")
