@@ -110,6 +110,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         if value is not None and value < (1 if name in positive else 0):
             p.error(f"--{name.replace('_', '-')} must be {'positive' if name in positive else 'at least 0'}, "
                     f"got {value}")
+    if args.variable is not None and args.data is None:
+        p.error("--variable needs --data (the embedded sample has one variable, t2m)")
     for name in ("minutes", "lr", "resolution"):
         if (value := getattr(args, name)) is not None and not 0 < value < float("inf"):
             p.error(f"--{name} must be a positive number, got {value}")
@@ -306,7 +308,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     written = render(model, res["_fields"], norm, args.out, args.globe_size, field.units, field.variable)
     quality = res["_quality"]
     phase(args, None)
-    summary = dict(status="finished", data="embedded ERA5 sample" if args.data is None else str(args.data), variable=field.variable,
+    summary = dict(status="finished", data="embedded ERA5 sample" if args.data is None else str(args.data),
+                   variable=field.variable,
                    units=field.units, train_fields=int(n_train), test_fields=int(n - n_train), model="vamoh",
                    train_grid=list(coarse.shape), truth_grid=list(field.shape), config=args.config,
                    precision=args.precision_used, fine_points=args.fine_points, steps=int(trainer.global_step),

@@ -118,6 +118,12 @@ def test_era5_sphere_checks_every_number_before_any_work(flag: str, value: str, 
     assert err.value.code == 2 and f"{flag} must be" in capsys.readouterr().err
 
 
+def test_era5_sphere_variable_without_data_is_an_error(capsys) -> None:
+    with pytest.raises(SystemExit):
+        load_example("era5_sphere").parse_args(["--variable", "u10"])
+    assert "--variable needs --data" in capsys.readouterr().err
+
+
 def test_era5_sphere_resume_without_a_checkpoint_is_refused(tmp_path: Path) -> None:
     era5 = load_example("era5_sphere")
     with pytest.raises(SystemExit, match="--resume: no checkpoint"):

@@ -267,6 +267,11 @@ def _read(ds: Any, variable: str, time: Optional[slice], name: str) -> ERA5Field
     order = _time_order(times, name)
     if np.any(order != np.arange(order.size)):
         da = da.isel({t: order})
+    ordered = times[order]
+    if ordered.size > 1 and (repeated := np.flatnonzero(np.asarray(ordered[1:] == ordered[:-1], dtype=bool))).size:
+        shown = ", ".join(str(ordered[i]) for i in repeated[:3]) + (", ..." if repeated.size > 3 else "")
+        raise ValueError(f"{variable!r} in {name} repeats {repeated.size} time step(s) ({shown}): a file "
+                         f"concatenated twice? Keep one of each, e.g. ds = ds.drop_duplicates({t!r})")
     if time is not None:
         labels = [time.start, time.stop] if isinstance(time, slice) else list(np.atleast_1d(np.asarray(time)))
         try:
@@ -279,8 +284,19 @@ def _read(ds: Any, variable: str, time: Optional[slice], name: str) -> ERA5Field
                              f"{_time_kind(times)} ({type(err).__name__}: {str(err)[:160]})") from None
         if t not in da.dims:  # a single label
             da = da.expand_dims(t)
+        if da.sizes[t] == 0:
+            raise ValueError(f"time={time!r} selects no time step of {name}, whose times run from {ordered[0]} to "
+                             f"{ordered[-1]}")
     da = da.sortby(la, ascending=False).sortby(lo)
     values = np.array(da.values, dtype=np.float32)  # a writable copy (torch refuses read-only arrays)
+    # NetCDF's default fill value (9.97e36) stored as data, not masked (no _FillValue attribute): it would become
+    # the normalisation's upper bound.
+    huge = np.isfinite(values) & (np.abs(values) >= 9.9e36)
+    if (fill := int(huge.sum())):
+        top = float(np.abs(values[huge]).max())
+        raise ValueError(f"{variable!r} in {name} holds {fill} value(s) of about {top:.4g}, NetCDF's default fill "
+                         "value stored as data: mark them missing, e.g. "
+                         f"ds[{variable!r}] = ds[{variable!r}].where(abs(ds[{variable!r}]) < 9.9e36)")
     if np.isinf(values).any():
         raise ValueError(f"{variable!r} in {name} contains {int(np.isinf(values).sum())} infinite values; mask them "
                          "(NaN marks a missing point) or fill them first")

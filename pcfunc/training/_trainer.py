@@ -22,8 +22,8 @@ from lightning.pytorch.plugins.layer_sync import LayerSync
 from ._ddp import DDPStrategy
 from ._sync_batch_norm import BatchNormSync, convert_sync_batchnorm
 
-__all__ = ["make_trainer", "fit", "last_checkpoint", "RESUMABLE_EXIT_CODE", "Preempted", "AtomicCheckpointIO", "SyncBatchNorm", "BatchNormSync",
-           "resolve_precision", "training_budget"]
+__all__ = ["make_trainer", "fit", "last_checkpoint", "RESUMABLE_EXIT_CODE", "Preempted", "AtomicCheckpointIO",
+           "SyncBatchNorm", "BatchNormSync", "resolve_precision", "training_budget"]
 
 _PRECISIONS = ("auto", "32-true", "bf16-mixed")
 

@@ -208,3 +208,22 @@ def test_cyclic_seam_column_is_dropped_once_and_a_conflicting_one_is_an_error(tm
     first = float(ds["longitude"][0])
     with pytest.raises(ValueError, match=f"longitudes {first:g} and {first + 360:g}, the same meridian"):
         load_era5(bad, "t2m")
+
+
+def test_repeated_times_empty_selections_and_fill_values_as_data_are_errors():
+    ds = _cds_dataset()
+    twice = xr.concat([ds, ds.isel(valid_time=[1])], dim="valid_time")  # step 1 twice
+    with pytest.raises(ValueError, match=r"repeats 1 time step\(s\) \(2020-01-01T06.*drop_duplicates\('valid_time'\)"):
+        load_era5(twice, "t2m")
+    with pytest.raises(ValueError, match=r"selects no time step of dataset, whose times run from 2020-01-01T00"):
+        load_era5(ds, "t2m", time=slice("2021-01-01", "2021-02-01"))
+    filled = ds.copy(deep=True)
+    filled["t2m"][0, 3, 4] = 9.969209968386869e36  # written as data by a tool that forgot the _FillValue
+    with pytest.raises(ValueError, match=r"holds 1 value\(s\) of about 9.969e\+36, NetCDF's default fill value"):
+        load_era5(filled, "t2m")
+    # Masked, they are missing points (as before), and a real selection still works.
+    masked = filled.copy()
+    masked["t2m"] = filled["t2m"].where(abs(filled["t2m"]) < 9.9e36)
+    with pytest.warns(UserWarning, match="1 of"):
+        assert np.isnan(load_era5(masked, "t2m").values).sum() == 1
+    assert load_era5(ds, "t2m", time=slice("2020-01-01T06", "2020-01-01T12")).values.shape[0] == 2
