@@ -302,13 +302,24 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         return {}
     phase(args, "evaluate", f"the quality harness on {n - n_train} held-out fields, {args.refine_steps} refinement "
                             f"steps, {args.predictive_samples} predictive draws")
-    res = evaluate(model, field, coarse, n_train, norm, args.refine_steps, args.predictive_samples)
+    try:
+        res = evaluate(model, field, coarse, n_train, norm, args.refine_steps, args.predictive_samples)
+    except Exception as err:  # the trained model is in OUT/checkpoints/last.ckpt: say so, with what is known
+        (args.out / "metrics.json").write_text(json.dumps(dict(
+            status="evaluation_failed", error=f"{type(err).__name__}: {err}", steps=int(trainer.global_step),
+            checkpoint=str(args.out / "checkpoints" / "last.ckpt"), convergence=convergence, phases=args.phases),
+            indent=2))
+        raise
     phase(args, "render", "maps and globes")
-    t_render = time.perf_counter()
-    written = render(model, res["_fields"], norm, args.out, args.globe_size, field.units, field.variable)
+    t_render, render_error = time.perf_counter(), None
+    try:
+        written = render(model, res["_fields"], norm, args.out, args.globe_size, field.units, field.variable)
+    except Exception as err:  # figures are not worth the numbers: report and keep them
+        written, render_error = [], f"{type(err).__name__}: {err}"
+        print(f"rendering failed ({render_error}); metrics.json is written all the same", flush=True)
     quality = res["_quality"]
     phase(args, None)
-    summary = dict(status="finished", data="embedded ERA5 sample" if args.data is None else str(args.data),
+    summary = dict(status="finished", render_error=render_error, data="embedded ERA5 sample" if args.data is None else str(args.data),
                    variable=field.variable,
                    units=field.units, train_fields=int(n_train), test_fields=int(n - n_train), model="vamoh",
                    train_grid=list(coarse.shape), truth_grid=list(field.shape), config=args.config,

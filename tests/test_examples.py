@@ -124,6 +124,31 @@ def test_era5_sphere_variable_without_data_is_an_error(capsys) -> None:
     assert "--variable needs --data" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_era5_sphere_keeps_its_results_when_rendering_or_evaluation_fails(tmp_path: Path, monkeypatch) -> None:
+    import json
+
+    era5 = load_example("era5_sphere")
+    argv = ["--config", "tiny", "--steps", "2", "--batch-size", "6", "--warmup-steps", "1", "--no-progress",
+            "--fine-points", "0", "--refine-steps", "0", "--predictive-samples", "0"]
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(era5, "render", boom)
+    summary = era5.main(argv + ["--out", str(tmp_path / "r")])
+    saved = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert saved["status"] == "finished" and saved["render_error"] == "RuntimeError: boom" and saved["figures"] == []
+    assert saved["quality"]["tasks"]["reconstruction"]["vamoh"]["psnr"] == summary["quality"]["tasks"][
+        "reconstruction"]["vamoh"]["psnr"]
+    monkeypatch.setattr(era5, "evaluate", boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        era5.main(argv + ["--out", str(tmp_path / "e")])
+    saved = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert saved["status"] == "evaluation_failed" and saved["error"] == "RuntimeError: boom" and saved["steps"] == 2
+    assert (tmp_path / "e" / "checkpoints" / "last.ckpt").is_file() and "train" in saved["phases"]
+
+
 def test_era5_sphere_resume_without_a_checkpoint_is_refused(tmp_path: Path) -> None:
     era5 = load_example("era5_sphere")
     with pytest.raises(SystemExit, match="--resume: no checkpoint"):
