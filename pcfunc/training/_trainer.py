@@ -19,6 +19,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.plugins.layer_sync import LayerSync
 
+from ._checksum import DIGEST_KEY, tensor_digest, verify_digest
 from ._ddp import DDPStrategy
 from ._sync_batch_norm import BatchNormSync, convert_sync_batchnorm
 
@@ -87,6 +88,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        checkpoint = {**checkpoint, DIGEST_KEY: tensor_digest(checkpoint)}
         try:
             with open(tmp, "wb") as fh:
                 torch.save(checkpoint, fh)
@@ -110,7 +112,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if weights_only is False:
             raise ValueError(f"pcfunc reads checkpoints with weights_only=True only (no code runs from a file); "
                              f"got weights_only=False for {path}")
-        return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        checkpoint = super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        verify_digest(checkpoint, path)
+        return checkpoint
 
 
 class _FinalCheckpoint(ModelCheckpoint):
@@ -330,7 +334,7 @@ def last_checkpoint(out_dir: Union[str, Path]) -> Optional[Path]:
         if not p.is_file():
             continue
         try:
-            torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+            verify_digest(torch.load(p, map_location="cpu", weights_only=True, mmap=True), p)
         except Exception as err:  # noqa: BLE001 - any unreadable file is skipped, and said
             warnings.warn(f"skipping checkpoint {p}: it does not load ({type(err).__name__}: {str(err)[:120]})",
                           stacklevel=2)

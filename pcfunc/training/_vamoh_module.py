@@ -15,6 +15,7 @@ from torch import Tensor
 from ..metrics import psnr, rmse
 from ..models import VaMoH
 from ..nn._kernels import release_gradient_buffers
+from ._checksum import verify_digest
 
 __all__ = ["VaMoHModule", "NonFiniteLossError", "step_generator"]
 
@@ -45,6 +46,7 @@ def read_checkpoint(checkpoint: Union[str, Path], cls: Any, map_location: Union[
     except (RuntimeError, EOFError, OSError) as err:
         raise ValueError(f"checkpoint {str(path)!r} is not a readable torch file (truncated or not a checkpoint: "
                          f"{type(err).__name__}: {str(err)[:200]})") from None
+    verify_digest(ckpt, path)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
             raise ValueError(f"{str(path)!r} is a plain state_dict, not a training checkpoint: build the model and "

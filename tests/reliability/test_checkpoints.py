@@ -193,3 +193,39 @@ def test_stale_temporary_files_of_a_killed_save_are_removed_at_the_next_start(tm
     _fit_vamoh(tmp_path, steps=4, every=2, resume=True)
     assert not stale.exists()
     assert torch.load(ckpts / "last.ckpt", weights_only=True)["global_step"] == 4
+
+
+def _flip_bytes_in_the_largest_tensor(path, count=64):
+    """Flip ``count`` bytes in the middle of the largest stored tensor record of a torch zip archive."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        info = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    raw = bytearray(path.read_bytes())
+    name_len, extra_len = struct.unpack("<HH", raw[info.header_offset + 26:info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len + info.file_size // 2 - count // 2
+    for i in range(start, start + count):
+        raw[i] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+def test_a_flipped_tensor_byte_is_an_error_naming_the_file_and_resume_falls_back(tmp_path):
+    from pcfunc.training import AtomicCheckpointIO, last_checkpoint
+    from pcfunc.training._checksum import DIGEST_KEY, tensor_digest
+
+    _fit_vamoh(tmp_path, steps=4, every=2)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    good = torch.load(last, weights_only=True)
+    assert good[DIGEST_KEY] == tensor_digest(good)  # written with every checkpoint
+    _flip_bytes_in_the_largest_tensor(last)
+    torch.load(last, weights_only=True)  # torch reads it without a word
+    for load in (VaMoHModule.load_model, VaMoHModule.load_from_checkpoint, AtomicCheckpointIO().load_checkpoint):
+        with pytest.raises(ValueError, match=r"last.ckpt' is corrupt: its tensors do not match the checksum"):
+            load(last)
+    with pytest.warns(UserWarning, match="skipping checkpoint .*last.ckpt.*corrupt"):
+        assert last_checkpoint(tmp_path).name == "step=4.ckpt"
+    # A checkpoint written before the checksums existed still loads.
+    del good[DIGEST_KEY]
+    torch.save(good, tmp_path / "old.ckpt")
+    assert VaMoHModule.load_model(tmp_path / "old.ckpt") is not None
