@@ -100,6 +100,26 @@ def _grid_axes(da: Any, variable: str, name: str) -> Tuple[str, str]:
     return axes["latitude"], axes["longitude"]
 
 
+_RADIANS = ("radians", "radian", "rad")
+
+
+def _in_degrees(da: Any, lat: str, lon: str, variable: str, name: str) -> Any:
+    """``da`` with its latitude and longitude in degrees: CF ``units`` in radians are converted (with a warning);
+    units that are neither degrees nor radians are an error naming them; no units means degrees."""
+    out = {}
+    for kind, dim in (("latitude", lat), ("longitude", lon)):
+        units = _attr(da[dim], "units").lower()
+        if units in _RADIANS:
+            out[dim] = np.rad2deg(np.asarray(da[dim].values, dtype=np.float64))
+        elif units and not units.startswith("degree") and units not in _AXIS_UNITS[kind]:
+            raise ValueError(f"the {kind} {dim!r} of {variable!r} in {name} is in {units!r}: give it in degrees "
+                             "(or radians, which are converted)")
+    if out:
+        warnings.warn(f"{name}: {', '.join(out)} converted from radians to degrees (their CF units)", stacklevel=4)
+        da = da.assign_coords({d: (d, v, {**da[d].attrs, "units": "degrees"}) for d, v in out.items()})
+    return da
+
+
 def _auxiliary_names(ds: Any) -> set:
     """Variables other variables name as their cell bounds, grid mapping, cell measures or ancillary data."""
     out = set()

@@ -10,7 +10,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from ._cf import _find_variable, _grid_axes, _open, _time_axis, _time_kind, _time_order
+from ._cf import _find_variable, _grid_axes, _in_degrees, _open, _time_axis, _time_kind, _time_order
 
 __all__ = ["ERA5_ATTRIBUTION", "ERA5Field", "load_era5", "load_era5_sample", "MinMaxNormalizer", "split_by_time"]
 
@@ -251,6 +251,7 @@ def _read(ds: Any, variable: str, time: Optional[slice], name: str) -> ERA5Field
     """The :class:`ERA5Field` of ``ds[variable]`` (see :func:`load_era5`)."""
     da, t = _time_axis(ds[variable], variable, name)
     la, lo = _grid_axes(da, variable, name)
+    da = _in_degrees(da, la, lo, variable, name)
     dims = [str(d) for d in da.dims]
     extra = [d for d in dims if d not in (t, la, lo)]
     big = [d for d in extra if da.sizes[d] != 1]

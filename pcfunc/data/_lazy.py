@@ -11,7 +11,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from ._cf import _find_variable, _grid_axes, _open, _time_axis, _time_kind, _time_order
+from ._cf import _find_variable, _grid_axes, _in_degrees, _open, _time_axis, _time_kind, _time_order
 from ._era5 import ERA5Field, MinMaxNormalizer
 
 __all__ = ["LazyERA5Dataset"]
@@ -138,6 +138,7 @@ class LazyERA5Dataset(torch.utils.data.Dataset):
         name, variable = self._name, self.variable
         da, t = _time_axis(ds[variable], variable, name)
         la, lo = _grid_axes(da, variable, name)
+        da = _in_degrees(da, la, lo, variable, name)
         extra = [str(d) for d in da.dims if d not in (t, la, lo)]
         big = [d for d in extra if da.sizes[d] != 1]
         if "expver" in big:

@@ -227,3 +227,31 @@ def test_repeated_times_empty_selections_and_fill_values_as_data_are_errors():
     with pytest.warns(UserWarning, match="1 of"):
         assert np.isnan(load_era5(masked, "t2m").values).sum() == 1
     assert load_era5(ds, "t2m", time=slice("2020-01-01T06", "2020-01-01T12")).values.shape[0] == 2
+
+
+def test_latitude_and_longitude_in_radians_are_converted_other_units_refused():
+    ds = _cds_dataset()
+    rad = ds.assign_coords(latitude=("latitude", np.deg2rad(ds.latitude.values), {"units": "radians"}),
+                           longitude=("longitude", np.deg2rad(ds.longitude.values), {"units": "rad"}))
+    with pytest.warns(UserWarning, match="latitude, longitude converted from radians to degrees"):
+        got = load_era5(rad, "t2m")
+    ref = load_era5(ds, "t2m")
+    np.testing.assert_allclose(got.lat, ref.lat, atol=1e-9)  # was a 3-degree box
+    np.testing.assert_allclose(got.lon, ref.lon, atol=1e-9)
+    np.testing.assert_array_equal(got.values, ref.values)
+    km = ds.assign_coords(latitude=("latitude", ds.latitude.values, {"units": "km"}))
+    with pytest.raises(ValueError, match=r"the latitude 'latitude' of 't2m' in dataset is in 'km'"):
+        load_era5(km, "t2m")
+
+
+def test_lazy_dataset_converts_radians_like_load_era5(tmp_path):
+    from pcfunc.data import LazyERA5Dataset
+
+    ds = _cds_dataset()
+    rad = ds.assign_coords(latitude=("latitude", np.deg2rad(ds.latitude.values), {"units": "radians"}),
+                           longitude=("longitude", np.deg2rad(ds.longitude.values), {"units": "radians"}))
+    path = tmp_path / "rad.nc"
+    rad.to_netcdf(path)
+    with pytest.warns(UserWarning, match="converted from radians"):
+        lazy = LazyERA5Dataset(path, "t2m")
+    np.testing.assert_allclose(lazy.lat, load_era5(ds, "t2m").lat, atol=1e-9)
