@@ -102,6 +102,7 @@ class LazyERA5Dataset(torch.utils.data.Dataset):
         from ._grids import LatLonGrid
 
         self._source, self._name = _as_source(source)
+        self._signature = _signature(self._source)  # the file as it was read: a replaced file is an error
         self._handle: Optional[Tuple[int, Any, Any]] = None  # (pid, dataset opened here or None, array)
         self.normalizer = normalizer
         self.transform = transform
@@ -185,6 +186,10 @@ class LazyERA5Dataset(torch.utils.data.Dataset):
         pid = os.getpid()
         if self._handle is None or self._handle[0] != pid:
             # A handle from another process (a forked DataLoader worker) is never used: open the file again here.
+            if _signature(self._source) != self._signature:
+                raise RuntimeError(f"{self._name} changed on disk since this LazyERA5Dataset read its coordinates "
+                                   "(size or modification time): its grid, times or values may differ; build the "
+                                   "dataset again")
             ds = self._dataset()
             da, t = _time_axis(ds[self.variable], self.variable, self._name)
             da = da.isel(self._extra).transpose(*self._dims) if self._extra else da.transpose(*self._dims)
@@ -440,6 +445,18 @@ class LazyERA5Dataset(torch.utils.data.Dataset):
     def __repr__(self) -> str:
         return (f"LazyERA5Dataset({self._name!r}, variable={self.variable!r}, steps={len(self)}, "
                 f"grid={self.grid.shape}, normalizer={self.normalizer!r})")
+
+
+def _signature(source: Any) -> Any:
+    """What identifies a file's state: its size and modification time (for a Zarr directory, those of every file
+    in it); ``None`` for an in-memory dataset."""
+    if not isinstance(source, Path):
+        return None
+    if source.is_dir():
+        return tuple(sorted((str(p.relative_to(source)), p.stat().st_size, p.stat().st_mtime_ns)
+                            for p in source.rglob("*") if p.is_file()))
+    st = source.stat()
+    return st.st_size, st.st_mtime_ns
 
 
 def _as_source(source: Any) -> Tuple[Any, str]:

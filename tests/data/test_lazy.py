@@ -363,3 +363,26 @@ def test_benchmark_quick_runs(tmp_path):
     assert "| in memory: ERA5Dataset, no workers |" in out.stdout
     assert "streaming / in memory:" in out.stdout
     assert not list(tmp_path.glob("*.zarr"))  # the store is deleted afterwards
+
+
+@pytest.mark.parametrize("kind", ["nc", "zarr"])
+def test_a_file_replaced_under_a_lazy_dataset_is_an_error_not_shifted_values(tmp_path, kind):
+    import shutil
+
+    if kind == "zarr":
+        pytest.importorskip("zarr")
+    ds = _era5_dataset()
+    path = _write(tmp_path, kind, ds)
+    norm = MinMaxNormalizer(low=200.0, high=350.0)
+    lazy = _lazy(path, normalizer=norm)
+    first = lazy[0].x.clone()
+    lazy.close()
+    # The same field with longitudes 0..360 written over it, as a re-download in another layout might be.
+    other = ds.isel(longitude=slice(0, -1))
+    other = other.assign_coords(longitude=other.longitude % 360).sortby("longitude")
+    (shutil.rmtree if path.is_dir() else os.remove)(path)
+    _write(tmp_path, kind, other)
+    with pytest.raises(RuntimeError, match="changed on disk since this LazyERA5Dataset read its coordinates"):
+        lazy[0]
+    again = _lazy(path, normalizer=norm)[0].x  # built again: the same values, in the new file's point order
+    torch.testing.assert_close(again.flatten().sort().values, first.flatten().sort().values)
