@@ -273,6 +273,10 @@ class PointConv(nn.Module):
             raise ValueError(f"x must have shape [N, C] with N = pos.size(0) = {pos.size(0)}, got {tuple(x.shape)}")
         if x.size(1) != self.in_channels:
             raise ValueError(f"x has {x.size(1)} channels but in_channels={self.in_channels}")
+        if not torch.is_floating_point(x):
+            raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}: convert it, e.g. x.float()")
+        if x.size(0) == 0:
+            raise ValueError(f"pos has no points: a cloud needs at least num_neighbors={self.num_neighbors}")
         if self.global_centroid:
             return self._forward_global(x, pos, batch)
         lv = self.level(pos, batch)

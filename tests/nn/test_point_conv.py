@@ -118,6 +118,10 @@ def test_errors():
         conv(torch.rand(10, 1), Sphere().random(10))
     with pytest.raises(ValueError, match="pos is not on Sphere"):
         conv(torch.rand(10, 2), torch.rand(10, 3) + 1)
+    with pytest.raises(TypeError, match=r"x must be a floating-point tensor, got dtype torch.int64"):
+        conv(torch.ones(10, 2, dtype=torch.long), Sphere().random(10))  # failed inside torch before
+    with pytest.raises(ValueError, match="pos has no points"):
+        conv(torch.zeros(0, 2), Sphere().random(10)[:0])
 
 
 def test_point_conv_net_heads_and_paper_stacks():
