@@ -37,10 +37,19 @@ def read_checkpoint(checkpoint: Union[str, Path], cls: Any, map_location: Union[
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
     if path.stat().st_size == 0:
         raise ValueError(f"checkpoint {str(path)!r} is empty (0 bytes): a save that did not finish?")
+    where = str(map_location) if isinstance(map_location, (str, torch.device)) else ""
+    if where.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"map_location={map_location!r} but this machine has no CUDA device: load {str(path)!r} "
+                         "with map_location='cpu'")
     try:
         # weights_only passed explicitly: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD overrides only torch's default.
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+        if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):  # neither a zip nor a pickle
+            raise ValueError(f"checkpoint {str(path)!r} is not a readable torch file (truncated or not a "
+                             f"checkpoint: {str(err).split('WeightsUnpickler error:')[-1].strip()[:120]})") from None
         raise pickle.UnpicklingError(f"{str(path)!r} holds objects other than tensors and plain values; pcfunc "
                                      f"never runs code from a checkpoint (weights_only=True): {err}") from None
     except (RuntimeError, EOFError, OSError) as err:

@@ -105,6 +105,14 @@ def test_errors_name_the_file_and_say_what_it_is(tmp_path, vamoh_ckpt):
         GASPModule.load_model(vamoh_ckpt[0])
     with pytest.raises(FileNotFoundError, match="nope.ckpt"):
         VaMoHModule.load_model(tmp_path / "nope.ckpt")
+    # One byte is a damaged file, not a malicious pickle; a CUDA map_location without CUDA says so.
+    one = tmp_path / "one.ckpt"
+    one.write_bytes(b"x")
+    with pytest.raises(ValueError, match="one.ckpt' is not a readable torch file .*Unsupported operand"):
+        VaMoHModule.load_model(one)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="map_location='cuda' but this machine has no CUDA device"):
+            VaMoHModule.load_model(vamoh_ckpt[0], map_location="cuda")
 
 
 def _fit_vamoh(out, steps, every, resume=False, overwrite=False):
