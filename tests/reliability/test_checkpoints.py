@@ -237,3 +237,23 @@ def test_a_flipped_tensor_byte_is_an_error_naming_the_file_and_resume_falls_back
     del good[DIGEST_KEY]
     torch.save(good, tmp_path / "old.ckpt")
     assert VaMoHModule.load_model(tmp_path / "old.ckpt") is not None
+
+
+def test_ctrl_c_during_training_saves_the_step_and_raises_preempted(tmp_path):
+    import lightning.pytorch as pl
+
+    from pcfunc.training import RESUMABLE_EXIT_CODE, Preempted
+
+    class CtrlC(pl.Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if trainer.global_step == 3:
+                raise KeyboardInterrupt
+
+    torch.manual_seed(0)
+    module = VaMoHModule.from_config("era5", lr=1e-3, warmup_steps=1, seed=5, **TINY)
+    trainer = make_trainer(tmp_path, max_steps=8, checkpoint_every=5, accelerator="cpu", progress_bar=False,
+                           tensorboard=False, limit_val_batches=0, callbacks=[CtrlC()])
+    with pytest.raises(Preempted) as stop:
+        fit(trainer, module, FunctionDataModule(dataset(), batch_size=4))
+    assert stop.value.code == RESUMABLE_EXIT_CODE and stop.value.signal_name == "SIGINT" and stop.value.step == 3
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
