@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable, Dict, Iterator, Optional, Sequence
 
 import lightning.pytorch as pl
@@ -81,11 +82,20 @@ class StepLoader:
     # Lightning treats loaders with these methods as resumable (no mid-epoch warning); the position comes
     # from the global step, so there is nothing to store.
     def state_dict(self) -> Dict[str, Any]:
-        return {"seed": self.seed}
+        return {"seed": self.seed, "batch_size": self.batch_size, "items": len(self.dataset),  # type: ignore[arg-type]
+                "world": int(self._rank()[1])}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         if int(state.get("seed", self.seed)) != self.seed:
             raise ValueError(f"the checkpoint was trained with data seed {state['seed']}, this run uses {self.seed}")
+        # Resuming works with these changed, but the data order from here is not the uninterrupted run's: say so.
+        now = {"batch_size": self.batch_size, "items": len(self.dataset),  # type: ignore[arg-type]
+               "world": int(self._rank()[1])}
+        what = {"batch_size": "batch size", "items": "training items", "world": "processes (devices x nodes)"}
+        changed = [f"{what[k]} {state[k]} -> {now[k]}" for k in now if k in state and int(state[k]) != now[k]]
+        if changed:
+            warnings.warn(f"resuming with {', '.join(changed)}: training continues from the checkpoint's step, but "
+                          "the batches from here differ from an uninterrupted run's (not bit-identical)", stacklevel=2)
 
 
 class FunctionDataModule(pl.LightningDataModule):

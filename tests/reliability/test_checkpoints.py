@@ -257,3 +257,14 @@ def test_ctrl_c_during_training_saves_the_step_and_raises_preempted(tmp_path):
         fit(trainer, module, FunctionDataModule(dataset(), batch_size=4))
     assert stop.value.code == RESUMABLE_EXIT_CODE and stop.value.signal_name == "SIGINT" and stop.value.step == 3
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+
+
+def test_resuming_with_another_batch_size_says_what_changes(tmp_path):
+    _fit_vamoh(tmp_path, steps=2, every=2)
+    torch.manual_seed(0)
+    module = VaMoHModule.from_config("era5", lr=1e-3, warmup_steps=1, seed=5, **TINY)
+    trainer = make_trainer(tmp_path, max_steps=4, checkpoint_every=2, accelerator="cpu", progress_bar=False,
+                           tensorboard=False, limit_val_batches=0)
+    with pytest.warns(UserWarning, match=r"resuming with batch size 4 -> 3: .*not bit-identical"):
+        fit(trainer, module, FunctionDataModule(dataset(), batch_size=3), resume=True)
+    assert trainer.global_step == 4
