@@ -51,14 +51,21 @@ def test_gasp_load_from_checkpoint_rebuilds_the_module(tmp_path):
         VaMoHModule.load_model(tmp_path / "checkpoints" / "last.ckpt")
 
 
-def test_no_loading_path_runs_code_from_a_checkpoint(tmp_path, monkeypatch, vamoh_ckpt):
-    marker = tmp_path / "pwned"
-    evil = tmp_path / "evil.ckpt"
-    real = torch.load(vamoh_ckpt[0], weights_only=True)
+def _evil_checkpoint(tmp_path, checkpoint, monkeypatch):
+    """A real checkpoint with a payload whose unpickling creates ``tmp_path / "pwned"``, written as a plain pickle
+    (which torch.load reads with weights_only=False), and TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 set (it would make
+    torch's default unsafe). Returns the file, the marker and the real checkpoint."""
+    marker, evil = tmp_path / "pwned", tmp_path / "evil.ckpt"
+    real = torch.load(checkpoint, weights_only=True)
     real["hyper_parameters"]["payload"] = _Payload(marker)
     with open(evil, "wb") as fh:
-        pickle.dump(real, fh)  # a pickle torch.load reads with weights_only=False
-    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # would make torch's default unsafe
+        pickle.dump(real, fh)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    return evil, marker, real
+
+
+def test_no_loading_path_runs_code_from_a_checkpoint(tmp_path, monkeypatch, vamoh_ckpt):
+    evil, marker, _ = _evil_checkpoint(tmp_path, vamoh_ckpt[0], monkeypatch)
     for load in (VaMoHModule.load_from_checkpoint, VaMoHModule.load_model, GASPModule.load_from_checkpoint,
                  GASPModule.load_model):
         with pytest.raises(pickle.UnpicklingError, match="never runs code from a checkpoint"):
@@ -69,13 +76,7 @@ def test_no_loading_path_runs_code_from_a_checkpoint(tmp_path, monkeypatch, vamo
 def test_the_trainers_own_loading_is_weights_only_whatever_the_environment_says(tmp_path, monkeypatch, vamoh_ckpt):
     # trainer.validate/test/fit(ckpt_path=...) go through the trainer's CheckpointIO, which Lightning calls with
     # weights_only=None: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 then made torch unpickle code.
-    marker = tmp_path / "pwned"
-    evil = tmp_path / "evil.ckpt"
-    real = torch.load(vamoh_ckpt[0], weights_only=True)
-    real["hyper_parameters"]["payload"] = _Payload(marker)
-    with open(evil, "wb") as fh:
-        pickle.dump(real, fh)
-    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    evil, marker, real = _evil_checkpoint(tmp_path, vamoh_ckpt[0], monkeypatch)
     module = VaMoHModule.from_config("era5", lr=1e-3, warmup_steps=1, seed=5, **TINY)
     trainer = make_trainer(tmp_path / "run", max_steps=2, accelerator="cpu", progress_bar=False, tensorboard=False)
     data = FunctionDataModule(dataset(), dataset(4), batch_size=4)
