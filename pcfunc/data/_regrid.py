@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Tuple
+import math
+from typing import Tuple, Union
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -74,8 +76,15 @@ def _locate(nodes: Tensor, q: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     return i0, i1, w
 
 
-def _inside(q: Tensor, lo: float, hi: float, name: str, what: str) -> Tensor:
-    bad = (q < lo - _EDGE_TOL) | (q > hi + _EDGE_TOL)
+def _edge_tol(dtype: torch.dtype, magnitude: float = 360.0) -> float:
+    """Degrees a query may lie outside a regional grid and still count as on its edge: a few units in the last
+    place of ``dtype`` (the queries' own precision) at ``magnitude`` degrees, at least ``_EDGE_TOL``."""
+    eps = torch.finfo(dtype).eps if dtype.is_floating_point else 0.0
+    return max(_EDGE_TOL, 8.0 * eps * magnitude)
+
+
+def _inside(q: Tensor, lo: float, hi: float, name: str, what: str, tol: Union[float, Tensor]) -> Tensor:
+    bad = (q < lo - tol) | (q > hi + tol)
     if bool(bad.any()):
         raise ValueError(f"{name} has {int(bad.sum())} points outside the grid's {what} "
                          "(a regional grid: its longitudes do not go round the globe, and it is not extrapolated)")
@@ -83,8 +92,9 @@ def _inside(q: Tensor, lo: float, hi: float, name: str, what: str) -> Tensor:
 
 
 def _interpolate(values: Tensor, src: _SourceGrid, qlat: Tensor, qlon: Tensor, method: str,
-                 names: Tuple[str, str]) -> Tensor:
-    """Values ``[..., n_lat, n_lon]`` at the flat queries ``[M]`` (float64 degrees) -> ``[..., M]``."""
+                 names: Tuple[str, str], tol: float = _EDGE_TOL) -> Tensor:
+    """Values ``[..., n_lat, n_lon]`` at the flat queries ``[M]`` (float64 degrees) -> ``[..., M]``; a query within
+    ``tol`` degrees (of arc: longitudes ``tol / cos(lat)``) outside a regional grid is on its edge."""
     dev = values.device
     qlat, qlon = qlat.to(dev), qlon.to(dev)
     lat_nodes, lon_nodes = src.lat_nodes.to(dev), src.lon_nodes.to(dev)
@@ -94,11 +104,14 @@ def _interpolate(values: Tensor, src: _SourceGrid, qlat: Tensor, qlon: Tensor, m
     qlon = start + torch.remainder(qlon - start, 360.0)
     if not src.periodic:
         end = float(lon_nodes[-1])
+        # a longitude's error grows as 1 / cos(latitude) (capped at the pole's neighbourhood)
+        lon_tol = tol / torch.cos(torch.deg2rad(qlat)).clamp_min(1e-3)
         # just west of the first column (within the tolerance) wrapped to the far end: bring it back
-        qlon = torch.where((qlon > end + _EDGE_TOL) & (qlon - 360.0 >= start - _EDGE_TOL), qlon - 360.0, qlon)
-        qlon = _inside(qlon, start, end, names[1], f"longitudes (east from {start % 360:g} to {end % 360:g})")
+        qlon = torch.where((qlon > end + lon_tol) & (qlon - 360.0 >= start - lon_tol), qlon - 360.0, qlon)
+        qlon = _inside(qlon, start, end, names[1], f"longitudes (east from {start % 360:g} to {end % 360:g})",
+                       lon_tol)
         lat_lo, lat_hi = float(lat_nodes[0]), float(lat_nodes[-1])
-        qlat = _inside(qlat, lat_lo, lat_hi, names[0], f"latitudes ({lat_lo:g} to {lat_hi:g})")
+        qlat = _inside(qlat, lat_lo, lat_hi, names[0], f"latitudes ({lat_lo:g} to {lat_hi:g})", tol)
     r0, r1, wy = _locate(lat_nodes, qlat)
     c0, c1, wx = _locate(lon_nodes, qlon)
     if method == "nearest":  # ties go to the lower node, as scipy's RegularGridInterpolator
@@ -200,8 +213,11 @@ def interpolate_latlon(
     method = _check_method(method, _INTERPOLATION_METHODS)
     src = _SourceGrid(lat, lon)
     v = src.check_values(values)
+    dtypes = [t.dtype if isinstance(t, Tensor) else torch.as_tensor(np.asarray(t)).dtype
+              for t in (query_lat, query_lon)]
+    tol = max(_edge_tol(d) for d in dtypes)
     qlat, qlon = _queries(query_lat, query_lon, ("query_lat", "query_lon"))
-    out = _interpolate(v, src, qlat.reshape(-1), qlon.reshape(-1), method, ("query_lat", "query_lon"))
+    out = _interpolate(v, src, qlat.reshape(-1), qlon.reshape(-1), method, ("query_lat", "query_lon"), tol)
     return out.reshape(*v.shape[:-2], *qlat.shape)
 
 
@@ -255,7 +271,11 @@ def interpolate_to_points(
     check_points(pos, "pos", 3)
     qlat, qlon = xyz_to_latlon(pos.to(torch.float64))
     qlat = _check_lat_range(qlat, "pos")
-    return _interpolate(v, src, qlat, qlon, method, ("pos", "pos"))
+    # Unit vectors carry an error of a few ulps of their dtype, in radians: a grid's own edge row comes back from
+    # float32 xyz up to ~2e-6 degrees outside the box. Points are usually a grid's float32 ``pos``, even when handed
+    # over in float64, so float32's precision is the least tolerance.
+    precision = pos.dtype if pos.dtype.is_floating_point and torch.finfo(pos.dtype).eps > 1.2e-7 else torch.float32
+    return _interpolate(v, src, qlat, qlon, method, ("pos", "pos"), _edge_tol(precision, math.degrees(1.0)))
 
 
 
