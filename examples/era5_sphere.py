@@ -3,7 +3,8 @@
 
 With no arguments it trains on the ERA5 sample embedded in pcfunc (24 global fields at 1 degree, regridded to the
 papers' 46 x 90 grid) for a budget that follows the data (:func:`pcfunc.training.data_budget`: here at most 1,500
-steps, stopped early once the held-out PSNR stops improving) and writes ``outputs/era5_sphere/``: the
+steps, stopped early once the PSNR on the end of the training period stops improving; the best validation's model is
+kept, the PCA it starts from included) and writes ``outputs/era5_sphere/``: the
 quality harness on held-out times next to its baselines, calibrated predictive intervals and the model's health
 (``metrics.json``, :func:`pcfunc.evaluation.evaluate_vamoh`), ``tasks.png`` and ``samples.png``, ``globe_*.png``
 (the super-resolved INR at the icosphere's vertices), ``checkpoints/`` and ``logs/`` (``--resume`` continues).
@@ -50,6 +51,10 @@ CONFIGS: Dict[str, Dict[str, Any]] = {
 }
 TABLE = dict(base_hidden=None, sigma=0.5)  # + base_grid: the data's grid (the static fine detail held exactly)
 PATIENCE, DEFAULT_REFINE, DEFAULT_FINE_POINTS = 8, 100, 4096
+# Validation: the last 15% of the training period (at least one field), held out of training. Early stopping and the
+# choice of the model returned (the best validation's, the PCA start included) are fitted to it; the test fields
+# (the last quarter) stay unseen until the harness.
+VAL_FRACTION = 0.15
 # Super-resolution: the model plus its residuals at the coarse points, interpolated by a local linear RBF.
 RESIDUALS = dict(residual_neighbors=16, residual_kernel="linear")
 
@@ -140,16 +145,16 @@ def train(args: argparse.Namespace, train_set, val_set, base_grid, coarse):
         module.model.initialize_generators(*pooled_points(train_set, target=train_set.target is not None),
                                            generator=torch.Generator().manual_seed(args.seed))
         if args.config != "paper":
-            module.model.initialize_factors(coarse[1], coarse[0].pos)
+            module.model.initialize_factors(coarse[1], coarse[0].pos)  # the fitted fields' PCA: validation is fair
     batch = min(args.batch_size, len(train_set))
     # The default budget follows the data (passes over the fields, within bounds), validated ~30 times and stopped
-    # early once the held-out PSNR stops improving; a user's --steps / --epochs / --minutes is trained in full.
+    # early once validation PSNR stops improving, the best validation's model kept; a user's --steps / --epochs / --minutes is trained in full.
     plan = data_budget(len(train_set), batch * args.devices * args.num_nodes)
     own = args.steps or args.epochs or args.minutes
     limits = training_budget(plan["steps"], args.steps, args.minutes, args.epochs)
     planned = args.steps or (args.epochs * plan["steps_per_epoch"] if args.epochs else plan["steps"])
     val_every = max(1, planned // 30)
-    watch = Convergence("val/psnr", patience=None if own else PATIENCE)
+    watch = Convergence("val/psnr", patience=None if own else PATIENCE, restore_best=True)
     dm = FunctionDataModule(train_set, val_set, batch_size=batch, seed=args.seed)
     trainer = make_trainer(args.out, checkpoint_every=50, devices=args.devices, num_nodes=args.num_nodes,
                            accelerator=args.accelerator, gradient_clip_val=1000.0, log_every=5,
@@ -172,6 +177,10 @@ def train(args: argparse.Namespace, train_set, val_set, base_grid, coarse):
             status="preempted", signal=stop.signal_name, steps=stop.step, checkpoint=str(stop.checkpoint),
             resume="the same command with --resume", convergence=watch.report, phases=args.phases), indent=2))
         raise
+    if watch.restored_step == 0 and args.config != "paper":
+        # Training never beat the start on validation: the model is that start, its closed-form linear part
+        # refitted to every training field (validation's too), as a cross-validated method is refitted.
+        module.model.initialize_factors(coarse[2], coarse[0].pos)
     return module.model.eval(), trainer, time.perf_counter() - t0, resumed, watch.report
 
 
@@ -271,33 +280,39 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     train_f, test_f = split_by_time(coarse, (0.75, 0.25))
     if args.train_fields is not None:  # the last N training steps, the same held-out ones (learning curves)
         k = train_f.values.shape[0]
-        if not 1 <= args.train_fields <= k:
-            raise SystemExit(f"--train-fields must be in 1..{k} (the data's training steps), got {args.train_fields}")
+        if not 2 <= args.train_fields <= k:
+            raise SystemExit(f"--train-fields must be in 2..{k} (the data's training steps; one or more validate), "
+                             f"got {args.train_fields}")
         keep = list(range(k - args.train_fields, n))
         field, coarse, n = field.select_time(keep), coarse.select_time(keep), len(keep)
         train_f, test_f = split_by_time(coarse, (args.train_fields / len(keep), 1 - args.train_fields / len(keep)))
-    phase(args, "prepare", f"{n} fields at {args.resolution} degrees: {train_f.values.shape[0]} to train, "
-                           f"{n - train_f.values.shape[0]} held out")
     n_train, norm = train_f.values.shape[0], MinMaxNormalizer.fit(train_f)
+    if n_train < 2:
+        raise SystemExit(f"need at least 2 training time steps (one to validate), the data's first 75% has {n_train}")
+    n_fit = n_train - max(1, round(VAL_FRACTION * n_train))
+    fit_f, val_f = coarse.select_time(slice(0, n_fit)), coarse.select_time(slice(n_fit, n_train))
+    phase(args, "prepare", f"{n} fields at {args.resolution} degrees: {n_fit} to train, {n_train - n_fit} to "
+                           f"validate (the end of the training period), {n - n_train} held out")
     finer = field.shape[0] * field.shape[1] > coarse.shape[0] * coarse.shape[1]
     args.fine_points = (DEFAULT_FINE_POINTS if finer else 0) if args.fine_points is None else args.fine_points
     if args.fine_points and not finer:
         raise SystemExit(f"--fine-points needs data finer than the {args.resolution}-degree training grid")
-    fine_kw = dict(target=field.select_time(slice(0, n_train)), target_points=args.fine_points,
+    fine_kw = dict(target=field.select_time(slice(0, n_fit)), target_points=args.fine_points,
                    generator=torch.Generator().manual_seed(args.seed)) if args.fine_points else {}
     # Fields keep their valid (not missing) points; one with fewer than the encoder's first level needs is skipped.
     encoder = CONFIGS[args.config].get("encoder")
     min_points = encoder[0]["num_neighbors"] if encoder else vamoh_encoder_specs("era5")[0][0].num_neighbors
-    train_set = ERA5Dataset(train_f, norm, min_points=min_points, **fine_kw)
-    val_set = ERA5Dataset(test_f, norm, clip=True, min_points=min_points)
+    train_set = ERA5Dataset(fit_f, norm, min_points=min_points, **fine_kw)
+    val_set = ERA5Dataset(val_f, norm, clip=True, min_points=min_points)
     base_grid = tuple(field.shape) if args.fine_points and LatLonGrid(field.lat, field.lon).is_global else None
     g = LatLonGrid(coarse.lat, coarse.lon)
     fields = g.to_points(torch.as_tensor(norm.transform(train_f.values, clip=True), dtype=torch.float32))
-    model, trainer, train_s, resumed, convergence = train(args, train_set, val_set, base_grid, (g, fields))
+    model, trainer, train_s, resumed, convergence = train(args, train_set, val_set, base_grid,
+                                                          (g, fields[:n_fit], fields))
     print(f"validation PSNR: {convergence['verdict']}", flush=True)
-    if convergence["best_step"] == 0 and args.config != "paper":
-        print("validation PSNR was best at the start (the training fields' PCA): training did not improve the "
-              "held-out reconstruction", flush=True)
+    if convergence["restored_step"] == 0 and args.config != "paper":
+        print(f"validation PSNR was best at the start (PCA): training did not improve on it, so the model is the "
+              f"start with its factors refitted to all {n_train} training fields", flush=True)
     if trainer.global_rank != 0:
         return {}
     phase(args, "evaluate", f"the quality harness on {n - n_train} held-out fields, {args.refine_steps} refinement "
@@ -320,8 +335,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     quality = res["_quality"]
     phase(args, None)
     summary = dict(status="finished", render_error=render_error, data="embedded ERA5 sample" if args.data is None else str(args.data),
-                   variable=field.variable,
-                   units=field.units, train_fields=int(n_train), test_fields=int(n - n_train), model="vamoh",
+                   variable=field.variable, units=field.units, train_fields=int(n_train),
+                   validation_fields=int(n_train - n_fit), test_fields=int(n - n_train), model="vamoh",
                    train_grid=list(coarse.shape), truth_grid=list(field.shape), config=args.config,
                    precision=args.precision_used, fine_points=args.fine_points, steps=int(trainer.global_step),
                    epochs=int(trainer.current_epoch), train_seconds=round(train_s, 1), figures=written,

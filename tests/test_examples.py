@@ -61,6 +61,9 @@ def test_era5_sphere_main_tiny(tmp_path: Path) -> None:
     conv = saved["convergence"]
     assert conv["validations"] == 7 and [s for s, _ in conv["history"]] == [0, 1, 2, 3, 4, 5, 6]
     assert not conv["stopped_early"] and conv["still_improving"] in (True, False) and conv["verdict"]
+    # Validation is the end of the training period (15%: 3 of 18 fields), and the model kept is its best.
+    assert saved["validation_fields"] == 3 and conv["restored_step"] == conv["best_step"]
+    assert conv["best"] == max(v for _, v in conv["history"])
     assert saved["train_grid"] == [46, 90] and saved["truth_grid"] == [181, 360]
     # The wall time of every phase, in order, and the machine's threads.
     assert list(saved["phases"]) == ["read", "prepare", "start", "train", "evaluate", "render"]
@@ -192,7 +195,7 @@ def test_era5_sphere_sigterm_mid_training_then_resume(tmp_path: Path) -> None:
 
 def test_era5_sphere_train_fields_is_checked_before_training(tmp_path: Path, capsys) -> None:
     era5 = load_example("era5_sphere")
-    with pytest.raises(SystemExit, match="--train-fields must be in 1..18"):  # more than the data's training steps
+    with pytest.raises(SystemExit, match="--train-fields must be in 2..18"):  # more than the data's training steps
         era5.main(["--config", "tiny", "--train-fields", "19", "--out", str(tmp_path / "19")])
     with pytest.raises(SystemExit):  # not positive: refused by the argument parser
         era5.main(["--config", "tiny", "--train-fields", "0", "--out", str(tmp_path / "0")])

@@ -5,12 +5,13 @@ usage, sample spread, energy distance). Missing values (NaN) in the fields are n
 
 from ._baselines import BilinearDownscaling, PCABaseline, observed_mask, training_mean, valid_points, zonal_mean_fill
 from ._harness import evaluate_gasp, evaluate_vamoh, format_report, points_batch, score
-from ._health import active_units, energy_distance, mixture_usage, sample_statistics
+from ._health import active_units, energy_distance, mixture_usage, nearest_neighbor_accuracy, sample_statistics
 from ._mos import OutputStatistics
 from ._tasks import NORTH_AMERICA, flat_report, inpainting_masks, task_predictions
 from ._uncertainty import evaluate_uncertainty
 
 __all__ = ["training_mean", "PCABaseline", "zonal_mean_fill", "observed_mask", "active_units", "mixture_usage",
-           "energy_distance", "sample_statistics", "score", "evaluate_vamoh", "evaluate_gasp", "format_report",
+           "energy_distance", "nearest_neighbor_accuracy", "sample_statistics", "score", "evaluate_vamoh",
+           "evaluate_gasp", "format_report",
            "evaluate_uncertainty", "BilinearDownscaling", "valid_points", "points_batch", "inpainting_masks",
            "flat_report", "NORTH_AMERICA", "OutputStatistics", "task_predictions"]

@@ -116,16 +116,23 @@ class Convergence(pl.Callback):
     never stops. The history is saved in checkpoints, so a resumed run reports (and stops) as the uninterrupted
     one would.
 
+    With ``restore_best=True`` the module's weights at the best validation (the first validation included, e.g.
+    one :meth:`~lightning.pytorch.Trainer.validate` before training, so that a model started at a good linear
+    solution is never returned worse than it started) are kept in memory, in checkpoints too, and loaded back
+    when fitting ends; :attr:`restored_step` says which step's weights the module holds then. Validate on fields
+    held out of training (not the test fields): the choice is fitted to them.
+
     Args:
         monitor (str): A logged validation metric. (default: ``"val/psnr"``)
         mode (str): ``"max"`` or ``"min"``. (default: ``"max"``)
         patience (int, optional): Validations without improvement before stopping. (default: ``None``)
         min_delta (float): Smallest improvement that counts. (default: ``0.05``)
         window (float): Fraction of the run that :attr:`report` looks back over. (default: ``0.25``)
+        restore_best (bool): Load the best validation's weights back when fitting ends. (default: ``False``)
     """
 
     def __init__(self, monitor: str = "val/psnr", mode: str = "max", patience: Optional[int] = None,
-                 min_delta: float = 0.05, window: float = 0.25) -> None:
+                 min_delta: float = 0.05, window: float = 0.25, restore_best: bool = False) -> None:
         super().__init__()
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
@@ -134,8 +141,12 @@ class Convergence(pl.Callback):
         convergence_report([], mode, min_delta, window)  # checks min_delta and window
         self.monitor, self.mode, self.patience = monitor, mode, patience
         self.min_delta, self.window = float(min_delta), float(window)
+        self.restore_best = bool(restore_best)
         self.history: List[Tuple[int, float]] = []
         self.stopped_step: Optional[int] = None
+        self.best_state: Optional[Dict[str, torch.Tensor]] = None
+        self.best_state_step: Optional[int] = None
+        self.restored_step: Optional[int] = None
 
     @property
     def _sign(self) -> float:
@@ -158,11 +169,16 @@ class Convergence(pl.Callback):
         if value is None:
             raise KeyError(f"Convergence: the metric {self.monitor!r} was not logged in validation (logged: "
                            f"{sorted(trainer.callback_metrics)})")
-        step = int(trainer.global_step)
+        step, value = int(trainer.global_step), float(value)
+        best_before = max((self._sign * v for s, v in self.history if s != step), default=-math.inf)
         if self.history and self.history[-1][0] == step:  # validated twice at one step (end of an epoch)
-            self.history[-1] = (step, float(value))
+            self.history[-1] = (step, value)
         else:
-            self.history.append((step, float(value)))
+            self.history.append((step, value))
+        if self.restore_best and math.isfinite(value) and (self._sign * value > best_before
+                                                           or self.best_state_step == step):
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.state_dict().items()}
+            self.best_state_step = step
         if self.patience is None:
             return
         stop = self._since_best() >= self.patience
@@ -171,20 +187,30 @@ class Convergence(pl.Callback):
             trainer.should_stop = True
             self.stopped_step = step
 
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.restore_best or self.best_state is None:
+            return
+        pl_module.load_state_dict(self.best_state)
+        self.restored_step = self.best_state_step
+
     @property
     def report(self) -> Dict[str, Any]:
         """:func:`convergence_report` of the history, with ``monitor``, ``history`` and ``stopped_early``."""
         out = convergence_report(self.history, self.mode, max(self.min_delta, 0.0), self.window)
         out.update(monitor=self.monitor, stopped_early=self.stopped_step is not None,
-                   history=[[s, v] for s, v in self.history])
+                   history=[[s, v] for s, v in self.history], restored_step=self.restored_step)
         if self.stopped_step is not None:
             out["verdict"] = (f"stopped early at step {self.stopped_step}: no new best {self.monitor} in "
                               f"{self.patience} validations; " + out["verdict"])
         return out
 
     def state_dict(self) -> Dict[str, Any]:
-        return {"history": [list(p) for p in self.history], "stopped_step": self.stopped_step}
+        state: Dict[str, Any] = {"history": [list(p) for p in self.history], "stopped_step": self.stopped_step}
+        if self.best_state is not None:
+            state.update(best_state=self.best_state, best_state_step=self.best_state_step)
+        return state
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         self.history = [(int(s), float(v)) for s, v in state_dict.get("history", [])]
         self.stopped_step = state_dict.get("stopped_step")
+        self.best_state, self.best_state_step = state_dict.get("best_state"), state_dict.get("best_state_step")

@@ -7,7 +7,7 @@ import torch
 from pcfunc.data import ImageGrid, LatLonGrid, interpolate_to_points
 from pcfunc.evaluation import (BilinearDownscaling, OutputStatistics, PCABaseline, active_units, energy_distance,
                                evaluate_gasp, evaluate_uncertainty, evaluate_vamoh, format_report, mixture_usage,
-                               sample_statistics, score, task_predictions, training_mean, zonal_mean_fill)
+                               nearest_neighbor_accuracy, sample_statistics, score, task_predictions, training_mean, zonal_mean_fill)
 from pcfunc.evaluation._harness import points_batch
 from pcfunc.manifolds import xyz_to_latlon
 from pcfunc.metrics import crps_gaussian, fit_std_scale, interval_coverage, psnr
@@ -114,6 +114,30 @@ def test_energy_distance_against_scipy_in_one_dimension():
     assert energy_distance(a, b) == pytest.approx(10.0)  # 2 |a - b|
     with pytest.raises(ValueError, match="same dimension"):
         energy_distance(a, torch.zeros(1, 3))
+
+
+def test_nearest_neighbor_accuracy_against_scikit_learn_and_by_hand():
+    neighbors = pytest.importorskip("sklearn.neighbors")
+    g = torch.Generator().manual_seed(0)
+    for shift, n, m in ((0.0, 30, 30), (0.5, 40, 25), (5.0, 20, 35)):
+        x, y = torch.randn(n, 6, generator=g), shift + torch.randn(m, 6, generator=g)
+        both, label = torch.cat((x, y)).numpy(), np.r_[np.zeros(n), np.ones(m)]
+        # leave-one-out 1-NN labels: the second nearest of each point in the union (the first is itself)
+        idx = neighbors.NearestNeighbors(n_neighbors=2).fit(both).kneighbors(both)[1][:, 1]
+        right = label[idx] == label
+        expected = 0.5 * (right[:n].mean() + right[n:].mean())
+        assert nearest_neighbor_accuracy(x, y) == pytest.approx(expected, abs=1e-12)
+    # Far-apart sets are told apart every time; interleaved ones never.
+    assert nearest_neighbor_accuracy(torch.zeros(3, 1) + torch.arange(3.0)[:, None] * 1e-3,
+                                     torch.full((4, 1), 10.0) + torch.arange(4.0)[:, None] * 1e-3) == 1.0
+    a, b = torch.tensor([[0.0], [2.0], [4.0]]), torch.tensor([[1.0], [3.0], [5.0]])
+    assert nearest_neighbor_accuracy(a + 0.1, b) == 0.0  # each nearest neighbour is in the other set
+    with pytest.raises(ValueError, match="x must have shape"):
+        nearest_neighbor_accuracy(torch.zeros(1, 2), torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="same dimension"):
+        nearest_neighbor_accuracy(torch.zeros(2, 2), torch.zeros(3, 3))
+    with pytest.raises(ValueError, match="y"):
+        nearest_neighbor_accuracy(torch.zeros(2, 2), torch.tensor([[0.0, math.nan], [1.0, 1.0]]))
 
 
 def test_sample_statistics_by_hand():

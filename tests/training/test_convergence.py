@@ -133,3 +133,39 @@ def test_convergence_without_patience_never_stops_and_names_a_missing_metric(tmp
         make_trainer(tmp_path / "c", val_every_steps=0)
     with pytest.raises(ValueError, match="keep_checkpoints"):
         make_trainer(tmp_path / "c", keep_checkpoints=0)
+
+
+class _Recorded(_Scripted):
+    """:class:`_Scripted` that remembers its weight at each validation."""
+
+    def __init__(self, script: List[float]) -> None:
+        super().__init__(script)
+        self.seen: List[float] = []
+
+    def on_validation_epoch_end(self) -> None:
+        self.seen.append(self.w.item())
+        super().on_validation_epoch_end()
+
+
+@pytest.mark.parametrize("script, best", [([9.0, 1.0, 2.0, 3.0, 4.0], 0), ([1.0, 2.0, 7.0, 3.0, 4.0], 2)])
+def test_restore_best_returns_the_best_validations_weights_the_start_included(tmp_path: Path, script, best):
+    torch.manual_seed(0)
+    model, watch = _Recorded(script), Convergence("val/psnr", restore_best=True)
+    trainer = make_trainer(tmp_path, max_steps=8, val_every_steps=2, callbacks=[watch], progress_bar=False,
+                           tensorboard=False, checkpoint_every=2)
+    trainer.validate(model, datamodule=_Data(), verbose=False)  # the start: step 0
+    fit(trainer, model, _Data())
+    assert [s for s, _ in watch.history] == [0, 2, 4, 6, 8] and len(set(model.seen)) == 5  # SGD moved w each time
+    assert model.w.item() == model.seen[best] and watch.restored_step == 2 * best
+    assert watch.report["restored_step"] == 2 * best and f"step {2 * best}" in watch.report["verdict"]
+    # The best weights ride in the checkpoint, so a resumed run restores the same ones.
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]
+    restored = Convergence("val/psnr", restore_best=True)
+    restored.load_state_dict(next(v for k, v in state.items() if k.startswith("Convergence")))
+    assert restored.best_state_step == 2 * best and float(restored.best_state["w"]) == model.seen[best]
+    # Without restore_best the module keeps its last weights.
+    model2 = _Recorded(script)
+    trainer = make_trainer(tmp_path / "plain", max_steps=8, val_every_steps=2, callbacks=[Convergence("val/psnr")],
+                           progress_bar=False, tensorboard=False)
+    fit(trainer, model2, _Data())
+    assert model2.w.item() != model2.seen[0] and trainer.callbacks[0].restored_step is None
