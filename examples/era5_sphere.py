@@ -74,6 +74,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     arg = p.add_argument
     arg("--data", type=Path, default=None, help="ERA5/CF file (NetCDF or Zarr); default: the embedded sample")
     arg("--variable", default=None, help="short name, CF standard_name or long_name (default: the only field)")
+    arg("--select", action="append", default=[], metavar="DIM=LABEL", help="one entry of an extra dimension by "
+        "label, e.g. --select pressure_level=500 --select number=0 (repeat for each)")
+    arg("--time-dim", default=None, help="the dimension that counts time when it is not a CF time axis (e.g. month)")
     arg("--config", choices=sorted(CONFIGS), default="small", help="small (default), paper (Table 3) or tiny")
     arg("--steps", type=int, default=None,
         help="optimiser steps (default: from the data, see --epochs; the same on any machine)")
@@ -115,8 +118,21 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         if value is not None and value < (1 if name in positive else 0):
             p.error(f"--{name.replace('_', '-')} must be {'positive' if name in positive else 'at least 0'}, "
                     f"got {value}")
-    if args.variable is not None and args.data is None:
-        p.error("--variable needs --data (the embedded sample has one variable, t2m)")
+    for flag in ("variable", "time_dim", "select"):
+        if getattr(args, flag) and args.data is None:
+            p.error(f"--{flag.replace('_', '-')} needs --data (the embedded sample has one variable, t2m)")
+    args.selection = {}
+    for item in args.select:
+        key, sep, label = item.partition("=")
+        if not sep or not key or not label:
+            p.error(f"--select takes DIM=LABEL (e.g. pressure_level=500), got {item!r}")
+        for kind in (int, float):
+            try:
+                label = kind(label)
+                break
+            except ValueError:
+                pass
+        args.selection[key] = label
     for name in ("minutes", "lr", "resolution"):
         if (value := getattr(args, name)) is not None and not 0 < value < float("inf"):
             p.error(f"--{name} must be a positive number, got {value}")
@@ -271,7 +287,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     t_start, args.phases = time.perf_counter(), {}
     args.out.mkdir(parents=True, exist_ok=True)
     phase(args, "read", "the embedded ERA5 sample" if args.data is None else str(args.data))
-    field = load_era5_sample() if args.data is None else load_era5(args.data, args.variable)
+    field = load_era5_sample() if args.data is None else load_era5(args.data, args.variable, select=args.selection,
+                                                                   time_dim=args.time_dim)
     if args.region is not None:
         field = field.region(tuple(args.region[:2]), tuple(args.region[2:]))
     coarse = field.regrid(*regular_axes(args.resolution, field.lat, field.lon))  # the globe, or the data's box

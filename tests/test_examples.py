@@ -127,6 +127,35 @@ def test_era5_sphere_variable_without_data_is_an_error(capsys) -> None:
     assert "--variable needs --data" in capsys.readouterr().err
 
 
+def test_era5_sphere_select_and_time_dim_reach_the_reader(tmp_path: Path, capsys) -> None:
+    xr = pytest.importorskip("xarray")
+    era5 = load_example("era5_sphere")
+    args = era5.parse_args(["--data", "f.nc", "--select", "pressure_level=500", "--select", "number=0",
+                            "--select", "expver=0001"])
+    assert args.selection == {"pressure_level": 500, "number": 0, "expver": 1}
+    assert era5.parse_args(["--data", "f.nc", "--select", "level=850.5"]).selection == {"level": 850.5}
+    assert era5.parse_args(["--data", "f.nc", "--select", "model=ukesm"]).selection == {"model": "ukesm"}
+    for argv, message in ((["--select", "level=500"], "--select needs --data"),
+                          (["--time-dim", "month"], "--time-dim needs --data"),
+                          (["--data", "f.nc", "--select", "level"], "--select takes DIM=LABEL")):
+        with pytest.raises(SystemExit):
+            era5.parse_args(argv)
+        assert message in capsys.readouterr().err
+    # Two levels, four months numbered 1..4: the chosen level is read along the month axis (two months are too
+    # few to train and test: the run stops there, after reading).
+    lat, lon = np.linspace(60.0, -60.0, 5), np.arange(0.0, 360.0, 60.0)
+    ds = xr.Dataset({"t": (("month", "pressure_level", "lat", "lon"), np.random.rand(2, 2, 5, 6).astype("float32"))},
+                    coords={"month": [1, 2], "pressure_level": [850, 500], "lat": lat, "lon": lon})
+    ds.to_netcdf(tmp_path / "levels.nc")
+    base = ["--data", str(tmp_path / "levels.nc"), "--out", str(tmp_path / "out"), "--config", "tiny"]
+    with pytest.raises(SystemExit, match="need at least 3 time steps"):
+        era5.main(base + ["--time-dim", "month", "--select", "pressure_level=500"])
+    with pytest.raises(ValueError, match=r"pressure_level \(2: 850, 500\).*--select pressure_level=850"):
+        era5.main(base + ["--time-dim", "month"])
+    with pytest.raises(ValueError, match="time_dim='month'"):
+        era5.main(base + ["--select", "pressure_level=500"])
+
+
 @pytest.mark.slow
 def test_era5_sphere_keeps_its_results_when_rendering_or_evaluation_fails(tmp_path: Path, monkeypatch) -> None:
     import json

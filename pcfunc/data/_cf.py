@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -203,8 +203,14 @@ def _time_order(times: np.ndarray, name: str) -> np.ndarray:
                          "datetimes of one calendar, or all numbers") from None
 
 
-def _time_axis(da: Any, variable: str, name: str) -> Tuple[Any, str]:
-    """``da`` with a time dimension (a scalar time coordinate becomes one of size 1), and that dimension."""
+def _time_axis(da: Any, variable: str, name: str, time_dim: Optional[str] = None) -> Tuple[Any, str]:
+    """``da`` with a time dimension (a scalar time coordinate becomes one of size 1), and that dimension:
+    ``time_dim`` when given (e.g. a ``month`` numbered 1..12)."""
+    if time_dim is not None:
+        if not isinstance(time_dim, str) or time_dim not in map(str, da.dims):
+            raise ValueError(f"time_dim={time_dim!r} is not a dimension of {variable!r} in {name} (dimensions "
+                             f"{[str(d) for d in da.dims]})")
+        return da, time_dim
     t = _find_axes(da).get("time")
     if t is not None:
         return da, t
@@ -213,8 +219,9 @@ def _time_axis(da: Any, variable: str, name: str) -> Tuple[Any, str]:
         return da.expand_dims(scalar[0]), scalar[0]
     raise ValueError(f"{variable!r} in {name} has no time dimension or scalar time coordinate (looked for "
                      f"{list(_TIME_NAMES)} or CF standard_name='time', axis='T' or units '... since ...'; found "
-                     f"dimensions {[str(d) for d in da.dims]}); for a single field add one, e.g. "
-                     f"load_era5(ds[[{variable!r}]].expand_dims(time=[0]))")
+                     f"dimensions {[str(d) for d in da.dims]}); if one of those counts time (e.g. a 'month' "
+                     "numbered 1..12), name it: time_dim='month' (examples: --time-dim month); for a single field add "
+                     f"one, e.g. load_era5(ds[[{variable!r}]].expand_dims(time=[0]))")
 
 
 def _open(path: Path, name: str) -> Any:
@@ -236,3 +243,64 @@ def _open(path: Path, name: str) -> Any:
     warnings.warn(f"{name}: xarray cannot decode its times ({reason}); they are kept as the file's numbers",
                   stacklevel=3)
     return ds
+
+
+def _show_values(index: Any, limit: int = 6) -> str:
+    """A dimension's labels for a message: ``3: 1000, 850, 500`` or ``37: 1, 2, 3, ..., 1000``."""
+    labels = [str(v) for v in np.asarray(index)]
+    shown = labels if len(labels) <= limit else labels[: limit - 2] + ["...", labels[-1]]
+    return f"{len(labels)}: " + ", ".join(shown)
+
+
+def _choose_entries(da: Any, select: Optional[Mapping[str, Any]], axes: Tuple[str, str, str], variable: str,
+                    name: str) -> Dict[str, int]:
+    """The position along each extra dimension of ``da`` (not time, latitude or longitude) to read: ``select``'s
+    label (a position where the dimension has no coordinate), or 0 for a dimension of size 1; an error listing the
+    extra dimensions with their labels when one of several entries has not been chosen."""
+    dims = [str(d) for d in da.dims]
+    extra = [d for d in dims if d not in axes]
+    select = dict(select or {})
+    for key in select:
+        if key in axes:
+            what = "time" if key == axes[0] else "latitude" if key == axes[1] else "longitude"
+            hint = "time=..." if what == "time" else "a region (ERA5Field.region, --region)"
+            raise ValueError(f"select={{{key!r}: ...}}: {key!r} is the {what} axis of {variable!r} in {name}; select "
+                             f"picks one entry of another dimension (use {hint})")
+        if key not in extra:
+            raise ValueError(f"select={{{key!r}: ...}}: {variable!r} in {name} has no dimension {key!r}; its extra "
+                             f"dimensions are {extra or 'none'} (all dimensions: {dims})")
+    chosen: Dict[str, int] = {}
+    for d in extra:
+        if d in select:
+            label = select[d]
+            if d not in da.coords:  # no labels: a position
+                if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or not 0 <= label < da.sizes[d]:
+                    raise ValueError(f"select={{{d!r}: {label!r}}}: {d!r} of {variable!r} in {name} has no coordinate "
+                                     f"values, so give a position in 0..{da.sizes[d] - 1}")
+                chosen[d] = int(label)
+                continue
+            index = da.indexes[d]
+            try:
+                found = index.get_loc(label)
+            except (KeyError, TypeError, ValueError):
+                found = None
+            if not isinstance(found, (int, np.integer)):
+                raise ValueError(f"select={{{d!r}: {label!r}}}: no single entry of {d!r} of {variable!r} in {name} "
+                                 f"has that label; its labels are ({_show_values(index)})")
+            chosen[d] = int(found)
+        elif da.sizes[d] == 1:
+            chosen[d] = 0
+    open_dims = [d for d in extra if d not in chosen]
+    if "expver" in open_dims:
+        raise ValueError(f"{variable!r} in {name} mixes final ERA5 and preliminary ERA5T data along 'expver' (each "
+                         "time step is in one of them, NaN in the other): combine them first, e.g. "
+                         f"da = ds[{variable!r}].sel(expver=1).combine_first(ds[{variable!r}].sel(expver=5)), "
+                         "and pass da.to_dataset() (selecting one entry alone leaves NaN time steps)")
+    if open_dims:
+        listed = "; ".join(f"{d} ({_show_values(da.indexes[d]) if d in da.coords else f'{da.sizes[d]} entries'})"
+                           for d in open_dims)
+        example = {d: (np.asarray(da.indexes[d])[0].item() if d in da.coords else 0) for d in open_dims}
+        flags = " ".join(f"--select {d}={v}" for d, v in example.items())
+        raise ValueError(f"{variable!r} in {name} has extra dimensions with several entries: {listed}. Choose one "
+                         f"entry of each by label: select={example!r} (examples: {flags})")
+    return chosen

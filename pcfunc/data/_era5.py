@@ -5,12 +5,13 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
-from ._cf import _find_variable, _grid_axes, _in_degrees, _open, _time_axis, _time_kind, _time_order
+from ._cf import (_choose_entries, _find_variable, _grid_axes, _in_degrees, _open, _time_axis, _time_kind,
+                  _time_order)
 
 __all__ = ["ERA5_ATTRIBUTION", "ERA5Field", "load_era5", "load_era5_sample", "MinMaxNormalizer", "split_by_time"]
 
@@ -173,6 +174,8 @@ def load_era5(
     source: Union[str, Path, Any],
     variable: Optional[str] = None,
     time: Optional[slice] = None,
+    select: Optional[Mapping[str, Any]] = None,
+    time_dim: Optional[str] = None,
 ) -> ERA5Field:
     """Read one variable of an ERA5 file from the Climate Data Store, or of any CF NetCDF/Zarr on a lat/lon grid.
 
@@ -181,7 +184,9 @@ def load_era5(
     or an opened :class:`xarray.Dataset`. Latitudes may be north- or
     south-first and longitudes 0..360 or -180..180, at any resolution; the
     result is north-first with increasing longitudes, and in time order. Size-1
-    extra dimensions (e.g. ``expver``, ``number``, ``height``) are dropped. A
+    extra dimensions (e.g. ``expver``, ``number``, ``height``) are dropped; of a
+    longer one (``pressure_level``, ensemble ``number``) ``select`` picks one
+    entry by label, and without it the error lists each with its labels. A
     repeated meridian (the cyclic point many tools add: 360 beside 0, 180
     beside -180) is dropped with one warning when its values equal the first
     column's; with other values it is an error naming both longitudes.
@@ -208,6 +213,11 @@ def load_era5(
         time (slice, optional): Selection along time, by label, in the file's calendar (e.g.
             ``slice("2020-01", "2020-06")``; ``"2000-02-30"`` is a date of the ``360_day`` calendar), or by number
             when the times are not decoded.
+        select (dict, optional): One entry of each extra dimension by label, e.g.
+            ``{"pressure_level": 500, "number": 0}`` (by position for a dimension without coordinate values).
+        time_dim (str, optional): The dimension that counts time when it is not a CF time axis, e.g. a ``month``
+            numbered 1..12; its labels become :attr:`ERA5Field.time` (numbers). (default: found by name or CF
+            attributes)
 
     Returns:
         ERA5Field: The values ``(T, n_lat, n_lon)`` in the file's units; ``variable`` is the name in the file.
@@ -218,8 +228,9 @@ def load_era5(
         ValueError: The file is not readable; ``variable`` matches no variable (the message lists what the file
             has) or several (it lists them); ``variable`` is ``None`` and several variables are on a lat/lon grid
             (it lists each with its standard_name, long_name and units); the variable has no lat/lon/time
-            coordinates, is on a rotated or curvilinear grid (2-D latitude/longitude), has other non-trivial
-            dimensions or contains infinite values (NaN, or the file's ``_FillValue``, marks a missing point: kept
+            coordinates, is on a rotated or curvilinear grid (2-D latitude/longitude), has extra dimensions with
+            several entries that ``select`` does not choose (the message lists them with their labels), ``select``
+            names a dimension the variable lacks or a label it lacks, or the variable contains infinite values (NaN, or the file's ``_FillValue``, marks a missing point: kept
             as NaN, with a warning); ``time`` cannot select along the file's time axis; or the file
             repeats a meridian with different values.
     """
@@ -241,29 +252,19 @@ def load_era5(
             raise FileNotFoundError(f"source {name!r} does not exist")
         ds = _open(path, name)
     try:
-        return _read(ds, _find_variable(ds, variable, name), time, name)
+        return _read(ds, _find_variable(ds, variable, name), time, name, select, time_dim)
     finally:
         if opened:
             ds.close()
 
 
-def _read(ds: Any, variable: str, time: Optional[slice], name: str) -> ERA5Field:
+def _read(ds: Any, variable: str, time: Optional[slice], name: str, select: Optional[Mapping[str, Any]] = None,
+          time_dim: Optional[str] = None) -> ERA5Field:
     """The :class:`ERA5Field` of ``ds[variable]`` (see :func:`load_era5`)."""
-    da, t = _time_axis(ds[variable], variable, name)
+    da, t = _time_axis(ds[variable], variable, name, time_dim)
     la, lo = _grid_axes(da, variable, name)
     da = _in_degrees(da, la, lo, variable, name)
-    dims = [str(d) for d in da.dims]
-    extra = [d for d in dims if d not in (t, la, lo)]
-    big = [d for d in extra if da.sizes[d] != 1]
-    if "expver" in big:
-        raise ValueError(f"{variable!r} in {name} mixes final ERA5 and preliminary ERA5T data along 'expver' (each "
-                         "time step is in one of them, NaN in the other): combine them first, e.g. "
-                         f"da = ds[{variable!r}].sel(expver=1).combine_first(ds[{variable!r}].sel(expver=5)), "
-                         "and pass da.to_dataset() (selecting one entry alone leaves NaN time steps)")
-    if big:
-        raise ValueError(f"{variable!r} in {name} has extra dimensions {big}; select one entry of each first "
-                         f"(e.g. ds.isel({big[0]}=0))")
-    da = da.isel({d: 0 for d in extra}).transpose(t, la, lo)
+    da = da.isel(_choose_entries(da, select, (t, la, lo), variable, name)).transpose(t, la, lo)
     times = np.asarray(da[t].values)
     order = _time_order(times, name)
     if np.any(order != np.arange(order.size)):

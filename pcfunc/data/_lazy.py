@@ -6,12 +6,13 @@ import copy
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
-from ._cf import _find_variable, _grid_axes, _in_degrees, _open, _time_axis, _time_kind, _time_order
+from ._cf import (_choose_entries, _find_variable, _grid_axes, _in_degrees, _open, _time_axis, _time_kind,
+                  _time_order)
 from ._era5 import ERA5Field, MinMaxNormalizer
 
 __all__ = ["LazyERA5Dataset"]
@@ -80,6 +81,10 @@ class LazyERA5Dataset(torch.utils.data.Dataset):
             normalizer was fitted on). (default: ``False``)
         min_points (int): Valid points an item needs (e.g. ``VaMoH.min_encoder_points``); see
             :meth:`drop_sparse_steps`. (default: ``1``)
+        select (dict, optional): One entry of each extra dimension by label, as in
+            :func:`~pcfunc.data.load_era5` (e.g. ``{"pressure_level": 500}``).
+        time_dim (str, optional): The dimension that counts time when it is not a CF time axis, as in
+            :func:`~pcfunc.data.load_era5`.
 
     Raises:
         FileNotFoundError: ``source`` does not exist.
@@ -97,7 +102,8 @@ class LazyERA5Dataset(torch.utils.data.Dataset):
 
     def __init__(self, source: Union[str, Path, Any], variable: Optional[str] = None,
                  normalizer: Optional[MinMaxNormalizer] = None, time: Optional[slice] = None,
-                 transform: Optional[Any] = None, clip: bool = False, min_points: int = 1) -> None:
+                 transform: Optional[Any] = None, clip: bool = False, min_points: int = 1,
+                 select: Optional[Mapping[str, Any]] = None, time_dim: Optional[str] = None) -> None:
         from .._validation import check_positive_int
         from ._grids import LatLonGrid
 
@@ -108,6 +114,7 @@ class LazyERA5Dataset(torch.utils.data.Dataset):
         self.transform = transform
         self.clip = bool(clip)
         self.min_points = check_positive_int(min_points, "min_points")
+        self._selection, self._time_dim = dict(select or {}), time_dim
         ds = self._dataset()
         try:
             self.variable = _find_variable(ds, variable, self._name)
@@ -137,19 +144,10 @@ class LazyERA5Dataset(torch.utils.data.Dataset):
         import xarray as xr
 
         name, variable = self._name, self.variable
-        da, t = _time_axis(ds[variable], variable, name)
+        da, t = _time_axis(ds[variable], variable, name, self._time_dim)
         la, lo = _grid_axes(da, variable, name)
         da = _in_degrees(da, la, lo, variable, name)
-        extra = [str(d) for d in da.dims if d not in (t, la, lo)]
-        big = [d for d in extra if da.sizes[d] != 1]
-        if "expver" in big:
-            raise ValueError(f"{variable!r} in {name} mixes final ERA5 and preliminary ERA5T data along 'expver': "
-                             f"combine them first (see load_era5), e.g. da = ds[{variable!r}].sel(expver=1)"
-                             f".combine_first(ds[{variable!r}].sel(expver=5)), and write or pass da.to_dataset()")
-        if big:
-            raise ValueError(f"{variable!r} in {name} has extra dimensions {big}; select one entry of each first "
-                             f"(e.g. ds.isel({big[0]}=0)) and pass that dataset")
-        self._dims, self._extra = (t, la, lo), {d: 0 for d in extra}
+        self._dims, self._extra = (t, la, lo), _choose_entries(da, self._selection, (t, la, lo), variable, name)
         times = np.asarray(da[t].values)
         order = _time_order(times, name)
         steps = order
@@ -191,7 +189,7 @@ class LazyERA5Dataset(torch.utils.data.Dataset):
                                    "(size or modification time): its grid, times or values may differ; build the "
                                    "dataset again")
             ds = self._dataset()
-            da, t = _time_axis(ds[self.variable], self.variable, self._name)
+            da, t = _time_axis(ds[self.variable], self.variable, self._name, self._time_dim)
             da = da.isel(self._extra).transpose(*self._dims) if self._extra else da.transpose(*self._dims)
             self._handle = (pid, ds if isinstance(self._source, Path) else None, da)
         return self._handle[2]

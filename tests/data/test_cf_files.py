@@ -198,3 +198,69 @@ def test_single_time_step_and_no_time(tmp_path):
         split_by_time(f, (0.5, 0.5))
     with pytest.raises(ValueError, match=r"has no time dimension or scalar time coordinate .*expand_dims\(time="):
         load_era5(ds.drop_vars("time"))
+
+
+def _levels_file(path):
+    """A CDS pressure-level file: ``t(valid_time, pressure_level, number, latitude, longitude)``, three levels and
+    two ensemble members; each value encodes (step, level, member, lat, lon)."""
+    level, member = np.array([1000.0, 850.0, 500.0]), np.array([0, 1])
+    values = (_expected(3)[:, None, None] + level[None, :, None, None, None] / 10
+              + member[None, None, :, None, None] * 1000).astype(np.float32)
+    ds = xr.Dataset({"t": (("valid_time", "pressure_level", "number", "latitude", "longitude"), values,
+                           {"units": "K", "long_name": "Temperature"})},
+                    coords={"valid_time": np.array(["2020-01-01T00", "2020-01-01T06", "2020-01-01T12"],
+                                                   dtype="datetime64[ns]"),
+                            "pressure_level": ("pressure_level", level, {"units": "hPa"}), "number": member,
+                            "latitude": LAT, "longitude": LON})
+    ds.to_netcdf(path)
+    return path, values
+
+
+def test_pressure_levels_and_members_are_chosen_by_label_eager_and_lazy(tmp_path):
+    from pcfunc.data import LazyERA5Dataset
+
+    path, values = _levels_file(tmp_path / "levels.nc")
+    f = load_era5(path, "t", select={"pressure_level": 500, "number": 1})
+    np.testing.assert_array_equal(f.values, values[:, 2, 1])
+    assert f.units == "K" and f.values.shape == (3, 4, 4)
+    lazy = LazyERA5Dataset(path, "t", select={"pressure_level": 500.0, "number": 1})
+    np.testing.assert_array_equal(lazy.read(2), values[2, 2, 1])
+    # Without a choice, the error lists every extra dimension with its labels and how to choose.
+    for reader in (lambda **kw: load_era5(path, "t", **kw), lambda **kw: LazyERA5Dataset(path, "t", **kw)):
+        with pytest.raises(ValueError, match=r"pressure_level \(3: 1000.0, 850.0, 500.0\); number \(2: 0, 1\)"
+                                             r".*select=\{'pressure_level': 1000.0, 'number': 0\}"
+                                             r".*--select pressure_level=1000.0 --select number=0"):
+            reader()
+        with pytest.raises(ValueError, match=r"pressure_level.*no single entry.*labels are \(3: 1000.0, 850.0, 500.0\)"):
+            reader(select={"pressure_level": 700, "number": 0})
+        with pytest.raises(ValueError, match=r"no dimension 'level'.*\['pressure_level', 'number'\]"):
+            reader(select={"level": 500})
+        with pytest.raises(ValueError, match="'latitude' is the latitude axis"):
+            reader(select={"latitude": 60.0, "pressure_level": 500, "number": 0})
+    # Only the member chosen, the levels left open: still an error naming the levels alone.
+    with pytest.raises(ValueError, match=r"several entries: pressure_level \(3: "):
+        load_era5(path, "t", select={"number": 0})
+
+
+def test_a_time_axis_that_is_a_plain_index_is_named_with_time_dim(tmp_path):
+    from pcfunc.data import LazyERA5Dataset
+
+    values = _grid(12)
+    ds = xr.Dataset({"u": (("month", "lat", "lon"), values, {"units": "m s-1"})},
+                    coords={"month": np.arange(1, 13), "lat": [10.0, 0.0, -10.0], "lon": [0.0, 90.0, 180.0, 270.0]})
+    ds.to_netcdf(tmp_path / "climatology.nc")
+    with pytest.raises(ValueError, match=r"found dimensions \['month', 'lat', 'lon'\].*time_dim='month'"):
+        load_era5(tmp_path / "climatology.nc")
+    f = load_era5(tmp_path / "climatology.nc", time_dim="month")
+    np.testing.assert_array_equal(f.time, np.arange(1, 13))
+    np.testing.assert_array_equal(f.values, values)
+    lazy = LazyERA5Dataset(tmp_path / "climatology.nc", time_dim="month")
+    np.testing.assert_array_equal(lazy.read(11), values[11])
+    with pytest.raises(ValueError, match=r"time_dim='months' is not a dimension .*\['month', 'lat', 'lon'\]"):
+        load_era5(tmp_path / "climatology.nc", time_dim="months")
+    # A dimension without coordinate values is chosen by position.
+    nolabels = xr.Dataset({"u": (("time", "member", "lat", "lon"), np.stack([values[:2], values[2:4]], 1))},
+                          coords={"time": [0.0, 1.0], "lat": [10.0, 0.0, -10.0], "lon": [0.0, 90.0, 180.0, 270.0]})
+    np.testing.assert_array_equal(load_era5(nolabels, select={"member": 1}).values, values[2:4])
+    with pytest.raises(ValueError, match=r"no coordinate values, so give a position in 0..1"):
+        load_era5(nolabels, select={"member": 2})

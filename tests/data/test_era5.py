@@ -65,7 +65,7 @@ def test_zarr_store_other_variable_and_time_selection(tmp_path):
 def test_extra_dimensions(tmp_path):
     f = load_era5(_cds_dataset(extra=("expver", [1])))
     assert f.values.shape == (3, 19, 36)
-    with pytest.raises(ValueError, match=r"extra dimensions \['number'\]"):
+    with pytest.raises(ValueError, match=r"extra dimensions with several entries: number \(2: 0, 1\)"):
         load_era5(_cds_dataset(extra=("number", [0, 1])))
 
 
