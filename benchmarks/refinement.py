@@ -10,8 +10,8 @@ this process, with the seconds each evaluation took per field.
 Examples::
 
     python examples/era5_sphere.py --out runs/era5 --refine-steps 0 --predictive-samples 0
-    python benchmarks/refinement.py runs/era5/checkpoints/last.ckpt --steps 0 10 30 100
-    python benchmarks/refinement.py runs/winds/checkpoints/last.ckpt --data fnoc_winds_1982_1992.nc \\
+    python benchmarks/refinement.py runs/era5/model.ckpt --steps 0 10 30 100
+    python benchmarks/refinement.py runs/winds/model.ckpt --data fnoc_winds_1982_1992.nc \\
         --variable u10 --resolution 5 --steps 0 30
 """
 

@@ -7,7 +7,8 @@ steps, stopped early once the PSNR on the end of the training period stops impro
 kept, the PCA it starts from included) and writes ``outputs/era5_sphere/``: the
 quality harness on held-out times next to its baselines, calibrated predictive intervals and the model's health
 (``metrics.json``, :func:`pcfunc.evaluation.evaluate_vamoh`), ``tasks.png`` and ``samples.png``, ``globe_*.png``
-(the super-resolved INR at the icosphere's vertices), ``checkpoints/`` and ``logs/`` (``--resume`` continues).
+(the super-resolved INR at the icosphere's vertices), ``model.ckpt`` (the model evaluated: the best validation's),
+``checkpoints/`` (the last steps'; ``--resume`` continues from them) and ``logs/``.
 GASP on the same data: ``examples/era5_gasp.py``. Examples::
 
     python examples/era5_sphere.py                      # embedded sample, at most 1,500 steps
@@ -197,6 +198,8 @@ def train(args: argparse.Namespace, train_set, val_set, base_grid, coarse):
         # Training never beat the start on validation: the model is that start, its closed-form linear part
         # refitted to every training field (validation's too), as a cross-validated method is refitted.
         module.model.initialize_factors(coarse[2], coarse[0].pos)
+    # The model returned (the best validation's; checkpoints/last.ckpt is the last step's, to resume from).
+    trainer.save_checkpoint(args.out / "model.ckpt", weights_only=True)
     return module.model.eval(), trainer, time.perf_counter() - t0, resumed, watch.report
 
 
@@ -336,10 +339,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                             f"steps, {args.predictive_samples} predictive draws")
     try:
         res = evaluate(model, field, coarse, n_train, norm, args.refine_steps, args.predictive_samples)
-    except Exception as err:  # the trained model is in OUT/checkpoints/last.ckpt: say so, with what is known
+    except Exception as err:  # the trained model is in OUT/model.ckpt: say so, with what is known
         (args.out / "metrics.json").write_text(json.dumps(dict(
             status="evaluation_failed", error=f"{type(err).__name__}: {err}", steps=int(trainer.global_step),
-            checkpoint=str(args.out / "checkpoints" / "last.ckpt"), convergence=convergence, phases=args.phases),
+            checkpoint=str(args.out / "model.ckpt"), convergence=convergence, phases=args.phases),
             indent=2))
         raise
     phase(args, "render", "maps and globes")
@@ -359,7 +362,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                    epochs=int(trainer.current_epoch), train_seconds=round(train_s, 1), figures=written,
                    render_seconds=round(time.perf_counter() - t_render, 1),
                    total_seconds=round(time.perf_counter() - t_start, 1), normalisation_k=norm.to_dict(),
-                   resumed_from=None if resumed is None else str(resumed), attribution=ERA5_ATTRIBUTION,
+                   resumed_from=None if resumed is None else str(resumed), model_checkpoint=str(args.out / "model.ckpt"),
+                   attribution=ERA5_ATTRIBUTION,
                    psnr_definition="VaMoH App. B.3 on data normalised to [0, 1]", quality=quality,
                    metrics={k: v for k, v in res.items() if not k.startswith("_")}, convergence=convergence,
                    phases=args.phases, threads=torch.get_num_threads(), cpu=torch.backends.cpu.get_cpu_capability())

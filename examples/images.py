@@ -40,6 +40,7 @@ from pcfunc.render import save_image_grid
 
 DEFAULT_STEPS = 4000
 DEFAULT_GASP_STEPS = 2000
+SAMPLES = 256  # samples of each model against the held-out images (1-NNA, spread, energy distance)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -137,7 +138,7 @@ def run_vamoh(args, train_img, test_img, levels, out: Path) -> Dict[str, Any]:
     flat = lambda a: grid.to_batch(a).x.view(len(a), -1, C)  # noqa: E731
     quality = evaluate_vamoh(model, grid, flat(train_t[:2000]), flat(test),
                              masks={"centre_hidden": ~centre, "centre_only": centre}, seed=args.seed,
-                             refine_steps=args.refine_steps, fields_per_call=256)
+                             refine_steps=args.refine_steps, fields_per_call=256, num_prior_samples=SAMPLES)
     print(format_report(quality))
     res: Dict[str, Any] = {"train_seconds": round(train_s, 1), "steps": int(module.global_step), "quality": quality}
     for name, task in (("reconstruction", "reconstruction"), ("inpainting", "inpaint_centre_hidden"),
@@ -220,7 +221,7 @@ def run_gasp(args, train_img, out: Path, test_img: Optional[np.ndarray] = None) 
     if test_img is not None and len(test_img) >= 2:
         flat = lambda a: grid.to_batch(torch.as_tensor(a)).x.view(len(a), -1, C)  # noqa: E731
         quality = evaluate_gasp(model, grid, flat(test_img), train=flat(train_img), transform=lambda v: (v + 1) / 2,
-                                seed=args.seed)
+                                seed=args.seed, num_samples=SAMPLES)
     return {"train_seconds": round(train_s, 1), "batches": int(module.global_step // 2),
             "figures": ["gasp_samples.png", "gasp_samples_x4.png"], "quality": quality}
 

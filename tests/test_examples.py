@@ -105,6 +105,16 @@ def test_era5_sphere_main_tiny(tmp_path: Path) -> None:
         with Image.open(out / name) as im:
             assert im.format == "PNG" and im.size[0] > 200
     assert (out / "checkpoints" / "last.ckpt").is_file()
+    # model.ckpt is the model evaluated: the best validation's weights (its factors refitted when that is the start).
+    from pcfunc.training import VaMoHModule
+
+    state = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["callbacks"]
+    best = next(v for k, v in state.items() if k.startswith("Convergence"))
+    kept = VaMoHModule.load_model(out / "model.ckpt").state_dict()
+    assert best["best_state_step"] == conv["restored_step"] and saved["model_checkpoint"] == str(out / "model.ckpt")
+    for key, value in best["best_state"].items():
+        if not key.startswith("model.factors."):
+            torch.testing.assert_close(kept[key.removeprefix("model.")], value, msg=key)
     # --resume continues the same run (already finished: no new steps) and still evaluates.
     again = era5.main(["--config", "tiny", "--epochs", "2", "--batch-size", "6", "--out", str(out), "--resume",
                        "--globe-size", "96", "--no-progress", "--fine-points", "256"])
@@ -154,6 +164,33 @@ def test_era5_sphere_select_and_time_dim_reach_the_reader(tmp_path: Path, capsys
         era5.main(base + ["--time-dim", "month"])
     with pytest.raises(ValueError, match="time_dim='month'"):
         era5.main(base + ["--select", "pressure_level=500"])
+
+
+@pytest.mark.slow
+def test_era5_sphere_runs_end_to_end_on_a_grib_file(tmp_path: Path) -> None:
+    pytest.importorskip("cfgrib")
+    pytest.importorskip("eccodes")
+    import json
+
+    from ._fields import write_grib
+
+    # A CDS-like GRIB download: 2 m temperature, global 5-degree grid (south first), 12 days out of order.
+    lat, lon = np.linspace(-90.0, 90.0, 37), np.arange(0.0, 360.0, 5.0)
+    days = np.random.default_rng(0).permutation(12)
+    la, lo = np.deg2rad(lat)[None, :, None], np.deg2rad(lon)[None, None, :]
+    values = (260 + 30 * np.cos(la) + 5 * np.sin(lo + days[:, None, None] / 2) * np.cos(la))[:, None]
+    path = write_grib(tmp_path / "t2m.grib", values, lat, lon, [20240101 + int(d) for d in days])
+    out = tmp_path / "run"
+    summary = load_example("era5_sphere").main([
+        "--data", str(path), "--config", "tiny", "--resolution", "10", "--steps", "2", "--batch-size", "4",
+        "--warmup-steps", "1", "--refine-steps", "0", "--predictive-samples", "0", "--globe-size", "32",
+        "--no-progress", "--out", str(out)])
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["status"] == "finished" and saved["variable"] == "t2m" and saved["units"] == "K"
+    assert saved["train_grid"] == [19, 36] and saved["truth_grid"] == [37, 72] and saved == json.loads(
+        json.dumps(summary))
+    assert saved["train_fields"] + saved["test_fields"] == 12
+    assert np.isfinite(saved["metrics"]["reconstruction_10deg"]["psnr_db"])
 
 
 @pytest.mark.slow

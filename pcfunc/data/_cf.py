@@ -1,4 +1,4 @@
-"""Reading CF NetCDF/Zarr files from any source: axes found by name or CF attributes, variables by short name,
+"""Reading CF NetCDF/Zarr and GRIB files from any source: axes found by name or CF attributes, variables by short name,
 ``standard_name`` or ``long_name``, times in every CF calendar (used by :func:`pcfunc.data.load_era5`)."""
 
 from __future__ import annotations
@@ -224,11 +224,48 @@ def _time_axis(da: Any, variable: str, name: str, time_dim: Optional[str] = None
                      f"one, e.g. load_era5(ds[[{variable!r}]].expand_dims(time=[0]))")
 
 
-def _open(path: Path, name: str) -> Any:
-    """An xarray Dataset of a NetCDF file or Zarr store; with undecoded times (and a warning) when xarray cannot
-    decode them (e.g. ``"months since ..."`` in the standard calendar)."""
+_GRIB_SUFFIXES = (".grib", ".grb", ".grib1", ".grib2", ".grb1", ".grb2")
+
+
+def _is_grib(path: Path) -> bool:
+    """A GRIB file, by its suffix or by its first bytes (every GRIB message starts with ``GRIB``)."""
+    if path.suffix.lower() in _GRIB_SUFFIXES:
+        return True
+    if not path.is_file():
+        return False
+    with open(path, "rb") as f:
+        return f.read(4) == b"GRIB"
+
+
+def _open_grib(path: Path, name: str) -> Any:
+    """A GRIB file through cfgrib (ecCodes), without the ``.idx`` index files cfgrib would write beside it."""
     import xarray as xr
 
+    try:
+        import cfgrib  # noqa: F401  (imports ecCodes' bindings, which find the library)
+    except Exception as err:  # ImportError, or ecCodes' RuntimeError when its library is missing
+        raise ImportError(f"{name} is a GRIB file: reading it needs cfgrib and ecCodes (pip install cfgrib eccodes, "
+                          "or pip install 'pcfunc[data]'; the eccodes wheels bundle the library): "
+                          f"{type(err).__name__}: {err}") from None
+    try:
+        return xr.open_dataset(path, engine="cfgrib", backend_kwargs={"indexpath": ""}, decode_timedelta=True)
+    except Exception as err:  # cfgrib's DatasetBuildError (several level types or grids) and ecCodes' errors
+        hint = ""
+        if "filter_by_keys" in str(err) or "multiple values for unique key" in str(err):
+            hint = (": the file mixes fields that do not fit one dataset (e.g. surface and pressure-level variables); "
+                    "open the part you want with xarray.open_dataset(path, engine='cfgrib', backend_kwargs="
+                    "{'filter_by_keys': {'typeOfLevel': 'surface'}}) and pass that dataset")
+        raise ValueError(f"source {name!r} is a GRIB file that cfgrib cannot read as one dataset "
+                         f"({type(err).__name__}: {str(err)[:200]}){hint}") from None
+
+
+def _open(path: Path, name: str) -> Any:
+    """An xarray Dataset of a NetCDF file, Zarr store or GRIB file; with undecoded times (and a warning) when xarray
+    cannot decode them (e.g. ``"months since ..."`` in the standard calendar)."""
+    import xarray as xr
+
+    if _is_grib(path):
+        return _open_grib(path, name)
     opener = xr.open_zarr if (path.is_dir() or path.suffix == ".zarr") else xr.open_dataset
     try:
         return opener(path)
@@ -237,7 +274,7 @@ def _open(path: Path, name: str) -> Any:
     try:
         ds = opener(path, decode_times=False)
     except (ValueError, OSError, TypeError, OverflowError):
-        raise ValueError(f"source {name!r} is not a NetCDF file or Zarr store that xarray can read "
+        raise ValueError(f"source {name!r} is not a NetCDF file, Zarr store or GRIB file that xarray can read "
                          f"({type(first).__name__}: {str(first)[:160]})") from None
     reason = str(first).split(". Try")[0][:200]
     warnings.warn(f"{name}: xarray cannot decode its times ({reason}); they are kept as the file's numbers",

@@ -69,7 +69,7 @@ def test_unhelpful_data_errors_now_name_the_file_or_argument(tmp_path):
 
     bad = tmp_path / "not_netcdf.nc"
     bad.write_text("hello")
-    with pytest.raises(ValueError, match="not_netcdf.nc' is not a NetCDF file or Zarr store"):
+    with pytest.raises(ValueError, match="not_netcdf.nc' is not a NetCDF file, Zarr store or GRIB file"):
         load_era5(bad)
     field = load_era5_sample()
     with pytest.raises(ValueError, match="field has no time steps"):
