@@ -7,7 +7,8 @@ steps, stopped early once the PSNR on the end of the training period stops impro
 kept, the PCA it starts from included) and writes ``outputs/era5_sphere/``: the
 quality harness on held-out times next to its baselines, calibrated predictive intervals and the model's health
 (``metrics.json``, :func:`pcfunc.evaluation.evaluate_vamoh`), ``tasks.png`` and ``samples.png``, ``globe_*.png``
-(the super-resolved INR at the icosphere's vertices), ``model.ckpt`` (the model evaluated: the best validation's),
+(the super-resolved INR at the icosphere's vertices), ``predictions.nc`` (the first test field's predictions in
+the data's units, with coordinates and attribution), ``model.ckpt`` (the model evaluated: the best validation's),
 ``checkpoints/`` (the last steps'; ``--resume`` continues from them) and ``logs/``.
 GASP on the same data: ``examples/era5_gasp.py``. Examples::
 
@@ -229,6 +230,33 @@ def evaluate(model: VaMoH, field, coarse, n_train: int, norm: MinMaxNormalizer, 
     return res
 
 
+def write_predictions(f: Dict[str, Any], norm: MinMaxNormalizer, path: Path, field, when) -> str:
+    """The first test field's predictions in the data's units as NetCDF: the truth grid's (latitude, longitude)
+    and the training grid's (latitude_train, longitude_train)."""
+    import xarray as xr
+
+    from pcfunc.data import predictions_to_xarray
+
+    units, name = field.units, field.variable
+    K = lambda t: norm.inverse(t.reshape(-1)).float()  # noqa: E731
+    common = dict(time=[when], units=units, long_name=name, attribution=ERA5_ATTRIBUTION)
+    fine = predictions_to_xarray(f["fine"], {
+        "truth": K(f["truth"]), "super_resolution": K(f["super_resolution"]),
+        "super_resolution_std": f["spread"].reshape(-1) * (norm.high - norm.low),
+        "bilinear_mean_residual": K(f["baseline"])}, **common)
+    train = {"observed": K(f["observed"]), "reconstruction": K(f["reconstruction"]),
+             "entropy": f["entropy"].reshape(-1), "segmentation": f["segmentation"].reshape(-1).double()}
+    for task, (pred, mask) in f["inpainted"].items():
+        key = "inpainted_" + task.replace(" ", "_")
+        train[key], train[key + "_observed"] = K(pred), mask.reshape(-1)
+    coarse = predictions_to_xarray(f["coarse"], train, dims=("time", "latitude_train", "longitude_train"),
+                                   attrs={"entropy": {"units": "nats", "long_name": "entropy of q(c | x, y, z)"},
+                                          "segmentation": {"units": "1", "long_name": "argmax of q(c | x, y, z)"}},
+                                   **common)
+    xr.merge([fine, coarse], combine_attrs="override").to_netcdf(path)
+    return path.name
+
+
 def render(model: VaMoH, f: Dict[str, Any], norm: MinMaxNormalizer, out: Path, size: int, units: str,
            variable: str) -> List[str]:
     from pcfunc._compat import available
@@ -345,6 +373,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             checkpoint=str(args.out / "model.ckpt"), convergence=convergence, phases=args.phases),
             indent=2))
         raise
+    written_nc = write_predictions(res["_fields"], norm, args.out / "predictions.nc", field,
+                                   coarse.time[n_train])
     phase(args, "render", "maps and globes")
     t_render, render_error = time.perf_counter(), None
     try:
@@ -362,6 +392,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                    epochs=int(trainer.current_epoch), train_seconds=round(train_s, 1), figures=written,
                    render_seconds=round(time.perf_counter() - t_render, 1),
                    total_seconds=round(time.perf_counter() - t_start, 1), normalisation_k=norm.to_dict(),
+                   predictions=written_nc,
                    resumed_from=None if resumed is None else str(resumed), model_checkpoint=str(args.out / "model.ckpt"),
                    attribution=ERA5_ATTRIBUTION,
                    psnr_definition="VaMoH App. B.3 on data normalised to [0, 1]", quality=quality,

@@ -186,11 +186,23 @@ def test_era5_sphere_runs_end_to_end_on_a_grib_file(tmp_path: Path) -> None:
         "--warmup-steps", "1", "--refine-steps", "0", "--predictive-samples", "0", "--globe-size", "32",
         "--no-progress", "--out", str(out)])
     saved = json.loads((out / "metrics.json").read_text())
+    xr_open = pytest.importorskip("xarray").open_dataset
+    saved_test_day = str(np.datetime64("2024-01-01") + np.timedelta64(12 - saved["test_fields"], "D"))
     assert saved["status"] == "finished" and saved["variable"] == "t2m" and saved["units"] == "K"
     assert saved["train_grid"] == [19, 36] and saved["truth_grid"] == [37, 72] and saved == json.loads(
         json.dumps(summary))
     assert saved["train_fields"] + saved["test_fields"] == 12
     assert np.isfinite(saved["metrics"]["reconstruction_10deg"]["psnr_db"])
+    # predictions.nc: the first test field's predictions in kelvin on both grids, readable by xarray.
+    with xr_open(out / saved["predictions"]) as ds:
+        assert ds["super_resolution"].dims == ("time", "latitude", "longitude") and ds["truth"].shape == (1, 37, 72)
+        assert ds["reconstruction"].dims == ("time", "latitude_train", "longitude_train")
+        assert ds["super_resolution"].attrs["units"] == "K" and ds.attrs["attribution"].startswith("Contains")
+        assert ds["latitude"].attrs["units"] == "degrees_north" and bool(ds["inpainted_patch_observed"].any())
+        assert str(ds["time"].values[0])[:10] == saved_test_day
+        truth = values[np.argsort(days)][-saved["test_fields"], 0, ::-1]  # the first test day, north first
+        np.testing.assert_allclose(ds["truth"].values[0, 1:-1], truth[1:-1], rtol=1e-5)  # poles: row means
+        assert abs(float(ds["super_resolution"].mean()) - float(truth.mean())) < 10
 
 
 @pytest.mark.slow

@@ -10,10 +10,11 @@ from ._regrid import interpolate_latlon, interpolate_to_points, latlon_cell_area
 from ._voxels import (VoxelDataset, augmented_voxels, load_bunny_points, load_voxel_folder, read_binvox,
                       voxelize_points)
 from ._transforms import PointDropout, RandomSubset, ToSymmetric, select_points
+from ._xarray_out import predictions_to_xarray
 
 __all__ = ["ERA5_ATTRIBUTION", "Grid", "ImageGrid", "VoxelGrid", "LatLonGrid", "ERA5Field", "load_era5", "load_era5_sample", "MinMaxNormalizer",
            "split_by_time", "ERA5Dataset", "PointDropout", "RandomSubset", "select_points", "interpolate_latlon",
            "interpolate_to_points", "regrid", "latlon_cell_area", "ImageDataset", "load_digits_images",
            "load_image_folder", "load_mnist_idx", "VoxelDataset", "augmented_voxels", "load_bunny_points",
            "load_voxel_folder", "read_binvox", "voxelize_points", "target_points", "pooled_points", "regular_axes",
-           "LazyERA5Dataset", "ToSymmetric"]
+           "LazyERA5Dataset", "ToSymmetric", "predictions_to_xarray"]

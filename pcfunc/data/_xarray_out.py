@@ -1,0 +1,121 @@
+"""Predictions on a latitude/longitude grid as xarray: coordinates, times, units, names and attribution, ready for
+``to_netcdf`` (the layout :func:`~pcfunc.data.load_era5` reads back)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ._grids import LatLonGrid
+
+__all__ = ["predictions_to_xarray"]
+
+ArrayLike = Union[Tensor, np.ndarray]
+
+
+def _fields(name: str, value: ArrayLike, grid: LatLonGrid) -> Tuple[np.ndarray, bool]:
+    """Point values ``(N,)``, ``(N, 1)``, ``(B, N)`` or ``(B, N, 1)`` to arrays ``(B, n_lat, n_lon)``, and whether
+    they were boolean."""
+    v = value.detach().cpu() if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value))
+    n = grid.num_points
+    if v.dim() == 3 and v.size(-1) == 1:
+        v = v[..., 0]
+    elif v.dim() == 2 and v.shape == (n, 1):
+        v = v[:, 0]
+    if v.dim() == 1:
+        v = v[None]
+    if v.dim() != 2 or v.size(1) != n:
+        raise ValueError(f"predictions[{name!r}] must hold point values of one channel on the grid's {n} points, "
+                         f"shaped [N], [N, 1], [B, N] or [B, N, 1]; got {tuple(value.shape)}")
+    is_bool = v.dtype == torch.bool
+    flat = v.reshape(-1, 1).to(torch.float64)
+    arrays = grid.to_array(flat, torch.arange(v.size(0)).repeat_interleave(n))[..., 0].numpy()
+    return arrays, is_bool
+
+
+def predictions_to_xarray(grid: LatLonGrid, predictions: Mapping[str, ArrayLike], *,
+                          time: Optional[Sequence[Any]] = None, units: str = "",
+                          long_name: Optional[str] = None, attribution: Optional[str] = None,
+                          dims: Tuple[str, str, str] = ("time", "latitude", "longitude"),
+                          attrs: Optional[Mapping[str, Mapping[str, str]]] = None) -> Any:
+    r"""Predictions on a latitude/longitude grid as one :class:`xarray.Dataset`.
+
+    Every entry of ``predictions`` (a sample, a reconstruction, a super-resolved field, a predictive mean or
+    standard deviation, an in-painted field, a component map) becomes a data variable of that name on
+    ``(time, latitude, longitude)``, with the grid's coordinates (CF ``units`` and ``standard_name``; latitudes
+    north first, as :attr:`LatLonGrid.lat` has them), ``units`` and a ``long_name`` (``"<long_name>: <entry>"``).
+    A collapsed pole (one point for a whole row) fills its row. The dataset carries ``attribution`` (e.g.
+    :data:`~pcfunc.data.ERA5_ATTRIBUTION`) and ``source`` (pcfunc and its version); ``.to_netcdf(path)`` writes a
+    file that :func:`~pcfunc.data.load_era5` and any CF tool read back.
+
+    Values are written as given: pass them in the data's units (e.g. ``normalizer.inverse(pred)`` for values,
+    ``std * (normalizer.high - normalizer.low)`` for spreads).
+
+    Args:
+        grid (LatLonGrid): The grid the points are on.
+        predictions (dict): Name to point values: ``(N,)`` or ``(N, 1)`` for one field, ``(B, N)`` or
+            ``(B, N, 1)`` for ``B`` (every entry the same ``B``). Boolean entries (masks) are kept boolean.
+        time (sequence, optional): The ``B`` times (``datetime64``, ``cftime`` or numbers) of the fields; without
+            it the first dimension is numbered from 0.
+        units (str): Units of every entry, unless ``attrs`` says otherwise. (default: ``""``)
+        long_name (str, optional): The variable's long name, e.g. ``"2 metre temperature"``.
+        attribution (str, optional): Written as the dataset's ``attribution`` attribute.
+        dims (tuple of str): Names of the three dimensions. (default: ``("time", "latitude", "longitude")``)
+        attrs (dict, optional): Per entry, attributes that replace the defaults (e.g. ``{"entropy": {"units":
+            "nats"}}``).
+
+    Returns:
+        xarray.Dataset: One variable per entry, ``(B, n_lat, n_lon)``.
+
+    Example:
+        >>> import torch
+        >>> from pcfunc.data import LatLonGrid, predictions_to_xarray
+        >>> grid = LatLonGrid.regular(5, 8)
+        >>> ds = predictions_to_xarray(grid, {"reconstruction": torch.rand(2, grid.num_points)},
+        ...                            units="K", long_name="2 metre temperature")
+        >>> ds["reconstruction"].dims, ds["reconstruction"].attrs["units"]
+        (('time', 'latitude', 'longitude'), 'K')
+    """
+    import xarray as xr
+
+    from .. import __version__
+
+    if not isinstance(grid, LatLonGrid):
+        raise TypeError(f"grid must be a LatLonGrid, got {type(grid).__name__}")
+    if not isinstance(predictions, Mapping) or not predictions:
+        raise ValueError("predictions must be a non-empty dict of name -> point values")
+    if len(dims) != 3 or len(set(dims)) != 3:
+        raise ValueError(f"dims must be three distinct names, got {dims!r}")
+    arrays = {str(k): _fields(str(k), v, grid) for k, v in predictions.items()}
+    counts = {k: a.shape[0] for k, (a, _) in arrays.items()}
+    if len(set(counts.values())) != 1:
+        raise ValueError(f"every entry of predictions must hold the same number of fields, got {counts}")
+    n = next(iter(counts.values()))
+    t, la, lo = dims
+    if time is None:
+        t_coord: Any = (t, np.arange(n))
+    else:
+        times = np.asarray(time)
+        if times.ndim == 0:
+            times = times[None]
+        if times.shape != (n,):
+            raise ValueError(f"time must hold one entry per field ({n}), got shape {times.shape}")
+        t_coord = (t, times, {"standard_name": "time"})
+    coords = {t: t_coord,
+              la: (la, grid.lat.numpy().astype(np.float64), {"units": "degrees_north", "standard_name": "latitude"}),
+              lo: (lo, grid.lon.numpy().astype(np.float64), {"units": "degrees_east", "standard_name": "longitude"})}
+    variables = {}
+    for name, (a, is_bool) in arrays.items():
+        meta = {"long_name": f"{long_name}: {name}" if long_name else name}
+        if units and not is_bool:
+            meta["units"] = units
+        meta.update(dict((attrs or {}).get(name, {})))
+        data = a > 0.5 if is_bool else a.astype(np.float32)
+        variables[name] = ((t, la, lo), data, meta)
+    ds_attrs = {"source": f"pcfunc {__version__}", "Conventions": "CF-1.8"}
+    if attribution:
+        ds_attrs["attribution"] = attribution
+    return xr.Dataset(variables, coords=coords, attrs=ds_attrs)
