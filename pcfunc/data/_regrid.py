@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Tuple, Union
+from typing import Any, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -278,15 +278,36 @@ def interpolate_to_points(
     return _interpolate(v, src, qlat, qlon, method, ("pos", "pos"), _edge_tol(precision, math.degrees(1.0)))
 
 
+def _regrid_dataarray(da: Any, new_lat: ArrayLike, new_lon: ArrayLike, method: str) -> Any:
+    """:func:`regrid` of an :class:`xarray.DataArray` whose last two dimensions are latitude and longitude."""
+    import xarray as xr
+
+    if da.ndim < 2:
+        raise ValueError(f"values: a DataArray needs latitude and longitude as its last two dimensions, got {da.dims}")
+    la, lo = (str(d) for d in da.dims[-2:])
+    for d in (la, lo):
+        if d not in da.coords:
+            raise ValueError(f"values: the DataArray's dimension {d!r} has no coordinate values (the last two "
+                             "dimensions must be latitude and longitude, in degrees)")
+    out = regrid(torch.as_tensor(np.asarray(da.values)), np.asarray(da[la].values), np.asarray(da[lo].values),
+                 new_lat, new_lon, method)
+    nlat = np.asarray(new_lat.cpu() if isinstance(new_lat, Tensor) else new_lat, dtype=np.float64).reshape(-1)
+    nlon = np.asarray(new_lon.cpu() if isinstance(new_lon, Tensor) else new_lon, dtype=np.float64).reshape(-1)
+    coords = {k: v for k, v in da.coords.items() if la not in v.dims and lo not in v.dims}
+    coords[la] = xr.Variable(la, nlat, da[la].attrs)
+    coords[lo] = xr.Variable(lo, nlon, da[lo].attrs)
+    return xr.DataArray(out.numpy(), dims=da.dims, coords=coords, name=da.name,
+                        attrs=dict(da.attrs, regrid_method=method))
+
 
 def regrid(
-    values: ArrayLike,
-    lat: ArrayLike,
-    lon: ArrayLike,
+    values: Any,
+    lat: Optional[ArrayLike],
+    lon: Optional[ArrayLike],
     new_lat: ArrayLike,
     new_lon: ArrayLike,
     method: str = "bilinear",
-) -> Tensor:
+) -> Any:
     r"""A field on one lat/lon grid brought onto another (any resolutions; no stride relation needed).
 
     ``"bilinear"`` and ``"nearest"`` evaluate :func:`interpolate_latlon` at
@@ -315,16 +336,22 @@ def regrid(
     valid part (the sums above over the valid :math:`S` only), and is missing
     when none of it is valid.
 
+    An :class:`xarray.DataArray` whose last two dimensions are latitude and longitude (with ``lat=None,
+    lon=None``: its coordinates are the source axes) gives a DataArray back: the same dimensions, the new axes as
+    their coordinates (attributes kept), the other coordinates, name and attributes kept, and ``regrid_method``.
+
     Args:
-        values (Tensor): The field on the source grid; float32 or float64, on any device.
-        lat (array): Source latitudes in degrees, strictly monotone (north- or south-first), in :math:`[-90, 90]`.
-        lon (array): Source longitudes in degrees, distinct modulo 360 (0..360, -180..180, ...).
+        values (Tensor or xarray.DataArray): The field on the source grid; float32 or float64, on any device.
+        lat (array): Source latitudes in degrees, strictly monotone (north- or south-first), in :math:`[-90, 90]`
+            (``None`` for a DataArray).
+        lon (array): Source longitudes in degrees, distinct modulo 360 (0..360, -180..180, ...) (``None`` for a
+            DataArray).
         new_lat (array): Latitudes of the new grid, same rules.
         new_lon (array): Longitudes of the new grid, same rules; the output columns follow their order.
         method (str): ``"bilinear"``, ``"nearest"`` or ``"conservative"``. (default: ``"bilinear"``)
 
     Returns:
-        Tensor: The field on the new grid, with the dtype and device of ``values``.
+        Tensor: The field on the new grid, with the dtype and device of ``values`` (a DataArray for a DataArray).
 
     Raises:
         ValueError: As :func:`interpolate_latlon`, with the new axes named ``new_lat`` and ``new_lon``.
@@ -341,6 +368,10 @@ def regrid(
         >>> regrid(torch.rand(4, 181, 360), lat, lon, new_lat, new_lon, "conservative").shape
         torch.Size([4, 60, 120])
     """
+    if type(values).__name__ == "DataArray" and type(values).__module__.startswith("xarray"):
+        if lat is not None or lon is not None:
+            raise ValueError("regrid of a DataArray reads lat and lon from its coordinates: pass lat=None, lon=None")
+        return _regrid_dataarray(values, new_lat, new_lon, method)
     method = _check_method(method, _REGRID_METHODS)
     src = _SourceGrid(lat, lon)
     v = src.check_values(values)

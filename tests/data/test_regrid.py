@@ -443,3 +443,24 @@ def test_a_regional_grids_own_points_are_inside_it_after_the_xyz_round_trip(box)
     outside = latlon_to_xyz(torch.tensor([north + 1e-3], dtype=D), torch.tensor([(west + east) / 2], dtype=D))
     with pytest.raises(ValueError, match="outside the grid's latitudes"):
         interpolate_to_points(values, lat, lon, outside)
+
+
+def test_regrid_of_a_dataarray_returns_a_dataarray_with_the_new_axes():
+    xr = pytest.importorskip("xarray")
+    lat, lon = _axes(10.0, 10.0)
+    values = torch.stack([_smooth(lat, lon, seed=s) for s in range(3)])
+    times = np.array(["2020-01-01", "2020-01-02", "2020-01-03"], dtype="datetime64[ns]")
+    da = xr.DataArray(values.numpy(), dims=("time", "lat", "lon"), name="t2m", attrs={"units": "K"},
+                      coords={"time": times, "lat": ("lat", lat.numpy(), {"units": "degrees_north"}),
+                              "lon": ("lon", lon.numpy(), {"units": "degrees_east"})})
+    new_lat, new_lon = np.arange(85.0, -90.0, -5.0), np.arange(2.5, 360.0, 5.0)
+    out = regrid(da, None, None, new_lat, new_lon)
+    assert isinstance(out, xr.DataArray) and out.dims == ("time", "lat", "lon") and out.name == "t2m"
+    np.testing.assert_array_equal(out["lat"].values, new_lat)
+    np.testing.assert_array_equal(out["time"].values, times)
+    assert out.attrs == {"units": "K", "regrid_method": "bilinear"} and out["lat"].attrs["units"] == "degrees_north"
+    np.testing.assert_allclose(out.values, regrid(values, lat, lon, new_lat, new_lon).numpy())
+    with pytest.raises(ValueError, match="lat=None, lon=None"):
+        regrid(da, lat, lon, new_lat, new_lon)
+    with pytest.raises(ValueError, match="no coordinate values"):
+        regrid(xr.DataArray(values.numpy(), dims=("time", "y", "x")), None, None, new_lat, new_lon)
