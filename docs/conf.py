@@ -2,7 +2,7 @@
 
 Build (from the repository root; warnings are errors)::
 
-    python -m sphinx -W --keep-going -q -b html docs docs/_build/html
+    python -m sphinx -n -W --keep-going -q -b html docs docs/_build/html
 """
 
 from __future__ import annotations
@@ -65,8 +65,16 @@ autodoc_inherit_docstrings = False
 # No "inherited-members": a manifold page would list every torch.nn.Module method.
 autodoc_default_options = {"members": True, "show-inheritance": True}
 
-# Unresolved cross-references (e.g. to torch types when intersphinx is off) are not errors.
-nitpicky = False
+# Every cross-reference to pcfunc must resolve (the build runs with -n -W). References to other packages resolve
+# only with intersphinx (off by default, below) and are ignored, as are the plain-language types of the docstrings'
+# "name (type): ..." (napoleon turns "optional", "sequence of int", "array" into references).
+nitpicky = True
+_EXTERNAL = r"(torch|numpy|np|xarray|xr|lightning|pl|torch_geometric|matplotlib|pathlib|cftime|e3nn|scipy|PIL|numba|pytorch3d|pandas|typing)(\..*)?"
+_PLAIN_TYPES = (r"(Tensor|Module|optional|sequence|array|array-like|callable|iterable|dict|list|tuple|set|int|float|str|"
+                r"bool|bytes|None|object|any|Path|Dataset|Colormap|Generator|pair|num|k|lat|lon|label|\d+|\"inf\"|"
+                r"RGB in)")
+# Private base classes named by "Bases:" (show-inheritance) are not documented.
+nitpick_ignore_regex = [(r"py:.*", _EXTERNAL), (r"py:class", _PLAIN_TYPES), (r"py:class", r"pcfunc(\.\w+)*\._\w+(\.\w+)*")]
 
 # -- intersphinx -------------------------------------------------------------------
 # The inventories live on the web. Build machines for this project reach PyPI only, and

@@ -55,7 +55,7 @@ class ERA5Field:
 
     @property
     def calendar(self) -> str:
-        """The CF calendar of :attr:`time`: ``"proleptic_gregorian"`` for ``datetime64`` (NumPy's calendar, equal
+        """The CF calendar of ``time``: ``"proleptic_gregorian"`` for ``datetime64`` (NumPy's calendar, equal
         to ``standard`` after 1582-10-15), the calendar of ``cftime`` datetimes (e.g. ``"360_day"``,
         ``"noleap"``), ``""`` for numbers or no steps."""
         t = np.asarray(self.time)
@@ -153,7 +153,7 @@ class ERA5Field:
         return replace(self, values=np.ascontiguousarray(values), lat=self.lat[rows].copy(), lon=new_lon.copy())
 
     def to_xarray(self) -> Any:
-        """The field as an :class:`xarray.DataArray` named :attr:`variable`, with dimensions ``time``,
+        """The field as an :class:`xarray.DataArray` named ``variable``, with dimensions ``time``,
         ``latitude`` and ``longitude``, their coordinates (CF ``units`` and ``standard_name``), and ``units``;
         :func:`load_era5` reads it back unchanged."""
         import xarray as xr
@@ -216,7 +216,7 @@ def load_era5(
         select (dict, optional): One entry of each extra dimension by label, e.g.
             ``{"pressure_level": 500, "number": 0}`` (by position for a dimension without coordinate values).
         time_dim (str, optional): The dimension that counts time when it is not a CF time axis, e.g. a ``month``
-            numbered 1..12; its labels become :attr:`ERA5Field.time` (numbers). (default: found by name or CF
+            numbered 1..12; its labels become ``ERA5Field.time`` (numbers). (default: found by name or CF
             attributes)
 
     Returns:
@@ -369,7 +369,7 @@ class MinMaxNormalizer:
     r"""Affine map of physical values to :math:`[0, 1]`: :math:`(v - \text{low}) / (\text{high} - \text{low})`.
 
     GASP and VaMoH map the lowest temperature of the data to 0 and the highest to 1; fit the bounds on
-    the training split (:meth:`fit`) and keep them (:meth:`to_dict`) to report outputs in kelvin
+    the training split (:meth:`fit`) and keep them (:meth:`~pcfunc.data.MinMaxNormalizer.to_dict`) to report outputs in kelvin
     with :meth:`inverse`.
 
     Attributes:
@@ -413,6 +413,7 @@ class MinMaxNormalizer:
         return values * (self.high - self.low) + self.low
 
     def to_dict(self) -> dict:
+        """``{"low": ..., "high": ...}``, to keep (e.g. as JSON) and rebuild with ``MinMaxNormalizer(**saved)``."""
         return {"low": self.low, "high": self.high}
 
 

@@ -119,7 +119,7 @@ class ERA5Dataset(torch.utils.data.Dataset):
 
     def get(self, i: int, all_targets: bool = False) -> Any:
         """Item ``i`` (what ``dataset[i]`` gives); with ``all_targets=True`` it holds every target point of its field
-        instead of the ``target_points`` subset, and draws nothing from :attr:`generator`."""
+        instead of the ``target_points`` subset, and draws nothing from ``generator``."""
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} time steps")
         t = int(self._steps[i])

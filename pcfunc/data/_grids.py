@@ -55,8 +55,9 @@ class Grid:
     # -- subclasses map array cells to points ---------------------------------------
     @property
     def is_global(self) -> bool:
-        """Whether the grid covers the globe: longitudes all round (:attr:`is_global_lon`) and latitudes from pole to
-        pole, or nearly (a span over 150 degrees)."""
+        """Whether the grid covers the globe (longitudes all round,
+        :attr:`LatLonGrid.is_global_lon <pcfunc.data.LatLonGrid.is_global_lon>`, and latitudes from pole to pole, or
+        nearly: a span over 150 degrees)."""
         return self.is_global_lon and float(self.lat.max()) - float(self.lat.min()) > 150.0
 
     def _gather(self, values: Tensor) -> Tensor:
@@ -199,7 +200,7 @@ class LatLonGrid(Grid):
     ``longitude`` of an ERA5 file. A row at latitude :math:`\pm 90` holds
     ``n_lon`` copies of one location: with ``collapse_poles=True`` (default) it
     becomes **one** point whose value is the mean of the row, and
-    :meth:`to_array` writes that value back to every cell of the row. Points
+    :meth:`~pcfunc.data.Grid.to_array` writes that value back to every cell of the row. Points
     are ordered row by row (longitude fastest), a pole row contributing its
     single point, so :meth:`regular` gives the order of
     :meth:`pcfunc.manifolds.Sphere.grid`.

@@ -26,7 +26,7 @@ class LazyERA5Dataset(torch.utils.data.Dataset):
 
     The lazy counterpart of ``ERA5Dataset(load_era5(source, variable, time), normalizer)``: item ``i`` is the same
     PyG :class:`~torch_geometric.data.Data` (``pos``, ``x`` of shape ``(N, 1)``, ``time_index``), value for value,
-    but construction reads only the coordinates, and :meth:`__getitem__` reads one time step (the chunk that holds
+    but construction reads only the coordinates, and ``__getitem__`` reads one time step (the chunk that holds
     it) when asked. Memory therefore does not grow with the file: one year of hourly 0.25° ERA5 (about 36 GB per
     variable) trains like a week of it.
 
@@ -44,7 +44,7 @@ class LazyERA5Dataset(torch.utils.data.Dataset):
 
     Normalisation needs the data's range, which only a pass over the file gives: :meth:`fit_normalizer` makes
     it in one streaming pass over the time steps (bounded memory, chunk by chunk), or pass a saved one, e.g.
-    ``MinMaxNormalizer(**saved)`` from :meth:`MinMaxNormalizer.to_dict`. Time selections and train/test splits
+    ``MinMaxNormalizer(**saved)`` from :meth:`~pcfunc.data.MinMaxNormalizer.to_dict`. Time selections and train/test splits
     (:meth:`subset`, :meth:`split`) read nothing.
 
     With :class:`torch.utils.data.DataLoader` or :class:`torch_geometric.loader.DataLoader` and
@@ -295,12 +295,12 @@ class LazyERA5Dataset(torch.utils.data.Dataset):
 
     def fit_normalizer(self, max_bytes: int = _BLOCK_BYTES) -> MinMaxNormalizer:
         r"""The :class:`MinMaxNormalizer` of this dataset's time steps, in one streaming pass; also set as
-        :attr:`normalizer`.
+        ``normalizer``.
 
         Equal to ``MinMaxNormalizer.fit(load_era5(...))`` of the same steps (minimum and maximum are exact; missing
         values are ignored), but the steps are read a block of whole file chunks at a time, at most ``max_bytes`` of
         values in memory. Fit it on the training split only and pass it to the others
-        (:meth:`MinMaxNormalizer.to_dict` keeps it: ``MinMaxNormalizer(**saved)``). The pass also counts each
+        (:meth:`~pcfunc.data.MinMaxNormalizer.to_dict` keeps it: ``MinMaxNormalizer(**saved)``). The pass also counts each
         step's valid points, for :meth:`drop_sparse_steps`.
 
         Args:
@@ -383,7 +383,7 @@ class LazyERA5Dataset(torch.utils.data.Dataset):
     def subset(self, index: Union[slice, Sequence[int], np.ndarray]) -> "LazyERA5Dataset":
         """The items at ``index`` (a slice, integer indices or a boolean mask), without reading values.
 
-        The result keeps :attr:`normalizer`, ``transform``, ``clip`` and ``min_points`` and numbers its items from 0
+        The result keeps ``normalizer``, ``transform``, ``clip`` and ``min_points`` and numbers its items from 0
         (their ``time_index``), as ``ERA5Dataset(field.select_time(index))`` does.
 
         Raises:

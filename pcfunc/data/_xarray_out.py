@@ -46,9 +46,9 @@ def predictions_to_xarray(grid: LatLonGrid, predictions: Mapping[str, ArrayLike]
     Every entry of ``predictions`` (a sample, a reconstruction, a super-resolved field, a predictive mean or
     standard deviation, an in-painted field, a component map) becomes a data variable of that name on
     ``(time, latitude, longitude)``, with the grid's coordinates (CF ``units`` and ``standard_name``; latitudes
-    north first, as :attr:`LatLonGrid.lat` has them), ``units`` and a ``long_name`` (``"<long_name>: <entry>"``).
+    north first, as ``LatLonGrid.lat`` has them), ``units`` and a ``long_name`` (``"<long_name>: <entry>"``).
     A collapsed pole (one point for a whole row) fills its row. The dataset carries ``attribution`` (e.g.
-    :data:`~pcfunc.data.ERA5_ATTRIBUTION`) and ``source`` (pcfunc and its version); ``.to_netcdf(path)`` writes a
+    ``pcfunc.data.ERA5_ATTRIBUTION``) and ``source`` (pcfunc and its version); ``.to_netcdf(path)`` writes a
     file that :func:`~pcfunc.data.load_era5` and any CF tool read back.
 
     Values are written as given: pass them in the data's units (e.g. ``normalizer.inverse(pred)`` for values,

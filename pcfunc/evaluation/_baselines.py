@@ -227,7 +227,7 @@ class BilinearDownscaling:
         \hat{\mathbf y}^{\text{fine}} = \mathrm{bilinear}(\mathbf y) + \bar{\mathbf r}, \qquad
         \mathbf r_t = \mathbf y^{\text{fine}}_t - \mathrm{bilinear}(\mathbf y_t),
 
-    with :attr:`mean` :math:`\bar{\mathbf r}` and :attr:`std` the standard deviation of :math:`\mathbf r_t`
+    with ``mean`` :math:`\bar{\mathbf r}` and ``std`` the standard deviation of :math:`\mathbf r_t`
     over the :math:`T` training fields, each :math:`(M, C)`.
 
     Args:

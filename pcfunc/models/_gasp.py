@@ -187,7 +187,7 @@ class GASP(nn.Module):
         r"""Start the generator at the function that best fits the pooled training points (least squares).
 
         Fits one INR weight vector :math:`\theta_0` to minimise :math:`\frac1N \sum_i \lVert f_{\theta_0}(\mathbf x_i)
-        - \mathbf y_i \rVert^2` (:func:`~pcfunc.nn.fit_function`) and sets the hypernetwork to
+        - \mathbf y_i \rVert^2` (``fit_function``) and sets the hypernetwork to
         :math:`\theta_0 + \text{residual\_scale} \cdot W \mathbf h(\mathbf z)`
         (:meth:`~pcfunc.nn.HyperNetwork.start_at`):
         every latent then generates (nearly) the data's mean function at the first step, and the adversarial game

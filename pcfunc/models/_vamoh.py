@@ -269,8 +269,8 @@ class VaMoH(VaMoHInference, nn.Module):
 
     @property
     def warmup(self) -> bool:
-        """Whether the model is in the warm-up of Algorithm 1: :math:`\\mathcal N(0, I)` prior on
-        :math:`\\mathbf z` and a uniform prior on :math:`c`. Set it to ``False`` to introduce the flow
+        """Whether the model is in the warm-up of Algorithm 1 (a :math:`\\mathcal N(0, I)` prior on
+        :math:`\\mathbf z` and a uniform prior on :math:`c`). Set it to ``False`` to introduce the flow
         and the learned categorical prior."""
         return bool(self._warmup)
 
@@ -357,7 +357,7 @@ class VaMoH(VaMoHInference, nn.Module):
 
     def default_chunk_size(self, num_functions: int, num_point_sets: int = 1) -> int:
         """Query points decoded at once by default for ``num_functions`` latents (and ``num_point_sets``
-        coordinate sets: 1 when shared): at most :data:`DECODE_CHUNK_ELEMENTS` elements per chunk, a whole
+        coordinate sets: 1 when shared): at most ``DECODE_CHUNK_ELEMENTS`` elements per chunk, a whole
         number of the INRs' own blocks (:meth:`~pcfunc.nn.FunctionRepresentation.default_chunk_size`)."""
         num = max(check_positive_int(num_functions, "num_functions"), 1)
         # Per point and function: the Fourier features of the categorical nets, their hidden layers and the K

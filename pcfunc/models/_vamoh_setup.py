@@ -147,7 +147,7 @@ def _fit_base(self: Any, theta: Tensor, pos: Tensor, y: Tensor, nll: Any, steps:
 def initialize_factors(self, fields: Tensor, pos: Tensor, posterior_std: float = 0.1) -> Tensor:
     r"""Start the linear factor model (``VaMoH(factor_grid=...)``) at the training fields' principal components.
 
-    Each anchor of :attr:`factors` takes the values of the nearest of the points ``pos``; then
+    Each anchor of ``factors`` takes the values of the nearest of the points ``pos``; then
     :meth:`~pcfunc.nn.LinearFactors.fit_pca_` sets the synthesis to the whitened principal components, divided by
     the link's slope :math:`\mu(1 - \mu)` at the fields' mean :math:`\mu` (the synthesis is added to the
     location before its sigmoid), and the analysis to PCA's projection. The encoder's own output then starts at

@@ -15,7 +15,7 @@ __all__ = ["FunctionRepresentation", "INR_CHUNK_ELEMENTS"]
 
 #: Largest hidden activation block (elements, all weight sets together) one chunk of points may create:
 #: 2**21 = 8 MiB in float32. ``chunk_size=None`` picks the number of points per chunk from it (measured in
-#: :mod:`pcfunc.nn._kernels`).
+#: ``pcfunc.nn._kernels``).
 INR_CHUNK_ELEMENTS = 1 << 21
 
 
@@ -159,7 +159,7 @@ class FunctionRepresentation(torch.nn.Module):
     def default_chunk_size(self, num_functions: int, num_point_sets: int = 1) -> int:
         r"""The most points evaluated at once by default: as many as keep the hidden activations of
         ``num_functions`` networks and the encoded points of ``num_point_sets`` coordinate sets (1 when the
-        points are shared, :math:`B` when each sample has its own) under :data:`INR_CHUNK_ELEMENTS`
+        points are shared, :math:`B` when each sample has its own) under ``INR_CHUNK_ELEMENTS``
         elements. :meth:`forward` splits :math:`N` points into the fewest blocks of at most this size,
         all of (nearly) equal size.
 
@@ -212,7 +212,7 @@ class FunctionRepresentation(torch.nn.Module):
             weights (Tensor): Flat weights, :math:`(B, P)` or :math:`(B, K, P)`.
             chunk_size (int, optional): Points evaluated at once. By default the fewest equal blocks
                 of at most :meth:`default_chunk_size` points, which keeps each hidden activation block
-                under :data:`INR_CHUNK_ELEMENTS` elements (e.g. at most 2,730 points for 4 GASP
+                under ``INR_CHUNK_ELEMENTS`` elements (e.g. at most 2,730 points for 4 GASP
                 functions). Chunking saves memory without autograd; with autograd every chunk's
                 activations are kept for the backward pass.
 

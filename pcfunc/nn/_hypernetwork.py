@@ -43,7 +43,7 @@ class HyperNetwork(torch.nn.Module):
 
     The last layer is the widest (:math:`K \times P \times` its input width, 38 M weights in VaMoH's ERA5
     model) and sees only :math:`B` latents per call; its fast path on the CPU is described in
-    :mod:`pcfunc.nn._kernels`.
+    ``pcfunc.nn._kernels``.
 
     Parameter counts of the papers' ERA5 configurations: GASP (latent 64,
     hidden (256, 512), 66,049 target weights) 34,031,361; VaMoH (latent 32,
@@ -128,7 +128,7 @@ class HyperNetwork(torch.nn.Module):
         r"""Make every latent map near the INR weights ``weights`` :math:`(P,)`: the last bias of every component
         becomes :math:`\theta_0` = ``weights`` and the last weight is scaled by ``residual_scale``, so that
         :math:`g_\phi(\mathbf z) = \theta_0 + \text{residual\_scale} \cdot W \mathbf h(\mathbf z)`.
-        See :func:`fit_function` for a :math:`\theta_0` fitted to data."""
+        See ``fit_function`` for a :math:`\theta_0` fitted to data."""
         if not isinstance(weights, Tensor) or weights.shape != (self.num_weights,):
             raise ValueError(f"weights must have shape [{self.num_weights}], got {getattr(weights, 'shape', weights)}")
         if not (isinstance(residual_scale, (int, float)) and 0 < residual_scale <= 1):

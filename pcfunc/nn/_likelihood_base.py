@@ -18,13 +18,13 @@ class Likelihood(nn.Module):
 
     A generator (one of VaMoH's :math:`K` hypernetwork generators) outputs
     ``params`` of shape :math:`(*, P C)` for :math:`C` feature channels, where
-    :math:`P` = :attr:`num_params`; the :math:`P` parameters are laid out in
+    :math:`P` = ``num_params``; the :math:`P` parameters are laid out in
     blocks of :math:`C` (``params[..., :C]`` is the first for every channel,
     ``params[..., C:2C]`` the second, ...). Everything is elementwise over
     channels, so a model sums :meth:`log_prob` over channels and mixes the
     components with :func:`mixture_log_prob`.
 
-    Subclasses implement :meth:`_log_prob`, :meth:`_mean`, :meth:`_sample` on the
+    Subclasses implement ``_log_prob``, ``_mean``, ``_sample`` on the
     split parameters, and ``_variance`` where the variance has a closed form; this
     class validates shapes and the support of ``y``.
 
@@ -77,7 +77,7 @@ class Likelihood(nn.Module):
             params (Tensor): Parameters, see Shapes.
             y (Tensor): Observations, see Shapes.
             validate (bool, optional): Check that ``y`` is finite and in :attr:`support` (one device
-                synchronisation); ``None`` for :attr:`validate_args`. A caller that has checked ``y``
+                synchronisation); ``None`` for ``validate_args``. A caller that has checked ``y``
                 itself passes ``False``.
 
         Shapes:

@@ -40,9 +40,9 @@ class BernoulliLikelihood(Likelihood):
         \log p(y \mid \eta) = y \log \sigma(\eta) + (1 - y) \log \sigma(-\eta), \qquad y \in \{0, 1\},
 
     via :class:`torch.distributions.Bernoulli` (binary cross-entropy with logits,
-    stable for any :math:`\eta`). :attr:`num_params` is 1: the generator outputs the
+    stable for any :math:`\eta`). ``num_params`` is 1: the generator outputs the
     logits :math:`\eta` (a generator ending in a sigmoid must pass its pre-sigmoid
-    output). :meth:`mean` is :math:`\sigma(\eta)`, the occupancy probability.
+    output). ``mean`` is :math:`\sigma(\eta)`, the occupancy probability.
     ``y`` may be float, integer or bool with values in :math:`\{0, 1\}`.
 
     Args:
@@ -95,8 +95,8 @@ class ContinuousBernoulliLikelihood(Likelihood):
     wrong for :math:`|\eta| \gtrsim 16` (float32), e.g. its mean never exceeds
     0.937, which data near the ends of :math:`[0, 1]` need.
 
-    :attr:`num_params` is 1 (the logits :math:`\eta`). :meth:`mean` is
-    :func:`continuous_bernoulli_mean` (not :math:`\sigma(\eta)`); :meth:`sample`
+    ``num_params`` is 1 (the logits :math:`\eta`). ``mean`` is
+    :func:`continuous_bernoulli_mean` (not :math:`\sigma(\eta)`); ``sample``
     is reparameterised (differentiable in ``params``).
 
     Args:
@@ -191,15 +191,15 @@ class DiscretizedLogisticLikelihood(_LocationScaleLikelihood):
     sigmoid, so :math:`\mu \in [0, 1]`); by default (``scale="learned"``, as in
     VaMoH: "the scales s are learnable parameters") :math:`\log s` is a parameter
     of this module, one per channel if ``num_channels`` is given, else one shared
-    by all channels, so :attr:`num_params` is 1. With ``scale="predicted"`` the
-    generator also outputs :math:`\log s` (:attr:`num_params` 2); with
+    by all channels, so ``num_params`` is 1. With ``scale="predicted"`` the
+    generator also outputs :math:`\log s` (``num_params`` 2); with
     ``scale="fixed"`` :math:`s` = ``init_scale`` is a buffer.
 
-    :meth:`mean` is :math:`\mathbb{E}[\operatorname{clip}(X, 0, 1)]` for
+    ``mean`` is :math:`\mathbb{E}[\operatorname{clip}(X, 0, 1)]` for
     :math:`X \sim \operatorname{Logistic}(\mu, s)`, in closed form; it differs
     from the exact mean of the discretised variable by less than half a bin
     (the midpoint rule), and by :math:`O(h^2 / s^2)` when :math:`s \gg h`.
-    :meth:`sample` draws :math:`X` and rounds it to its bin (not differentiable).
+    ``sample`` draws :math:`X` and rounds it to its bin (not differentiable).
 
     Args:
         num_channels (int, optional): :math:`C`; gives one scale per channel.
@@ -258,10 +258,10 @@ class GaussianLikelihood(_LocationScaleLikelihood):
 
     via :class:`torch.distributions.Normal`. The generator outputs :math:`\mu`;
     :math:`\sigma` follows ``scale`` as in :class:`DiscretizedLogisticLikelihood`:
-    ``"learned"`` (default; a per-channel or shared parameter, :attr:`num_params`
+    ``"learned"`` (default; a per-channel or shared parameter, ``num_params``
     1), ``"predicted"`` (the generator outputs :math:`\mu` then
-    :math:`\log \sigma`, :attr:`num_params` 2) or ``"fixed"``. :meth:`mean` is
-    :math:`\mu`; :meth:`sample` is reparameterised.
+    :math:`\log \sigma`, ``num_params`` 2) or ``"fixed"``. ``mean`` is
+    :math:`\mu`; ``sample`` is reparameterised.
 
     Args:
         num_channels (int, optional): :math:`C`; gives one scale per channel.

@@ -119,7 +119,7 @@ class Convergence(pl.Callback):
     With ``restore_best=True`` the module's weights at the best validation (the first validation included, e.g.
     one :meth:`~lightning.pytorch.Trainer.validate` before training, so that a model started at a good linear
     solution is never returned worse than it started) are kept in memory, in checkpoints too, and loaded back
-    when fitting ends; :attr:`restored_step` says which step's weights the module holds then. Validate on fields
+    when fitting ends; ``restored_step`` says which step's weights the module holds then. Validate on fields
     held out of training (not the test fields): the choice is fitted to them.
 
     Args:

@@ -25,7 +25,7 @@ class GASPModule(pl.LightningModule):
     (non-saturating loss), each with its own Adam (GASP App. A.1: :math:`\beta = (0.5, 0.999)`, learning
     rates 1e-4 for the generator and 4e-4 for the discriminator).
 
-    Lightning counts both optimiser steps in ``global_step`` (two per batch); :attr:`optimizer_steps_per_batch`
+    Lightning counts both optimiser steps in ``global_step`` (two per batch); ``optimizer_steps_per_batch``
     tells :class:`~pcfunc.training.FunctionDataModule` so that resuming starts at the right batch. Each
     batch's randomness (point subset, latents) comes from :func:`step_generator`, so a resumed run repeats
     an uninterrupted one. A non-finite loss raises :class:`NonFiniteLossError` before the update. During the
@@ -139,5 +139,5 @@ class GASPModule(pl.LightningModule):
 
     @staticmethod
     def load_model(checkpoint: str, model: Optional[GASP] = None, map_location: str = "cpu") -> GASP:
-        """The trained :class:`GASP` of a checkpoint, read with ``torch.load(weights_only=True)``."""
+        """The trained :class:`~pcfunc.models.GASP` of a checkpoint, read with ``torch.load(weights_only=True)``."""
         return load_trained_model(checkpoint, GASP, model, map_location)

@@ -134,7 +134,7 @@ class VaMoHModule(pl.LightningModule):
         warmup_steps (int): Optimiser steps with the standard prior. (default: ``0``)
         seed (int): Seed of the per-step randomness. (default: ``0``)
         model_config (dict, optional): Plain keyword arguments that rebuild the model
-            (``{"name": ..., **overrides}`` for :meth:`VaMoH.from_config`); saved in checkpoints so
+            (``{"name": ..., **overrides}`` for :meth:`VaMoH.from_config <pcfunc.models.VaMoH.from_config>`); saved in checkpoints so
             :meth:`load_model` can rebuild it.
     """
 
@@ -179,7 +179,7 @@ class VaMoHModule(pl.LightningModule):
     @staticmethod
     def load_model(checkpoint: Union[str, Path], model: Optional[VaMoH] = None,
                    map_location: Union[str, torch.device] = "cpu") -> VaMoH:
-        """The trained :class:`VaMoH` of a checkpoint, read with ``torch.load(weights_only=True)``.
+        """The trained :class:`~pcfunc.models.VaMoH` of a checkpoint, read with ``torch.load(weights_only=True)``.
 
         Args:
             checkpoint: Path of a ``.ckpt`` file written by the trainer.
