@@ -1,13 +1,13 @@
 """GASP (Dupont et al., a GAN over functions) on real ERA5 2 m temperature: train on the 4-degree globe, then
-draw samples at 1 degree, with maps, a PyTorch3D globe and ``metrics.json``.
+draw samples at 1 degree, with maps, a PyTorch3D globe and metrics.json.
 
 With no arguments it trains on the real ERA5 sample embedded in pcfunc (24 global fields at 1 degree, regridded to
 the papers' 46 x 90 grid) for 2,000 optimiser steps on random 2,048-point subsets, and writes to
-``outputs/era5_gasp/``: ``metrics.json`` (the quality harness, :func:`pcfunc.evaluation.evaluate_gasp`: the
+outputs/era5_gasp/: metrics.json (the quality harness, pcfunc.evaluation.evaluate_gasp: the
 samples' statistics next to the held-out fields' and to what the training fields themselves score),
-``gasp_samples.png`` and ``globe_gasp_sample.png``. VaMoH on the same data: ``examples/era5_sphere.py``.
+gasp_samples.png and globe_gasp_sample.png. VaMoH on the same data: examples/era5_sphere.py.
 
-Examples::
+Examples:
 
     python examples/era5_gasp.py
     python examples/era5_gasp.py --data era5_t2m.nc --config paper --epochs 300

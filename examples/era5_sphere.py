@@ -1,16 +1,16 @@
 """VaMoH on real ERA5 2 m temperature: train on the 4-degree globe, then generate, reconstruct, super-resolve to
-1 degree and in-paint; write ``metrics.json``, maps and PyTorch3D globes.
+1 degree and in-paint; write metrics.json, maps and PyTorch3D globes.
 
 With no arguments it trains on the ERA5 sample embedded in pcfunc (24 global fields at 1 degree, regridded to the
-papers' 46 x 90 grid) for a budget that follows the data (:func:`pcfunc.training.data_budget`: here at most 1,500
+papers' 46 x 90 grid) for a budget that follows the data (pcfunc.training.data_budget: here at most 1,500
 steps, stopped early once the PSNR on the end of the training period stops improving; the best validation's model is
-kept, the PCA it starts from included) and writes ``outputs/era5_sphere/``: the
+kept, the PCA it starts from included) and writes outputs/era5_sphere/: the
 quality harness on held-out times next to its baselines, calibrated predictive intervals and the model's health
-(``metrics.json``, :func:`pcfunc.evaluation.evaluate_vamoh`), ``tasks.png`` and ``samples.png``, ``globe_*.png``
-(the super-resolved INR at the icosphere's vertices), ``predictions.nc`` (the first test field's predictions in
-the data's units, with coordinates and attribution), ``model.ckpt`` (the model evaluated: the best validation's),
-``checkpoints/`` (the last steps'; ``--resume`` continues from them) and ``logs/``.
-GASP on the same data: ``examples/era5_gasp.py``. Examples::
+(metrics.json, pcfunc.evaluation.evaluate_vamoh), tasks.png and samples.png, globe_*.png
+(the super-resolved INR at the icosphere's vertices), predictions.nc (the first test field's predictions in
+the data's units, with coordinates and attribution), model.ckpt (the model evaluated: the best validation's),
+checkpoints/ (the last steps'; --resume continues from them) and logs/.
+GASP on the same data: examples/era5_gasp.py. Examples:
 
     python examples/era5_sphere.py                      # embedded sample, at most 1,500 steps
     python examples/era5_sphere.py --data era5_t2m.nc   # a CDS download (NetCDF or Zarr), any resolution

@@ -2,18 +2,18 @@
 
 What it shows: the real ERA5 2 m temperature of one time step (1-degree sample,
 subsampled to 4 degrees: 46 x 90 cells, each pole one point, 3962 points) painted
-on a sphere, and on top the centroids that :func:`pcfunc.ops.build_hierarchy`
+on a sphere, and on top the centroids that pcfunc.ops.build_hierarchy
 picks at the levels 1024, 256, 64 and 16 (each level is a farthest point sample
 of the previous one, so the markers nest). It runs the stack end to end: a
-:class:`pcfunc.data.LatLonGrid` batch of 4 time steps sharing coordinates, the
-cached neighbour hierarchy on :class:`pcfunc.manifolds.Sphere` (second call
+pcfunc.data.LatLonGrid batch of 4 time steps sharing coordinates, the
+cached neighbour hierarchy on pcfunc.manifolds.Sphere (second call
 served from the cache), kNN colouring of the globe and a PyTorch3D render of
 three views (lat 30 lon 0, lat 30 lon 120, north pole) composed into one PNG.
 
-Run it with ``bash scripts/run demo`` (the main job until the ERA5 example
-exists) or ``python examples/fps_globe.py --out outputs/fps_globe.png``.
-By default it uses the real ERA5 sample embedded in pcfunc; ``--data`` (or the
-env var ``PCFUNC_ERA5_SAMPLE``) takes an ``.npz`` or a CDS NetCDF/Zarr file.
+Run it with bash scripts/run demo (the main job until the ERA5 example
+exists) or python examples/fps_globe.py --out outputs/fps_globe.png.
+By default it uses the real ERA5 sample embedded in pcfunc; --data (or the
+env var PCFUNC_ERA5_SAMPLE) takes an .npz or a CDS NetCDF/Zarr file.
 """
 
 from __future__ import annotations

@@ -1,19 +1,19 @@
 """VaMoH and GASP on images: real handwritten digits by default, any image folder or MNIST file by path.
 
 With no arguments it trains both models on scikit-learn's digits (1,797 real 8 x 8 scans; 90% for
-training, the last 10% held out) for a fixed number of optimiser steps each (``--steps``) on the CPU and writes
-to ``outputs/images/``:
+training, the last 10% held out) for a fixed number of optimiser steps each (--steps) on the CPU and writes
+to outputs/images/:
 
-* ``vamoh_samples.png`` and ``gasp_samples.png``: samples at the training resolution and at 4x
+* vamoh_samples.png and gasp_samples.png: samples at the training resolution and at 4x
   (the INRs evaluated on a finer grid that contains the original pixels);
-* ``vamoh_tasks.png``: held-out images, their reconstructions, in-painting (centre hidden) and
+* vamoh_tasks.png: held-out images, their reconstructions, in-painting (centre hidden) and
   out-painting (only the centre observed), with the hidden pixels tinted in the inputs;
-* ``vamoh_components.png``: the entropy and the argmax segmentation of the mixture assignments;
-* ``metrics.json``: the quality harness's report (``quality``): the PSNR (VaMoH App. B.3, data in [0, 1]) of
+* vamoh_components.png: the entropy and the argmax segmentation of the mixture assignments;
+* metrics.json: the quality harness's report (quality): the PSNR (VaMoH App. B.3, data in [0, 1]) of
   each task on the held-out images (hidden pixels for in- and out-painting) next to the mean training image
   and PCA, and the models' health.
 
-Examples::
+Examples:
 
     python examples/images.py
     python examples/images.py --data path/to/celeba_hq --size 64 --minutes 20

@@ -3,18 +3,18 @@
 With no arguments it voxelises the Stanford bunny point cloud that ships with PyGSP (2,503 real scanned
 surface points) at 32^3 and augments it (rotations about the vertical axis, small tilts, anisotropic
 scaling) into a small dataset of 48 shapes, trains both models for a fixed number of optimiser steps
-(``--steps``; about 5 minutes in all on two CPU cores), started at the training shapes' mean occupancy, on
-random subsets of 4,096 points per shape, and writes to ``outputs/shapes3d/``:
+(--steps; about 5 minutes in all on two CPU cores), started at the training shapes' mean occupancy, on
+random subsets of 4,096 points per shape, and writes to outputs/shapes3d/:
 
-* ``training_shapes.png``: three training shapes, rendered the same way as the samples;
-* ``vamoh_samples.png`` and ``gasp_samples.png``: samples, the INR evaluated on a 128^3 grid, the 0.5
-  level set extracted with ``pytorch3d.ops.marching_cubes`` and shaded with PyTorch3D;
-* ``vamoh_reconstruction.png``: a held-out shape and its reconstruction from 4,096 of its points;
-* ``metrics.json``: the intersection over union of VaMoH's reconstructions of the held-out shapes
+* training_shapes.png: three training shapes, rendered the same way as the samples;
+* vamoh_samples.png and gasp_samples.png: samples, the INR evaluated on a 128^3 grid, the 0.5
+  level set extracted with pytorch3d.ops.marching_cubes and shaded with PyTorch3D;
+* vamoh_reconstruction.png: a held-out shape and its reconstruction from 4,096 of its points;
+* metrics.json: the intersection over union of VaMoH's reconstructions of the held-out shapes
   (occupancy > 0.5 on the voxel grid) next to that of the training shapes' mean occupancy, and the occupied
   fraction of the samples next to the data's.
 
-``--data FOLDER`` takes any folder of ``.npy`` occupancy arrays or ``.binvox`` files (ShapeNet style).
+--data FOLDER takes any folder of .npy occupancy arrays or .binvox files (ShapeNet style).
 """
 
 from __future__ import annotations

@@ -131,6 +131,17 @@ def test_era5_sphere_checks_every_number_before_any_work(flag: str, value: str, 
     assert err.value.code == 2 and f"{flag} must be" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("name", ["era5_sphere", "era5_gasp", "images", "shapes3d"])
+def test_help_is_plain_text(name: str, capsys) -> None:
+    import re
+
+    with pytest.raises(SystemExit) as err:
+        load_example(name).parse_args(["--help"])
+    text = capsys.readouterr().out
+    assert err.value.code == 0 and "usage:" in text
+    assert not re.search(r"``|:(func|class|meth|attr|mod|data|math):`|::$", text, re.MULTILINE), text
+
+
 def test_era5_sphere_variable_without_data_is_an_error(capsys) -> None:
     with pytest.raises(SystemExit):
         load_example("era5_sphere").parse_args(["--variable", "u10"])
