@@ -64,11 +64,13 @@ RESIDUALS = dict(residual_neighbors=16, residual_kernel="linear")
 def phase(args: argparse.Namespace, name: Optional[str], what: str = "") -> None:
     """Say what starts now; the phase before it ends here (its wall time goes to ``metrics.json``: ``phases``)."""
     now = time.perf_counter()
+    took = ""
     if getattr(args, "_phase", None):
         args.phases[args._phase[0]] = round(now - args._phase[1], 1)
+        took = f" ({args._phase[0]}: {args.phases[args._phase[0]]} s)"
     args._phase = (name, now) if name else None
-    if name:
-        print(f"[{name}] {what}", flush=True)
+    if not args.quiet and (name or took):
+        print(f"[{name}] {what}{took}" if name else f"[done]{took}", flush=True)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -112,6 +114,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     arg("--seed", type=int, default=0)
     arg("--globe-size", type=int, default=320, help="pixels per globe view")
     arg("--no-progress", action="store_true", help="hide the progress bar")
+    arg("--quiet", action="store_true", help="no progress: neither the phase lines nor the bar (the report stays)")
     args = p.parse_args(argv)
     # Every number checked here, before any work, naming its flag.
     positive = ("steps", "epochs", "train_fields", "batch_size", "devices", "num_nodes", "globe_size")
@@ -176,7 +179,8 @@ def train(args: argparse.Namespace, train_set, val_set, base_grid, coarse):
     dm = FunctionDataModule(train_set, val_set, batch_size=batch, seed=args.seed)
     trainer = make_trainer(args.out, checkpoint_every=50, devices=args.devices, num_nodes=args.num_nodes,
                            accelerator=args.accelerator, gradient_clip_val=1000.0, log_every=5,
-                           progress_bar=not args.no_progress, val_every_steps=val_every, callbacks=[watch],
+                           progress_bar=not (args.no_progress or args.quiet), val_every_steps=val_every,
+                           callbacks=[watch],
                            precision=args.precision_used, **limits)
     why = "as asked" if own else (f"{plan['epochs']} passes over the {len(train_set)} fields at batch {batch}, the "
                                   f"budget that follows the data; stops early once validation PSNR has not improved "

@@ -169,8 +169,13 @@ def test_era5_sphere_select_and_time_dim_reach_the_reader(tmp_path: Path, capsys
                     coords={"month": [1, 2], "pressure_level": [850, 500], "lat": lat, "lon": lon})
     ds.to_netcdf(tmp_path / "levels.nc")
     base = ["--data", str(tmp_path / "levels.nc"), "--out", str(tmp_path / "out"), "--config", "tiny"]
+    capsys.readouterr()
     with pytest.raises(SystemExit, match="need at least 3 time steps"):
         era5.main(base + ["--time-dim", "month", "--select", "pressure_level=500"])
+    assert f"[read] {tmp_path / 'levels.nc'}" in capsys.readouterr().out  # each phase announced...
+    with pytest.raises(SystemExit, match="need at least 3 time steps"):
+        era5.main(base + ["--time-dim", "month", "--select", "pressure_level=500", "--quiet"])
+    assert "[read]" not in capsys.readouterr().out  # ...unless --quiet
     with pytest.raises(ValueError, match=r"pressure_level \(2: 850, 500\).*--select pressure_level=850"):
         era5.main(base + ["--time-dim", "month"])
     with pytest.raises(ValueError, match="time_dim='month'"):
