@@ -246,6 +246,17 @@ class LatLonGrid(Grid):
         xyz[pole_pts] = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64) * torch.sign(lat_cells[first_cell][pole_pts])[:, None]
         self.pos = xyz.to(torch.get_default_dtype())
 
+    @property
+    def point_areas(self) -> Tensor:
+        r"""The area each point stands for on the unit sphere (steradians, float64, :math:`(N,)`): its cell's
+        :func:`~pcfunc.data.latlon_cell_area`, a collapsed pole the whole row's. The weights of area-weighted
+        scores (:func:`pcfunc.metrics.weighted_scores`); a global grid's add up to :math:`4\pi`. Needs at least
+        two latitudes and two longitudes."""
+        from ._cell_area import latlon_cell_area
+
+        cells = latlon_cell_area(self.lat, self.lon).reshape(-1)
+        return torch.zeros(self.num_points, dtype=torch.float64).index_add_(0, self._cell_to_point, cells)
+
     @classmethod
     def regular(cls, n_lat: int, n_lon: int, collapse_poles: bool = True) -> "LatLonGrid":
         r"""``n_lat`` latitudes from 90 to -90 (poles included) and ``n_lon`` longitudes from 0, step :math:`360/n_\text{lon}`."""

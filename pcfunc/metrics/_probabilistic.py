@@ -69,18 +69,22 @@ def crps_gaussian(mean: Tensor, std: Tensor, target: Tensor) -> Tensor:
     return torch.where(s > 0, out, err.abs()).to(target.dtype)
 
 
-def crps_ensemble(samples: Tensor, target: Tensor) -> Tensor:
+def crps_ensemble(samples: Tensor, target: Tensor, fair: bool = False) -> Tensor:
     r"""CRPS of the empirical distribution of ``S`` samples, elementwise:
 
     .. math::
         \mathrm{CRPS} = \frac1S \sum_s |x_s - y| - \frac{1}{2 S^2} \sum_{s, s'} |x_s - x_{s'}|,
 
     the second sum in :math:`O(S \log S)` from the sorted samples, :math:`\sum_{s,s'} |x_s - x_{s'}| =
-    2 \sum_i (2 i - S - 1)\, x_{(i)}`. For predictive draws that are not Gaussian (mixtures).
+    2 \sum_i (2 i - S - 1)\, x_{(i)}`. For predictive draws that are not Gaussian (mixtures). With
+    ``fair=True`` the second term is divided by :math:`2 S (S - 1)` instead (Ferro, 2014): the expected score
+    of an ensemble of :math:`S` draws then equals the CRPS of the distribution they are drawn from, so
+    ensembles of different sizes compare fairly (WeatherBench 2's ensemble CRPS).
 
     Args:
-        samples (Tensor): Draws, shape :math:`(S, *)`.
+        samples (Tensor): Draws, shape :math:`(S, *)` (:math:`S \ge 2` with ``fair``).
         target (Tensor): Observed values, shape :math:`(*)`.
+        fair (bool): The fair (unbiased) estimator. (default: ``False``)
 
     Returns:
         Tensor: Shape :math:`(*)`.
@@ -97,7 +101,9 @@ def crps_ensemble(samples: Tensor, target: Tensor) -> Tensor:
     first = (x - target.double()).abs().mean(0)
     srt = x.sort(0).values
     i = torch.arange(1, S + 1, dtype=torch.float64, device=x.device).view(S, *([1] * target.dim()))
-    spread = ((2 * i - S - 1) * srt).sum(0) * (2.0 / (S * S))
+    if fair and S < 2:
+        raise ValueError("the fair CRPS needs at least two draws")
+    spread = ((2 * i - S - 1) * srt).sum(0) * (2.0 / (S * (S - 1) if fair else S * S))
     return (first - 0.5 * spread).to(target.dtype)
 
 
