@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple, Union
 
 import torch
@@ -10,7 +11,7 @@ from torch import Tensor
 
 from ..data import Grid, LatLonGrid
 from ..manifolds import xyz_to_latlon
-from ..metrics import psnr, rmse
+from ..metrics import psnr, rmse, weighted_scores
 from ._baselines import (BilinearDownscaling, PCABaseline, _check_fields, observed_mask, training_mean, valid_points,
                          zonal_mean_fill)
 from ._health import active_units, mixture_usage, sample_statistics
@@ -20,13 +21,29 @@ __all__ = ["evaluate_vamoh", "evaluate_gasp", "format_report", "score"]
 
 
 def score(pred: Tensor, truth: Tensor, hidden: Optional[Tensor] = None, data_range: float = 1.0,
-          scale: float = 1.0) -> Dict[str, float]:
+          scale: float = 1.0, weights: Optional[Tensor] = None) -> Dict[str, float]:
     r"""PSNR (VaMoH App. B.3) and RMSE of ``pred`` against ``truth`` (each :math:`(B, N, C)`), per field on its
     ``hidden`` points (bool :math:`(N,)` or :math:`(B, N)`; ``None``: all) where ``truth`` is not missing (NaN),
     averaged over the fields that have such points; RMSE times ``scale`` (data units). ``points``: the points
-    scored per field (their mean, rounded, when fields differ)."""
+    scored per field (their mean, rounded, when fields differ). With ``weights`` (:math:`(N,)`, e.g.
+    :attr:`LatLonGrid.point_areas <pcfunc.data.LatLonGrid.point_areas>`) also ``rmse_weighted`` and
+    ``bias_weighted`` (:func:`pcfunc.metrics.weighted_scores` on the same points, averaged over the fields, times
+    ``scale``)."""
     if pred.shape != truth.shape:
         raise ValueError(f"pred and truth must have the same shape, got {tuple(pred.shape)} and {tuple(truth.shape)}")
+    out = _score(pred, truth, hidden, data_range, scale)
+    if weights is not None:
+        B, N = truth.shape[:2]
+        keep = valid_points(truth) & (True if hidden is None else observed_mask(hidden, B, N, "hidden"))
+        t = torch.where(keep[..., None], truth.double(), math.nan)
+        w = weighted_scores(pred.double(), t, weights)
+        fields = torch.isfinite(w["rmse"])
+        out["rmse_weighted"] = float(w["rmse"][fields].mean()) * scale
+        out["bias_weighted"] = float(w["bias"][fields].mean()) * scale
+    return out
+
+
+def _score(pred: Tensor, truth: Tensor, hidden: Optional[Tensor], data_range: float, scale: float) -> Dict[str, float]:
     valid = valid_points(truth)
     if bool(valid.all()) and (hidden is None or hidden.dim() == 1):  # every field on the same points
         p, t = (pred, truth) if hidden is None else (pred[:, hidden], truth[:, hidden])
@@ -169,7 +186,9 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
     lat = _lat(grid)
     B = test.size(0)
     tasks: Dict[str, Dict[str, Dict[str, float]]] = {}
-    sc = lambda p, t, h=None: score(p, t, h, data_range, scale)  # noqa: E731
+    # Area-weighted RMSE and bias beside the papers' unweighted figures on a latitude/longitude grid.
+    areas = grid.point_areas if isinstance(grid, LatLonGrid) and min(grid.shape) >= 2 else None
+    sc = lambda p, t, h=None, w=areas: score(p, t, h, data_range, scale, w)  # noqa: E731
 
     def run(fn: Callable[[Tensor], Tensor], values: Tensor) -> Tensor:
         return torch.cat([fn(values[s]) for s in _chunks(values.size(0), fields_per_call)])
@@ -215,6 +234,8 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
                                  f"{train.size(-1)}] (the training fields on the fine points), got "
                                  f"{tuple(fine_train.shape)}")
         fpos = fine_grid.pos.to(test.dtype)
+        fine_areas = fine_grid.point_areas if isinstance(fine_grid, LatLonGrid) and min(fine_grid.shape) >= 2 else None
+        sc = lambda p, t, h=None, w=fine_areas: score(p, t, h, data_range, scale, w)  # noqa: E731
         sr = torch.cat([model.reconstruct(points_batch(grid, test[s]), fpos, **refine).to(test.dtype)
                         for s in _chunks(B, fields_per_call)])
         row = {"vamoh": sc(sr, fine_test)}
@@ -332,12 +353,16 @@ def format_report(report: Mapping[str, Any], units: str = "") -> str:
     lines = []
     tasks = report.get("tasks", {})
     if tasks:
-        lines.append(f"{'task':<24}{'method':<16}{'PSNR dB':>9}{'RMSE ' + units:>12}{'points':>9}")
+        weighted = any("rmse_weighted" in v for row in tasks.values() for v in row.values())
+        extra = f"{'RMSE area-wt':>13}{'bias area-wt':>13}" if weighted else ""
+        lines.append(f"{'task':<24}{'method':<16}{'PSNR dB':>9}{'RMSE ' + units:>12}{extra}{'points':>9}")
         for task, row in tasks.items():
             best = max(v["psnr"] for v in row.values())
             for i, (method, v) in enumerate(row.items()):
                 mark = " *" if v["psnr"] == best else ""
-                lines.append(f"{task if i == 0 else '':<24}{method:<16}{v['psnr']:>9.2f}{v['rmse']:>12.3f}"
+                cells = (f"{v.get('rmse_weighted', math.nan):>13.3f}{v.get('bias_weighted', math.nan):>13.3f}"
+                         if weighted else "")
+                lines.append(f"{task if i == 0 else '':<24}{method:<16}{v['psnr']:>9.2f}{v['rmse']:>12.3f}{cells}"
                              f"{v['points']:>9}{mark}")
     health = report.get("health", {})
     if health:

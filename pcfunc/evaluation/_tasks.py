@@ -103,7 +103,12 @@ def flat_report(report: Mapping[str, Any], coarse: str, fine: str) -> Dict[str, 
     RMSE and points of VaMoH and its baselines per task, and the calibrated coverage and CRPS. ``coarse`` and
     ``fine`` name the grids in the keys (e.g. ``"4deg"``, ``"1deg"``: ``"super_resolution_1deg"``)."""
     t = report["tasks"]
-    row = lambda d: {"psnr_db": d["psnr"], "rmse_k": d["rmse"], "points": d["points"]}  # noqa: E731
+    def row(d: Mapping[str, Any]) -> Dict[str, float]:
+        out = {"psnr_db": d["psnr"], "rmse_k": d["rmse"], "points": d["points"]}
+        if "rmse_weighted" in d:  # area-weighted, on a latitude/longitude grid
+            out.update(rmse_area_weighted_k=d["rmse_weighted"], bias_area_weighted_k=d["bias_weighted"])
+        return out
+
     out: Dict[str, Dict[str, float]] = {
         f"reconstruction_{coarse}": row(t["reconstruction"]["vamoh"]),
         f"baseline_training_mean_{coarse}": row(t["reconstruction"]["training_mean"]),

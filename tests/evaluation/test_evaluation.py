@@ -116,6 +116,29 @@ def test_energy_distance_against_scipy_in_one_dimension():
         energy_distance(a, torch.zeros(1, 3))
 
 
+def test_score_adds_area_weighted_rmse_and_bias_on_the_scored_points():
+    g = torch.Generator().manual_seed(0)
+    grid = LatLonGrid(np.linspace(90, -90, 7), np.arange(0.0, 360.0, 30.0))
+    truth = torch.rand(3, grid.num_points, 1, generator=g, dtype=torch.float64)
+    pred = truth + 0.1 * torch.randn(truth.shape, generator=g, dtype=torch.float64)
+    truth[1, :4] = float("nan")
+    hidden = torch.zeros(grid.num_points, dtype=torch.bool)
+    hidden[10:40] = True
+    out = score(pred, truth, hidden, scale=2.0, weights=grid.point_areas)
+    w = grid.point_areas.numpy()
+    rmses, biases = [], []
+    for b in range(3):
+        keep = hidden.numpy() & np.isfinite(truth[b, :, 0].numpy())
+        err = (pred[b, keep, 0] - truth[b, keep, 0]).numpy()
+        rmses.append(np.sqrt(np.average(err ** 2, weights=w[keep])))
+        biases.append(np.average(err, weights=w[keep]))
+    assert out["rmse_weighted"] == pytest.approx(2.0 * np.mean(rmses))
+    assert out["bias_weighted"] == pytest.approx(2.0 * np.mean(biases))
+    assert out["rmse"] == pytest.approx(score(pred, truth, hidden, scale=2.0)["rmse"])  # the unweighted as before
+    text = format_report({"tasks": {"reconstruction": {"vamoh": out}}}, "K")
+    assert "RMSE area-wt" in text and f"{out['rmse_weighted']:.3f}" in text
+
+
 def test_nearest_neighbor_accuracy_against_scikit_learn_and_by_hand():
     neighbors = pytest.importorskip("sklearn.neighbors")
     g = torch.Generator().manual_seed(0)
@@ -187,11 +210,12 @@ def test_evaluate_vamoh_reports_the_baselines_it_claims():
     assert t["inpaint_half"]["vamoh"]["points"] == int(hidden.sum())
     lat = xyz_to_latlon(GRID.pos.double())[0]
     zm = zonal_mean_fill(test, lat, mask)
-    assert t["inpaint_half"]["zonal_mean"] == score(zm, test, hidden, scale=100.0)
+    # the area-weighted RMSE and bias ride along on a latitude/longitude grid
+    assert t["inpaint_half"]["zonal_mean"] == score(zm, test, hidden, scale=100.0, weights=GRID.point_areas)
     assert {"vamoh", "vamoh_residuals", "bilinear"} == set(t["super_resolution"])
     b = GRID.to_batch(GRID.to_array(test.reshape(-1, 1), torch.arange(4).repeat_interleave(GRID.num_points)))
     srr = model.reconstruct(b, fine_grid.pos, residual_neighbors=4)
-    expect = score(srr, fine_test, scale=100.0)
+    expect = score(srr, fine_test, scale=100.0, weights=fine_grid.point_areas)  # the fine grid's areas
     assert t["super_resolution"]["vamoh_residuals"] == pytest.approx(expect, rel=1e-6)  # chunked by 3 fields there
     h = rep["health"]
     assert 0 <= h["active_units_test"] <= 4 and h["mixture"]["max_entropy"] == pytest.approx(math.log(3))
@@ -307,7 +331,7 @@ def test_evaluate_vamoh_reconstruction_is_the_models():
     rep = evaluate_vamoh(model, GRID, train, test, num_prior_samples=3)
     rec = model.reconstruct(GRID.to_batch(GRID.to_array(test.reshape(-1, 1), torch.arange(3).repeat_interleave(
         GRID.num_points)))).view_as(test)
-    assert rep["tasks"]["reconstruction"]["vamoh"] == score(rec, test)
+    assert rep["tasks"]["reconstruction"]["vamoh"] == score(rec, test, weights=GRID.point_areas)
 
 
 def test_evaluate_gasp_reports_the_ideal_sampler_of_the_training_fields():
