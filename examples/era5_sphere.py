@@ -230,7 +230,8 @@ def evaluate(model: VaMoH, field, coarse, n_train: int, norm: MinMaxNormalizer, 
                               refine_steps=refine_steps, **RESIDUALS)
     baseline = BilinearDownscaling(g, fine, train_c, train_f).predict(test_c[:1])[0]
     res["_quality"], res["_fields"] = quality, dict(fields, coarse=g, fine=fine, truth=test_f[0], observed=test_c[0],
-                                                    one=points_batch(g, test_c[:1]), baseline=baseline)
+                                                    one=points_batch(g, test_c[:1]), baseline=baseline,
+                                                    spectra=quality.get("spectra"))
     return res
 
 
@@ -302,13 +303,28 @@ def render(model: VaMoH, f: Dict[str, Any], norm: MinMaxNormalizer, out: Path, s
         "globe_super_resolution_std.png": (f["spread"].reshape(-1) * scale, fine.pos, "super-resolution: spread",
                                            dict(cmap="magma", label=f"std [{units}]")),
     }
+    spectra = f.get("spectra")
+    if spectra:  # mean power spectra of the super-resolved fields against the truth's
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        degree = spectra["degree"][1:]
+        for name, values in spectra.items():
+            if name != "degree":
+                ax.loglog(degree, values[1:], label=name, lw=2.5 if name == "truth" else 1.2)
+        ax.set(xlabel="spherical-harmonic degree l", ylabel="power (normalised units)",
+               title=f"super-resolution to {fd}: mean power spectra")
+        ax.legend(fontsize=8)
+        fig.savefig(out / "spectra.png", dpi=120, bbox_inches="tight")
+        plt.close(fig)
+    figures = ["tasks.png", "samples.png"] + (["spectra.png"] if spectra else [])
     if not available("pytorch3d"):
         print("globes skipped: PyTorch3D does not import (install one built for your torch: see the install page)")
-        return ["tasks.png", "samples.png"]
+        return figures
     views = globe_views(fine)
     for name, (values, pos, title, colours) in globes.items():
         render_sphere(values, pos, out=out / name, image_size=size, title=title, views=views, **colours)
-    return ["tasks.png", "samples.png", *globes]
+    return [*figures, *globes]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:

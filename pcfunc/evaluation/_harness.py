@@ -65,6 +65,28 @@ def _score(pred: Tensor, truth: Tensor, hidden: Optional[Tensor], data_range: fl
             "points": int(round(float(counts[fields].double().mean())))}
 
 
+def _spectra(grid: Any, truth: Tensor, preds: Mapping[str, Tensor]) -> Optional[Dict[str, Any]]:
+    """Power spectra (first channel) of the true fields and each method's, averaged over the fields, and each method's
+    mean log-spectral distance to the truth field by field (``lsd_<method>``, dB); ``None`` unless ``grid`` is a
+    global latitude/longitude grid from pole to pole and nothing is missing."""
+    from ..metrics import log_spectral_distance, power_spectrum
+
+    if not isinstance(grid, LatLonGrid) or not bool(valid_points(truth).all()):
+        return None
+    arrays = lambda v: grid.to_array(v[..., :1].reshape(-1, 1).double(), torch.arange(  # noqa: E731
+        v.size(0)).repeat_interleave(v.size(1)))[..., 0]
+    try:
+        ref = power_spectrum(arrays(truth), grid.lat, grid.lon)
+    except ValueError:  # regional, or not evenly spaced
+        return None
+    out: Dict[str, Any] = {"degree": list(range(ref.size(-1))), "truth": ref.mean(0).tolist()}
+    for name, pred in preds.items():
+        spec = power_spectrum(arrays(pred), grid.lat, grid.lon)
+        out[name] = spec.mean(0).tolist()
+        out[f"lsd_{name}"] = float(log_spectral_distance(spec, ref).mean())
+    return out
+
+
 def _chunks(n: int, size: int) -> Iterator[slice]:
     for s in range(0, n, size):
         yield slice(s, min(n, s + size))
@@ -128,7 +150,11 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
       fine points too) also against bilinear interpolation plus the training fields' mean sub-grid residual
       :math:`\frac1T \sum_t (\mathbf y^{\text{fine}}_t - \mathrm{bilinear}(\mathbf y_t))`
       (``bilinear_mean_residual``, the first statistical downscaling a climate scientist tries); and
-      ``vamoh_residuals``, the model plus its interpolated residuals at the coarse points;
+      ``vamoh_residuals``, the model plus its interpolated residuals at the coarse points. On a global
+      latitude/longitude fine grid without missing values each method's row also has ``lsd``, the mean
+      log-spectral distance (dB) of its fields' spherical-harmonic power spectra to the truth's
+      (:func:`~pcfunc.metrics.power_spectrum`), and the report ``spectra``: the mean spectrum of the truth and of
+      each method by degree (does the method have the small-scale variance of the real fields?);
 
     Uncertainty (``uncertainty``, with ``predictive_samples`` :math:`\geq 2`): the coverage of the predictive
     intervals and the CRPS of the in-painting and super-resolution tasks, raw and recalibrated on
@@ -168,8 +194,9 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
             (default: ``0``)
 
     Returns:
-        dict: ``{"tasks": {task: {method: {"psnr", "rmse", "points"}}}, "health": {...}, "elbo": {...}}``,
-        JSON-serialisable; :func:`format_report` prints it as a table.
+        dict: ``{"tasks": {task: {method: {"psnr", "rmse", "points"[, "rmse_weighted", "bias_weighted",
+        "lsd"]}}}, "health": {...}, "elbo": {...}[, "spectra": {...}]}``, JSON-serialisable; :func:`format_report`
+        prints it as a table.
     """
     _check_fields(train, "train")
     _check_fields(test, "test")
@@ -219,6 +246,7 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
         if lat is not None:
             row["zonal_mean"] = sc(zonal_mean_fill(test, lat, obs), test, hidden)
         tasks[f"inpaint_{name}"] = row
+    report_spectra: Optional[Dict[str, Any]] = None
     if fine is not None:
         if not isinstance(fine, (tuple, list)) or len(fine) not in (2, 3, 4):
             raise ValueError("fine must be (fine_grid, fine_test[, fine_train[, fine_calibration]])")
@@ -236,22 +264,26 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
         fpos = fine_grid.pos.to(test.dtype)
         fine_areas = fine_grid.point_areas if isinstance(fine_grid, LatLonGrid) and min(fine_grid.shape) >= 2 else None
         sc = lambda p, t, h=None, w=fine_areas: score(p, t, h, data_range, scale, w)  # noqa: E731
-        sr = torch.cat([model.reconstruct(points_batch(grid, test[s]), fpos, **refine).to(test.dtype)
-                        for s in _chunks(B, fields_per_call)])
-        row = {"vamoh": sc(sr, fine_test)}
+        preds = {"vamoh": torch.cat([model.reconstruct(points_batch(grid, test[s]), fpos, **refine).to(test.dtype)
+                                     for s in _chunks(B, fields_per_call)])}
         if residual_neighbors:
-            srr = torch.cat([model.reconstruct(points_batch(grid, test[s]), fpos, residual_neighbors=residual_neighbors,
-                                               residual_kernel=residual_kernel,
-                                               **refine).to(test.dtype) for s in _chunks(B, fields_per_call)])
-            row["vamoh_residuals"] = sc(srr, fine_test)
+            preds["vamoh_residuals"] = torch.cat([
+                model.reconstruct(points_batch(grid, test[s]), fpos, residual_neighbors=residual_neighbors,
+                                  residual_kernel=residual_kernel, **refine).to(test.dtype)
+                for s in _chunks(B, fields_per_call)])
         if isinstance(grid, LatLonGrid):
             from ._baselines import _bilinear, _filled
 
-            row["bilinear"] = sc(_bilinear(grid, _filled(test, mean), fine_grid), fine_test)
+            preds["bilinear"] = _bilinear(grid, _filled(test, mean), fine_grid)
             if fine_train is not None:
                 # The one-line statistical downscaling: bilinear plus the training fields' mean sub-grid residual.
-                row["bilinear_mean_residual"] = sc(BilinearDownscaling(grid, fine_grid, train, fine_train)
-                                                   .predict(test), fine_test)
+                preds["bilinear_mean_residual"] = BilinearDownscaling(grid, fine_grid, train, fine_train).predict(test)
+        row = {name: sc(pred, fine_test) for name, pred in preds.items()}
+        spectra = _spectra(fine_grid, fine_test, preds)
+        if spectra is not None:  # a global grid without missing values: the small-scale variance of each method
+            for name in preds:
+                row[name]["lsd"] = spectra.pop(f"lsd_{name}")
+            report_spectra = spectra
         tasks["super_resolution"] = row
 
     # Health figures.
@@ -291,6 +323,8 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
     elbo = {name: per_point(name) for name in ("elbo", "log_likelihood", "kl_z", "kl_c")}
     report = {"tasks": tasks, "health": health, "elbo_per_point": elbo, "refine_steps": int(refine_steps),
               "fields": {"train": int(train.size(0)), "test": int(B), "points": int(N)}}
+    if report_spectra is not None:
+        report["spectra"] = report_spectra
     if predictive_samples:
         report["uncertainty"] = evaluate_uncertainty(
             model, grid, train, test, masks=masks, fine=fine, calibration=calibration,
@@ -367,6 +401,10 @@ def format_report(report: Mapping[str, Any], units: str = "") -> str:
     health = report.get("health", {})
     if health:
         lines.append("health: " + json.dumps(health, default=lambda o: round(o, 4) if isinstance(o, float) else str(o)))
+    lsd = {m: v["lsd"] for m, v in tasks.get("super_resolution", {}).items() if "lsd" in v}
+    if lsd:
+        lines.append("log-spectral distance to the truth (dB, super-resolution): "
+                     + ", ".join(f"{m} {v:.2f}" for m, v in lsd.items()))
     unc = report.get("uncertainty", {})
     if unc:
         lines.append(f"{'uncertainty':<24}{'method':<30}{'cover 50%':>10}{'cover 90%':>10}{'CRPS ' + units:>12}"

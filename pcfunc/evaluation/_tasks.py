@@ -107,6 +107,8 @@ def flat_report(report: Mapping[str, Any], coarse: str, fine: str) -> Dict[str, 
         out = {"psnr_db": d["psnr"], "rmse_k": d["rmse"], "points": d["points"]}
         if "rmse_weighted" in d:  # area-weighted, on a latitude/longitude grid
             out.update(rmse_area_weighted_k=d["rmse_weighted"], bias_area_weighted_k=d["bias_weighted"])
+        if "lsd" in d:  # the log-spectral distance to the truth, dB
+            out["log_spectral_distance_db"] = d["lsd"]
         return out
 
     out: Dict[str, Dict[str, float]] = {

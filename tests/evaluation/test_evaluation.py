@@ -216,7 +216,19 @@ def test_evaluate_vamoh_reports_the_baselines_it_claims():
     b = GRID.to_batch(GRID.to_array(test.reshape(-1, 1), torch.arange(4).repeat_interleave(GRID.num_points)))
     srr = model.reconstruct(b, fine_grid.pos, residual_neighbors=4)
     expect = score(srr, fine_test, scale=100.0, weights=fine_grid.point_areas)  # the fine grid's areas
-    assert t["super_resolution"]["vamoh_residuals"] == pytest.approx(expect, rel=1e-6)  # chunked by 3 fields there
+    got = dict(t["super_resolution"]["vamoh_residuals"])
+    lsd = got.pop("lsd")
+    assert got == pytest.approx(expect, rel=1e-6)  # chunked by 3 fields there
+    # Spectra on the global fine grid: the truth's mean spectrum and each method's distance to it, field by field.
+    from pcfunc.metrics import log_spectral_distance, power_spectrum
+
+    arr = lambda v: fine_grid.to_array(v.reshape(-1, 1), torch.arange(4).repeat_interleave(  # noqa: E731
+        fine_grid.num_points))[..., 0]
+    truth_spec = power_spectrum(arr(fine_test), fine_grid.lat, fine_grid.lon)
+    assert rep["spectra"]["truth"] == pytest.approx(truth_spec.mean(0).tolist(), rel=1e-9)
+    assert lsd == pytest.approx(float(log_spectral_distance(power_spectrum(arr(srr), fine_grid.lat, fine_grid.lon),
+                                                            truth_spec).mean()), rel=1e-5)
+    assert all(v["lsd"] >= 0 for v in t["super_resolution"].values())
     h = rep["health"]
     assert 0 <= h["active_units_test"] <= 4 and h["mixture"]["max_entropy"] == pytest.approx(math.log(3))
     assert h["prior_samples"]["reference_spread"] > 0
