@@ -79,10 +79,12 @@ def predictions_to_xarray(grid: LatLonGrid, predictions: Mapping[str, ArrayLike]
         >>> ds["reconstruction"].dims, ds["reconstruction"].attrs["units"]
         (('time', 'latitude', 'longitude'), 'K')
     """
+    import sys
+
     import xarray as xr
 
-    from .. import __version__
-
+    # The package's version (pcfunc is imported whenever pcfunc.data is; the data layer does not import upward).
+    version = getattr(sys.modules.get("pcfunc"), "__version__", "unknown")
     if not isinstance(grid, LatLonGrid):
         raise TypeError(f"grid must be a LatLonGrid, got {type(grid).__name__}")
     if not isinstance(predictions, Mapping) or not predictions:
@@ -115,7 +117,7 @@ def predictions_to_xarray(grid: LatLonGrid, predictions: Mapping[str, ArrayLike]
         meta.update(dict((attrs or {}).get(name, {})))
         data = a > 0.5 if is_bool else a.astype(np.float32)
         variables[name] = ((t, la, lo), data, meta)
-    ds_attrs = {"source": f"pcfunc {__version__}", "Conventions": "CF-1.8"}
+    ds_attrs = {"source": f"pcfunc {version}", "Conventions": "CF-1.8"}
     if attribution:
         ds_attrs["attribution"] = attribution
     return xr.Dataset(variables, coords=coords, attrs=ds_attrs)
