@@ -209,7 +209,7 @@ def train(args: argparse.Namespace, train_set, val_set, base_grid, coarse):
 
 
 def evaluate(model: VaMoH, field, coarse, n_train: int, norm: MinMaxNormalizer, refine_steps: int,
-             predictive_samples: int) -> Dict[str, Any]:
+             predictive_samples: int, progress=None) -> Dict[str, Any]:
     """Every task on the test fields by the quality harness, next to its baselines; the first one's maps."""
     from pcfunc.render import grid_spacing
 
@@ -223,7 +223,8 @@ def evaluate(model: VaMoH, field, coarse, n_train: int, norm: MinMaxNormalizer, 
     # Predictive intervals: each held-out field calibrated on the others.
     quality = evaluate_vamoh(model, g, train_c, test_c, masks=masks, fine=(fine, test_f, train_f), scale=scale,
                              seed=0, refine_steps=refine_steps, calibration="leave_one_out",
-                             predictive_samples=predictive_samples if len(test_c) >= 2 else 0, **RESIDUALS)
+                             predictive_samples=predictive_samples if len(test_c) >= 2 else 0,
+                             progress=progress, **RESIDUALS)
     res: Dict[str, Any] = flat_report(quality, f"{grid_spacing(coarse.lat)}deg", f"{grid_spacing(field.lat)}deg")
     # The maps (first test field) show the spread of the inferred function (the intervals add observation noise).
     fields = task_predictions(model, g, test_c[0], fine, {"patch": masks["patch"], "western half": masks["half"]},
@@ -386,7 +387,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     phase(args, "evaluate", f"the quality harness on {n - n_train} held-out fields, {args.refine_steps} refinement "
                             f"steps, {args.predictive_samples} predictive draws")
     try:
-        res = evaluate(model, field, coarse, n_train, norm, args.refine_steps, args.predictive_samples)
+        res = evaluate(model, field, coarse, n_train, norm, args.refine_steps, args.predictive_samples,
+                       progress=None if args.quiet else (lambda line: print(f"  {line}", flush=True)))
     except Exception as err:  # the trained model is in OUT/model.ckpt: say so, with what is known
         (args.out / "metrics.json").write_text(json.dumps(dict(
             status="evaluation_failed", error=f"{type(err).__name__}: {err}", steps=int(trainer.global_step),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple, Union
 
 import torch
@@ -133,7 +134,7 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
                    num_prior_samples: int = 32, max_train_fields: int = 64, fields_per_call: int = 16,
                    seed: int = 0, refine_steps: int = 0, residual_neighbors: int = 4, residual_kernel: str = "idw",
                    calibration: Optional[Union[Tensor, Tuple[Tensor, Optional[Tensor]], str]] = None,
-                   predictive_samples: int = 0) -> Dict[str, Any]:
+                   predictive_samples: int = 0, progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
     r"""Every task of a trained :class:`~pcfunc.models.VaMoH` on held-out fields, next to the baselines.
 
     Tasks (each scored by :func:`score` on the points it predicts):
@@ -192,6 +193,8 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
             uncertainty figures, see :func:`~pcfunc.evaluation.evaluate_uncertainty`.
         predictive_samples (int): Posterior draws per field for the uncertainty figures; ``0``: none.
             (default: ``0``)
+        progress (callable, optional): Called with one line as each task ends (``"reconstruction: 12.3 s"``),
+            e.g. ``print``; the harness can take minutes with refinement. (default: silent)
 
     Returns:
         dict: ``{"tasks": {task: {method: {"psnr", "rmse", "points"[, "rmse_weighted", "bias_weighted",
@@ -226,11 +229,20 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
     def rec(values: Tensor) -> Tensor:
         return model.reconstruct(points_batch(grid, values), grid.pos.to(values.dtype), **refine).to(values.dtype)
 
+    clock = [time.perf_counter()]
+
+    def done(what: str) -> None:  # one line per finished task, with its time
+        now = time.perf_counter()
+        if progress is not None:
+            progress(f"{what}: {now - clock[0]:.1f} s")
+        clock[0] = now
+
     pca_name = f"pca_{pca.num_components}"
     for task, values in (("reconstruction", test), ("reconstruction_train", train[:max_train_fields])):
         tasks[task] = {"vamoh": sc(run(rec, values), values),
                        "training_mean": sc(mean.expand_as(values), values),
                        pca_name: sc(pca.reconstruct(values), values)}
+        done(f"{task} ({values.size(0)} fields)")
     for name, observed in (masks or {}).items():
         obs = observed_mask(observed, 1, N, f"masks[{name!r}]")[0]
         hidden = ~obs
@@ -246,6 +258,7 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
         if lat is not None:
             row["zonal_mean"] = sc(zonal_mean_fill(test, lat, obs), test, hidden)
         tasks[f"inpaint_{name}"] = row
+        done(f"inpaint_{name}")
     report_spectra: Optional[Dict[str, Any]] = None
     if fine is not None:
         if not isinstance(fine, (tuple, list)) or len(fine) not in (2, 3, 4):
@@ -285,6 +298,7 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
                 row[name]["lsd"] = spectra.pop(f"lsd_{name}")
             report_spectra = spectra
         tasks["super_resolution"] = row
+        done("super_resolution")
 
     # Health figures.
     def means(values: Tensor) -> Tensor:
@@ -325,11 +339,13 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
               "fields": {"train": int(train.size(0)), "test": int(B), "points": int(N)}}
     if report_spectra is not None:
         report["spectra"] = report_spectra
+    done("health")
     if predictive_samples:
         report["uncertainty"] = evaluate_uncertainty(
             model, grid, train, test, masks=masks, fine=fine, calibration=calibration,
             num_samples=predictive_samples, scale=scale, fields_per_call=fields_per_call, seed=seed,
             refine_steps=refine_steps, residual_neighbors=residual_neighbors, residual_kernel=residual_kernel)
+        done(f"uncertainty ({predictive_samples} draws per field)")
     return report
 
 
