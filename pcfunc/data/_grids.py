@@ -127,14 +127,19 @@ class Grid:
         r"""Point values back to arrays.
 
         Args:
-            x (Tensor): Shape :math:`(N, C)` for one cloud, or :math:`(B N, C)` packed with ``batch``.
+            x (Tensor): Shape :math:`(N, C)` for one cloud, :math:`(B N, C)` packed with ``batch``, or
+                :math:`(B, N, C)` for ``B`` clouds (the layout of :meth:`to_points`).
             batch (Tensor, optional): Cloud index of each row of ``x`` (clouds of equal size, in order).
 
         Returns:
-            Tensor: ``(*shape, C)``, or ``(B, *shape, C)`` when ``batch`` is given.
+            Tensor: ``(*shape, C)``, or ``(B, *shape, C)`` when ``batch`` is given or ``x`` is 3-D.
         """
+        if x.dim() == 3 and batch is None:
+            if x.size(1) != self.num_points:
+                raise ValueError(f"x has {x.size(1)} points per cloud but the grid has {self.num_points}")
+            return self._scatter(x)
         if x.dim() != 2:
-            raise ValueError(f"x must have shape [N, C], got {tuple(x.shape)}")
+            raise ValueError(f"x must have shape [N, C] or [B, N, C], got {tuple(x.shape)}")
         if batch is None:
             if x.size(0) != self.num_points:
                 raise ValueError(f"x has {x.size(0)} rows but the grid has {self.num_points} points")

@@ -31,9 +31,7 @@ def _fields(name: str, value: ArrayLike, grid: LatLonGrid) -> Tuple[np.ndarray, 
         raise ValueError(f"predictions[{name!r}] must hold point values of one channel on the grid's {n} points, "
                          f"shaped [N], [N, 1], [B, N] or [B, N, 1]; got {tuple(value.shape)}")
     is_bool = v.dtype == torch.bool
-    flat = v.reshape(-1, 1).to(torch.float64)
-    arrays = grid.to_array(flat, torch.arange(v.size(0)).repeat_interleave(n))[..., 0].numpy()
-    return arrays, is_bool
+    return grid.to_array(v[..., None].to(torch.float64))[..., 0].numpy(), is_bool
 
 
 def predictions_to_xarray(grid: LatLonGrid, predictions: Mapping[str, ArrayLike], *,

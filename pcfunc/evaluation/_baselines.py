@@ -212,8 +212,8 @@ def _bilinear(grid: Any, values: Tensor, fine_grid: Any) -> Tensor:
     points: :math:`(B, M, C)`."""
     from ..data import interpolate_to_points
 
-    B, N, C = values.shape
-    arr = grid.to_array(values.reshape(-1, C), torch.arange(B).repeat_interleave(N))
+    C = values.size(-1)
+    arr = grid.to_array(values)
     return torch.stack([interpolate_to_points(arr[..., c].double(), grid.lat, grid.lon, fine_grid.pos.double())
                         for c in range(C)], -1).to(values.dtype)
 

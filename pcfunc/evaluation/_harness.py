@@ -74,8 +74,7 @@ def _spectra(grid: Any, truth: Tensor, preds: Mapping[str, Tensor]) -> Optional[
 
     if not isinstance(grid, LatLonGrid) or not bool(valid_points(truth).all()):
         return None
-    arrays = lambda v: grid.to_array(v[..., :1].reshape(-1, 1).double(), torch.arange(  # noqa: E731
-        v.size(0)).repeat_interleave(v.size(1)))[..., 0]
+    arrays = lambda v: grid.to_array(v[..., :1].double())[..., 0]  # noqa: E731
     try:
         ref = power_spectrum(arrays(truth), grid.lat, grid.lon)
     except ValueError:  # regional, or not evenly spaced

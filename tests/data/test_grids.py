@@ -50,6 +50,10 @@ def test_latlon_batches():
     out = g.to_array(b.x, b.batch)
     assert out.shape == (3, 7, 8, 1)
     assert torch.allclose(out[:, 1:-1, :, 0], v[:, 1:-1])
+    # The (B, N, C) layout of to_points gives the same arrays, without a batch vector.
+    assert torch.equal(g.to_array(g.to_points(v)), out)
+    with pytest.raises(ValueError, match="3 points per cloud but the grid has"):
+        g.to_array(torch.zeros(2, 3, 1))
 
 
 @pytest.mark.parametrize("factor", [2, 3])
