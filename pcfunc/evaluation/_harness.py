@@ -66,10 +66,11 @@ def _score(pred: Tensor, truth: Tensor, hidden: Optional[Tensor], data_range: fl
             "points": int(round(float(counts[fields].double().mean())))}
 
 
-def _spectra(grid: Any, truth: Tensor, preds: Mapping[str, Tensor]) -> Optional[Dict[str, Any]]:
-    """Power spectra (first channel) of the true fields and each method's, averaged over the fields, and each method's
-    mean log-spectral distance to the truth field by field (``lsd_<method>``, dB); ``None`` unless ``grid`` is a
-    global latitude/longitude grid from pole to pole and nothing is missing."""
+def _spectra(grid: Any, truth: Tensor,
+             preds: Mapping[str, Tensor]) -> Optional[Tuple[Dict[str, Any], Dict[str, float]]]:
+    """Power spectra (first channel) of the true fields and each method's, averaged over the fields (``degree``,
+    ``truth``, one entry per method), and each method's mean log-spectral distance to the truth, field by field
+    (dB); ``None`` unless ``grid`` is a global latitude/longitude grid from pole to pole and nothing is missing."""
     from ..metrics import log_spectral_distance, power_spectrum
 
     if not isinstance(grid, LatLonGrid) or not bool(valid_points(truth).all()):
@@ -79,12 +80,12 @@ def _spectra(grid: Any, truth: Tensor, preds: Mapping[str, Tensor]) -> Optional[
         ref = power_spectrum(arrays(truth), grid.lat, grid.lon)
     except ValueError:  # regional, or not evenly spaced
         return None
-    out: Dict[str, Any] = {"degree": list(range(ref.size(-1))), "truth": ref.mean(0).tolist()}
+    spectra: Dict[str, Any] = {"degree": list(range(ref.size(-1))), "truth": ref.mean(0).tolist()}
+    lsd: Dict[str, float] = {}
     for name, pred in preds.items():
         spec = power_spectrum(arrays(pred), grid.lat, grid.lon)
-        out[name] = spec.mean(0).tolist()
-        out[f"lsd_{name}"] = float(log_spectral_distance(spec, ref).mean())
-    return out
+        spectra[name], lsd[name] = spec.mean(0).tolist(), float(log_spectral_distance(spec, ref).mean())
+    return spectra, lsd
 
 
 def _chunks(n: int, size: int) -> Iterator[slice]:
@@ -291,11 +292,11 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
                 # The one-line statistical downscaling: bilinear plus the training fields' mean sub-grid residual.
                 preds["bilinear_mean_residual"] = BilinearDownscaling(grid, fine_grid, train, fine_train).predict(test)
         row = {name: sc(pred, fine_test) for name, pred in preds.items()}
-        spectra = _spectra(fine_grid, fine_test, preds)
-        if spectra is not None:  # a global grid without missing values: the small-scale variance of each method
-            for name in preds:
-                row[name]["lsd"] = spectra.pop(f"lsd_{name}")
-            report_spectra = spectra
+        found = _spectra(fine_grid, fine_test, preds)
+        if found is not None:  # a global grid without missing values: the small-scale variance of each method
+            report_spectra, lsd = found
+            for name, distance in lsd.items():
+                row[name]["lsd"] = distance
         tasks["super_resolution"] = row
         done("super_resolution")
 
