@@ -75,15 +75,15 @@ def _spectra(grid: Any, truth: Tensor,
 
     if not isinstance(grid, LatLonGrid) or not bool(valid_points(truth).all()):
         return None
-    arrays = lambda v: grid.to_array(v[..., :1].double())[..., 0]  # noqa: E731
+    fields = [truth, *preds.values()]  # one transform for all: the Legendre functions are computed once
     try:
-        ref = power_spectrum(arrays(truth), grid.lat, grid.lon)
+        specs = power_spectrum(grid.to_array(torch.cat(fields)[..., :1].double())[..., 0], grid.lat, grid.lon)
     except ValueError:  # regional, or not evenly spaced
         return None
+    ref, *rest = specs.split([f.size(0) for f in fields])
     spectra: Dict[str, Any] = {"degree": list(range(ref.size(-1))), "truth": ref.mean(0).tolist()}
     lsd: Dict[str, float] = {}
-    for name, pred in preds.items():
-        spec = power_spectrum(arrays(pred), grid.lat, grid.lon)
+    for name, spec in zip(preds, rest):
         spectra[name], lsd[name] = spec.mean(0).tolist(), float(log_spectral_distance(spec, ref).mean())
     return spectra, lsd
 
