@@ -169,7 +169,8 @@ def train(args: argparse.Namespace, train_set, val_set, base_grid, coarse):
             module.model.initialize_factors(coarse[1], coarse[0].pos)  # the fitted fields' PCA: validation is fair
     batch = min(args.batch_size, len(train_set))
     # The default budget follows the data (passes over the fields, within bounds), validated ~30 times and stopped
-    # early once validation PSNR stops improving, the best validation's model kept; a user's --steps / --epochs / --minutes is trained in full.
+    # early once validation PSNR stops improving, the best validation's model kept; a user's --steps / --epochs /
+    # --minutes is trained in full.
     plan = data_budget(len(train_set), batch * args.devices * args.num_nodes)
     own = args.steps or args.epochs or args.minutes
     limits = training_budget(plan["steps"], args.steps, args.minutes, args.epochs)
@@ -409,7 +410,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         print(f"rendering failed ({render_error}); metrics.json is written all the same", flush=True)
     quality = res["_quality"]
     phase(args, None)
-    summary = dict(status="finished", render_error=render_error, data="embedded ERA5 sample" if args.data is None else str(args.data),
+    summary = dict(status="finished", render_error=render_error,
+                   data="embedded ERA5 sample" if args.data is None else str(args.data),
                    variable=field.variable, units=field.units, train_fields=int(n_train),
                    validation_fields=int(n_train - n_fit), test_fields=int(n - n_train), model="vamoh",
                    train_grid=list(coarse.shape), truth_grid=list(field.shape), config=args.config,
@@ -418,7 +420,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                    render_seconds=round(time.perf_counter() - t_render, 1),
                    total_seconds=round(time.perf_counter() - t_start, 1), normalisation_k=norm.to_dict(),
                    predictions=written_nc,
-                   resumed_from=None if resumed is None else str(resumed), model_checkpoint=str(args.out / "model.ckpt"),
+                   resumed_from=None if resumed is None else str(resumed),
+                   model_checkpoint=str(args.out / "model.ckpt"),
                    attribution=ERA5_ATTRIBUTION,
                    psnr_definition="VaMoH App. B.3 on data normalised to [0, 1]", quality=quality,
                    metrics={k: v for k, v in res.items() if not k.startswith("_")}, convergence=convergence,

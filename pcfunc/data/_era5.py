@@ -230,9 +230,9 @@ def load_era5(
             (it lists each with its standard_name, long_name and units); the variable has no lat/lon/time
             coordinates, is on a rotated or curvilinear grid (2-D latitude/longitude), has extra dimensions with
             several entries that ``select`` does not choose (the message lists them with their labels), ``select``
-            names a dimension the variable lacks or a label it lacks, or the variable contains infinite values (NaN, or the file's ``_FillValue``, marks a missing point: kept
-            as NaN, with a warning); ``time`` cannot select along the file's time axis; or the file
-            repeats a meridian with different values.
+            names a dimension the variable lacks or a label it lacks, or the variable contains infinite values
+            (NaN, or the file's ``_FillValue``, marks a missing point: kept as NaN, with a warning); ``time``
+            cannot select along the file's time axis; or the file repeats a meridian with different values.
     """
     import xarray as xr
 
@@ -369,8 +369,8 @@ class MinMaxNormalizer:
     r"""Affine map of physical values to :math:`[0, 1]`: :math:`(v - \text{low}) / (\text{high} - \text{low})`.
 
     GASP and VaMoH map the lowest temperature of the data to 0 and the highest to 1; fit the bounds on
-    the training split (:meth:`fit`) and keep them (:meth:`~pcfunc.data.MinMaxNormalizer.to_dict`) to report outputs in kelvin
-    with :meth:`inverse`.
+    the training split (:meth:`fit`) and keep them (:meth:`~pcfunc.data.MinMaxNormalizer.to_dict`) to report
+    outputs in kelvin with :meth:`inverse`.
 
     Attributes:
         low (float): Value mapped to 0.

@@ -44,8 +44,8 @@ class LazyERA5Dataset(torch.utils.data.Dataset):
 
     Normalisation needs the data's range, which only a pass over the file gives: :meth:`fit_normalizer` makes
     it in one streaming pass over the time steps (bounded memory, chunk by chunk), or pass a saved one, e.g.
-    ``MinMaxNormalizer(**saved)`` from :meth:`~pcfunc.data.MinMaxNormalizer.to_dict`. Time selections and train/test splits
-    (:meth:`subset`, :meth:`split`) read nothing.
+    ``MinMaxNormalizer(**saved)`` from :meth:`~pcfunc.data.MinMaxNormalizer.to_dict`. Time selections and
+    train/test splits (:meth:`subset`, :meth:`split`) read nothing.
 
     With :class:`torch.utils.data.DataLoader` or :class:`torch_geometric.loader.DataLoader` and
     ``num_workers > 0``, every process opens the file itself on its first read (an open file handle is never
@@ -300,8 +300,8 @@ class LazyERA5Dataset(torch.utils.data.Dataset):
         Equal to ``MinMaxNormalizer.fit(load_era5(...))`` of the same steps (minimum and maximum are exact; missing
         values are ignored), but the steps are read a block of whole file chunks at a time, at most ``max_bytes`` of
         values in memory. Fit it on the training split only and pass it to the others
-        (:meth:`~pcfunc.data.MinMaxNormalizer.to_dict` keeps it: ``MinMaxNormalizer(**saved)``). The pass also counts each
-        step's valid points, for :meth:`drop_sparse_steps`.
+        (:meth:`~pcfunc.data.MinMaxNormalizer.to_dict` keeps it: ``MinMaxNormalizer(**saved)``). The pass also
+        counts each step's valid points, for :meth:`drop_sparse_steps`.
 
         Args:
             max_bytes (int): Largest block of float32 values read at once; the pass's temporaries take a few times

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple, Union
 
@@ -12,80 +10,13 @@ from torch import Tensor
 
 from ..data import Grid, LatLonGrid
 from ..manifolds import xyz_to_latlon
-from ..metrics import psnr, rmse, weighted_scores
 from ._baselines import (BilinearDownscaling, PCABaseline, _check_fields, observed_mask, training_mean, valid_points,
                          zonal_mean_fill)
 from ._health import active_units, mixture_usage, sample_statistics
+from ._scoring import _spectra, score
 from ._uncertainty import evaluate_uncertainty
 
-__all__ = ["evaluate_vamoh", "evaluate_gasp", "format_report", "score"]
-
-
-def score(pred: Tensor, truth: Tensor, hidden: Optional[Tensor] = None, data_range: float = 1.0,
-          scale: float = 1.0, weights: Optional[Tensor] = None) -> Dict[str, float]:
-    r"""PSNR (VaMoH App. B.3) and RMSE of ``pred`` against ``truth`` (each :math:`(B, N, C)`), per field on its
-    ``hidden`` points (bool :math:`(N,)` or :math:`(B, N)`; ``None``: all) where ``truth`` is not missing (NaN),
-    averaged over the fields that have such points; RMSE times ``scale`` (data units). ``points``: the points
-    scored per field (their mean, rounded, when fields differ). With ``weights`` (:math:`(N,)`, e.g.
-    :attr:`LatLonGrid.point_areas <pcfunc.data.LatLonGrid.point_areas>`) also ``rmse_weighted`` and
-    ``bias_weighted`` (:func:`pcfunc.metrics.weighted_scores` on the same points, averaged over the fields, times
-    ``scale``)."""
-    if pred.shape != truth.shape:
-        raise ValueError(f"pred and truth must have the same shape, got {tuple(pred.shape)} and {tuple(truth.shape)}")
-    out = _score(pred, truth, hidden, data_range, scale)
-    if weights is not None:
-        B, N = truth.shape[:2]
-        keep = valid_points(truth) & (True if hidden is None else observed_mask(hidden, B, N, "hidden"))
-        t = torch.where(keep[..., None], truth.double(), math.nan)
-        w = weighted_scores(pred.double(), t, weights)
-        fields = torch.isfinite(w["rmse"])
-        out["rmse_weighted"] = float(w["rmse"][fields].mean()) * scale
-        out["bias_weighted"] = float(w["bias"][fields].mean()) * scale
-    return out
-
-
-def _score(pred: Tensor, truth: Tensor, hidden: Optional[Tensor], data_range: float, scale: float) -> Dict[str, float]:
-    valid = valid_points(truth)
-    if bool(valid.all()) and (hidden is None or hidden.dim() == 1):  # every field on the same points
-        p, t = (pred, truth) if hidden is None else (pred[:, hidden], truth[:, hidden])
-        if t.size(1) == 0:
-            raise ValueError("hidden selects no point")
-        return {"psnr": float(psnr(p.double(), t.double(), data_range=data_range).mean()),
-                "rmse": float(rmse(p.double(), t.double()).mean()) * scale, "points": int(t.size(1))}
-    B, N = valid.shape
-    mask = valid if hidden is None else valid & observed_mask(hidden, B, N, "hidden")
-    counts = mask.sum(1)
-    if int(counts.sum()) == 0:
-        raise ValueError("hidden selects no point that is not missing")
-    fields = counts > 0
-    index = torch.cumsum(fields.long(), 0) - 1  # fields with points, numbered 0..F-1
-    batch = index[:, None].expand(B, N)[mask]
-    p, t = pred[mask].double(), truth[mask].double()
-    return {"psnr": float(psnr(p, t, data_range=data_range, batch=batch).mean()),
-            "rmse": float(rmse(p, t, batch=batch).mean()) * scale,
-            "points": int(round(float(counts[fields].double().mean())))}
-
-
-def _spectra(grid: Any, truth: Tensor,
-             preds: Mapping[str, Tensor]) -> Optional[Tuple[Dict[str, Any], Dict[str, float]]]:
-    """Power spectra (first channel) of the true fields and each method's, averaged over the fields (``degree``,
-    ``truth``, one entry per method), and each method's mean log-spectral distance to the truth, field by field
-    (dB); ``None`` unless ``grid`` is a global latitude/longitude grid from pole to pole and nothing is missing."""
-    from ..metrics import log_spectral_distance, power_spectrum
-
-    if not isinstance(grid, LatLonGrid) or not bool(valid_points(truth).all()):
-        return None
-    fields = [truth, *preds.values()]  # one transform for all: the Legendre functions are computed once
-    try:
-        specs = power_spectrum(grid.to_array(torch.cat(fields)[..., :1].double())[..., 0], grid.lat, grid.lon)
-    except ValueError:  # regional, or not evenly spaced
-        return None
-    ref, *rest = specs.split([f.size(0) for f in fields])
-    spectra: Dict[str, Any] = {"degree": list(range(ref.size(-1))), "truth": ref.mean(0).tolist()}
-    lsd: Dict[str, float] = {}
-    for name, spec in zip(preds, rest):
-        spectra[name], lsd[name] = spec.mean(0).tolist(), float(log_spectral_distance(spec, ref).mean())
-    return spectra, lsd
+__all__ = ["evaluate_vamoh", "evaluate_gasp"]
 
 
 def _chunks(n: int, size: int) -> Iterator[slice]:
@@ -198,8 +129,8 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
 
     Returns:
         dict: ``{"tasks": {task: {method: {"psnr", "rmse", "points"[, "rmse_weighted", "bias_weighted",
-        "lsd"]}}}, "health": {...}, "elbo": {...}[, "spectra": {...}]}``, JSON-serialisable; :func:`format_report`
-        prints it as a table.
+        "lsd"]}}}, "health": {...}, "elbo": {...}[, "spectra": {...}]}``, JSON-serialisable;
+        :func:`~pcfunc.evaluation.format_report` prints it as a table.
     """
     _check_fields(train, "train")
     _check_fields(test, "test")
@@ -396,39 +327,3 @@ def evaluate_gasp(model: Any, grid: Grid, test: Tensor, *, train: Optional[Tenso
         health["train_as_samples"] = sample_statistics(train.to(s.dtype), test, scale)
         fields["train"] = int(train.size(0))
     return {"health": health, "fields": fields}
-
-
-def format_report(report: Mapping[str, Any], units: str = "") -> str:
-    """A plain-text table of a report from :func:`evaluate_vamoh` or :func:`evaluate_gasp`."""
-    lines = []
-    tasks = report.get("tasks", {})
-    if tasks:
-        weighted = any("rmse_weighted" in v for row in tasks.values() for v in row.values())
-        extra = f"{'RMSE area-wt':>13}{'bias area-wt':>13}" if weighted else ""
-        lines.append(f"{'task':<24}{'method':<16}{'PSNR dB':>9}{'RMSE ' + units:>12}{extra}{'points':>9}")
-        for task, row in tasks.items():
-            best = max(v["psnr"] for v in row.values())
-            for i, (method, v) in enumerate(row.items()):
-                mark = " *" if v["psnr"] == best else ""
-                cells = (f"{v.get('rmse_weighted', math.nan):>13.3f}{v.get('bias_weighted', math.nan):>13.3f}"
-                         if weighted else "")
-                lines.append(f"{task if i == 0 else '':<24}{method:<16}{v['psnr']:>9.2f}{v['rmse']:>12.3f}{cells}"
-                             f"{v['points']:>9}{mark}")
-    health = report.get("health", {})
-    if health:
-        lines.append("health: " + json.dumps(health, default=lambda o: round(o, 4) if isinstance(o, float) else str(o)))
-    lsd = {m: v["lsd"] for m, v in tasks.get("super_resolution", {}).items() if "lsd" in v}
-    if lsd:
-        lines.append("log-spectral distance to the truth (dB, super-resolution): "
-                     + ", ".join(f"{m} {v:.2f}" for m, v in lsd.items()))
-    unc = report.get("uncertainty", {})
-    if unc:
-        lines.append(f"{'uncertainty':<24}{'method':<30}{'cover 50%':>10}{'cover 90%':>10}{'CRPS ' + units:>12}"
-                     f"{'PSNR dB':>9}")
-        for task, row in unc.items():
-            for i, (method, v) in enumerate(row.items()):
-                lines.append(f"{task if i == 0 else '':<24}{method:<30}{v['coverage_50']:>10.3f}"
-                             f"{v['coverage_90']:>10.3f}{v['crps']:>12.4f}{v['psnr']:>9.2f}")
-    if "elbo_per_point" in report:
-        lines.append("ELBO per point: " + ", ".join(f"{k} {v:.4f}" for k, v in report["elbo_per_point"].items()))
-    return "\n".join(lines)

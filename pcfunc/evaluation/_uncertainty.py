@@ -33,7 +33,7 @@ def _scores(mean: Tensor, std: Tensor, truth: Tensor, hidden: Optional[Tensor], 
     """Coverage of the central 50% and 90% intervals and the mean CRPS (times ``scale``), each with its own
     factor of ``std`` (``factors``: ``{"crps", "coverage_50", "coverage_90"}``, each a number or one per field;
     ``None``: the raw spread), over the hidden points that are not missing."""
-    from ._harness import score
+    from ._scoring import score
 
     B = truth.size(0)
     f = factors or {}
