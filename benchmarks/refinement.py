@@ -3,9 +3,11 @@
 The paper infers :math:`q(\\mathbf z)` in one forward pass of the encoder; ``refine_steps`` Adam steps on each
 field's observed points (semi-amortised inference) trade time for quality. This script loads a checkpoint written by
 ``examples/era5_sphere.py``, rebuilds the same held-out fields (the last quarter of the file, normalised with the
-training range) and scores reconstruction and the two in-painting masks with the quality harness
-(:func:`pcfunc.evaluation.evaluate_vamoh`) for each step count, next to the training mean and PCA; one table, in
-this process, with the seconds each evaluation took per field.
+training range) and scores reconstruction, the two in-painting masks and, where the data are finer than the training grid,
+super-resolution to the data's grid with the example's interpolated residuals, with the quality harness
+(:func:`pcfunc.evaluation.evaluate_vamoh`) for each step count, next to the training mean, PCA and bilinear
+interpolation plus the mean residual; one table, in this process, with the seconds each evaluation took per
+field.
 
 Examples::
 
@@ -28,7 +30,11 @@ from pcfunc.data import LatLonGrid, MinMaxNormalizer, load_era5, load_era5_sampl
 from pcfunc.evaluation import evaluate_vamoh, inpainting_masks
 from pcfunc.training import VaMoHModule
 
-TASKS = ("reconstruction", "inpaint_patch", "inpaint_half")
+#: (task, the model's row) per column, and the baselines printed under them.
+COLUMNS = (("reconstruction", "vamoh"), ("inpaint_patch", "vamoh"), ("inpaint_half", "vamoh"),
+           ("super_resolution", "vamoh_residuals"))
+BASELINES = ("pca", "training_mean", "bilinear_mean_residual")
+RESIDUALS = dict(residual_neighbors=16, residual_kernel="linear")  # as examples/era5_sphere.py
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -53,32 +59,36 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     coarse = field.regrid(*regular_axes(args.resolution, field.lat, field.lon))
     train, test = split_by_time(coarse, (0.75, 0.25))
     norm = MinMaxNormalizer.fit(train)
-    grid = LatLonGrid(coarse.lat, coarse.lon)
+    grid, fine_grid = LatLonGrid(coarse.lat, coarse.lon), LatLonGrid(field.lat, field.lon)
 
-    def points(v: Any) -> torch.Tensor:
-        return grid.to_points(torch.as_tensor(norm.transform(v, clip=True), dtype=torch.float32))
+    def points(g: LatLonGrid, v: Any) -> torch.Tensor:
+        return g.to_points(torch.as_tensor(norm.transform(v, clip=True), dtype=torch.float32))
 
     model = VaMoHModule.load_model(args.checkpoint)
-    train_x, test_x = points(train.values), points(test.values)
+    n = train.values.shape[0]
+    train_x, test_x = points(grid, train.values), points(grid, test.values)
+    fine = None if fine_grid.num_points <= grid.num_points else (
+        fine_grid, points(fine_grid, field.values[n:]), points(fine_grid, field.values[:n]))
     rows = []
     for steps in args.steps:
         t0 = time.perf_counter()
-        report = evaluate_vamoh(model, grid, train_x, test_x, masks=inpainting_masks(grid), refine_steps=steps,
-                                scale=norm.high - norm.low, seed=args.seed)
+        report = evaluate_vamoh(model, grid, train_x, test_x, masks=inpainting_masks(grid), fine=fine,
+                                refine_steps=steps, scale=norm.high - norm.low, seed=args.seed, **RESIDUALS)
         seconds = time.perf_counter() - t0
         row: Dict[str, Any] = {"steps": steps, "seconds_per_field": seconds / test_x.size(0)}
-        for task in TASKS:
-            for method, v in report["tasks"][task].items():
+        for task, methods in report["tasks"].items():
+            for method, v in methods.items():
                 row[f"{task}/{'pca' if method.startswith('pca') else method}"] = v["psnr"]
         rows.append(row)
-    head = f"{'steps':>6} {'s/field':>8} " + " ".join(f"{t:>16}" for t in TASKS)
-    print(f"held-out PSNR (dB) of VaMoH, {test_x.size(0)} fields; baselines in the last two lines")
-    print(head)
+    cols = [(t, m) for t, m in COLUMNS if f"{t}/{m}" in rows[0]]
+    print(f"held-out PSNR (dB) of VaMoH, {test_x.size(0)} fields; baselines in the last lines")
+    print(f"{'steps':>6} {'s/field':>8} " + " ".join(f"{t:>16}" for t, _ in cols))
     for r in rows:
-        print(f"{r['steps']:>6} {r['seconds_per_field']:>8.2f} " + " ".join(f"{r[f'{t}/vamoh']:>16.2f}"
-                                                                         for t in TASKS))
-    for name in ("pca", "training_mean"):
-        print(f"{name:>15} " + " ".join(f"{rows[0][f'{t}/{name}']:>16.2f}" for t in TASKS))
+        print(f"{r['steps']:>6} {r['seconds_per_field']:>8.2f} " + " ".join(f"{r[f'{t}/{m}']:>16.2f}"
+                                                                         for t, m in cols))
+    for name in BASELINES:
+        print(f"{name:>15} " + " ".join(f"{rows[0][f'{t}/{name}']:>16.2f}" if f"{t}/{name}" in rows[0]
+                                        else f"{'-':>16}" for t, _ in cols))
     return rows
 
 

@@ -68,7 +68,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     decoded = {}
     for name, coarse in (("train", train), ("test", test)):
         pts = as_points(points_batch(grid, coarse), model.manifold, 1, "batch")
-        z = model.posterior(pts, a.refine_steps, 0.05, torch.Generator().manual_seed(0))[0]
+        z = model.posterior(pts, a.refine_steps)[0]
         with torch.no_grad():
             decoded[name] = (model.decode(z, grid.pos), model.decode(z, fg.pos))
     methods: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {

@@ -52,7 +52,7 @@ CONFIGS: Dict[str, Dict[str, Any]] = {
                  num_frequencies=16, categorical_hidden=[8], flow_layers=2, likelihood="gaussian"),
 }
 TABLE = dict(base_hidden=None, sigma=0.5)  # + base_grid: the data's grid (the static fine detail held exactly)
-PATIENCE, DEFAULT_REFINE, DEFAULT_FINE_POINTS = 8, 100, 4096
+PATIENCE, DEFAULT_REFINE, DEFAULT_FINE_POINTS = 8, 10, 4096
 # Validation: the last 15% of the training period (at least one field), held out of training. Early stopping and the
 # choice of the model returned (the best validation's, the PCA start included) are fitted to it; the test fields
 # (the last quarter) stay unseen until the harness.
@@ -96,7 +96,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     arg("--likelihood", default=None, choices=["gaussian", "continuous_bernoulli"],
         help="per-point likelihood (default: gaussian, learned scale; paper config: continuous_bernoulli)")
     arg("--refine-steps", type=int, default=DEFAULT_REFINE,
-        help=f"steps refining q(z) on the observed points at inference (default: {DEFAULT_REFINE}; 0: the paper)")
+        help=f"L-BFGS iterations moving each field's latent to its posterior mode on the observed points at "
+             f"inference (default: {DEFAULT_REFINE}; 0: the encoder alone, the paper)")
     arg("--fine-points", type=int, default=None,
         help=f"fine supervision: the likelihood at this many random points per field of the data's own grid "
              f"(default: {DEFAULT_FINE_POINTS} when the data are finer than the training grid; 0: the paper)")

@@ -1,14 +1,17 @@
 """VaMoH and GASP on images: real handwritten digits by default, any image folder or MNIST file by path.
 
 With no arguments it trains both models on scikit-learn's digits (1,797 real 8 x 8 scans; 90% for
-training, the last 10% held out) for a fixed number of optimiser steps each (--steps) on the CPU and writes
-to outputs/images/:
+training, the last 10% held out) on the CPU, VaMoH for at most 4,000 optimiser steps (stopped early once its
+validation PSNR stops improving), GASP for 2,000, and writes to outputs/images/:
 
 * vamoh_samples.png and gasp_samples.png: samples at the training resolution and at 4x
   (the INRs evaluated on a finer grid that contains the original pixels);
 * vamoh_tasks.png: held-out images, their reconstructions, in-painting (centre hidden) and
   out-painting (only the centre observed), with the hidden pixels tinted in the inputs;
 * vamoh_components.png: the entropy and the argmax segmentation of the mixture assignments;
+* vamoh/model.ckpt: the VaMoH evaluated (it starts at PCA of the training images, the last tenth of which, at
+  most 1,000, validate; the best validation's model is kept, the start included), vamoh/checkpoints/ the last
+  steps';
 * metrics.json: the quality harness's report (quality): the PSNR (VaMoH App. B.3, data in [0, 1]) of
   each task on the held-out images (hidden pixels for in- and out-painting) next to the mean training image
   and PCA, and the models' health.
@@ -40,6 +43,7 @@ from pcfunc.render import save_image_grid
 
 DEFAULT_STEPS = 4000
 DEFAULT_GASP_STEPS = 2000
+VALIDATION, PATIENCE = 1000, 8  # images held out of training to validate; validations without gain
 SAMPLES = 256  # samples of each model against the held-out images (1-NNA, spread, energy distance)
 
 
@@ -50,16 +54,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=32, help="image size for --data folders (default: 32)")
     p.add_argument("--model", choices=["both", "vamoh", "gasp"], default="both")
     p.add_argument("--steps", type=int, default=None,
-                   help=f"optimiser steps per model (default: {DEFAULT_STEPS} for VaMoH, {DEFAULT_GASP_STEPS} for "
-                        "GASP: the same model on every machine)")
+                   help=f"optimiser steps per model, trained in full (default: at most {DEFAULT_STEPS} for VaMoH, "
+                        f"stopped early once validation stops improving; {DEFAULT_GASP_STEPS} for GASP)")
     p.add_argument("--minutes", type=float, default=None, help="a wall-time budget per model instead of --steps")
     p.add_argument("--epochs", type=int, default=None, help="epochs per model instead of --steps")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--likelihood", choices=["gaussian", "logistic"], default="gaussian",
                    help="VaMoH's per-pixel likelihood: gaussian (learned scale, default) or the paper's discretized "
                         "logistic")
-    p.add_argument("--refine-steps", type=int, default=300,
-                   help="steps refining q(z) on each image's observed pixels at inference (0: the encoder alone)")
+    p.add_argument("--refine-steps", type=int, default=20,
+                   help="L-BFGS iterations moving each image's latent to its posterior mode on the observed pixels at "
+                        "inference (default: 20; 0: the encoder alone)")
     p.add_argument("--tiny", action="store_true", help="tiny networks (tests)")
     p.add_argument("--limit", type=int, default=None, help="use at most this many images")
     p.add_argument("--out", type=Path, default=Path("outputs/images"))
@@ -89,23 +94,21 @@ def encoder_specs(n: int, tiny: bool) -> List[Dict[str, Any]]:
             for i, (w, c) in enumerate(zip(widths, cents))]
 
 
-def trainer_for(args: argparse.Namespace, out: Path, default_steps: int):
+def trainer_for(args: argparse.Namespace, out: Path, default_steps: int, **kw: Any):
     from pcfunc.training import make_trainer, training_budget
 
     limits = training_budget(default_steps, args.steps, args.minutes, args.epochs)
+    kw.setdefault("limit_val_batches", 0)
     return make_trainer(out, checkpoint_every=200, accelerator="cpu", log_every=20,
-                        progress_bar=not args.no_progress, tensorboard=False, limit_val_batches=0, **limits)
+                        progress_bar=not args.no_progress, tensorboard=False, **limits, **kw)
 
 
-def run_vamoh(args, train_img, test_img, levels, out: Path) -> Dict[str, Any]:
-    import lightning.pytorch as pl
-
+def build_vamoh(args: argparse.Namespace, grid: ImageGrid, channels: int, levels: int):
+    """The example's VaMoH for images on ``grid`` (``--tiny``, ``--likelihood``), untrained."""
     from pcfunc.models import VaMoH
-    from pcfunc.training import FunctionDataModule, VaMoHModule, fit
 
-    pl.seed_everything(args.seed, workers=True, verbose=False)
-    H, W, C = train_img.shape[1:]
-    grid = ImageGrid(H, W)
+    H, W = grid.shape
+    C = channels
     spec = [LayerSpec(**s) for s in encoder_specs(H * W, args.tiny)]
     kw = dict(latent_dim=8 if args.tiny else 16, num_components=4, hypernet_hidden=(16,) if args.tiny else (64, 128),
               generator_hidden=(8,) if args.tiny else (32, 32, 32), num_frequencies=16 if args.tiny else 64,
@@ -118,15 +121,46 @@ def run_vamoh(args, train_img, test_img, levels, out: Path) -> Dict[str, Any]:
     # discretized logistic after the same steps (docs: "Measuring quality"); --likelihood logistic is the paper's.
     likelihood = (DiscretizedLogisticLikelihood(C, num_bins=levels) if args.likelihood == "logistic"
                   else GaussianLikelihood(C))
-    model = VaMoH(grid.manifold, in_channels=C, encoder=spec, likelihood=likelihood, **kw)
-    # Every generator starts at the mean image (and the likelihood's scale at the pixels' spread).
-    train_t = torch.as_tensor(train_img)
-    pix = grid.to_batch(train_t)
+    # The model starts at PCA with as many components as the latent (linear factors on the pixel grid) and the
+    # mixture of hypergenerators learns what PCA leaves; the last tenth of the training images (at most
+    # VALIDATION) validates, and the best validation's model is kept, the PCA start included.
+    return VaMoH(grid.manifold, in_channels=C, encoder=spec, likelihood=likelihood, factor_grid=(H, W), **kw)
+
+
+def run_vamoh(args, train_img, test_img, levels, out: Path) -> Dict[str, Any]:
+    import lightning.pytorch as pl
+
+    from pcfunc.training import Convergence, FunctionDataModule, VaMoHModule, fit
+
+    pl.seed_everything(args.seed, workers=True, verbose=False)
+    H, W, C = train_img.shape[1:]
+    grid = ImageGrid(H, W)
+    model = build_vamoh(args, grid, C, levels)
+    n_val = min(VALIDATION, max(1, len(train_img) // 10))
+    fit_img, val_img = train_img[:-n_val], train_img[-n_val:]
+    flat = lambda a: grid.to_batch(torch.as_tensor(a)).x.view(len(a), -1, C)  # noqa: E731
+    pix = grid.to_batch(torch.as_tensor(fit_img))
+    # Every generator starts at the mean image (and the likelihood's scale at the pixels' spread), the factors
+    # at the fitted images' principal components.
     model.initialize_generators(pix.pos, pix.x, generator=torch.Generator().manual_seed(args.seed))
+    model.initialize_factors(flat(fit_img), grid.pos)
     module = VaMoHModule(model, lr=1e-3, warmup_steps=200, seed=args.seed)
+    own = args.steps or args.epochs or args.minutes
+    planned = args.steps or (args.epochs * math.ceil(len(fit_img) / args.batch_size) if args.epochs else DEFAULT_STEPS)
+    watch = Convergence("val/psnr", patience=None if own else PATIENCE, restore_best=True)
+    trainer = trainer_for(args, out / "vamoh", DEFAULT_STEPS, limit_val_batches=1.0,
+                          val_every_steps=max(1, planned // 30), callbacks=[watch])
+    dm = FunctionDataModule(ImageDataset(fit_img), ImageDataset(val_img), batch_size=args.batch_size,
+                            seed=args.seed)
     t0 = time.perf_counter()
-    fit(trainer_for(args, out / "vamoh", DEFAULT_STEPS), module,  # each run starts afresh: no --resume
-        FunctionDataModule(ImageDataset(train_img), batch_size=args.batch_size, seed=args.seed), overwrite=True)
+    trainer.validate(module, datamodule=dm, verbose=False)  # the start (PCA) is the first validation
+    fit(trainer, module, dm, overwrite=True)  # each run starts afresh: no --resume
+    print(f"validation PSNR: {watch.report['verdict']}", flush=True)
+    if watch.restored_step == 0:  # never beaten on validation: the PCA start, refitted to every training image
+        print(f"validation PSNR was best at the start (PCA): the model is the start with its factors refitted "
+              f"to all {len(train_img)} training images", flush=True)
+        module.model.initialize_factors(flat(train_img), grid.pos)
+    trainer.save_checkpoint(out / "vamoh" / "model.ckpt", weights_only=True)  # the model evaluated
     train_s = time.perf_counter() - t0
     model = module.model.eval()
     n_show = min(8, len(test_img))
@@ -135,20 +169,20 @@ def run_vamoh(args, train_img, test_img, levels, out: Path) -> Dict[str, Any]:
     centre = (((rows - (H - 1) / 2).abs() < H / 4) & ((cols - (W - 1) / 2).abs() < W / 4)).reshape(-1)
     # The quality harness on every held-out image: the tasks next to the mean image and PCA with as many
     # components as the latent (all images refined in one call: q(z) of each image is its own parameter).
-    flat = lambda a: grid.to_batch(a).x.view(len(a), -1, C)  # noqa: E731
-    quality = evaluate_vamoh(model, grid, flat(train_t[:2000]), flat(test),
+    quality = evaluate_vamoh(model, grid, flat(train_img[:2000]), flat(test),
                              masks={"centre_hidden": ~centre, "centre_only": centre}, seed=args.seed,
                              refine_steps=args.refine_steps, fields_per_call=256, num_prior_samples=SAMPLES)
     print(format_report(quality))
-    res: Dict[str, Any] = {"train_seconds": round(train_s, 1), "steps": int(module.global_step), "quality": quality}
+    res: Dict[str, Any] = {"train_seconds": round(train_s, 1), "steps": int(module.global_step),
+                           "validation_images": int(n_val), "convergence": watch.report,
+                           "model_checkpoint": str(out / "vamoh" / "model.ckpt"), "quality": quality}
     for name, task in (("reconstruction", "reconstruction"), ("inpainting", "inpaint_centre_hidden"),
                        ("outpainting", "inpaint_centre_only")):
         row = quality["tasks"][task]
         res[name] = {"psnr_db": row["vamoh"]["psnr"], "baseline_mean_image_psnr_db": row["training_mean"]["psnr"],
                      "pixels": row["vamoh"]["points"]}
 
-    g0 = torch.Generator().manual_seed(0)  # the figures: the first held-out images
-    refine = dict(refine_steps=args.refine_steps, generator=g0) if args.refine_steps else {}
+    refine = dict(refine_steps=args.refine_steps)  # the figures: the first held-out images
     shown = test[:n_show]
     y = flat(shown)
     rec = model.reconstruct(grid.to_batch(shown), **refine).view_as(y)

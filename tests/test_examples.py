@@ -326,7 +326,9 @@ def test_images_main_tiny(tmp_path: Path) -> None:
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["train"] == 180 and saved["test"] == 20 and saved["shape"] == [8, 8, 1] and saved["levels"] == 17
     v = saved["vamoh"]
-    assert v["steps"] == 6  # 180 images / 32 per batch
+    assert v["steps"] == 6 and v["validation_images"] == 18  # 162 fitted images / 32 per batch; 18 validate
+    assert v["convergence"]["verdict"] and v["convergence"]["restored_step"] in (0, 6)  # the start or the end
+    assert (out / "vamoh" / "model.ckpt").is_file()
     for task, pixels in (("reconstruction", 64), ("inpainting", 16), ("outpainting", 48)):
         assert v[task]["pixels"] == pixels and np.isfinite(v[task]["psnr_db"])
     assert saved["gasp"]["batches"] == 6

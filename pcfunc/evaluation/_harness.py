@@ -154,8 +154,7 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
     def run(fn: Callable[[Tensor], Tensor], values: Tensor) -> Tensor:
         return torch.cat([fn(values[s]) for s in _chunks(values.size(0), fields_per_call)])
 
-    g = torch.Generator().manual_seed(seed)
-    refine = dict(refine_steps=refine_steps, generator=g) if refine_steps else {}
+    refine = dict(refine_steps=refine_steps)
 
     def rec(values: Tensor) -> Tensor:
         return model.reconstruct(points_batch(grid, values), grid.pos.to(values.dtype), **refine).to(values.dtype)

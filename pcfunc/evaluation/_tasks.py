@@ -78,17 +78,15 @@ def task_predictions(model: Any, grid: Any, values: Tensor, fine_grid: Optional[
     model.eval()
     v = values.reshape(1, grid.num_points, -1)
     gen = lambda: torch.Generator().manual_seed(seed)  # noqa: E731
-    refine = dict(refine_steps=refine_steps, generator=gen()) if refine_steps else {}
     one = points_batch(grid, v)
-    out: Dict[str, Any] = {"reconstruction": model.reconstruct(one, grid.pos, **refine)[0]}
+    out: Dict[str, Any] = {"reconstruction": model.reconstruct(one, grid.pos, refine_steps=refine_steps)[0]}
     if fine_grid is not None:
         sr = model.predictive(one, fine_grid.pos, num_samples=num_samples, include_noise=False,
                               refine_steps=refine_steps, generator=gen(), **residuals)
         out["super_resolution"], out["spread"] = sr.mean[0], sr.std[0]
     out["inpainted"] = {}
     for name, m in (masks or {}).items():
-        refine = dict(refine_steps=refine_steps, generator=gen()) if refine_steps else {}
-        out["inpainted"][name] = (model.inpaint(points_batch(grid, v, m), grid.pos, **refine)[0], m)
+        out["inpainted"][name] = (model.inpaint(points_batch(grid, v, m), grid.pos, refine_steps=refine_steps)[0], m)
     maps = model.component_maps(one, posterior=True)  # at the observed (not missing) points
     valid = ~torch.isnan(v[0]).any(-1)
     entropy, seg = torch.full((2, grid.num_points), float("nan"), dtype=torch.float64)

@@ -167,8 +167,9 @@ class VaMoH(VaMoHInference, nn.Module):
         base_neighbors (int): Grid points each query of the table reads. (default: ``4``)
         factor_grid (int or tuple of int, optional): A linear factor model (:class:`~pcfunc.nn.LinearFactors`) on
             ``manifold.grid(factor_grid)`` (e.g. the training grid): :math:`\sum_j z_j \phi_j(\mathbf x)` added
-            to every component's location before its link, and its linear analysis :math:`\mathbf b + \frac1N
-            \sum_d \psi(\mathbf x_d)^\top \mathbf y_d` added to the encoder's mean.
+            to every component's location before its link, and its linear analysis (the least-squares fit of the
+            analysis functions to the points a cloud has, :meth:`LinearFactors.analysis
+            <pcfunc.nn.LinearFactors.analysis>`) added to the encoder's mean.
             :meth:`initialize_factors` sets both to the training fields' principal components, so the model
             starts at PCA with as many components as the latent and the hypergenerators learn what it leaves.
             ``None``: none (the paper). (default: ``None``)

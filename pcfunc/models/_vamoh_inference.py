@@ -26,7 +26,7 @@ from .._validation import check_finite, check_positive_int
 from ._points import (Points, as_points, check_query, check_residual_kernel, check_residual_neighbors, dense_points,
                       nearest_observed, residual_weights)
 
-__all__ = ["ComponentMaps", "Predictive", "VaMoHInference", "gaussian_log_q"]
+__all__ = ["ComponentMaps", "Predictive", "VaMoHInference", "batched_lbfgs", "gaussian_log_q"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -109,43 +109,33 @@ class VaMoHInference:
         return self._decode(z, pos, chunk_size, lambda params, means, pi, mean: (mean,))[0]
 
     @_inference
-    def posterior(self, batch: Any, refine_steps: int = 0, refine_lr: float = 0.05,
-                  generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
+    def posterior(self, batch: Any, refine_steps: int = 0) -> Tuple[Tensor, Tensor]:
         r"""Mean and log-variance of :math:`q(\mathbf z \mid \mathbf X, \mathbf Y)` for the clouds of ``batch``,
-        each :math:`(B, Z)`: the encoder's (:meth:`encode`), then, with ``refine_steps > 0``, refined by Adam on the
-        ELBO of these points with the generators fixed (see :meth:`reconstruct`)."""
+        each :math:`(B, Z)`: the encoder's (:meth:`encode`); with ``refine_steps > 0`` the mean refined to the
+        latent's posterior mode on these points with the generators fixed (see :meth:`reconstruct`), the
+        log-variance the encoder's."""
         pts = batch if isinstance(batch, Points) else as_points(batch, self.manifold, self.in_channels, "batch",
                                                                   self.dtype)
         mu, logvar = self.encode(pts)
         if refine_steps:
-            mu, logvar = self._refine(pts, mu, logvar, check_positive_int(refine_steps, "refine_steps"), refine_lr,
-                                      generator)
+            mu = self._refine(pts, mu, check_positive_int(refine_steps, "refine_steps"))
         return mu, logvar
 
-    def _refine(self, pts: Any, mu: Tensor, logvar: Tensor, steps: int, lr: float,
-                generator: Optional[torch.Generator]) -> Tuple[Tensor, Tensor]:
-        if not (isinstance(lr, (int, float)) and lr > 0):
-            raise ValueError(f"refine_lr must be a positive number, got {lr!r}")
+    def _refine(self, pts: Any, mu: Tensor, steps: int) -> Tensor:
+        r"""The mode of :math:`\log p(\mathbf Y \mid \mathbf z) + \log p(\mathbf z)` of each cloud, by
+        :func:`batched_lbfgs` from ``mu``."""
         dense = dense_points(pts)
         pos, y, mask = dense.pos, dense.y.to(mu.dtype), dense.mask.to(mu.dtype)
-        mu = mu.detach().clone().requires_grad_(True)
-        logvar = logvar.detach().clone().requires_grad_(True)
-        opt = torch.optim.Adam([mu, logvar], lr=lr)
-        with torch.enable_grad():
-            for _ in range(steps):
-                eps = randn(mu.shape, generator, device=mu.device).to(mu)
-                z = mu + torch.exp(0.5 * logvar) * eps
-                params = self.component_params(z, pos)
-                log_p = self.likelihood.log_prob(params, y.unsqueeze(-2), validate=False).sum(-1)  # [B, N, K]
-                log_pi = torch.log_softmax(self.mixture_logits(z, pos), dim=-1)
-                # The mixture's exact log-likelihood per point, log sum_k pi_k p_k (no bound over c needed here).
-                log_lik = (torch.logsumexp(log_pi + log_p, dim=-1) * mask).sum(-1)
-                kl = gaussian_log_q(eps, logvar) - self.prior_log_prob(z)
-                loss = -(log_lik - kl).sum()
-                grads = torch.autograd.grad(loss, [mu, logvar])
-                mu.grad, logvar.grad = grads
-                opt.step()
-        return mu.detach(), logvar.detach()
+
+        def objective(z: Tensor) -> Tensor:  # [B]: each cloud's negative log posterior density
+            params = self.component_params(z, pos)
+            log_p = self.likelihood.log_prob(params, y.unsqueeze(-2), validate=False).sum(-1)  # [B, N, K]
+            log_pi = torch.log_softmax(self.mixture_logits(z, pos), dim=-1)
+            # The mixture's exact log-likelihood per point, log sum_k pi_k p_k (no bound over c needed here).
+            log_lik = (torch.logsumexp(log_pi + log_p, dim=-1) * mask).sum(-1)
+            return -(log_lik + self.prior_log_prob(z))
+
+        return batched_lbfgs(objective, mu.detach(), steps)
 
     def _latent(self, source: Any) -> Tensor:
         if isinstance(source, Tensor):
@@ -222,9 +212,7 @@ class VaMoHInference:
 
     @_inference
     def reconstruct(self, batch: Any, pos: Optional[Tensor] = None, chunk_size: Optional[int] = None,
-                    refine_steps: int = 0, refine_lr: float = 0.05,
-                    generator: Optional[torch.Generator] = None, residual_neighbors: int = 0,
-                    residual_kernel: str = "idw") -> Tensor:
+                    refine_steps: int = 0, residual_neighbors: int = 0, residual_kernel: str = "idw") -> Tensor:
         r"""Posterior-mean reconstruction in one forward pass: :math:`\mathbf z = \mathbb E_q[\mathbf z]`, decoded.
 
         Args:
@@ -233,12 +221,14 @@ class VaMoHInference:
                 then packed like ``batch.x``, :math:`(N, C)`), or :math:`(M, D)` / :math:`(B, M, D)` for any
                 other points, e.g. a finer grid for super-resolution (output :math:`(B, M, C)`).
             chunk_size (int, optional): Points decoded at once.
-            refine_steps (int): Adam steps that refine :math:`q(\mathbf z)` from the encoder's output by maximising
-                the ELBO of the given points with the generators fixed (semi-amortised inference, `Kim et al.,
-                2018 <https://arxiv.org/abs/1802.02550>`_); ``0``: the encoder's posterior alone, as in the
-                paper. (default: ``0``)
-            refine_lr (float): Their learning rate. (default: ``0.05``)
-            generator (torch.Generator, optional): Randomness of the refinement's latent samples.
+            refine_steps (int): Iterations of L-BFGS (strong Wolfe line search) that move the latent from the
+                encoder's mean to its posterior mode on the given points, :math:`\arg\max_{\mathbf z} \log
+                p(\mathbf Y \mid \mathbf z) + \log p(\mathbf z)` (the mixture's exact likelihood, the flow prior),
+                with the generators fixed: the amortisation gap closed by optimisation (semi-amortised inference,
+                `Kim et al., 2018 <https://arxiv.org/abs/1802.02550>`_, with a quasi-Newton optimiser for a few
+                deterministic iterations instead of many stochastic first-order steps). It matters most where
+                the points are a part of a field (in-painting) or of a kind the encoder saw little of. ``0``: the
+                encoder's posterior alone, as in the paper. (default: ``0``)
             residual_neighbors (int): With :math:`k > 0`, add the model's residuals at the observed points,
                 :math:`r_j = y_j - \hat f(\mathbf x_j)`, interpolated to each query point by inverse squared
                 distance weighting of its :math:`k` nearest observed points of the same cloud,
@@ -256,7 +246,7 @@ class VaMoHInference:
         """
         pts = as_points(batch, self.manifold, self.in_channels, "batch", self.dtype)
         check_residual_kernel(residual_kernel)
-        z = self.posterior(pts, refine_steps, refine_lr, generator)[0]
+        z = self.posterior(pts, refine_steps)[0]
         k = check_residual_neighbors(residual_neighbors)
         dense = dense_points(pts)
         query = dense.pos if pos is None else check_query(pos, self.manifold, z.size(0))
@@ -268,17 +258,16 @@ class VaMoHInference:
 
     @_inference
     def inpaint(self, observed: Any, pos: Tensor, keep_observed: bool = False,
-                chunk_size: Optional[int] = None, refine_steps: int = 0, refine_lr: float = 0.05,
-                generator: Optional[torch.Generator] = None) -> Tensor:
+                chunk_size: Optional[int] = None, refine_steps: int = 0) -> Tensor:
         r"""Complete functions from the observed part of each: encode ``observed`` (any subset of points: a
         patch removed, half a globe, random points) and predict at ``pos``, :math:`(B, M, C)`.
 
         With ``keep_observed=True`` the prediction at a query point that coincides with an observed point of
-        the same cloud (same coordinates) is replaced by the observed value. ``refine_steps``, ``refine_lr`` and
-        ``generator``: see :meth:`reconstruct` (the refinement fits the observed points only).
+        the same cloud (same coordinates) is replaced by the observed value. ``refine_steps``: see
+        :meth:`reconstruct` (the refinement fits the observed points only).
         """
         pts = as_points(observed, self.manifold, self.in_channels, "observed", self.dtype)
-        z = self.posterior(pts, refine_steps, refine_lr, generator)[0]
+        z = self.posterior(pts, refine_steps)[0]
         pos = check_query(pos, self.manifold, z.size(0))
         out = self._predict(z, pos, chunk_size)
         if keep_observed:
@@ -343,8 +332,7 @@ class VaMoHInference:
     @_inference
     def predictive(self, batch: Any, pos: Optional[Tensor] = None, num_samples: int = 32,
                    include_noise: bool = True, generator: Optional[torch.Generator] = None,
-                   chunk_size: Optional[int] = None, refine_steps: int = 0, refine_lr: float = 0.05,
-                   residual_neighbors: int = 0, std_scale: float = 1.0, residual_kernel: str = "idw") -> Predictive:
+                   chunk_size: Optional[int] = None, refine_steps: int = 0, residual_neighbors: int = 0, std_scale: float = 1.0, residual_kernel: str = "idw") -> Predictive:
         r"""Per-point predictive mean and standard deviation given the observed ``batch`` (uncertainty maps).
 
         Draws ``num_samples`` latents :math:`\mathbf z_s \sim q(\mathbf z \mid \mathbf X, \mathbf Y)`. The mean is
@@ -379,10 +367,10 @@ class VaMoHInference:
                 batch's own points (equal-size clouds).
             num_samples (int): Posterior draws, at least 2. (default: ``32``)
             include_noise (bool): See above. (default: ``True``)
-            generator (torch.Generator, optional): Randomness of the draws (and of the refinement).
+            generator (torch.Generator, optional): Randomness of the draws.
             chunk_size (int, optional): Points decoded at once.
-            refine_steps (int): See :meth:`reconstruct`. (default: ``0``)
-            refine_lr (float): See :meth:`reconstruct`. (default: ``0.05``)
+            refine_steps (int): See :meth:`reconstruct`: the draws are then about the posterior mode, with the
+                encoder's spread. (default: ``0``)
             residual_neighbors (int): See above and :meth:`reconstruct`. (default: ``0``)
             std_scale (float): Positive factor of the standard deviation. (default: ``1``)
             residual_kernel (str): See :meth:`reconstruct`. (default: ``"idw"``)
@@ -398,7 +386,7 @@ class VaMoHInference:
         k = check_residual_neighbors(residual_neighbors)
         check_residual_kernel(residual_kernel)
         pts = as_points(batch, self.manifold, self.in_channels, "batch", self.dtype)
-        mu, logvar = self.posterior(pts, refine_steps, refine_lr, generator)
+        mu, logvar = self.posterior(pts, refine_steps)
         dense = dense_points(pts)
         if pos is None:
             if not bool(dense.mask.all()):
@@ -434,3 +422,97 @@ class VaMoHInference:
         mean = total / num_samples
         var = (dsq - dsum * dsum / num_samples) / (num_samples - 1) + noise / num_samples
         return Predictive(mean, var.clamp_min(0).sqrt() * float(std_scale))
+
+
+def batched_lbfgs(objective: Callable[[Tensor], Tensor], x: Tensor, steps: int, history: int = 10,
+                  max_halvings: int = 10) -> Tensor:
+    r"""Minimise :math:`B` independent objectives at once: L-BFGS with a backtracking (Armijo) line search, each
+    row of ``x`` with its own curvature pairs and its own step length.
+
+    ``objective`` maps :math:`(B, Z)` to the :math:`B` values, row :math:`b` depending on row :math:`b` only
+    (e.g. the negative log posterior of each field's latent). One evaluation of it (and of its gradient) serves
+    every row, so a batch of fields costs what one does; unlike :class:`torch.optim.LBFGS` on the sum, a row
+    whose curvature or scale differs from the others' is not held back by them. A row's step is accepted when
+    :math:`f(\mathbf x + t\mathbf d) \le f(\mathbf x) + 10^{-4}\, t\, \nabla f^\top \mathbf d`, its length
+    halved otherwise (up to ``max_halvings`` times, then the next iteration goes on from there); a row whose
+    step has shrunk to round-off, or whose value falls by less than ten machine epsilons of it, has converged and
+    stays where it is (the iterations end when every row has); curvature pairs with
+    :math:`\mathbf s^\top \mathbf y \le 0` are skipped, so the direction is always one of descent.
+
+    Args:
+        objective (callable): :math:`(B, Z) \to (B,)`, differentiable.
+        x (Tensor): The start :math:`(B, Z)`.
+        steps (int): Most iterations (each at least one evaluation of the objective and its gradient: one where
+            the full quasi-Newton step is accepted, as it mostly is).
+        history (int): Curvature pairs kept per row. (default: ``10``)
+        max_halvings (int): Line-search halvings per iteration. (default: ``10``)
+
+    Returns:
+        Tensor: The rows after ``steps`` iterations, :math:`(B, Z)`, detached.
+    """
+    def value_and_grad(z: Tensor) -> Tuple[Tensor, Tensor]:
+        z = z.detach().requires_grad_(True)
+        with torch.enable_grad():
+            f = objective(z)
+            g, = torch.autograd.grad(f.sum(), [z])  # the parameters of the objective get no gradient
+        return f.detach(), g
+
+    x = x.detach().clone()
+    B, Z = x.shape
+    f, g = value_and_grad(x)
+    S, Y = x.new_zeros(B, history, Z), x.new_zeros(B, history, Z)
+    rho = x.new_zeros(B, history)  # 0 marks an empty (or skipped) slot
+    done = ~torch.isfinite(f)
+    tol = 10 * torch.finfo(f.dtype).eps
+    t0 = torch.ones_like(f)  # each row's first trial step length
+    for it in range(steps):
+        if bool(done.all()):
+            break
+        # Two-loop recursion, newest pair first, every row at once.
+        q, alpha = g.clone(), x.new_zeros(B, history)
+        order = [(it - 1 - i) % history for i in range(history)]
+        for j in order:
+            alpha[:, j] = rho[:, j] * (S[:, j] * q).sum(-1)
+            q = q - alpha[:, j, None] * Y[:, j]
+        newest = order[0]
+        yy = (Y[:, newest] ** 2).sum(-1)
+        gamma = torch.where((rho[:, newest] > 0) & (yy > 0), 1 / (rho[:, newest] * yy).clamp_min(1e-300),
+                            1 / g.abs().sum(-1).clamp_min(1.0))  # the first step: at most a unit step in l1
+        r = gamma[:, None] * q
+        for j in reversed(order):
+            beta = rho[:, j] * (Y[:, j] * r).sum(-1)
+            r = r + S[:, j] * (alpha[:, j] - beta)[:, None]
+        d = -r
+        slope = (g * d).sum(-1)
+        bad = ~(slope < 0)  # not a descent direction (round-off): steepest descent for that row
+        d = torch.where(bad[:, None], -g * gamma[:, None], d)
+        slope = torch.where(bad, -(g * g).sum(-1) * gamma, slope)
+        t = t0.clone()
+        todo = (slope < 0) & ~done
+        x_new, f_next, g_next = x.clone(), f.clone(), g.clone()
+        for _ in range(max_halvings):
+            if not bool(todo.any()):
+                break
+            trial = x + t[:, None] * d
+            f_trial, g_trial = value_and_grad(trial)
+            ok = todo & torch.isfinite(f_trial) & (f_trial <= f + 1e-4 * t * slope)
+            x_new = torch.where(ok[:, None], trial, x_new)
+            f_next = torch.where(ok, f_trial, f_next)
+            g_next = torch.where(ok[:, None], g_trial, g_next)
+            todo = todo & ~ok
+            t = torch.where(todo, t / 2, t)
+        # A row whose line search failed goes on from its last step length next time, unless that step is at
+        # round-off level; a row that has stopped decreasing has converged.
+        tiny = (t[:, None] * d).abs().amax(-1) <= 100 * tol * (1 + x.abs().amax(-1))
+        moved = (slope < 0) & ~done & ~todo
+        done = done | (todo & tiny) | (moved & ((f - f_next) <= tol * (1 + f.abs())))
+        t0 = torch.where(todo, t, torch.ones_like(t))
+        s, y = x_new - x, g_next - g
+        sy = (s * y).sum(-1)
+        keep = sy > 1e-10 * (s.norm(dim=-1) * y.norm(dim=-1)).clamp_min(1e-300)
+        slot = it % history
+        S[:, slot] = torch.where(keep[:, None], s, S[:, slot])
+        Y[:, slot] = torch.where(keep[:, None], y, Y[:, slot])
+        rho[:, slot] = torch.where(keep, 1 / torch.where(keep, sy, torch.ones_like(sy)), rho[:, slot])
+        x, f, g = x_new, f_next, g_next
+    return x

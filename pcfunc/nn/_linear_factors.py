@@ -7,6 +7,7 @@ from typing import Optional
 
 import torch
 from torch import Tensor
+from torch_geometric.utils import to_dense_batch
 
 from .._validation import check_positive_int
 from ._point_table import PointTable
@@ -21,18 +22,29 @@ class LinearFactors(torch.nn.Module):
         \text{synthesis:}\quad \mathbf f(\mathbf x) = \mathbf b(\mathbf x) + \sum_{j=1}^{Z} z_j\,
         \boldsymbol\phi_j(\mathbf x),
         \qquad
-        \text{analysis:}\quad z_j = \frac{1}{N} \sum_{d=1}^{N} \boldsymbol\psi_j(\mathbf x_d)^\top
-        \big(\mathbf y_d - \mathbf m(\mathbf x_d)\big),
+        \text{analysis:}\quad \mathbf z = \mathbf G_\mathcal M\, \big(\mathbf G_\mathcal O + \delta
+        \mathbf I\big)^{-1} \mathbf r,
 
     with :math:`\boldsymbol\phi_j, \boldsymbol\psi_j, \mathbf m, \mathbf b : \mathcal M \to \mathbb R^C` each a
-    :class:`PointTable` on the same anchors (the analysis a quadrature of :math:`\langle \boldsymbol\psi_j,
-    \mathbf y - \mathbf m \rangle` over the observed points, so it does not depend on how many points a cloud
-    has, and a partly observed field, whose unseen anomalies count as zero, gets no offset). The synthesis'
-    offset :math:`\mathbf b` starts at zero: a model that adds the synthesis to terms of its own sets it to
-    what they leave of the mean (:meth:`VaMoH.initialize_factors <pcfunc.models.VaMoH.initialize_factors>`).
-    :meth:`fit_pca_` sets both to the principal components of a set of functions on the anchors: synthesis and
-    analysis are then PCA's reconstruction and projection with whitened coefficients (unit variance over the
-    fields), which is what a linear model of the data can do at best in the least-squares sense.
+    :class:`PointTable` on the same anchors, :math:`\mathbf r = \frac1N \sum_{d=1}^{N}
+    \boldsymbol\psi(\mathbf x_d)^\top (\mathbf y_d - \mathbf m(\mathbf x_d))` the projection of the observed
+    anomalies on the analysis functions, :math:`\mathbf G_\mathcal O = \frac1N \sum_d
+    \boldsymbol\psi(\mathbf x_d)^\top \boldsymbol\psi(\mathbf x_d)` their Gram matrix over the :math:`N`
+    observed points and :math:`\mathbf G_\mathcal M` the same over all anchors (:math:`\delta`, against
+    round-off, is a hundred machine epsilons of the tables' dtype times :math:`\mathbf G_\mathcal M`'s mean
+    diagonal). On a cloud that covers
+    the manifold as the anchors do, :math:`\mathbf G_\mathcal O = \mathbf G_\mathcal M` and the analysis is the
+    projection :math:`\mathbf r` (a quadrature of :math:`\langle \boldsymbol\psi_j, \mathbf y - \mathbf m
+    \rangle`, whatever the number of points); on a partly observed cloud (a region hidden, a mask, sparse
+    stations) it is the least-squares fit of the analysis functions to the points it has, not a projection that
+    counts the unseen anomalies as zero. With the tables of :meth:`fit_pca_` (:math:`\boldsymbol\psi_j
+    \propto \boldsymbol\phi_j / S_j^2`) that is PCA's least-squares fit to the observed points, the
+    in-painting a linear model of the data does at best. The synthesis' offset :math:`\mathbf b` starts at
+    zero: a model that adds the synthesis to terms of its own sets it to what they leave of the mean
+    (:meth:`VaMoH.initialize_factors <pcfunc.models.VaMoH.initialize_factors>`). :meth:`fit_pca_` sets the
+    tables to the principal components of a set of functions on the anchors: synthesis and analysis are then
+    PCA's reconstruction and projection with whitened coefficients (unit variance over the fields), which is
+    what a linear model of the data can do at best in the least-squares sense.
 
     VaMoH adds it to its generators and its encoder (``VaMoH(factor_grid=...)``): the mixture of hypergenerators
     then models what the best linear model of the data leaves, and the model starts where PCA is.
@@ -75,19 +87,33 @@ class LinearFactors(torch.nn.Module):
 
     def analysis(self, y: Tensor, pos: Tensor, batch: Optional[Tensor] = None, num_clouds: Optional[int] = None
                  ) -> Tensor:
-        """The coefficients :math:`\\frac1N \\sum_d \\psi(\\mathbf x_d)^\\top (\\mathbf y_d - \\mathbf m(\\mathbf x_d))`
-        of each cloud, :math:`(B, Z)`."""
+        r"""The coefficients :math:`\mathbf G_\mathcal M (\mathbf G_\mathcal O + \delta \mathbf I)^{-1}
+        \mathbf r` of each cloud (the least-squares fit to its points), :math:`(B, Z)`."""
         if y.dim() != 2 or y.size(-1) != self.channels or pos.dim() != 2 or pos.size(0) != y.size(0):
             raise ValueError(f"y must be [N, {self.channels}] and pos [N, D] with the same N, got "
                              f"{tuple(y.shape)} and {tuple(pos.shape)}")
         if batch is None:
             batch = torch.zeros(y.size(0), dtype=torch.long, device=y.device)
         B = int(batch.max()) + 1 if num_clouds is None else int(num_clouds)
-        psi = self.dual(pos).to(y.dtype).view(-1, self.latent_dim, self.channels)
-        per_point = torch.einsum("nzc,nc->nz", psi, y - self.center(pos).to(y.dtype))
-        total = per_point.new_zeros(B, self.latent_dim).index_add_(0, batch, per_point)
-        count = torch.bincount(batch, minlength=B).clamp_min(1).to(y.dtype)
-        return total / count[:, None]
+        Z, C = self.latent_dim, self.channels
+        # A small linear solve per cloud: in the parameters' precision whatever autocast says.
+        with torch.autocast(y.device.type, enabled=False):
+            dtype = self.dual.values.dtype
+            y, pos = y.to(dtype), pos.to(dtype)
+            psi = self.dual(pos).view(-1, Z, C)
+            count = torch.bincount(batch, minlength=B).clamp_min(1).to(dtype)
+            per_point = torch.einsum("nzc,nc->nz", psi, y - self.center(pos))
+            r = per_point.new_zeros(B, Z).index_add_(0, batch, per_point) / count[:, None]
+            # Gram matrices of the analysis functions over each cloud's points and over the anchors.
+            dense, _ = to_dense_batch(psi.reshape(-1, Z * C), batch, batch_size=B)  # zero rows pad
+            dense = dense.view(B, -1, Z, C).permute(0, 2, 1, 3).reshape(B, Z, -1)
+            observed = dense @ dense.transpose(1, 2) / count[:, None, None]
+            table = self.dual.values.view(-1, Z, C)
+            full = torch.einsum("mzc,mwc->zw", table, table) / table.size(0)
+            delta = 100 * torch.finfo(dtype).eps * full.diagonal().mean().clamp_min(torch.finfo(dtype).tiny)
+            eye = torch.eye(Z, dtype=dtype, device=y.device)
+            z = torch.linalg.solve(observed + delta * eye, r.unsqueeze(-1)).squeeze(-1) @ full.T
+        return z
 
     @torch.no_grad()
     def fit_pca_(self, fields: Tensor, gain: Optional[Tensor] = None) -> Tensor:

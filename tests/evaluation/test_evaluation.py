@@ -452,16 +452,15 @@ def test_task_predictions_are_the_models_own_calls():
     g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
     torch.manual_seed(1)
     one = points_batch(GRID, v[None])
-    torch.testing.assert_close(out["reconstruction"], model.reconstruct(one, GRID.pos, refine_steps=2,
-                                                                        generator=g())[0])
+    torch.testing.assert_close(out["reconstruction"], model.reconstruct(one, GRID.pos, refine_steps=2)[0])
     sr = model.predictive(one, fine_grid.pos, num_samples=3, include_noise=False, refine_steps=2, generator=g(),
                           residual_neighbors=2)
     torch.testing.assert_close(out["super_resolution"], sr.mean[0])
     torch.testing.assert_close(out["spread"], sr.std[0])
     pred, m = out["inpainted"]["even"]
     assert m is mask
-    torch.testing.assert_close(pred, model.inpaint(points_batch(GRID, v[None], mask), GRID.pos, refine_steps=2,
-                                                   generator=g())[0])
+    torch.testing.assert_close(pred, model.inpaint(points_batch(GRID, v[None], mask), GRID.pos,
+                                                   refine_steps=2)[0])
     maps = model.component_maps(one, posterior=True)
     assert torch.isnan(out["entropy"][3]) and torch.isnan(out["segmentation"][3])
     keep = torch.arange(GRID.num_points) != 3

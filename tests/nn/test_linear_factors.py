@@ -74,6 +74,37 @@ def test_partly_observed_field_without_anomalies_gets_zero_coefficients():
     torch.testing.assert_close(z, torch.zeros(1, 3, dtype=torch.float64))
 
 
+def test_partly_observed_fields_get_the_least_squares_fit_of_the_points_they_have():
+    anchors, fields = _fields(T=40, rank=6)
+    T, M, C = fields.shape
+    Z = 4
+    lf = LinearFactors(anchors, Z, C).double()
+    lf.fit_pca_(fields[:30])
+    mean = fields[:30].mean(0)
+    basis = lf.basis.values.detach().view(M, Z, C)  # the whitened components S_j V_j
+    # Two held-out fields, each seen on its own subset of the anchors (a hemisphere; every third anchor).
+    seen = [anchors[:, 2] > 0, torch.arange(M) % 3 == 0]
+    y = torch.cat([fields[30][seen[0]], fields[31][seen[1]]])
+    pos = torch.cat([anchors[seen[0]], anchors[seen[1]]])
+    batch = torch.cat([torch.zeros(int(seen[0].sum())), torch.ones(int(seen[1].sum()))]).long()
+    z = lf.analysis(y, pos, batch, 2)
+    for b in range(2):
+        # numpy's least squares of the components to the observed anomalies.
+        A = basis[seen[b]].permute(0, 2, 1).reshape(-1, Z).numpy()
+        ref = np.linalg.lstsq(A, (fields[30 + b] - mean)[seen[b]].reshape(-1).numpy(), rcond=None)[0]
+        np.testing.assert_allclose(z[b].detach().numpy(), ref, rtol=1e-7, atol=1e-9)
+        # Each cloud alone gives the same coefficients as in the batch.
+        alone = lf.analysis(fields[30 + b][seen[b]], anchors[seen[b]])
+        torch.testing.assert_close(alone[0], z[b])
+    # The projection that counts unseen anomalies as zero is far from it.
+    proj = torch.zeros(2, Z, dtype=torch.float64).index_add_(0, batch, torch.einsum(
+        "nzc,nc->nz", lf.dual(pos).view(-1, Z, C), y - lf.center(pos))) / torch.bincount(batch)[:, None]
+    assert float((proj - z.detach()).abs().max()) > 0.1
+    # Gradients reach the tables through the solve.
+    lf.analysis(y, pos, batch, 2).square().sum().backward()
+    assert lf.dual.values.grad.abs().sum() > 0
+
+
 def test_linear_factors_errors():
     anchors, fields = _fields()
     lf = LinearFactors(anchors, 3, 2)
