@@ -18,6 +18,7 @@ Examples::
 
     python benchmarks/contention.py
     python benchmarks/contention.py --busy torch --numba-layer default omp
+    python benchmarks/contention.py --spincount 10000 1000
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--busy", choices=sorted(BUSY), default="spin", help="the other process (default: spin)")
     p.add_argument("--numba-layer", nargs="+", default=["default"], choices=["default", "workqueue", "omp", "tbb"],
                    help="Numba threading layers to compare (default: pcfunc's choice, workqueue)")
+    p.add_argument("--spincount", type=int, nargs="*", default=[],
+                   help="also GNU OpenMP's GOMP_SPINCOUNT at these values (spins before a waiting thread sleeps)")
     args = p.parse_args(argv)
     for name in ("batch", "repeat"):
         if getattr(args, name) < 1:
@@ -80,15 +83,18 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, object]]:
     args = parse_args(argv)
-    base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER")}
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER", "GOMP_SPINCOUNT")}
     rows: List[Dict[str, object]] = []
     print(f"VaMoH training step (paper's ERA5 configuration, float32, batch {args.batch}); median of {args.repeat} "
           f"steps; beside: {args.busy}; {os.cpu_count()} CPUs")
     print(f"{'numba layer':>12} {'OMP_WAIT_POLICY':>16} {'threads':>8} {'idle s':>8} {'busy s':>8} {'busy/idle':>10}")
     for layer in args.numba_layer:
-        for policy in ("default", "PASSIVE"):
+        for policy in ["default", "PASSIVE"] + [f"SPINCOUNT={n}" for n in args.spincount]:
             env = dict(base)
-            if policy != "default":
+            if policy.startswith("SPINCOUNT="):
+                env["GOMP_SPINCOUNT"] = policy.split("=")[1]
+            elif policy != "default":
                 env["OMP_WAIT_POLICY"] = policy
             if layer != "default":
                 env["NUMBA_THREADING_LAYER"] = layer

@@ -82,12 +82,12 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
         rows.append(row)
     cols = [(t, m) for t, m in COLUMNS if f"{t}/{m}" in rows[0]]
     print(f"held-out PSNR (dB) of VaMoH, {test_x.size(0)} fields; baselines in the last lines")
-    print(f"{'steps':>6} {'s/field':>8} " + " ".join(f"{t:>16}" for t, _ in cols))
+    print(f"{'steps':>22} {'s/field':>8} " + " ".join(f"{t:>16}" for t, _ in cols))
     for r in rows:
-        print(f"{r['steps']:>6} {r['seconds_per_field']:>8.2f} " + " ".join(f"{r[f'{t}/{m}']:>16.2f}"
-                                                                         for t, m in cols))
+        print(f"{r['steps']:>22} {r['seconds_per_field']:>8.2f} " + " ".join(f"{r[f'{t}/{m}']:>16.2f}"
+                                                                          for t, m in cols))
     for name in BASELINES:
-        print(f"{name:>15} " + " ".join(f"{rows[0][f'{t}/{name}']:>16.2f}" if f"{t}/{name}" in rows[0]
+        print(f"{name:>31} " + " ".join(f"{rows[0][f'{t}/{name}']:>16.2f}" if f"{t}/{name}" in rows[0]
                                         else f"{'-':>16}" for t, _ in cols))
     return rows
 
