@@ -547,3 +547,287 @@ def test_batched_lbfgs_solves_each_row_as_if_alone():
         torch.testing.assert_close(batched_lbfgs(alone, torch.tensor([[-1.2, 1.0]], dtype=torch.float64), steps),
                                    batched_lbfgs(rosen, torch.tensor([[-1.2, 1.0]] * 3, dtype=torch.float64),
                                                  steps)[2:])
+
+
+def test_elbo_with_target_points_matches_brute_force():
+    # Fine supervision: z from the coarse clouds, the likelihood terms at other points of the same functions.
+    torch.manual_seed(2)
+    m = tiny()
+    m.warmup = False
+    m.eval()
+    coarse = batch()
+    fine_grid = LatLonGrid.regular(13, 24)
+    fine = batch(grid=fine_grid)
+    keep = torch.randperm(fine_grid.num_points, generator=torch.Generator().manual_seed(0))[:40]
+    sel = (torch.arange(fine.pos.size(0)) % fine_grid.num_points)[:, None] == keep[None]
+    pick = sel.any(1)
+    target = Data(x=fine.x[pick], pos=fine.pos[pick], batch=fine.batch[pick])
+    out = m.elbo(coarse, generator=torch.Generator().manual_seed(5), target=target)
+    g = torch.Generator().manual_seed(5)
+    mu, logvar = m.encoder(coarse.x, coarse.pos, coarse.batch)
+    z = mu + torch.exp(0.5 * logvar) * torch.randn((1, *mu.shape), generator=g, dtype=mu.dtype)[0]
+    weights = m.hypernet(z)
+    for i in range(3):
+        s = target.batch == i
+        ll, kl_c = brute_force_mixture_terms(m, z[i:i + 1], weights[i:i + 1], target.pos[s], target.x[s])
+        kl_z = torch.distributions.Normal(mu[i], torch.exp(0.5 * logvar[i])).log_prob(z[i]).sum() \
+            - m.flow.log_prob(z[i:i + 1])[0]
+        torch.testing.assert_close(out.log_likelihood[i], ll)
+        torch.testing.assert_close(out.kl_c[i], kl_c)
+        torch.testing.assert_close(out.elbo[i], ll - kl_z - kl_c)
+    assert out.num_points.tolist() == [40] * 3
+    assert out.num_encoded.tolist() == [GRID.num_points] * 3
+    # target=batch is the paper's ELBO.
+    same = m.elbo(coarse, generator=torch.Generator().manual_seed(5), target=coarse)
+    torch.testing.assert_close(same.elbo, m.elbo(coarse, generator=torch.Generator().manual_seed(5)).elbo)
+    with pytest.raises(ValueError, match="target"):
+        m.elbo(coarse, target=Data(x=target.x[target.batch < 2], pos=target.pos[target.batch < 2],
+                                   batch=target.batch[target.batch < 2]))
+    with pytest.raises(ValueError, match="target.x"):
+        m.elbo(coarse, target=Data(x=target.x + 5, pos=target.pos, batch=target.batch))
+
+
+def test_reconstruct_with_interpolated_residuals_matches_brute_force():
+    torch.manual_seed(3)
+    m = tiny().eval()
+    b = batch()
+    fine = torch.nn.functional.normalize(torch.randn(300, 3, generator=torch.Generator().manual_seed(0),
+                                                     dtype=torch.float64), dim=-1)  # random points: no ties
+    plain = m.reconstruct(b, fine)
+    out = m.reconstruct(b, fine, residual_neighbors=3)
+    # Brute force: per cloud, all distances, the 3 nearest, inverse squared distance weights (PyG's knn_interpolate).
+    residual = b.x - m.reconstruct(b)
+    for i in range(3):
+        sel = b.batch == i
+        d2 = torch.cdist(fine, b.pos[sel]).pow(2)
+        near = d2.topk(3, largest=False)
+        w = 1 / near.values.clamp_min(1e-24)  # a query on an observed point takes its value
+        ref = (residual[sel][near.indices, 0] * w).sum(1) / w.sum(1)
+        torch.testing.assert_close(out[i, :, 0] - plain[i, :, 0], ref)
+    # At the observed points the result is the observed values.
+    torch.testing.assert_close(m.reconstruct(b, residual_neighbors=4), b.x)
+    with pytest.raises(ValueError, match="residual_neighbors"):
+        m.reconstruct(b, fine, residual_neighbors=-1)
+    with pytest.raises(ValueError, match="residual_neighbors=500"):
+        m.reconstruct(b, fine, residual_neighbors=500)
+
+
+def test_predictive_with_residuals_is_conditional_simulation():
+    torch.manual_seed(5)
+    m = tiny().eval()
+    m.warmup = False
+    b = batch(2)
+    fine = torch.nn.functional.normalize(torch.randn(200, 3, generator=torch.Generator().manual_seed(1),
+                                                     dtype=torch.float64), dim=-1)
+    pred = m.predictive(b, fine, num_samples=5, include_noise=False, generator=torch.Generator().manual_seed(3),
+                        residual_neighbors=3)
+    # Brute force: the same latent draws, each decoded and corrected by its own residuals (all distances).
+    mu, logvar = m.encode(b)
+    g = torch.Generator().manual_seed(3)
+    draws = []
+    for _ in range(5):
+        z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=g, dtype=mu.dtype)
+        out = m.decode(z, fine)
+        for i in range(2):
+            sel = b.batch == i
+            r = b.x[sel] - m.decode(z[i:i + 1], b.pos[sel])[0]
+            near = torch.cdist(fine, b.pos[sel]).pow(2).topk(3, largest=False)
+            w = 1 / near.values
+            out[i] = out[i] + ((r[near.indices, 0] * w).sum(1) / w.sum(1))[:, None]
+        draws.append(out)
+    draws = torch.stack(draws)
+    torch.testing.assert_close(pred.mean, draws.mean(0))
+    torch.testing.assert_close(pred.std, draws.std(0))
+    # Every draw passes through the observations: no spread there.
+    at_obs = m.predictive(b, num_samples=4, include_noise=False, residual_neighbors=2)
+    torch.testing.assert_close(at_obs.mean, b.x.view(2, -1, 1))
+    assert float(at_obs.std.max()) < 1e-6
+    # std_scale multiplies the spread only.
+    wide = m.predictive(b, fine, num_samples=5, include_noise=False, generator=torch.Generator().manual_seed(3),
+                        residual_neighbors=3, std_scale=2.5)
+    torch.testing.assert_close(wide.mean, pred.mean)
+    torch.testing.assert_close(wide.std, 2.5 * pred.std)
+    with pytest.raises(ValueError, match="std_scale"):
+        m.predictive(b, fine, std_scale=0.0)
+    with pytest.raises(ValueError, match="residual_neighbors"):
+        m.predictive(b, fine, residual_neighbors=-2)
+
+
+def test_base_function_is_added_to_every_components_location():
+    torch.manual_seed(4)
+    m = tiny(likelihood=get_likelihood("gaussian", scale="predicted"), base_hidden=(8, 8), base_frequencies=6).eval()
+    m.warmup = False
+    b = batch()
+    z = torch.randn(3, 4, dtype=torch.float64)
+    pos = GRID.pos.double()
+    # A new base starts at zero: the model is the one without a base.
+    plain = tiny(likelihood=get_likelihood("gaussian", scale="predicted"))
+    plain.load_state_dict({k: v for k, v in m.state_dict().items() if not k.startswith("base.")})
+    plain.warmup = False
+    torch.testing.assert_close(m.decode(z, pos), plain.eval().decode(z, pos))
+    with torch.no_grad():
+        for p in m.base.parameters():
+            p.normal_(0, 0.5)
+    # By hand: sigmoid(INR_k location + g(x)_loc) per component, log-scale INR_k + g(x)_scale, then the prior
+    # mixture of the locations.
+    g = m.base(pos)  # [N, 2]: location and log-scale
+    assert g.shape == (GRID.num_points, 2)
+    w = m.hypernet(z)
+    raw = torch.stack([m.hypernet.target(pos, w[:, k]) for k in range(3)], 2)  # [B, N, K, 2]
+    loc = torch.sigmoid(raw[..., :1] + g[None, :, None, :1])
+    pi = torch.softmax(m.prior_c(m.encoding(pos), z), -1)
+    torch.testing.assert_close(m.decode(z, pos), (pi.unsqueeze(-1) * loc).sum(-2))
+    params = m.component_params(z, pos)
+    torch.testing.assert_close(params[..., 1:], raw[..., 1:] + g[None, :, None, 1:])
+    assert m.elbo(b).loss.requires_grad
+    # With a learned (global) scale the base has the location only.
+    assert tiny(likelihood="gaussian", base_hidden=(8,), base_frequencies=6).base(pos).shape == (GRID.num_points, 1)
+    with pytest.raises(ValueError, match="base_hidden"):
+        tiny(base_hidden=(0,))
+
+
+def test_base_table_is_added_to_every_components_location():
+    torch.manual_seed(5)
+    m = tiny(likelihood="gaussian", base_grid=(9, 16)).eval()
+    m.warmup = False
+    z = torch.randn(3, 4, dtype=torch.float64)
+    pos = torch.nn.functional.normalize(torch.randn(40, 3, generator=torch.Generator().manual_seed(0)).double(), dim=-1)
+    plain = tiny(likelihood="gaussian")
+    plain.load_state_dict({k: v for k, v in m.state_dict().items() if not k.startswith("base_table.")})
+    plain.warmup = False
+    torch.testing.assert_close(m.decode(z, pos), plain.eval().decode(z, pos))  # starts at zero
+    with torch.no_grad():
+        m.base_table.values.normal_()
+    w = m.hypernet(z)
+    raw = torch.stack([m.hypernet.target(pos, w[:, k]) for k in range(3)], 2)  # [B, N, K, 1]
+    loc = torch.sigmoid(raw + m.base_table(pos)[None, :, None])
+    pi = torch.softmax(m.prior_c(m.encoding(pos), z), -1)
+    torch.testing.assert_close(m.decode(z, pos), (pi.unsqueeze(-1) * loc).sum(-2))
+
+
+def test_initialize_generators_sets_the_base_table_to_the_training_mean():
+    # A static pattern at every grid point (no smooth function holds it) plus per-field noise: with the table
+    # the generators' start is the pointwise training mean at every grid point.
+    g = torch.Generator().manual_seed(0)
+    pos = GRID.pos.float()
+    pattern = 0.5 + 0.2 * torch.rand(GRID.num_points, 1, generator=g)
+    fields = pattern + 0.02 * torch.randn(6, GRID.num_points, 1, generator=g)
+    errs = {}
+    for grid in (None, (9, 16)):
+        torch.manual_seed(0)
+        model = tiny(likelihood=get_likelihood("gaussian", scale="learned"), base_grid=grid).float()
+        nll = model.initialize_generators(pos.repeat(6, 1), fields.reshape(-1, 1), steps=200, residual_scale=1e-3,
+                                          generator=torch.Generator().manual_seed(1), base_steps=200)
+        out = model.decode(torch.zeros(1, 4), pos)
+        errs[grid] = (float((out[0] - fields.mean(0)).abs().max()), nll)
+        # The returned figure is the mean negative log-likelihood of every pooled point under the start, computed
+        # here by the model's own public pieces.
+        params = model.component_params(torch.zeros(1, 4), pos)[0, :, 0]  # [N, P C], every component equal
+        with torch.no_grad():
+            ref = -model.likelihood.log_prob(params.expand(6, -1, -1).reshape(-1, params.size(-1)),
+                                             fields.reshape(-1, 1)).sum(-1).mean()
+        assert nll == pytest.approx(float(ref), rel=1e-3, abs=1e-4)
+    assert errs[(9, 16)][0] < 2e-3 < 0.02 < errs[None][0]
+    assert errs[(9, 16)][1] < errs[None][1] - 0.5  # the learned scale follows: a far better likelihood
+
+
+def test_the_location_link_follows_the_likelihoods_attribute_not_its_name():
+    from pcfunc.nn import GaussianLikelihood
+
+    class MyGaussian(GaussianLikelihood):  # a user's likelihood under another name
+        name = "my_gaussian"
+
+    m = tiny(likelihood=MyGaussian()).eval()
+    m.warmup = False
+    z = torch.randn(2, 4, dtype=torch.float64)
+    out = m.decode(z, GRID.pos.double())
+    assert bool(((out > 0) & (out < 1)).all())  # the sigmoid link applies (it used to be chosen by name)
+    raw = m.hypernet.target(GRID.pos.double(), m.hypernet(z)[:, 0])
+    torch.testing.assert_close(m.component_params(z, GRID.pos.double())[..., 0, :1], torch.sigmoid(raw[..., :1]))
+
+
+def test_inference_tasks_read_only_the_models_public_surface():
+    # The tasks (pcfunc.models._vamoh_inference) are written against VaMoH's public surface: every attribute
+    # they read of `self` is one of their own methods, a name of MODEL_SURFACE or nn.Module's mode switches; and
+    # every name of the surface is public and present on the model.
+    import ast
+    import inspect
+
+    from pcfunc.models import _vamoh_inference as inference
+
+    tree = ast.parse(inspect.getsource(inference))
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "VaMoHInference")
+    own = {n.name for n in cls.body if isinstance(n, ast.FunctionDef)}
+    read = {n.attr for n in ast.walk(cls) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
+            and n.value.id == "self"}
+    assert read - own - set(inference.MODEL_SURFACE) - {"training", "train", "eval"} == set()
+    m = tiny()
+    for name in inference.MODEL_SURFACE:
+        assert not name.startswith("_") and hasattr(m, name), name
+
+
+def test_mixture_logits_are_the_categorical_nets_and_uniform_in_warmup():
+    m = tiny().eval()
+    z = torch.randn(2, m.latent_dim, dtype=torch.float64)
+    pos = GRID.pos.double()
+    y = torch.rand(2, pos.size(0), 1, dtype=torch.float64)
+    assert m.warmup
+    torch.testing.assert_close(m.mixture_logits(z, pos), torch.zeros(2, pos.size(0), m.num_components,
+                                                                       dtype=torch.float64))
+    m.warmup = False
+    torch.testing.assert_close(m.mixture_logits(z, pos), m.prior_c(m.encoding(pos), z))
+    torch.testing.assert_close(m.mixture_logits(z, pos, y), m.posterior_c(m.encoding(pos), z, y))
+    assert m.generator_weights(z).shape == (2, m.num_components, m.hypernet.num_weights)
+
+
+def test_draws_pick_components_with_the_mixture_probabilities_and_follow_the_generator():
+    # Many draws of one latent at a few points: each draw is one component's value (the noise is tiny), chosen
+    # with the prior's probabilities pi_k(x, z); and a generator alone fixes the draws (not the global seed).
+    from pcfunc.nn import GaussianLikelihood
+
+    torch.manual_seed(0)
+    m = tiny(likelihood=GaussianLikelihood(scale="fixed", init_scale=1e-6), categorical_hidden=(16,)).eval()
+    m.warmup = False
+    with torch.no_grad():
+        m.prior_c.layers[-1].bias.add_(torch.tensor([1.5, 0.0, -1.0], dtype=torch.float64))  # unequal shares
+    pos = GRID.pos.double()[:5]
+    z = torch.randn(1, m.latent_dim, dtype=torch.float64).expand(4000, -1)
+    with torch.no_grad():
+        _, draws = m._mean_and_draws(z, pos, torch.Generator().manual_seed(0), None)
+        means = m.likelihood.mean(m.component_params(z[:1], pos))[0, :, :, 0]  # [5, K]
+        pi = torch.softmax(m.mixture_logits(z[:1], pos), -1)[0]  # [5, K]
+    which = (draws[..., 0][:, :, None] - means[None]).abs().argmin(-1)  # [4000, 5]
+    freq = torch.stack([(which == k).double().mean(0) for k in range(3)], -1)
+    torch.testing.assert_close(freq, pi, rtol=0, atol=0.03)  # 4000 draws: sd < 0.008
+    torch.manual_seed(1)
+    a = m.predictive(batch(2), pos, num_samples=3, generator=torch.Generator().manual_seed(5))
+    torch.manual_seed(2)
+    b = m.predictive(batch(2), pos, num_samples=3, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(a.std, b.std, rtol=0, atol=0)
+
+
+def test_linear_rbf_residual_weights_match_scipy_and_interpolate_exactly():
+    # The weights of the local linear RBF interpolant against scipy's RBFInterpolator (kernel="linear",
+    # neighbors=k, degree 0) on scattered points of the sphere; exact at the observed points.
+    scipy_interpolate = pytest.importorskip("scipy.interpolate")
+    from pcfunc.models._points import linear_rbf_weights, residual_weights
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.normalize(torch.randn(200, 3, generator=g, dtype=torch.float64), dim=-1)
+    q = torch.nn.functional.normalize(torch.randn(50, 3, generator=g, dtype=torch.float64), dim=-1)
+    y = torch.sin(3 * x[:, 0]) + x[:, 1] * x[:, 2] + 0.1 * torch.randn(200, generator=g, dtype=torch.float64)
+    k = 12
+    nearest = torch.cdist(q, x).topk(k, largest=False).indices
+    w = linear_rbf_weights(q, x[nearest])
+    ref = scipy_interpolate.RBFInterpolator(x.numpy(), y.numpy(), kernel="linear", neighbors=k, degree=0)(q.numpy())
+    torch.testing.assert_close((w * y[nearest]).sum(-1), torch.as_tensor(ref), rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(w.sum(-1), torch.ones(50, dtype=torch.float64))
+    # Through the model's residual weights: at an observed point the weight is 1 on that point.
+    b = batch(2)
+    pts = as_points(b, tiny().manifold, 1, "batch")
+    dense = dense_points(pts)
+    nearest, w = residual_weights(pts, dense, GRID.pos.double()[:7], 8, "linear")
+    torch.testing.assert_close(w, torch.nn.functional.one_hot(torch.zeros(14, dtype=torch.long), 8).double(),
+                               rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match="residual_kernel must be one of"):
+        tiny().reconstruct(b, GRID.pos.double(), residual_neighbors=4, residual_kernel="cubic")
