@@ -526,7 +526,7 @@ def test_refined_posterior_fits_the_observed_points_better():
 
 
 def test_batched_lbfgs_solves_each_row_as_if_alone():
-    from pcfunc.models._vamoh_inference import batched_lbfgs
+    from pcfunc.models._lbfgs import batched_lbfgs
 
     # Rows of different scales and conditioning: quadratics with known minima, and Rosenbrock's valley.
     g = torch.Generator().manual_seed(0)
