@@ -32,9 +32,8 @@ class LinearFactors(torch.nn.Module):
     \boldsymbol\psi(\mathbf x_d)^\top \boldsymbol\psi(\mathbf x_d)` their Gram matrix over the :math:`N`
     observed points and :math:`\mathbf G_\mathcal M` the same over all anchors (:math:`\delta`, against
     round-off, is a hundred machine epsilons of the tables' dtype times :math:`\mathbf G_\mathcal M`'s mean
-    diagonal). On a cloud that covers
-    the manifold as the anchors do, :math:`\mathbf G_\mathcal O = \mathbf G_\mathcal M` and the analysis is the
-    projection :math:`\mathbf r` (a quadrature of :math:`\langle \boldsymbol\psi_j, \mathbf y - \mathbf m
+    diagonal). On a cloud that covers the manifold as the anchors do, :math:`\mathbf G_\mathcal O =
+    \mathbf G_\mathcal M` and the analysis is the projection :math:`\mathbf r` (a quadrature of :math:`\langle \boldsymbol\psi_j, \mathbf y - \mathbf m
     \rangle`, whatever the number of points); on a partly observed cloud (a region hidden, a mask, sparse
     stations) it is the least-squares fit of the analysis functions to the points it has, not a projection that
     counts the unseen anomalies as zero. With the tables of :meth:`fit_pca_` (:math:`\boldsymbol\psi_j
