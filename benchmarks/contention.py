@@ -1,5 +1,6 @@
 """A VaMoH training step on a CPU that is doing something else: idle, and beside a CPU-bound process this script
-starts itself, at 1 and 2 torch threads, with the default OpenMP settings and with ``OMP_WAIT_POLICY=PASSIVE``.
+starts itself, at 1 and 2 torch threads, with pcfunc's OpenMP setting, GNU OpenMP's own default and
+``OMP_WAIT_POLICY=PASSIVE``.
 
 Every cell is a fresh process running ``benchmarks/vamoh.py``'s training step (the paper's ERA5 configuration,
 float32, batch ``--batch``; median of ``--repeat`` steps after ``--warmup`` warm ones). The busy process is
@@ -7,12 +8,18 @@ either a pure Python loop (``--busy spin``: one core, no threads of its own) or 
 products in torch with its default settings (``--busy torch``). The table gives each step's time and its ratio to
 the same thread count on the idle machine, and the last line the idle 1-thread step over the idle 2-thread one.
 
-What it is for: pcfunc's parallel Numba kernels (FPS and kNN in the encoder) used Numba's default ``omp``
-threading layer, a second OpenMP runtime beside torch's whose threads busy-wait (:mod:`pcfunc.ops._numba_kernels`
-now uses the ``workqueue`` layer with torch's thread count). ``--numba-layer omp`` measures the old way in the same
-run. On a 2-core AMD EPYC (``--repeat 3 --numba-layer default omp``), beside a spinning process, with the default
-OpenMP settings: 1 thread 0.745 s against 0.703 s idle (1.1x; Numba's ``omp`` layer 1.683 s against 0.671 s,
-2.5x); 2 threads 1.215 s against 0.454 s (2.7x; ``omp``: 3.8x), where torch's own OpenMP pool still spins.
+Rows (``OpenMP waiting``): ``pcfunc`` sets nothing, so pcfunc, imported before torch, sets ``GOMP_SPINCOUNT`` to
+``pcfunc.OMP_SPIN_COUNT`` (1,000); ``libgomp`` is GNU OpenMP's own default (300,000 spins before a waiting thread
+sleeps: what a script that imports torch before pcfunc gets); ``PASSIVE`` (waiting threads sleep at once) and
+``SPINCOUNT=N`` (``--spincount``).
+
+What it is for: waiting threads that spin take the cores the working ones need. First pcfunc's parallel Numba
+kernels (FPS and kNN in the encoder) ran on Numba's ``omp`` layer, a second OpenMP runtime beside torch's
+(:mod:`pcfunc.ops._numba_kernels` now uses the ``workqueue`` layer with torch's thread count; ``--numba-layer
+omp`` measures the old way); then torch's own pool spun at 2 threads. On a 2-core AMD EPYC (``--repeat 7
+--spincount 1000 3000``, beside a spinning process): 2 threads 1.662 s against 0.476 s idle with libgomp's
+default (3.5x), 0.812 s against 0.406 s with 1,000 spins (2.0x), 0.765 s against 0.599 s with PASSIVE (1.3x, but
+the idle step 1.5 times slower); 1 thread 1.0x in every row. Hence pcfunc's 1,000.
 
 Examples::
 
@@ -33,6 +40,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 HERE = Path(__file__).resolve().parent
+LIBGOMP_SPIN_COUNT = 300_000  # GNU OpenMP's spin count when neither GOMP_SPINCOUNT nor OMP_WAIT_POLICY is set
 BUSY = {
     "spin": "while True:\n    pass\n",
     "torch": "import torch\na = torch.randn(800, 800)\nwhile True:\n    a = (a @ a).tanh()\n",
@@ -88,13 +96,15 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, object]]:
     rows: List[Dict[str, object]] = []
     print(f"VaMoH training step (paper's ERA5 configuration, float32, batch {args.batch}); median of {args.repeat} "
           f"steps; beside: {args.busy}; {os.cpu_count()} CPUs")
-    print(f"{'numba layer':>12} {'OMP_WAIT_POLICY':>16} {'threads':>8} {'idle s':>8} {'busy s':>8} {'busy/idle':>10}")
+    print(f"{'numba layer':>12} {'OpenMP waiting':>16} {'threads':>8} {'idle s':>8} {'busy s':>8} {'busy/idle':>10}")
     for layer in args.numba_layer:
-        for policy in ["default", "PASSIVE"] + [f"SPINCOUNT={n}" for n in args.spincount]:
+        for policy in ["pcfunc", "libgomp", "PASSIVE"] + [f"SPINCOUNT={n}" for n in args.spincount]:
             env = dict(base)
             if policy.startswith("SPINCOUNT="):
                 env["GOMP_SPINCOUNT"] = policy.split("=")[1]
-            elif policy != "default":
+            elif policy == "libgomp":  # GNU OpenMP's own default (what a script that imports torch first gets)
+                env["GOMP_SPINCOUNT"] = str(LIBGOMP_SPIN_COUNT)
+            elif policy != "pcfunc":  # pcfunc: nothing set, pcfunc sets its spin count (imported before torch)
                 env["OMP_WAIT_POLICY"] = policy
             if layer != "default":
                 env["NUMBA_THREADING_LAYER"] = layer

@@ -151,7 +151,7 @@ def era5_data(resolution: float = 4.0) -> Dict[str, Any]:
 
     return dict(name="era5", grid=grid, train=grid.to_batch(t(train_f.values)).x.view(n_train, -1, 1),
                 test=grid.to_batch(t(test_f.values)).x.view(-1, grid.num_points, 1),
-                dataset=ERA5Dataset(train_f, norm), fine=(fine, test_fine, train_fine), scale=norm.high - norm.low,
+                dataset=ERA5Dataset(train_f, norm), fine=(fine, test_fine, train_fine), scale=norm.range,
                 units=coarse.units, masks=inpainting_masks(grid), fine_dataset=fine_dataset)
 
 
@@ -168,7 +168,7 @@ def file_data(path: Path, variable: str) -> Dict[str, Any]:
     return dict(name=f"file:{Path(path).name}", grid=grid,
                 train=grid.to_batch(t(train_f.values)).x.view(n_train, -1, 1),
                 test=grid.to_batch(t(test_f.values)).x.view(-1, grid.num_points, 1),
-                dataset=ERA5Dataset(train_f, norm), fine=None, scale=norm.high - norm.low,
+                dataset=ERA5Dataset(train_f, norm), fine=None, scale=norm.range,
                 units=field.units or "", masks=box_masks(grid))
 
 

@@ -73,7 +73,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     for steps in args.steps:
         t0 = time.perf_counter()
         report = evaluate_vamoh(model, grid, train_x, test_x, masks=inpainting_masks(grid), fine=fine,
-                                refine_steps=steps, scale=norm.high - norm.low, seed=args.seed, **RESIDUALS)
+                                refine_steps=steps, scale=norm.range, seed=args.seed, **RESIDUALS)
         seconds = time.perf_counter() - t0
         row: Dict[str, Any] = {"steps": steps, "seconds_per_field": seconds / test_x.size(0)}
         for task, methods in report["tasks"].items():

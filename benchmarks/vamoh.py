@@ -61,12 +61,14 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import pcfunc  # noqa: E402,F401  (before torch, as the examples: its OpenMP spin count, pcfunc.OMP_SPIN_COUNT)
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import Tensor  # noqa: E402
 
 from _memory import median_seconds, reset_peak_rss, status_mib  # noqa: E402
 from layers import naive_net  # noqa: E402

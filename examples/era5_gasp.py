@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
+import pcfunc  # noqa: F401  (before torch: quiets OpenMP's idle threads, pcfunc.OMP_SPIN_COUNT)
 import torch
 
 from pcfunc.data import (ERA5_ATTRIBUTION, ERA5Dataset, LatLonGrid, MinMaxNormalizer, ToSymmetric, load_era5,
@@ -111,7 +112,7 @@ def evaluate(model, field, coarse, n_train: int, norm: MinMaxNormalizer, out: Pa
     test = coarse.values[n_train:]
     quality = evaluate_gasp(model, coarse_grid, to_pts(test), train=to_pts(coarse.values[:n_train]) if n_train >= 2
                             else None, num_samples=num_samples, transform=lambda v: (v + 1) / 2,
-                            scale=norm.high - norm.low) if len(test) >= 2 else None
+                            scale=norm.range) if len(test) >= 2 else None
     return {"metrics": metrics, "figures": ["gasp_samples.png", "globe_gasp_sample.png"], "quality": quality}
 
 

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+import pcfunc  # noqa: F401  (before torch: quiets OpenMP's idle threads, pcfunc.OMP_SPIN_COUNT)
 import torch
 
 from pcfunc.data import (ERA5_ATTRIBUTION, ERA5Dataset, LatLonGrid, MinMaxNormalizer, load_era5, load_era5_sample,
@@ -77,7 +78,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     arg = p.add_argument
     arg("--data", type=Path, default=None, help="ERA5/CF file (NetCDF or Zarr); default: the embedded sample")
-    arg("--variable", default=None, help="short name, CF standard_name or long_name (default: the only field)")
+    arg("--variable", nargs="+", default=None, help="short name, CF standard_name or long_name (default: the only "
+        "field); several (--variable u10 v10) are the channels of one function, normalised each on its own")
     arg("--select", action="append", default=[], metavar="DIM=LABEL", help="one entry of an extra dimension by "
         "label, e.g. --select pressure_level=500 --select number=0 (repeat for each)")
     arg("--time-dim", default=None, help="the dimension that counts time when it is not a CF time axis (e.g. month)")
@@ -157,6 +159,7 @@ def train(args: argparse.Namespace, train_set, val_set, base_grid, coarse):
         overrides.update(TABLE, base_grid=base_grid)
     if args.config != "paper":  # the model starts at PCA of the training fields and learns what it leaves
         overrides.update(factor_grid=list(coarse[0].shape))
+    overrides.update(in_channels=train_set.field.num_channels)  # several variables: one channel each
     lr = args.lr or (vamoh_config("era5")["training"]["lr"] if args.config == "paper" else 1e-3)
     module = VaMoHModule.from_config("era5", lr=lr, warmup_steps=args.warmup_steps, seed=args.seed, **overrides)
     if not args.no_init and not args.resume:
@@ -221,7 +224,7 @@ def evaluate(model: VaMoH, field, coarse, n_train: int, norm: MinMaxNormalizer, 
     g, fine = LatLonGrid(coarse.lat, coarse.lon), LatLonGrid(field.lat, field.lon)
     train_c, test_c = pts(g, coarse.values[:n_train]), pts(g, coarse.values[n_train:])
     train_f, test_f = pts(fine, field.values[:n_train]), pts(fine, field.values[n_train:])
-    scale, masks = norm.high - norm.low, inpainting_masks(g)
+    scale, masks = norm.range, inpainting_masks(g)
     # Predictive intervals: each held-out field calibrated on the others.
     quality = evaluate_vamoh(model, g, train_c, test_c, masks=masks, fine=(fine, test_f, train_f), scale=scale,
                              seed=0, refine_steps=refine_steps, calibration="leave_one_out",
@@ -232,25 +235,33 @@ def evaluate(model: VaMoH, field, coarse, n_train: int, norm: MinMaxNormalizer, 
     fields = task_predictions(model, g, test_c[0], fine, {"patch": masks["patch"], "western half": masks["half"]},
                               refine_steps=refine_steps, **RESIDUALS)
     baseline = BilinearDownscaling(g, fine, train_c, train_f).predict(test_c[:1])[0]
+    # truth: normalised and clipped to the training range, as scored; truth_units: the data as they are.
+    truth_units = fine.to_points(torch.as_tensor(field.values[n_train], dtype=torch.float64))
     res["_quality"], res["_fields"] = quality, dict(fields, coarse=g, fine=fine, truth=test_f[0], observed=test_c[0],
+                                                    truth_units=truth_units,
                                                     one=points_batch(g, test_c[:1]), baseline=baseline,
-                                                    spectra=quality.get("spectra"))
+                                                    spectra=quality.get("spectra"),
+                                                    pit={t: {m: r["pit_histogram"] for m, r in rows.items()
+                                                             if m in ("vamoh_calibrated", "climatology_calibrated",
+                                                                      "bilinear_mean_residual_calibrated")}
+                                                         for t, rows in quality.get("uncertainty", {}).items()})
     return res
 
 
 def write_predictions(f: Dict[str, Any], norm: MinMaxNormalizer, path: Path, field, when) -> str:
     """The first test field's predictions in the data's units as NetCDF: the truth grid's (latitude, longitude)
-    and the training grid's (latitude_train, longitude_train)."""
+    and the training grid's (latitude_train, longitude_train); several variables as ``<entry>_<variable>``."""
     import xarray as xr
 
     from pcfunc.data import predictions_to_xarray
 
-    units, name = field.units, field.variable
-    K = lambda t: norm.inverse(t.reshape(-1)).float()  # noqa: E731
-    common = dict(time=[when], units=units, long_name=name, attribution=ERA5_ATTRIBUTION)
+    C = field.num_channels
+    K = lambda t: norm.inverse(t.reshape(-1, C)).float()  # noqa: E731
+    common = dict(time=[when], units=field.units if C == 1 else field.channel_units, attribution=ERA5_ATTRIBUTION,
+                  long_name=field.variable if C == 1 else None, channels=None if C == 1 else field.variables)
     fine = predictions_to_xarray(f["fine"], {
-        "truth": K(f["truth"]), "super_resolution": K(f["super_resolution"]),
-        "super_resolution_std": f["spread"].reshape(-1) * (norm.high - norm.low),
+        "truth": f["truth_units"].reshape(-1, C).float(), "super_resolution": K(f["super_resolution"]),
+        "super_resolution_std": f["spread"].reshape(-1, C) * torch.as_tensor(norm.range, dtype=torch.float64),
         "bilinear_mean_residual": K(f["baseline"])}, **common)
     train = {"observed": K(f["observed"]), "reconstruction": K(f["reconstruction"]),
              "entropy": f["entropy"].reshape(-1), "segmentation": f["segmentation"].reshape(-1).double()}
@@ -265,49 +276,19 @@ def write_predictions(f: Dict[str, Any], norm: MinMaxNormalizer, path: Path, fie
     return path.name
 
 
-def render(model: VaMoH, f: Dict[str, Any], norm: MinMaxNormalizer, out: Path, size: int, units: str,
-           variable: str) -> List[str]:
+def render(model: VaMoH, f: Dict[str, Any], norm: MinMaxNormalizer, out: Path, size: int, field) -> List[str]:
+    """The maps, samples, spectra and globes of the first test field; one set per variable (``_<variable>`` in
+    the file names) for several."""
     from pcfunc._compat import available
     from pcfunc.render import Panel, globe_views, grid_spacing, plot_panels, plot_task_maps, render_sphere
 
-    K = lambda t: norm.inverse(t.reshape(-1)).float()  # noqa: E731
-    g, fine, one, scale = f["coarse"], f["fine"], f["one"], norm.high - norm.low
-    label = f"{variable} [{units}]" if units else variable
+    C = field.num_channels
+    g, fine, one = f["coarse"], f["fine"], f["one"]
     fd, cd = f"{grid_spacing(fine.lat)}°", f"{grid_spacing(g.lat)}°"
-    kelvin = {k: K(f[k]) for k in ("truth", "observed", "reconstruction", "super_resolution", "baseline")}
-    plot_task_maps(out / "tasks.png", g, fine, **kelvin, spread=f["spread"] * scale, entropy=f["entropy"],
-                   inpainted={t: (K(p), m) for t, (p, m) in f["inpainted"].items()}, segmentation=f["segmentation"],
-                   num_components=model.num_components, label=label, units=units, attribution=ERA5_ATTRIBUTION,
-                   title=f"VaMoH on {variable} (test field)")
     samples = model.sample(4, fine.pos, generator=torch.Generator().manual_seed(1))
-    plot_panels([Panel(fine.to_array(K(s)[:, None])[..., 0].numpy(), f"sample {i + 1}", label=label)
-                 for i, s in enumerate(samples)], fine.lat, fine.lon, out / "samples.png", ncols=2,
-                suptitle=f"VaMoH samples from the flow prior ({fd})", attribution=ERA5_ATTRIBUTION)
-    truth = kelvin["truth"]
-    err_sr, err_b = kelvin["super_resolution"] - truth, kelvin["baseline"] - truth
-    emax = float(torch.cat([err_sr, err_b]).abs().nanquantile(0.99))
-    value = dict(vmin=float(truth.nanquantile(0.0)), vmax=float(truth.nanquantile(1.0)), label=label)
-    error = dict(cmap="RdBu_r", vmin=-emax, vmax=emax, label=f"error [{units}]")
-
-    def sr_anywhere(xyz: torch.Tensor) -> torch.Tensor:  # the model and its interpolated residuals, at any point
-        return K(model.reconstruct(one, xyz.to(g.pos.dtype), **RESIDUALS))
-
-    globes = {  # name: (values or a function of the points, their points, title, colours)
-        "globe_truth.png": (truth, fine.pos, f"truth, {fd}", value),
-        "globe_super_resolution.png": (sr_anywhere, fine.pos, f"VaMoH super-resolution from {cd}", value),
-        "globe_bilinear_mean_residual.png": (kelvin["baseline"], fine.pos, f"bilinear + mean residual, {fd}", value),
-        "globe_inpaint_half.png": (K(f["inpainted"]["western half"][0]), g.pos, "in-painted from the east", value),
-        "globe_reconstruction.png": (kelvin["reconstruction"], g.pos, f"reconstruction of the {cd} field", value),
-        "globe_sample.png": (K(samples[0]), fine.pos, "sample from the prior", value),
-        "globe_entropy.png": (f["entropy"], g.pos, "mixture entropy per point",
-                              dict(cmap="viridis", label="entropy of q(c | x, y, z) [nats]")),
-        "globe_super_resolution_error.png": (err_sr, fine.pos, f"VaMoH super-resolution − truth, {fd}", error),
-        "globe_bilinear_mean_residual_error.png": (err_b, fine.pos, f"bilinear + mean residual − truth, {fd}", error),
-        "globe_super_resolution_std.png": (f["spread"].reshape(-1) * scale, fine.pos, "super-resolution: spread",
-                                           dict(cmap="magma", label=f"std [{units}]")),
-    }
+    figures: List[str] = []
     spectra = f.get("spectra")
-    if spectra:  # mean power spectra of the super-resolved fields against the truth's
+    if spectra:  # mean power spectra of the super-resolved fields against the truth's (the first variable)
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -316,18 +297,80 @@ def render(model: VaMoH, f: Dict[str, Any], norm: MinMaxNormalizer, out: Path, s
             if name != "degree":
                 ax.loglog(degree, values[1:], label=name, lw=2.5 if name == "truth" else 1.2)
         ax.set(xlabel="spherical-harmonic degree l", ylabel="power (normalised units)",
-               title=f"super-resolution to {fd}: mean power spectra")
+               title=f"super-resolution of {field.variables[0]} to {fd}: mean power spectra")
         ax.legend(fontsize=8)
         fig.savefig(out / "spectra.png", dpi=120, bbox_inches="tight")
         plt.close(fig)
-    figures = ["tasks.png", "samples.png"] + (["spectra.png"] if spectra else [])
-    if not available("pytorch3d"):
+        figures.append("spectra.png")
+    if f.get("pit"):  # calibration: the PIT histograms of the calibrated predictives (flat when calibrated)
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, len(f["pit"]), figsize=(3.2 * len(f["pit"]), 2.8), squeeze=False)
+        for ax, (task, rows) in zip(axes[0], f["pit"].items()):
+            for i, (method, shares) in enumerate(rows.items()):
+                width = 0.8 / len(rows)
+                ax.bar([b + i * width for b in range(len(shares))], shares, width=width, align="edge",
+                       label=method.replace("_calibrated", ""))
+            ax.axhline(1 / 10, color="k", lw=0.8, ls="--")
+            ax.set(title=task, xlabel="PIT decile", xticks=[])
+        axes[0][0].set_ylabel("share of held-out points")
+        axes[0][0].legend(fontsize=7)
+        fig.suptitle("calibrated predictive intervals: PIT histograms (flat = calibrated)", fontsize=9)
+        fig.savefig(out / "calibration.png", dpi=120, bbox_inches="tight")
+        plt.close(fig)
+        figures.append("calibration.png")
+    globes_ok = available("pytorch3d")
+    if not globes_ok:
         print("globes skipped: PyTorch3D does not import (install one built for your torch: see the install page)")
-        return figures
-    views = globe_views(fine)
-    for name, (values, pos, title, colours) in globes.items():
-        render_sphere(values, pos, out=out / name, image_size=size, title=title, views=views, **colours)
-    return [*figures, *globes]
+    for c, (variable, units) in enumerate(zip(field.variables, field.channel_units)):
+        sfx = "" if C == 1 else f"_{variable}"
+        K = lambda t: norm.inverse(t.reshape(-1, C))[:, c].float()  # noqa: E731
+        span = torch.as_tensor(norm.range, dtype=torch.float64).reshape(-1)[c if C > 1 else 0]
+        spread = f["spread"].reshape(-1, C)[:, c] * span
+        label = f"{variable} [{units}]" if units else variable
+        kelvin = {k: K(f[k]) for k in ("observed", "reconstruction", "super_resolution", "baseline")}
+        kelvin["truth"] = f["truth_units"].reshape(-1, C)[:, c].float()
+        plot_task_maps(out / f"tasks{sfx}.png", g, fine, **kelvin, spread=spread, entropy=f["entropy"],
+                       inpainted={t: (K(p), m) for t, (p, m) in f["inpainted"].items()},
+                       segmentation=f["segmentation"], num_components=model.num_components, label=label, units=units,
+                       attribution=ERA5_ATTRIBUTION, title=f"VaMoH on {variable} (test field)")
+        plot_panels([Panel(fine.to_array(K(s)[:, None])[..., 0].numpy(), f"sample {i + 1}", label=label)
+                     for i, s in enumerate(samples)], fine.lat, fine.lon, out / f"samples{sfx}.png", ncols=2,
+                    suptitle=f"VaMoH samples of {variable} from the flow prior ({fd})", attribution=ERA5_ATTRIBUTION)
+        figures += [f"tasks{sfx}.png", f"samples{sfx}.png"]
+        if not globes_ok:
+            continue
+        truth = kelvin["truth"]
+        err_sr, err_b = kelvin["super_resolution"] - truth, kelvin["baseline"] - truth
+        emax = float(torch.cat([err_sr, err_b]).abs().nanquantile(0.99))
+        value = dict(vmin=float(truth.nanquantile(0.0)), vmax=float(truth.nanquantile(1.0)), label=label)
+        error = dict(cmap="RdBu_r", vmin=-emax, vmax=emax, label=f"error [{units}]")
+
+        def sr_anywhere(xyz: torch.Tensor, K=K) -> torch.Tensor:  # the model and its interpolated residuals, anywhere
+            return K(model.reconstruct(one, xyz.to(g.pos.dtype), **RESIDUALS))
+
+        globes = {  # name: (values or a function of the points, their points, title, colours)
+            "globe_truth": (truth, fine.pos, f"truth, {fd}", value),
+            "globe_super_resolution": (sr_anywhere, fine.pos, f"VaMoH super-resolution from {cd}", value),
+            "globe_bilinear_mean_residual": (kelvin["baseline"], fine.pos, f"bilinear + mean residual, {fd}", value),
+            "globe_inpaint_half": (K(f["inpainted"]["western half"][0]), g.pos, "in-painted from the east", value),
+            "globe_reconstruction": (kelvin["reconstruction"], g.pos, f"reconstruction of the {cd} field", value),
+            "globe_sample": (K(samples[0]), fine.pos, "sample from the prior", value),
+            "globe_super_resolution_error": (err_sr, fine.pos, f"VaMoH super-resolution − truth, {fd}", error),
+            "globe_bilinear_mean_residual_error": (err_b, fine.pos, f"bilinear + mean residual − truth, {fd}", error),
+            "globe_super_resolution_std": (spread, fine.pos, "super-resolution: spread",
+                                           dict(cmap="magma", label=f"std [{units}]")),
+        }
+        if c == 0:  # one per point, not per variable
+            globes["globe_entropy"] = (f["entropy"], g.pos, "mixture entropy per point",
+                                       dict(cmap="viridis", label="entropy of q(c | x, y, z) [nats]"))
+        views = globe_views(fine)
+        for name, (values, pos, title, colours) in globes.items():
+            file = f"{name}.png" if name == "globe_entropy" else f"{name}{sfx}.png"
+            render_sphere(values, pos, out=out / file, image_size=size,
+                          title=title if C == 1 else f"{variable}: {title}", views=views, **colours)
+            figures.append(file)
+    return figures
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
@@ -341,7 +384,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     t_start, args.phases = time.perf_counter(), {}
     args.out.mkdir(parents=True, exist_ok=True)
     phase(args, "read", "the embedded ERA5 sample" if args.data is None else str(args.data))
-    field = load_era5_sample() if args.data is None else load_era5(args.data, args.variable, select=args.selection,
+    variable = args.variable[0] if args.variable and len(args.variable) == 1 else args.variable
+    field = load_era5_sample() if args.data is None else load_era5(args.data, variable, select=args.selection,
                                                                    time_dim=args.time_dim)
     if args.region is not None:
         field = field.region(tuple(args.region[:2]), tuple(args.region[2:]))
@@ -405,7 +449,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     phase(args, "render", "maps and globes")
     t_render, render_error = time.perf_counter(), None
     try:
-        written = render(model, res["_fields"], norm, args.out, args.globe_size, field.units, field.variable)
+        written = render(model, res["_fields"], norm, args.out, args.globe_size, field)
     except Exception as err:  # figures are not worth the numbers: report and keep them
         written, render_error = [], f"{type(err).__name__}: {err}"
         print(f"rendering failed ({render_error}); metrics.json is written all the same", flush=True)
@@ -413,7 +457,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     phase(args, None)
     summary = dict(status="finished", render_error=render_error,
                    data="embedded ERA5 sample" if args.data is None else str(args.data),
-                   variable=field.variable, units=field.units, train_fields=int(n_train),
+                   variable=field.variable if field.num_channels == 1 else list(field.variables),
+                   units=field.units if field.num_channels == 1 else list(field.channel_units),
+                   train_fields=int(n_train),
                    validation_fields=int(n_train - n_fit), test_fields=int(n - n_train), model="vamoh",
                    train_grid=list(coarse.shape), truth_grid=list(field.shape), config=args.config,
                    precision=args.precision_used, fine_points=args.fine_points, steps=int(trainer.global_step),
@@ -428,7 +474,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                    metrics={k: v for k, v in res.items() if not k.startswith("_")}, convergence=convergence,
                    phases=args.phases, threads=torch.get_num_threads(), cpu=torch.backends.cpu.get_cpu_capability())
     (args.out / "metrics.json").write_text(json.dumps(summary, indent=2))
-    print(format_report(quality, field.units or ""))
+    units = field.channel_units
+    print(format_report(quality, units[0] if len(set(units)) == 1 else "", field.variables if len(units) > 1 else None))
     print(f"trained {summary['steps']} optimiser steps in {summary['train_seconds']} s; wrote "
           f"{args.out / 'metrics.json'} and {len(written)} figures in {summary['total_seconds']} s")
     return summary

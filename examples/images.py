@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
+import pcfunc  # noqa: F401  (before torch: quiets OpenMP's idle threads, pcfunc.OMP_SPIN_COUNT)
 import torch
 
 from pcfunc.data import ImageDataset, ImageGrid, ToSymmetric, load_digits_images, load_image_folder, load_mnist_idx

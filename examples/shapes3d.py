@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
+import pcfunc  # noqa: F401  (before torch: quiets OpenMP's idle threads, pcfunc.OMP_SPIN_COUNT)
 import torch
 
 from pcfunc.data import (RandomSubset, ToSymmetric, VoxelDataset, VoxelGrid, augmented_voxels, load_bunny_points,

@@ -221,6 +221,44 @@ def test_era5_sphere_runs_end_to_end_on_a_grib_file(tmp_path: Path) -> None:
         assert abs(float(ds["super_resolution"].mean()) - float(truth.mean())) < 10
 
 
+def test_era5_sphere_trains_on_two_variables_as_one_function(tmp_path: Path) -> None:
+    import json
+
+    xr = pytest.importorskip("xarray")
+    # Winds: u10 and v10 of a global 5-degree grid, 12 days; the two channels of one function.
+    lat, lon = np.linspace(90.0, -90.0, 37), np.arange(0.0, 360.0, 5.0)
+    la, lo, t = np.deg2rad(lat)[None, :, None], np.deg2rad(lon)[None, None, :], np.arange(12)[:, None, None]
+    u = (8 * np.cos(la) ** 2 + 3 * np.sin(lo + t / 3) * np.cos(la)).astype("f4")
+    v = (1e3 * (4 * np.sin(2 * la) * np.cos(lo - t / 4))).astype("f4")  # another scale: normalised on its own
+    time = np.datetime64("2024-01-01") + np.arange(12).astype("timedelta64[D]")
+    xr.Dataset({"u10": (("time", "latitude", "longitude"), u, {"units": "m s**-1"}),
+                "v10": (("time", "latitude", "longitude"), v, {"units": "mm s**-1"})},
+               coords={"time": time, "latitude": lat, "longitude": lon}).to_netcdf(tmp_path / "winds.nc")
+    out = tmp_path / "run"
+    summary = load_example("era5_sphere").main([
+        "--data", str(tmp_path / "winds.nc"), "--variable", "u10", "v10", "--config", "tiny", "--resolution", "10",
+        "--steps", "2", "--batch-size", "4", "--warmup-steps", "1", "--refine-steps", "1",
+        "--predictive-samples", "2", "--globe-size", "32", "--no-progress", "--out", str(out)])
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["status"] == "finished" and saved["variable"] == ["u10", "v10"]
+    assert saved["units"] == ["m s**-1", "mm s**-1"] and saved == json.loads(json.dumps(summary))
+    assert len(saved["normalisation_k"]["low"]) == 2
+    low, high = (np.array(saved["normalisation_k"][k]) for k in ("low", "high"))
+    assert 3000 < high[1] <= 4000 and 500 < (high - low)[1] / (high - low)[0] < 2000  # each channel its own range
+    rec = saved["metrics"]["reconstruction_10deg"]
+    assert len(rec["channels"]) == 2 and all(np.isfinite(c["psnr_db"]) for c in rec["channels"])
+    # The channels' RMSE are each in their own units: v's range is 1,000 times u's.
+    assert rec["channels"][1]["rmse_k"] > 50 * rec["channels"][0]["rmse_k"]
+    assert {"tasks_u10.png", "tasks_v10.png", "samples_v10.png"} <= set(saved["figures"])
+    assert all((out / f).exists() for f in saved["figures"])
+    with xr.open_dataset(out / saved["predictions"]) as ds:
+        assert ds["super_resolution_v10"].attrs["units"] == "mm s**-1" and ds["truth_u10"].shape == (1, 37, 72)
+        first = 12 - saved["test_fields"]
+        np.testing.assert_allclose(ds["truth_u10"].values[0, 1:-1], u[first, 1:-1], rtol=1e-5)
+        np.testing.assert_allclose(ds["truth_v10"].values[0, 1:-1], v[first, 1:-1], rtol=1e-5)
+        assert "reconstruction_v10" in ds and "entropy" in ds
+
+
 @pytest.mark.slow
 def test_era5_sphere_keeps_its_results_when_rendering_or_evaluation_fails(tmp_path: Path, monkeypatch) -> None:
     import json

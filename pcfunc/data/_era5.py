@@ -18,7 +18,8 @@ __all__ = ["ERA5_ATTRIBUTION", "ERA5Field", "load_era5", "load_era5_sample", "Mi
 
 @dataclass(frozen=True)
 class ERA5Field:
-    """One variable of ERA5 (or of any CF file on a regular lat/lon grid) in physical units.
+    """One variable of ERA5 (or of any CF file on a regular lat/lon grid) in physical units, or several on one grid as
+    the channels of one function (winds ``u10`` and ``v10``, temperature with pressure).
 
     Times are kept as xarray decodes them, so that every CF calendar works:
 
@@ -32,21 +33,53 @@ class ERA5Field:
     Each kind sorts, compares and prints (``str(field.time[0])``) on its own; :attr:`calendar` names it.
 
     Attributes:
-        values (numpy.ndarray): Shape ``(T, n_lat, n_lon)``, float32, in ``units``.
+        values (numpy.ndarray): Shape ``(T, n_lat, n_lon)`` for one variable, ``(T, n_lat, n_lon, C)`` for ``C``
+            variables (channels last), float32, in ``units``.
         lat (numpy.ndarray): Latitudes in degrees, north first.
         lon (numpy.ndarray): Longitudes in degrees, as in the file (0..360 or -180..180), increasing.
         time (numpy.ndarray): The ``T`` times, in time order when read by :func:`load_era5`: ``datetime64``,
             ``cftime`` datetimes or numbers (see above).
-        variable (str): The variable's name in the file, e.g. ``"t2m"`` or ``"tas"``.
-        units (str): Units from the file's attributes (``""`` if absent).
+        variable (str or tuple of str): The variable's name in the file, e.g. ``"t2m"`` or ``"tas"``; a tuple of
+            ``C`` names, one per channel, for several.
+        units (str or tuple of str): Units from the file's attributes (``""`` if absent); a tuple, one per channel,
+            for several variables.
     """
 
     values: np.ndarray
     lat: np.ndarray
     lon: np.ndarray
     time: np.ndarray
-    variable: str
-    units: str = ""
+    variable: Union[str, Tuple[str, ...]]
+    units: Union[str, Tuple[str, ...]] = ""
+
+    def __post_init__(self) -> None:
+        several = not isinstance(self.variable, str)
+        if several:
+            object.__setattr__(self, "variable", tuple(str(v) for v in self.variable))
+            units = (self.units,) * len(self.variable) if isinstance(self.units, str) else tuple(self.units)
+            object.__setattr__(self, "units", tuple(str(u) for u in units))
+            if len(self.units) != len(self.variable):
+                raise ValueError(f"units must give one entry per variable ({len(self.variable)}), got {self.units!r}")
+        expected = 4 if several else 3
+        if np.ndim(self.values) != expected or (several and np.shape(self.values)[-1] != len(self.variable)):
+            raise ValueError(f"values must have shape (T, n_lat, n_lon{', C' if several else ''})"
+                             f"{f' with C = {len(self.variable)} variables' if several else ''}, got "
+                             f"{np.shape(self.values)} for variable={self.variable!r}")
+
+    @property
+    def variables(self) -> Tuple[str, ...]:
+        """The names of the channels: ``(variable,)`` for one variable."""
+        return (self.variable,) if isinstance(self.variable, str) else tuple(self.variable)
+
+    @property
+    def channel_units(self) -> Tuple[str, ...]:
+        """The units of each channel."""
+        return (self.units,) if isinstance(self.units, str) else tuple(self.units)
+
+    @property
+    def num_channels(self) -> int:
+        """``C``: 1 for one variable, the number of variables otherwise."""
+        return len(self.variables)
 
     @property
     def shape(self) -> Tuple[int, int]:
@@ -97,12 +130,18 @@ class ERA5Field:
             method (str): ``"bilinear"``, ``"nearest"`` or ``"conservative"``. (default: ``"bilinear"``)
 
         Returns:
-            ERA5Field: ``values`` of shape ``(T, len(lat), len(lon))``, float32; same time, variable and units.
+            ERA5Field: ``values`` of shape ``(T, len(lat), len(lon)[, C])``, float32; same time, variables and units.
         """
         from ._regrid import regrid
 
         new_lat, new_lon = np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64)
-        out = regrid(torch.as_tensor(self.values, dtype=torch.float64), self.lat, self.lon, new_lat, new_lon, method)
+        v = torch.as_tensor(self.values, dtype=torch.float64)
+        channels = v.dim() == 4
+        if channels:  # (T, lat, lon, C) -> (T, C, lat, lon): every channel its own field
+            v = v.permute(0, 3, 1, 2)
+        out = regrid(v, self.lat, self.lon, new_lat, new_lon, method)
+        if channels:
+            out = out.permute(0, 2, 3, 1)
         rows, cols = np.argsort(-new_lat, kind="stable"), np.argsort(new_lon, kind="stable")
         values = out.numpy()[:, rows][:, :, cols].astype(np.float32)
         return replace(self, values=np.ascontiguousarray(values), lat=new_lat[rows].copy(), lon=new_lon[cols].copy())
@@ -155,15 +194,19 @@ class ERA5Field:
     def to_xarray(self) -> Any:
         """The field as an :class:`xarray.DataArray` named ``variable``, with dimensions ``time``,
         ``latitude`` and ``longitude``, their coordinates (CF ``units`` and ``standard_name``), and ``units``;
-        :func:`load_era5` reads it back unchanged."""
+        :func:`load_era5` reads it back unchanged. With several variables, an :class:`xarray.Dataset` of one such
+        array per variable (``load_era5(ds, variable=field.variable)`` reads it back)."""
         import xarray as xr
 
         coords = {"time": ("time", np.asarray(self.time), {"standard_name": "time"}),
                   "latitude": ("latitude", self.lat, {"units": "degrees_north", "standard_name": "latitude"}),
                   "longitude": ("longitude", self.lon, {"units": "degrees_east", "standard_name": "longitude"})}
-        attrs = {"units": self.units} if self.units else {}
-        return xr.DataArray(self.values, dims=("time", "latitude", "longitude"), coords=coords, name=self.variable,
-                            attrs=attrs)
+        dims = ("time", "latitude", "longitude")
+        values = self.values if isinstance(self.variable, str) else np.moveaxis(self.values, -1, 0)
+        arrays = [xr.DataArray(v, dims=dims, coords=coords, name=name, attrs={"units": u} if u else {})
+                  for v, name, u in zip(values[None] if isinstance(self.variable, str) else values, self.variables,
+                                        self.channel_units)]
+        return arrays[0] if isinstance(self.variable, str) else xr.merge(arrays)
 
     def select_time(self, index: Union[slice, Sequence[int], np.ndarray]) -> "ERA5Field":
         """The steps at ``index`` (a slice, integer indices or a boolean mask)."""
@@ -172,12 +215,13 @@ class ERA5Field:
 
 def load_era5(
     source: Union[str, Path, Any],
-    variable: Optional[str] = None,
+    variable: Optional[Union[str, Sequence[str]]] = None,
     time: Optional[slice] = None,
     select: Optional[Mapping[str, Any]] = None,
     time_dim: Optional[str] = None,
 ) -> ERA5Field:
-    """Read one variable of an ERA5 file from the Climate Data Store, or of any CF NetCDF/Zarr on a lat/lon grid.
+    """Read one variable of an ERA5 file from the Climate Data Store, or of any CF NetCDF/Zarr on a lat/lon grid; or
+    several variables of one grid as the channels of one field (``variable=["u10", "v10"]``).
 
     Accepts NetCDF files (``.nc``; the new CDS names the time dimension
     ``valid_time``, the old one ``time``), Zarr stores (a ``.zarr`` directory)
@@ -209,7 +253,9 @@ def load_era5(
             (the variable itself; ``variable`` then names it if it has no name).
         variable (str, optional): Short name (``"t2m"``, ``"tas"``, ``"msl"``, ...), CF standard name
             (``"air_temperature"``) or long name (``"2 metre temperature"``) of the variable. By default the
-            file's only variable on a latitude/longitude grid, else ``"t2m"``. (default: ``None``)
+            file's only variable on a latitude/longitude grid, else ``"t2m"``. A list of names reads each (with
+            the same ``time``, ``select`` and ``time_dim``) as one channel of the field; they must share the grid
+            and the time steps. (default: ``None``)
         time (slice, optional): Selection along time, by label, in the file's calendar (e.g.
             ``slice("2020-01", "2020-06")``; ``"2000-02-30"`` is a date of the ``360_day`` calendar), or by number
             when the times are not decoded.
@@ -220,11 +266,13 @@ def load_era5(
             attributes)
 
     Returns:
-        ERA5Field: The values ``(T, n_lat, n_lon)`` in the file's units; ``variable`` is the name in the file.
+        ERA5Field: The values ``(T, n_lat, n_lon)`` in the file's units; ``variable`` is the name in the file. For
+        a list of variables, ``(T, n_lat, n_lon, C)``, and ``variable`` and ``units`` are tuples of the ``C``
+        names and units.
 
     Raises:
         FileNotFoundError: ``source`` does not exist.
-        TypeError: ``variable`` is neither a string nor ``None``.
+        TypeError: ``variable`` is neither a string, a list of strings nor ``None``.
         ValueError: The file is not readable; ``variable`` matches no variable (the message lists what the file
             has) or several (it lists them); ``variable`` is ``None`` and several variables are on a lat/lon grid
             (it lists each with its standard_name, long_name and units); the variable has no lat/lon/time
@@ -232,10 +280,20 @@ def load_era5(
             several entries that ``select`` does not choose (the message lists them with their labels), ``select``
             names a dimension the variable lacks or a label it lacks, or the variable contains infinite values
             (NaN, or the file's ``_FillValue``, marks a missing point: kept as NaN, with a warning); ``time``
-            cannot select along the file's time axis; or the file repeats a meridian with different values.
+            cannot select along the file's time axis; or the file repeats a meridian with different values. For a
+            list of variables: it is empty or names one variable twice, or the variables differ in grid or time
+            steps (the message names the two and what differs).
     """
     import xarray as xr
 
+    several = variable is not None and not isinstance(variable, str)
+    if several:
+        if not isinstance(variable, (list, tuple)) or not all(isinstance(v, str) for v in variable):
+            raise TypeError(f"variable must be a string, a list of strings or None, got {variable!r}")
+        if not variable:
+            raise ValueError("variable is an empty list: name at least one variable")
+        if isinstance(source, xr.DataArray):
+            raise ValueError("variable lists several variables, but source is one DataArray: pass the Dataset")
     if isinstance(source, xr.DataArray):
         key = str(source.name) if source.name is not None else (variable or "values")
         if variable is not None and variable != key:
@@ -252,10 +310,34 @@ def load_era5(
             raise FileNotFoundError(f"source {name!r} does not exist")
         ds = _open(path, name)
     try:
-        return _read(ds, _find_variable(ds, variable, name), time, name, select, time_dim)
+        if not several:
+            return _read(ds, _find_variable(ds, variable, name), time, name, select, time_dim)
+        keys = [_find_variable(ds, v, name) for v in variable]
+        if len(set(keys)) < len(keys):
+            raise ValueError(f"variable {list(variable)!r} names one variable of {name} twice ({keys})")
+        return _stack([_read(ds, k, time, name, select, time_dim) for k in keys], name)
     finally:
         if opened:
             ds.close()
+
+
+def _stack(fields: Sequence[ERA5Field], name: str) -> ERA5Field:
+    """Fields of one grid and time steps as the channels of one :class:`ERA5Field`."""
+    from ._cf import _same_times
+
+    first = fields[0]
+    for f in fields[1:]:
+        what = ("latitudes" if f.lat.shape != first.lat.shape or not np.allclose(f.lat, first.lat, atol=1e-6) else
+                "longitudes" if f.lon.shape != first.lon.shape or not np.allclose(f.lon, first.lon, atol=1e-6) else
+                "time steps" if not _same_times(f.time, first.time) else None)
+        if what is not None:
+            raise ValueError(f"{first.variable!r} and {f.variable!r} in {name} have different {what} "
+                             f"({len(getattr(first, what[:3] if what != 'time steps' else 'time'))} against "
+                             f"{len(getattr(f, what[:3] if what != 'time steps' else 'time'))}, or other values): "
+                             "variables of one field must share the grid and the times; regrid or select first")
+    return ERA5Field(values=np.ascontiguousarray(np.stack([f.values for f in fields], axis=-1)), lat=first.lat,
+                     lon=first.lon, time=first.time, variable=tuple(f.variable for f in fields),
+                     units=tuple(f.units for f in fields))
 
 
 def _read(ds: Any, variable: str, time: Optional[slice], name: str, select: Optional[Mapping[str, Any]] = None,
@@ -370,50 +452,96 @@ class MinMaxNormalizer:
 
     GASP and VaMoH map the lowest temperature of the data to 0 and the highest to 1; fit the bounds on
     the training split (:meth:`fit`) and keep them (:meth:`~pcfunc.data.MinMaxNormalizer.to_dict`) to report
-    outputs in kelvin with :meth:`inverse`.
+    outputs in kelvin with :meth:`inverse`. A field of several variables (channels) gets bounds per channel:
+    ``low`` and ``high`` are then tuples, applied along the last axis of the values.
 
     Attributes:
-        low (float): Value mapped to 0.
-        high (float): Value mapped to 1.
+        low (float or tuple of float): Value mapped to 0 (one per channel for several).
+        high (float or tuple of float): Value mapped to 1 (one per channel for several).
     """
 
-    low: float
-    high: float
+    low: Union[float, Tuple[float, ...]]
+    high: Union[float, Tuple[float, ...]]
 
     def __post_init__(self) -> None:
-        if not (np.isfinite(self.low) and np.isfinite(self.high)) or not self.high > self.low:
+        per_channel = np.ndim(self.low) > 0 or np.ndim(self.high) > 0
+        low, high = np.atleast_1d(np.asarray(self.low, np.float64)), np.atleast_1d(np.asarray(self.high, np.float64))
+        if per_channel:
+            if low.ndim != 1 or low.shape != high.shape or low.size == 0:
+                raise ValueError(f"low and high must be numbers or sequences of one number per channel, of one "
+                                 f"length, got low={self.low!r}, high={self.high!r}")
+            object.__setattr__(self, "low", tuple(float(v) for v in low))
+            object.__setattr__(self, "high", tuple(float(v) for v in high))
+        if not (np.isfinite(low).all() and np.isfinite(high).all()) or not (high > low).all():
             raise ValueError(f"need finite low < high, got low={self.low!r}, high={self.high!r}")
 
+    @property
+    def range(self) -> Union[float, Tuple[float, ...]]:
+        """``high - low``: a normalised difference times it is in physical units (per channel for several)."""
+        if isinstance(self.low, tuple):
+            return tuple(h - lo for lo, h in zip(self.low, self.high))
+        return self.high - self.low
+
     @classmethod
-    def fit(cls, values: Any) -> "MinMaxNormalizer":
+    def fit(cls, values: Any, per_channel: Optional[bool] = None) -> "MinMaxNormalizer":
         """Bounds from the minimum and maximum of ``values`` (an array, a tensor or an :class:`ERA5Field`); missing
         values (NaN) are ignored.
 
+        Args:
+            values: The data; channels last when ``per_channel``.
+            per_channel (bool, optional): One pair of bounds per channel (the last axis). By default, for an
+                :class:`ERA5Field` of several variables, and one pair for everything otherwise.
+
         Raises:
-            ValueError: if every value is missing.
+            ValueError: if every value (of a channel) is missing.
         """
+        if per_channel is None:
+            per_channel = isinstance(values, ERA5Field) and not isinstance(values.variable, str)
         v = values.values if isinstance(values, ERA5Field) else np.asarray(values)
-        if v.size == 0 or bool(np.isnan(v).all()):
-            raise ValueError("values has no value to fit the bounds to (every value is missing or there are none)")
-        return cls(float(np.nanmin(v)), float(np.nanmax(v)))
+        if not per_channel:
+            if v.size == 0 or bool(np.isnan(v).all()):
+                raise ValueError("values has no value to fit the bounds to (every value is missing or there are none)")
+            return cls(float(np.nanmin(v)), float(np.nanmax(v)))
+        flat = v.reshape(-1, v.shape[-1]) if v.ndim else v.reshape(0, 1)
+        if flat.shape[0] == 0 or bool(np.isnan(flat).all(0).any()):
+            raise ValueError("values has a channel with no value to fit the bounds to (every value of it is missing "
+                             "or there are none)")
+        return cls(tuple(float(x) for x in np.nanmin(flat, 0)), tuple(float(x) for x in np.nanmax(flat, 0)))
+
+    def _bounds(self, values: Any) -> Tuple[Any, Any]:
+        if not isinstance(self.low, tuple):
+            return self.low, self.high
+        if isinstance(values, torch.Tensor):
+            as_t = lambda b: torch.tensor(b, dtype=values.dtype if values.is_floating_point() else torch.float64,  # noqa: E731
+                                          device=values.device)
+            return as_t(self.low), as_t(self.high)
+        v = np.asarray(values)
+        dtype = v.dtype if v.dtype.kind == "f" else np.float64  # float32 values stay float32, as with scalar bounds
+        return np.asarray(self.low, dtype), np.asarray(self.high, dtype)
 
     def transform(self, values: Any, clip: bool = False) -> Any:
-        """Physical values to the normalised range (works on NumPy arrays and tensors).
+        """Physical values to the normalised range (works on NumPy arrays and tensors; channels last with
+        per-channel bounds).
 
         ``clip=True`` clips the result to :math:`[0, 1]`: values of other splits can fall outside the
         training range, which a likelihood on :math:`[0, 1]` (continuous Bernoulli) cannot score.
         """
-        out = (values - self.low) / (self.high - self.low)
+        low, high = self._bounds(values)
+        out = (values - low) / (high - low)
         if clip:
             out = out.clip(0.0, 1.0)
         return out
 
     def inverse(self, values: Any) -> Any:
         """Normalised values back to physical units."""
-        return values * (self.high - self.low) + self.low
+        low, high = self._bounds(values)
+        return values * (high - low) + low
 
     def to_dict(self) -> dict:
-        """``{"low": ..., "high": ...}``, to keep (e.g. as JSON) and rebuild with ``MinMaxNormalizer(**saved)``."""
+        """``{"low": ..., "high": ...}`` (lists for per-channel bounds), to keep (e.g. as JSON) and rebuild with
+        ``MinMaxNormalizer(**saved)``."""
+        if isinstance(self.low, tuple):
+            return {"low": list(self.low), "high": list(self.high)}
         return {"low": self.low, "high": self.high}
 
 

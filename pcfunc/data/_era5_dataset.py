@@ -19,7 +19,7 @@ class ERA5Dataset(torch.utils.data.Dataset):
     """Time steps of an :class:`ERA5Field` as PyG :class:`~torch_geometric.data.Data` on its lat/lon grid.
 
     Each item has ``pos`` (the grid's unit vectors, each pole one point), ``x`` (the normalised values,
-    shape ``(N, 1)``) and ``time_index``. Batch with :class:`torch_geometric.loader.DataLoader`.
+    shape ``(N, C)``: ``C = 1`` for one variable, one channel per variable for several) and ``time_index``. Batch with :class:`torch_geometric.loader.DataLoader`.
 
     With ``target`` (the same times on another grid, usually finer), each item also carries
     ``target_points`` points of that grid drawn uniformly without replacement at every access:
@@ -79,6 +79,9 @@ class ERA5Dataset(torch.utils.data.Dataset):
         if target.values.shape[0] != field.values.shape[0] or not _same_times(target.time, field.time):
             raise ValueError(f"target must have the same time steps as field: {target.values.shape[0]} steps "
                              f"from {target.time[:1]} against {field.values.shape[0]} from {field.time[:1]}")
+        if target.variables != field.variables:
+            raise ValueError(f"target holds {target.variables} and field {field.variables}: they must be the same "
+                             "variables")
         if target.units != field.units:
             raise ValueError(f"target is in {target.units!r} and field in {field.units!r}; the normalizer maps "
                              "both, so they must share units")
@@ -93,7 +96,9 @@ class ERA5Dataset(torch.utils.data.Dataset):
         """Indices of the steps with at least ``min_points`` valid points (and a valid target point); one warning
         names the others."""
         def valid_points(grid: Any, values: np.ndarray) -> np.ndarray:
-            finite = torch.from_numpy(np.isfinite(values).astype(np.float32))[..., None]
+            ok = np.isfinite(values)
+            ok = ok.all(-1) if values.ndim == 4 else ok  # several variables: every channel present
+            finite = torch.from_numpy(ok.astype(np.float32))[..., None]
             return (grid._gather(finite)[..., 0] > 1.0 - 1e-6).sum(-1).numpy()
 
         counts = valid_points(self.grid, self.field.values)

@@ -107,6 +107,10 @@ class LazyERA5Dataset(torch.utils.data.Dataset):
         from .._validation import check_positive_int
         from ._grids import LatLonGrid
 
+        if variable is not None and not isinstance(variable, str):
+            raise TypeError(f"variable must be one name (a string) or None, got {variable!r}: LazyERA5Dataset reads one "
+                            "variable; for several as channels, ERA5Dataset(load_era5(source, variable=[...])) "
+                            "reads them into memory")
         self._source, self._name = _as_source(source)
         self._signature = _signature(self._source)  # the file as it was read: a replaced file is an error
         self._handle: Optional[Tuple[int, Any, Any]] = None  # (pid, dataset opened here or None, array)

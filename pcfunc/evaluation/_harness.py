@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -61,7 +61,8 @@ def _lat(grid: Grid) -> Optional[Tensor]:
 def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
                    masks: Optional[Mapping[str, Tensor]] = None,
                    fine: Optional[Tuple[Grid, Tensor]] = None,
-                   pca_components: Optional[int] = None, scale: float = 1.0, data_range: float = 1.0,
+                   pca_components: Optional[int] = None, scale: Union[float, Sequence[float]] = 1.0,
+                   data_range: float = 1.0,
                    num_prior_samples: int = 32, max_train_fields: int = 64, fields_per_call: int = 16,
                    seed: int = 0, refine_steps: int = 0, residual_neighbors: int = 4, residual_kernel: str = "idw",
                    calibration: Optional[Union[Tensor, Tuple[Tensor, Optional[Tensor]], str]] = None,
@@ -108,7 +109,9 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
         fine (tuple, optional): ``(fine_grid, fine_test)`` or ``(fine_grid, fine_test, fine_train)``, with
             ``fine_test`` :math:`(B, M, C)` and ``fine_train`` :math:`(T, M, C)`.
         pca_components (int, optional): Components of the PCA baseline.
-        scale (float): RMSE (and spreads) multiplied by it: data units (e.g. the normaliser's range).
+        scale (float or sequence of float): RMSE (and spreads) multiplied by it: data units (e.g. the
+            normaliser's range; one per channel for a field of several variables, whose scores then also
+            list each channel alone).
         data_range (float): PSNR peak value (default: 1, data in :math:`[0, 1]`).
         num_prior_samples (int): Prior samples for the spread figures.
         max_train_fields (int): Training fields reconstructed (the first ones).
@@ -280,7 +283,8 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
 
 
 def evaluate_gasp(model: Any, grid: Grid, test: Tensor, *, train: Optional[Tensor] = None, num_samples: int = 64,
-                  transform: Optional[Callable[[Tensor], Tensor]] = None, scale: float = 1.0,
+                  transform: Optional[Callable[[Tensor], Tensor]] = None,
+                  scale: Union[float, Sequence[float]] = 1.0,
                   seed: int = 0) -> Dict[str, Any]:
     r"""Samples of a trained :class:`~pcfunc.models.GASP` against held-out fields (and the training fields).
 
@@ -298,7 +302,7 @@ def evaluate_gasp(model: Any, grid: Grid, test: Tensor, *, train: Optional[Tenso
         num_samples (int): Samples drawn (at least 2).
         transform (callable, optional): Maps the model's outputs to the range of ``test`` (GASP's features are
             in :math:`[-1, 1]`; for data in :math:`[0, 1]` pass ``lambda v: (v + 1) / 2``).
-        scale (float): Multiplies the figures (data units).
+        scale (float or sequence of float): Multiplies the figures (data units; one per channel for several).
         seed (int): Seed of the samples.
 
     Returns:

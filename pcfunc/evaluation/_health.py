@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import torch
 from torch import Tensor
@@ -125,13 +125,14 @@ def nearest_neighbor_accuracy(x: Tensor, y: Tensor) -> float:
     return float(0.5 * (same[:n].double().mean() + same[n:].double().mean()))
 
 
-def sample_statistics(samples: Tensor, reference: Tensor, scale: float = 1.0) -> Dict[str, float]:
+def sample_statistics(samples: Tensor, reference: Tensor, scale: Any = 1.0) -> Dict[str, float]:
     r"""Samples of a generative model against real held-out fields on the same points.
 
     Args:
         samples (Tensor): Sampled fields :math:`(S, N, C)`, :math:`S \ge 2`.
         reference (Tensor): Real fields :math:`(R, N, C)`, :math:`R \ge 2`.
-        scale (float): Multiplies every figure in data units (e.g. the normaliser's range, for kelvin).
+        scale (float or sequence of float): Multiplies every figure in data units (e.g. the normaliser's range,
+            for kelvin); one factor per channel for a field of several variables.
 
     Returns:
         dict: ``sample_spread`` and ``reference_spread`` (the per-point standard deviation across fields,
@@ -147,12 +148,16 @@ def sample_statistics(samples: Tensor, reference: Tensor, scale: float = 1.0) ->
     if samples.shape[1:] != reference.shape[1:]:
         raise ValueError(f"samples and reference must share [N, C], got {tuple(samples.shape[1:])} and "
                          f"{tuple(reference.shape[1:])}")
+    from ._scoring import channel_scale
+
     s, r = samples.double(), reference.double()
-    s_spread = float(s.std(0).mean()) * scale
-    r_spread = float(r.std(0).mean()) * scale
-    mean_rmse = float((s.mean(0) - r.mean(0)).pow(2).mean().sqrt()) * scale
+    units = channel_scale(scale, s.size(-1)).to(s.device)
+    su, ru = s * units, r * units  # data units
+    s_spread = float(su.std(0).mean())
+    r_spread = float(ru.std(0).mean())
+    mean_rmse = float((su.mean(0) - ru.mean(0)).pow(2).mean().sqrt())
     d = s[0].numel()
-    ed = energy_distance(s.flatten(1), r.flatten(1)) / math.sqrt(d) * scale
+    ed = energy_distance(su.flatten(1), ru.flatten(1)) / math.sqrt(d)
     return {"sample_spread": s_spread, "reference_spread": r_spread,
             "spread_ratio": s_spread / r_spread if r_spread > 0 else float("inf"),
             "mean_rmse": mean_rmse, "mean_within_spread": bool(mean_rmse <= r_spread), "energy_distance": ed,

@@ -107,6 +107,8 @@ def flat_report(report: Mapping[str, Any], coarse: str, fine: str) -> Dict[str, 
             out.update(rmse_area_weighted_k=d["rmse_weighted"], bias_area_weighted_k=d["bias_weighted"])
         if "lsd" in d:  # the log-spectral distance to the truth, dB
             out["log_spectral_distance_db"] = d["lsd"]
+        if "channels" in d:  # a field of several variables: each one's figures
+            out["channels"] = [row(c) for c in d["channels"]]
         return out
 
     out: Dict[str, Dict[str, float]] = {
@@ -127,7 +129,9 @@ def flat_report(report: Mapping[str, Any], coarse: str, fine: str) -> Dict[str, 
                 r = rows[method]
                 out[f"uncertainty_{task}_{method}"] = {"coverage_50": r["coverage_50"],
                                                        "coverage_90": r["coverage_90"], "crps_k": r["crps"],
-                                                       "psnr_db": r["psnr"], "rmse_k": r["rmse"]}
+                                                       "psnr_db": r["psnr"], "rmse_k": r["rmse"],
+                                                       **{k: r[k] for k in ("spread_skill", "pit_histogram")
+                                                          if k in r}}
                 if "weight" in rows.get(method[:-len("_calibrated")], {}):
                     out[f"uncertainty_{task}_{method}"]["weight"] = rows[method[:-len("_calibrated")]]["weight"]
     for task, rows in t.items():

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ..data import Grid, LatLonGrid
-from ..metrics import crps_gaussian, fit_std_scale, interval_coverage
+from ..metrics import crps_gaussian, fit_std_scale, interval_coverage, pit_histogram
 from ._baselines import BilinearDownscaling, _check_fields, _nan_moments, observed_mask, valid_points
 from ._mos import OutputStatistics
 
@@ -28,12 +28,13 @@ def _select(mean: Tensor, std: Tensor, truth: Tensor, hidden: Optional[Tensor]) 
     return mean[mask], std[mask], truth[mask]
 
 
-def _scores(mean: Tensor, std: Tensor, truth: Tensor, hidden: Optional[Tensor], scale: float,
+def _scores(mean: Tensor, std: Tensor, truth: Tensor, hidden: Optional[Tensor], scale: Any,
             factors: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """Coverage of the central 50% and 90% intervals and the mean CRPS (times ``scale``), each with its own
     factor of ``std`` (``factors``: ``{"crps", "coverage_50", "coverage_90"}``, each a number or one per field;
-    ``None``: the raw spread), over the hidden points that are not missing."""
-    from ._scoring import score
+    ``None``: the raw spread), over the hidden points that are not missing; with the CRPS's factor also the
+    spread-skill ratio and the PIT histogram (10 bins)."""
+    from ._scoring import channel_scale, score
 
     B = truth.size(0)
     f = factors or {}
@@ -48,7 +49,13 @@ def _scores(mean: Tensor, std: Tensor, truth: Tensor, hidden: Optional[Tensor], 
         key = f"coverage_{int(100 * lv)}"
         out[key] = float(interval_coverage(*scaled(key), lv).double().mean())
     m, s, t = scaled("crps")
-    out["crps"] = float(crps_gaussian(m, s, t).double().mean()) * scale
+    units = channel_scale(scale, truth.size(-1)).to(m.device)  # CRPS in data units, channel by channel
+    m, s, t = m.double() * units, s.double() * units, t.double() * units
+    out["crps"] = float(crps_gaussian(m, s, t).mean())
+    # With the CRPS's spread: spread (root mean variance) over skill (RMSE of the mean), 1 when calibrated; and the
+    # PIT histogram (flat when calibrated).
+    out["spread_skill"] = float(s.square().mean().sqrt() / (m - t).square().mean().sqrt())
+    out["pit_histogram"] = [round(float(v), 4) for v in pit_histogram(m, s.clamp_min(1e-30), t)]
     out["points"] = int(t.size(1)) if t.dim() == 3 else int(round(t.size(0) / B))
     accuracy = score(mean, truth, hidden, scale=scale)
     out["psnr"], out["rmse"] = accuracy["psnr"], accuracy["rmse"]
@@ -81,7 +88,8 @@ def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
                          masks: Optional[Mapping[str, Tensor]] = None,
                          fine: Optional[Sequence[Any]] = None,
                          calibration: Optional[Union[Tensor, Tuple[Tensor, Optional[Tensor]]]] = None,
-                         num_samples: int = 16, scale: float = 1.0, fields_per_call: int = 8, seed: int = 0,
+                         num_samples: int = 16, scale: Union[float, Sequence[float]] = 1.0, fields_per_call: int = 8,
+                         seed: int = 0,
                          refine_steps: int = 0, residual_neighbors: int = 4,
                          residual_kernel: str = "idw") -> Dict[str, Any]:
     r"""Calibration of :meth:`VaMoH.predictive <pcfunc.models.VaMoH.predictive>` on hidden points: the coverage of
@@ -126,7 +134,7 @@ def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
             is scored with factors (and the MOS weight) fitted on the other test fields (cross-conformal
             calibration: every held-out field is scored, each calibrated on more fields than a split leaves).
         num_samples (int): Posterior draws per field (at least 2).
-        scale (float): CRPS multiplied by it (data units).
+        scale (float or sequence of float): CRPS multiplied by it (data units; one per channel for several).
         fields_per_call (int): Fields per forward pass (memory).
         seed (int): Seed of the draws.
         refine_steps (int): Refinement of the posterior (``predictive(refine_steps=...)``).
@@ -134,9 +142,12 @@ def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
         residual_kernel (str): Likewise (``predictive(residual_kernel=...)``: ``"idw"`` or ``"linear"``).
 
     Returns:
-        dict: ``{task: {method: {"coverage_50", "coverage_90", "crps", "psnr", "rmse", "points"[,
-        "std_scale"][, "weight"]}}}``, with the PSNR and RMSE (times ``scale``) of each method's mean on the scored
-        points.
+        dict: ``{task: {method: {"coverage_50", "coverage_90", "crps", "spread_skill", "pit_histogram", "psnr",
+        "rmse", "points"[, "std_scale"][, "weight"]}}}``, with the PSNR and RMSE (times ``scale``) of each
+        method's mean on the scored points; ``spread_skill`` is the root mean predictive variance over the mean's
+        RMSE (1 when calibrated, below 1 over-confident) and ``pit_histogram`` the shares of the truths' predictive
+        CDF values in 10 equal bins (:func:`~pcfunc.metrics.pit_histogram`; flat when calibrated), both with the
+        CRPS's spread.
     """
     _check_fields(train, "train")
     _check_fields(test, "test")

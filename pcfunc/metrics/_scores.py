@@ -1,5 +1,6 @@
 """The scores a weather and climate scientist reads (WeatherBench 2's conventions): area-weighted RMSE, bias and MAE
-of each field, the spread-skill ratio of an ensemble with its finite-ensemble correction, and the rank histogram."""
+of each field, the spread-skill ratio of an ensemble with its finite-ensemble correction, the rank histogram, and
+the PIT histogram of Gaussian predictions."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Dict, Optional
 import torch
 from torch import Tensor
 
-__all__ = ["weighted_scores", "spread_skill", "rank_histogram"]
+__all__ = ["weighted_scores", "spread_skill", "rank_histogram", "pit_histogram"]
 
 
 def _fields(name: str, t: Tensor, lead: int) -> Tensor:
@@ -140,3 +141,37 @@ def rank_histogram(samples: Tensor, target: Tensor, generator: Optional[torch.Ge
     u = torch.rand(below.shape, generator=generator, dtype=torch.float64)
     rank = below + torch.floor(u * (ties + 1)).long()
     return torch.bincount(rank, minlength=S + 1)
+
+
+def pit_histogram(mean: Tensor, std: Tensor, target: Tensor, bins: int = 10) -> Tensor:
+    r"""The probability integral transform histogram of Gaussian predictions: the share of truths whose
+    predictive CDF value :math:`u = \Phi\big((y - \mu) / \sigma\big)` falls in each of ``bins`` equal bins of
+    :math:`[0, 1]`.
+
+    The continuous counterpart of :func:`rank_histogram` for a predictive given by its mean and standard
+    deviation: flat (every share :math:`1/\text{bins}`) when the predictions are calibrated; a U shape is
+    over-confidence, a dome under-confidence, a slope a bias. Missing truths (NaN) are not counted.
+
+    Args:
+        mean (Tensor): Predictive means, any shape.
+        std (Tensor): Predictive standard deviations, positive, same shape.
+        target (Tensor): Truths, same shape.
+        bins (int): Number of bins. (default: ``10``)
+
+    Returns:
+        Tensor: Shares :math:`(\text{bins},)`, float64, summing to 1 (NaN when no truth is present).
+    """
+    if not all(isinstance(t, Tensor) for t in (mean, std, target)):
+        raise TypeError("mean, std and target must be tensors")
+    if not mean.shape == std.shape == target.shape:
+        raise ValueError(f"mean, std and target must have one shape, got {tuple(mean.shape)}, {tuple(std.shape)} and "
+                         f"{tuple(target.shape)}")
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+        raise ValueError(f"bins must be a positive integer, got {bins!r}")
+    m, s, y = (t.detach().double().cpu().reshape(-1) for t in (mean, std, target))
+    keep = torch.isfinite(y)
+    if bool((s[keep] <= 0).any()) or not bool(torch.isfinite(s[keep]).all()):
+        raise ValueError("std must be positive and finite where target is present")
+    u = torch.special.ndtr((y[keep] - m[keep]) / s[keep])
+    counts = torch.bincount((u * bins).long().clamp_(0, bins - 1), minlength=bins).double()
+    return counts / counts.sum() if counts.sum() > 0 else torch.full((bins,), math.nan, dtype=torch.float64)

@@ -302,6 +302,12 @@ def test_evaluate_uncertainty_scores_the_predictive_and_its_calibration():
                                                    .double().mean()), rel=1e-5)
     assert row["coverage_90"] == pytest.approx(float(interval_coverage(m[:, hidden], sd[:, hidden], test[:, hidden],
                                                                        0.9).double().mean()))
+    # Spread-skill and the PIT histogram against SciPy's normal CDF and NumPy's histogram.
+    norm_cdf = pytest.importorskip("scipy.stats").norm.cdf
+    mh, sh, th = (v[:, hidden].double().numpy() for v in (m, sd, test))
+    u = norm_cdf(th, mh, sh).ravel()
+    assert row["pit_histogram"] == pytest.approx(list(np.histogram(u, bins=10, range=(0, 1))[0] / u.size), abs=1e-4)
+    assert row["spread_skill"] == pytest.approx(np.sqrt((sh ** 2).mean() / ((mh - th) ** 2).mean()), rel=1e-5)
     # Its calibrated factors are fitted on the calibration fields.
     mc, sc = train.mean(0, keepdim=True).expand_as(cal), train.std(0, keepdim=True).expand_as(cal)
     f = rep["inpaint_half"]["climatology_calibrated"]["std_scale"]
@@ -559,3 +565,36 @@ def test_evaluate_uncertainty_mos_rows_by_hand():
     assert rep["inpaint_m"]["vamoh"]["crps"] == pytest.approx(
         2.0 * float(crps_gaussian(sel(f.expand_as(test)), sel(2 * s.expand_as(test)), sel(test)).double().mean()),
         rel=1e-5)
+
+
+def test_scores_of_several_channels_are_in_each_channels_units_against_numpy():
+    from pcfunc.evaluation import score, sample_statistics
+
+    g = torch.Generator().manual_seed(0)
+    truth, pred = torch.rand(3, 50, 2, generator=g), torch.rand(3, 50, 2, generator=g)
+    truth[1, 7, 0] = math.nan  # a missing point (in one channel: the point is left out)
+    hidden = torch.zeros(50, dtype=torch.bool)
+    hidden[10:40] = True
+    scale = (2.0, 300.0)
+    out = score(pred, truth, hidden, scale=scale)
+    t, p, s = truth.numpy().astype(np.float64), pred.numpy().astype(np.float64), np.array(scale)
+    keep = [hidden.numpy() & ~np.isnan(t[b]).any(-1) for b in range(3)]
+    err = [(p[b][keep[b]] - t[b][keep[b]]) for b in range(3)]
+    # Eq. 19: the squared error summed over channels; RMSE in data units, PSNR on the normalised values.
+    assert out["rmse"] == pytest.approx(np.mean([np.sqrt(((e * s) ** 2).sum(-1).mean()) for e in err]))
+    assert out["psnr"] == pytest.approx(np.mean([-10 * np.log10((e ** 2).sum(-1).mean()) for e in err]))
+    for c in range(2):
+        ch = out["channels"][c]
+        keep_c = [hidden.numpy() & ~np.isnan(t[b, :, c]) for b in range(3)]
+        e_c = [p[b, keep_c[b], c] - t[b, keep_c[b], c] for b in range(3)]
+        assert ch["rmse"] == pytest.approx(np.mean([np.sqrt(((e * s[c]) ** 2).mean()) for e in e_c]))
+        assert ch["psnr"] == pytest.approx(np.mean([-10 * np.log10((e ** 2).mean()) for e in e_c]))
+    assert "channels" not in score(pred[..., :1], truth[..., :1], scale=2.0)
+    with pytest.raises(ValueError, match="one per channel"):
+        score(pred, truth, scale=(1.0, 2.0, 3.0))
+    # Sample statistics: spreads in each channel's units.
+    samples, ref = torch.rand(6, 50, 2, generator=g), torch.rand(5, 50, 2, generator=g)
+    stats = sample_statistics(samples, ref, scale)
+    su = samples.double().numpy() * s
+    assert stats["sample_spread"] == pytest.approx(su.std(0, ddof=1).mean())
+    assert stats["one_nn_accuracy"] == sample_statistics(samples, ref, 1.0)["one_nn_accuracy"]

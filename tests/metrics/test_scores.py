@@ -111,3 +111,24 @@ def test_rank_histogram_by_brute_force_ties_and_calibration():
     x, y = g.normal(size=(9, 50000)), g.normal(size=50000)
     flat = rank_histogram(torch.tensor(x), torch.tensor(y)).double() / 50000
     assert float((flat - 0.1).abs().max()) < 0.01
+
+
+def test_pit_histogram_matches_scipy_and_is_flat_for_calibrated_gaussians():
+    from scipy.stats import norm
+
+    from pcfunc.metrics import pit_histogram
+
+    g = torch.Generator().manual_seed(0)
+    mean, std = torch.randn(4000, generator=g), torch.rand(4000, generator=g) + 0.5
+    truth = mean + std * torch.randn(4000, generator=g)
+    truth[:5] = math.nan  # not counted
+    h = pit_histogram(mean, std, truth)
+    u = norm.cdf(truth[5:].numpy(), mean[5:].numpy(), std[5:].numpy())
+    np.testing.assert_allclose(h.numpy(), np.histogram(u, bins=10, range=(0, 1))[0] / u.size, atol=1e-12)
+    assert float(h.sum()) == pytest.approx(1.0) and float((h - 0.1).abs().max()) < 0.03
+    narrow = pit_histogram(mean, std / 3, truth, bins=4)  # over-confident: a U shape
+    assert narrow[0] > 0.3 and narrow[-1] > 0.3 and narrow[1] < 0.2
+    with pytest.raises(ValueError, match="std must be positive"):
+        pit_histogram(mean, -std, truth)
+    with pytest.raises(ValueError, match="bins"):
+        pit_histogram(mean, std, truth, bins=0)
