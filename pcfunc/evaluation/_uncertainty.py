@@ -173,15 +173,23 @@ def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
     model.eval()
     g = torch.Generator().manual_seed(seed)
 
-    def predict(values: Tensor, observed: Optional[Tensor], pos: Tensor, k: int,
-                include_noise: bool = True) -> Tuple[Tensor, Tensor]:
+    def predict(values: Tensor, observed: Optional[Tensor], pos: Tensor, k: int) -> Tuple[Tensor, Tensor, Tensor]:
+        """The predictive ``(mean, std, spread)`` of every field: one pass gives the intervals (noise included) and
+        the inferred function's spread (model output statistics)."""
         parts = [model.predictive(points_batch(grid, values[s], observed), pos.to(values.dtype),
-                                  num_samples=num_samples, include_noise=include_noise,
-                                  generator=g, refine_steps=refine_steps, residual_neighbors=k,
-                                  residual_kernel=residual_kernel)
+                                  num_samples=num_samples, generator=g, refine_steps=refine_steps,
+                                  residual_neighbors=k, residual_kernel=residual_kernel)
                  for s in _chunks(values.size(0), fields_per_call)]
-        return (torch.cat([p.mean for p in parts]).to(values.dtype),
-                torch.cat([p.std for p in parts]).to(values.dtype))
+        return tuple(torch.cat([getattr(p, a) for p in parts]).to(values.dtype)  # type: ignore[return-value]
+                     for a in ("mean", "std", "spread"))
+
+    def fit_means(values: Tensor, observed: Optional[Tensor], pos: Tensor, k: int) -> Tensor:
+        """The model's reconstruction of training fields (one decoding at the posterior mean, no draws): model
+        output statistics learn its errors there."""
+        return torch.cat([model.reconstruct(points_batch(grid, values[s], observed), pos.to(values.dtype),
+                                            refine_steps=refine_steps, residual_neighbors=k,
+                                            residual_kernel=residual_kernel).to(values.dtype)
+                          for s in _chunks(values.size(0), fields_per_call)])
 
     Pair = Tuple[Tensor, Tensor]
 
@@ -200,15 +208,15 @@ def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
                                                     _factors(*cal_pred, cal_truth, hidden))
         return out
 
-    def add_mos(methods: Dict[str, Any], predict_nn: Any, ref: Any, test_truth: Tensor, cal_truth: Optional[Tensor],
-                train_truth: Tensor, hidden: Optional[Tensor]) -> Any:
-        """Model output statistics of the model's posterior mean (``predict_nn``) against the reference ``ref``,
-        over the ``hidden`` points, as ``methods["vamoh_mos"]`` (elsewhere the model's own); returns the weight,
-        or one per field with ``loo``."""
+    def add_mos(methods: Dict[str, Any], tp: Pair, cp: Optional[Pair], train_mean: Tensor, ref: Any,
+                test_truth: Tensor, cal_truth: Optional[Tensor], train_truth: Tensor, hidden: Optional[Tensor]) -> Any:
+        """Model output statistics of the model's posterior mean and spread (``tp`` on the test fields, ``cp`` on
+        the calibration fields; ``train_mean`` its reconstruction of the training fields) against the reference
+        ``ref``, over the ``hidden`` points, as ``methods["vamoh_mos"]`` (elsewhere the model's own); returns the
+        weight, or one per field with ``loo``."""
         sel = (lambda t: t) if hidden is None else (lambda t: t[:, hidden])  # noqa: E731
-        tp = predict_nn(test)
-        cp = None if cal_truth is None else predict_nn(cal)
-        mos = OutputStatistics(sel(predict_nn(train)[0]), sel(train_truth), sel(ref(train)))
+        cp = None if cal_truth is None else cp
+        mos = OutputStatistics(sel(train_mean), sel(train_truth), sel(ref(train)))
         r_test, r_cal = ref(test), None if cp is None else ref(cal)
 
         def put(pred: Tuple[Tensor, Tensor], corrected: Tuple[Tensor, Tensor]) -> Tuple[Tensor, Tensor]:
@@ -240,13 +248,15 @@ def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
         hidden = ~obs
         if not bool(hidden.any()) or not bool(obs.any()):
             raise ValueError(f"masks[{name!r}] must observe some points and hide some")
-        methods = {"vamoh": (predict(test, obs, grid.pos, 0), None if cal is None else predict(cal, obs, grid.pos, 0))}
+        tp, cp = predict(test, obs, grid.pos, 0), None if cal is None else predict(cal, obs, grid.pos, 0)
+        methods = {"vamoh": (tp[:2], None if cp is None else cp[:2])}
         weight = None
         if clim_std is not None:
             methods["climatology"] = tuple(None if v is None else (clim_mean.expand_as(v), clim_std.expand_as(v))
                                            for v in (test, cal))
-            weight = add_mos(methods, lambda v, obs=obs: predict(v, obs, grid.pos, 0, False),
-                             lambda v: clim_mean.expand_as(v), test, cal, train, hidden)
+            weight = add_mos(methods, (tp[0], tp[2]), None if cp is None else (cp[0], cp[2]),
+                             fit_means(train, obs, grid.pos, 0), lambda v: clim_mean.expand_as(v), test, cal, train,
+                             hidden)
         result[f"inpaint_{name}"] = rows(methods, test, cal, hidden)
         if weight is not None:
             result[f"inpaint_{name}"]["vamoh_mos"]["weight"] = weight
@@ -266,16 +276,18 @@ def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
         if fine_cal is not None and (cal is None or fine_cal.shape != (cal.size(0), M, cal.size(-1))):
             raise ValueError("the fine calibration fields need the coarse ones (calibration) and shape "
                              f"[K, {M}, C] with the same K")
-        sr = lambda v, noise=True: predict(v, None, fine_grid.pos, residual_neighbors, noise)  # noqa: E731
-        vamoh = (sr(test), None if fine_cal is None else sr(cal))
-        methods = {"vamoh": vamoh}
+        tp, cp = (None if v is None else predict(v, None, fine_grid.pos, residual_neighbors)
+                  for v in (test, None if fine_cal is None else cal))
+        methods = {"vamoh": (tp[:2], None if cp is None else cp[:2])}
         if isinstance(grid, LatLonGrid) and fine_train is not None and train.size(0) > 1:
             down = BilinearDownscaling(grid, fine_grid, train, fine_train)
             base = lambda v: (down.predict(v), down.std.to(v.dtype).expand(v.size(0), -1, -1))  # noqa: E731
             methods["bilinear_mean_residual"] = (base(test), None if fine_cal is None else base(cal))
             # Model output statistics: the model's mean error on the training fields added, blended with the
             # baseline; its spread the corrected errors' on the training fields and the posterior's.
-            mos_weight = add_mos(methods, lambda v: sr(v, False), down.predict, fine_test, fine_cal, fine_train, None)
+            mos_weight = add_mos(methods, (tp[0], tp[2]), None if cp is None else (cp[0], cp[2]),
+                                 fit_means(train, None, fine_grid.pos, residual_neighbors), down.predict, fine_test,
+                                 fine_cal, fine_train, None)
         result["super_resolution"] = rows(methods, fine_test, fine_cal, None)
         if "vamoh_mos" in methods:
             result["super_resolution"]["vamoh_mos"]["weight"] = mos_weight

@@ -43,10 +43,32 @@ class ComponentMaps(NamedTuple):
 
 
 class Predictive(NamedTuple):
-    """Per-point predictive ``mean`` and standard deviation ``std``, each :math:`(B, M, C)`."""
+    """Per-point predictive ``mean`` and standard deviation ``std``, and ``spread``, the standard deviation of the
+    inferred function alone (the posterior's, without the observation noise; ``std`` itself when the noise is not
+    included), each :math:`(B, M, C)`."""
 
     mean: Tensor
     std: Tensor
+    spread: Tensor
+
+
+class _Moments:
+    """Running sum and variance of tensors, the squares taken about the first one."""
+
+    def __init__(self) -> None:
+        self.count, self.total, self.ref, self.dsum, self.dsq = 0, None, None, None, None
+
+    def add(self, x: Tensor) -> None:
+        self.count += 1
+        if self.ref is None:
+            self.total, self.ref, self.dsum, self.dsq = x, x, torch.zeros_like(x), torch.zeros_like(x)
+            return
+        d = x - self.ref
+        self.total, self.dsum, self.dsq = self.total + x, self.dsum + d, self.dsq + d * d
+
+    def variance(self) -> Tensor:
+        """The unbiased variance (at least two values)."""
+        return (self.dsq - self.dsum * self.dsum / self.count) / (self.count - 1)
 
 
 def gaussian_log_q(eps: Tensor, logvar: Tensor) -> Tensor:
@@ -351,7 +373,8 @@ class VaMoHInference:
         :math:`\mathbf y_s \sim p(\mathbf y \mid \mathbf z_s)` per latent (a noisier estimate: 16 draws leave
         an 18% relative error on each point's standard deviation). With ``include_noise=False`` it is the
         spread of the conditional means :math:`\mathbb E[\mathbf y \mid \mathbf z_s]` (the inferred function
-        only).
+        only). ``spread`` is always the latter: one pass gives the predictive and the inferred function's
+        uncertainty apart (times ``std_scale`` both).
 
         With ``residual_neighbors`` :math:`k > 0` every draw is corrected by its own residuals at the observed
         points, interpolated as in :meth:`reconstruct` (conditional simulation: the draws agree with the
@@ -377,7 +400,7 @@ class VaMoHInference:
             residual_kernel (str): See :meth:`reconstruct`. (default: ``"idw"``)
 
         Shapes:
-            - **output**: ``mean`` and ``std``, each :math:`(B, M, C)`.
+            - **output**: ``mean``, ``std`` and ``spread``, each :math:`(B, M, C)`.
         """
         num_samples = check_positive_int(num_samples, "num_samples")
         if num_samples < 2:
@@ -396,30 +419,33 @@ class VaMoHInference:
         pos = check_query(pos, self.manifold, mu.size(0))
         weights = residual_weights(pts, dense, pos, k, residual_kernel) if k else None
         std = torch.exp(0.5 * logvar)
-        # Moments of the draws about the first one (float32 sums of squares of values far larger than their
-        # spread would cancel catastrophically).
-        total = ref = dsum = dsq = None
+        # Moments of the conditional means (the spread) and, when the noise is drawn, of the draws, each about its
+        # first value (float32 sums of squares of values far larger than their spread would cancel
+        # catastrophically).
         exact = include_noise and self.likelihood.has_variance
+        drawn = include_noise and not exact
+        means, draws = _Moments(), _Moments()
         noise = 0.0
         for _ in range(num_samples):
             eps = randn(mu.shape, generator, device=mu.device).to(mu)
             z = mu + std * eps
             if exact:
                 m, nv = self._mean_and_variance(z, pos, chunk_size)
-                v, noise = m, noise + nv
-            elif include_noise:
+                noise = noise + nv
+            elif drawn:
                 m, v = self._mean_and_draws(z, pos, generator, chunk_size)
             else:
-                m = v = self._predict(z, pos, chunk_size)
+                m = self._predict(z, pos, chunk_size)
             if weights is not None:
                 shift = self._residuals(z, pts, dense, weights, chunk_size)
-                m, v = m + shift, v + shift
-            if ref is None:
-                total, ref, dsum, dsq = m, v, torch.zeros_like(v), torch.zeros_like(v)
-            else:
-                total = total + m
-                d = v - ref
-                dsum, dsq = dsum + d, dsq + d * d
-        mean = total / num_samples
-        var = (dsq - dsum * dsum / num_samples) / (num_samples - 1) + noise / num_samples
-        return Predictive(mean, var.clamp_min(0).sqrt() * float(std_scale))
+                m = m + shift
+                if drawn:
+                    v = v + shift
+            means.add(m)
+            if drawn:
+                draws.add(v)
+        spread = means.variance()
+        var = draws.variance() if drawn else spread + noise / num_samples
+        scale = float(std_scale)
+        return Predictive(means.total / num_samples, var.clamp_min(0).sqrt() * scale,
+                          spread.clamp_min(0).sqrt() * scale)

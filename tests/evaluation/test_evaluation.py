@@ -531,8 +531,15 @@ class _FixedPredictive:
 
         B = int(batch.batch.max()) + 1
         mean = (0.5 + 0.2 * pos[:, 2:3]).expand(B, -1, -1)
-        std = (0.05 + 0.02 * pos[:, :1].abs()).expand(B, -1, -1) * (2.0 if include_noise else 1.0)
-        return Predictive(mean.to(pos.dtype), std.to(pos.dtype))
+        spread = (0.05 + 0.02 * pos[:, :1].abs()).expand(B, -1, -1)
+        std = spread * (2.0 if include_noise else 1.0)
+        return Predictive(mean.to(pos.dtype), std.to(pos.dtype), spread.to(pos.dtype))
+
+    def reconstruct(self, batch, pos, refine_steps=0, residual_neighbors=0, residual_kernel="idw"):
+        """Another known function: the training fields' reconstruction (a single decoding) is not the predictive
+        mean."""
+        B = int(batch.batch.max()) + 1
+        return (0.45 + 0.3 * pos[:, 2:3]).expand(B, -1, -1).to(pos.dtype)
 
 
 def test_evaluate_uncertainty_mos_rows_by_hand():
@@ -547,7 +554,8 @@ def test_evaluate_uncertainty_mos_rows_by_hand():
     s = (0.05 + 0.02 * GRID.pos[:, :1].abs()).float()[None]
     sel = lambda t: t[:, hidden]  # noqa: E731
     clim = train.mean(0, keepdim=True)
-    mos = OutputStatistics(sel(f.expand_as(train)), sel(train), sel(clim.expand_as(train)))
+    r = (0.45 + 0.3 * GRID.pos[:, 2:3]).float()[None]  # MOS learns the reconstruction's errors on training fields
+    mos = OutputStatistics(sel(r.expand_as(train)), sel(train), sel(clim.expand_as(train)))
     means, stds, weights = [], [], []
     for i in range(4):
         o = [j for j in range(4) if j != i]

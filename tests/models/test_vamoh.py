@@ -212,8 +212,13 @@ def test_predictive_matches_manual_monte_carlo():
                          for _ in range(6)])
     torch.testing.assert_close(pred.mean, means.mean(0))
     torch.testing.assert_close(pred.std, means.std(0))
+    torch.testing.assert_close(pred.spread, means.std(0))
     noisy = m.predictive(b, num_samples=8)
     assert noisy.mean.shape == (2, GRID.num_points, 1) and bool((noisy.std > 0).all())
+    # One pass with the noise gives the inferred function's spread too: the same draws' conditional means.
+    both = m.predictive(b, pos, num_samples=6, generator=torch.Generator().manual_seed(3), std_scale=2.0)
+    torch.testing.assert_close(both.spread, 2.0 * means.std(0))
+    assert bool((both.std > both.spread).all())
 
 
 def test_predictive_noise_is_the_mixtures_variance_in_closed_form():
