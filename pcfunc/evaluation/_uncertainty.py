@@ -109,11 +109,15 @@ def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
       training fields on the fine points, ``bilinear_mean_residual``, bilinear interpolation plus the mean
       sub-grid residual with the residuals' standard deviation at each point; each also ``..._calibrated``;
     * ``vamoh_mos`` (with a baseline): model output statistics (:class:`OutputStatistics`) over the scored
-      points: the model's posterior mean plus its mean error on the training fields (in-painted, or
-      super-resolved, like the test fields), blended with the baseline's mean (climatology; bilinear plus the mean
-      residual) by a weight fitted on the calibration fields (``weight``; 1 without them), its standard deviation
-      the corrected errors' spread on the training fields and the posterior's (``include_noise=False``); also
+      points: the model's posterior mean plus its mean error on the training fields (their reconstruction,
+      :meth:`~pcfunc.models.VaMoH.reconstruct`, in-painted or super-resolved like the test fields), blended with
+      the baseline's mean (climatology; bilinear plus the mean residual) by a weight fitted on the calibration
+      fields (``weight``; 1 without them), its standard deviation the corrected errors' spread on the training
+      fields and the posterior's (``Predictive.spread``, from the same pass as ``vamoh``); also
       ``vamoh_mos_calibrated``.
+
+    One predictive pass per task and field gives both the intervals and the posterior's spread, and the training
+    fields are decoded once each (no draws).
 
     Calibrated intervals cover their level on the calibration fields by construction; on the test fields they
     do when the errors of both come from one distribution (fields from the same season, say). With

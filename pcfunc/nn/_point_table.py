@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Tuple
 
 import torch
@@ -58,6 +59,13 @@ class PointTable(torch.nn.Module):
         self.register_buffer("anchors", anchors.detach().clone())
         self.values = torch.nn.Parameter(torch.zeros(anchors.size(0), self.channels, dtype=anchors.dtype,
                                                      device=anchors.device))
+        self._recent: "OrderedDict[Tuple, Tuple[Tensor, Tensor, Tensor]]" = OrderedDict()  # key: (queries, index, w)
+
+    #: Query tensors whose neighbours are kept (the most recent ones): every chunk of points a decoding visits.
+    RECENT = 32
+
+    def __getstate__(self) -> dict:
+        return {**super().__getstate__(), "_recent": OrderedDict()}  # cached neighbours are not part of the model
 
     @property
     def num_anchors(self) -> int:
@@ -65,13 +73,32 @@ class PointTable(torch.nn.Module):
 
     @torch.no_grad()
     def interpolation(self, pos: Tensor) -> Tuple[Tensor, Tensor]:
-        r"""The anchors each query reads and their weights, each :math:`(N, k)`, for coordinates :math:`(N, D)`."""
+        r"""The anchors each query reads and their weights, each :math:`(N, k)`, for coordinates :math:`(N, D)`.
+
+        The answers to the last :attr:`RECENT` query tensors are kept: the same query tensor again (the same
+        memory, unchanged since: e.g. each chunk of the points every posterior draw of :meth:`VaMoH.predictive
+        <pcfunc.models.VaMoH.predictive>` is decoded at) reuses its answer instead of searching the neighbours
+        again. The queries are held while their answer is kept, so their memory cannot be reused by another
+        tensor meanwhile."""
         from ..ops import knn
 
+        # Inference tensors (torch.inference_mode) keep no version counter: never cached.
+        key = None if pos.is_inference() or self.anchors.is_inference() else (
+            pos.untyped_storage().data_ptr(), pos.storage_offset(), tuple(pos.shape), pos.stride(), pos.dtype,
+            pos.device, pos._version, self.anchors.data_ptr(), self.anchors._version)
+        recent = self.__dict__.setdefault("_recent", OrderedDict())
+        if key is not None and key in recent:
+            recent.move_to_end(key)
+            return recent[key][1], recent[key][2]
         q = pos.to(self.anchors.dtype)
         index = knn(self.anchors, q, self.neighbors, p=2)[1].view(-1, self.neighbors)
         w = 1.0 / (q.unsqueeze(1) - self.anchors[index]).pow(2).sum(-1).clamp_min(1e-24)
-        return index, w / w.sum(-1, keepdim=True)
+        w = w / w.sum(-1, keepdim=True)
+        if key is not None:
+            recent[key] = (pos, index, w)
+            while len(recent) > self.RECENT:
+                recent.popitem(last=False)
+        return index, w
 
     def forward(self, pos: Tensor) -> Tensor:
         if not isinstance(pos, Tensor) or pos.dim() < 1 or pos.size(-1) != self.anchors.size(-1):

@@ -73,3 +73,36 @@ def test_point_table_errors_name_the_argument():
         PointTable(a, 1)(torch.zeros(4, 2))
     with pytest.raises(ValueError, match="pos and values"):
         PointTable(a, 1).fit_nearest_(torch.zeros(4, 3), torch.zeros(4, 2))
+
+
+def test_the_same_queries_reuse_their_neighbours_and_changed_ones_do_not(monkeypatch):
+    import pickle
+
+    import pcfunc.ops as ops
+
+    g = torch.Generator().manual_seed(0)
+    table = PointTable(Sphere().grid((19, 36)).double(), 2)
+    torch.nn.init.normal_(table.values, generator=g)
+    calls = []
+    real = ops.knn
+    monkeypatch.setattr(ops, "knn", lambda *a, **k: calls.append(1) or real(*a, **k))
+    q = torch.nn.functional.normalize(torch.randn(500, 3, generator=g, dtype=torch.float64), dim=-1)
+
+    def reference(points):  # brute force, no table
+        calls.append(1)
+        return _brute_idw(table.anchors, table.values.detach(), points, 4)
+
+    first = table(q)
+    again = table(q)
+    assert len(calls) == 1 and torch.equal(first, again)  # one search for both
+    table(q[:, None].squeeze(1))  # a view of the same memory, same shape: still the same queries
+    assert len(calls) == 1
+    q.mul_(-1.0)  # changed in place: searched again, the new answer
+    torch.testing.assert_close(table(q), reference(q))
+    assert len(calls) == 3  # (the reference counted too)
+    copy = q.clone()  # other memory with the same values: searched again
+    torch.testing.assert_close(table(copy), reference(copy))
+    with torch.inference_mode():  # inference tensors carry no version: never cached, still right
+        inf = q.clone()
+        torch.testing.assert_close(table(inf), table(inf))
+    assert len(table._recent) == 3 and len(pickle.loads(pickle.dumps(table))._recent) == 0
