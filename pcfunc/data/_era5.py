@@ -68,17 +68,17 @@ class ERA5Field:
 
     @property
     def variables(self) -> Tuple[str, ...]:
-        """The names of the channels: ``(variable,)`` for one variable."""
+        """tuple of str: The names of the channels, ``(variable,)`` for one variable."""
         return (self.variable,) if isinstance(self.variable, str) else tuple(self.variable)
 
     @property
     def channel_units(self) -> Tuple[str, ...]:
-        """The units of each channel."""
+        """tuple of str: The units of each channel."""
         return (self.units,) if isinstance(self.units, str) else tuple(self.units)
 
     @property
     def num_channels(self) -> int:
-        """``C``: 1 for one variable, the number of variables otherwise."""
+        """int: ``C``, 1 for one variable and the number of variables otherwise."""
         return len(self.variables)
 
     @property
@@ -477,7 +477,8 @@ class MinMaxNormalizer:
 
     @property
     def range(self) -> Union[float, Tuple[float, ...]]:
-        """``high - low``: a normalised difference times it is in physical units (per channel for several)."""
+        """float or tuple of float: ``high - low``, by which a normalised difference is in physical units (one per
+        channel for several)."""
         if isinstance(self.low, tuple):
             return tuple(h - lo for lo, h in zip(self.low, self.high))
         return self.high - self.low

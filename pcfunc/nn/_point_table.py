@@ -61,7 +61,7 @@ class PointTable(torch.nn.Module):
                                                      device=anchors.device))
         self._recent: "OrderedDict[Tuple, Tuple[Tensor, Tensor, Tensor]]" = OrderedDict()  # key: (queries, index, w)
 
-    #: Query tensors whose neighbours are kept (the most recent ones): every chunk of points a decoding visits.
+    #: How many of the most recent query tensors keep their neighbours (every chunk of points a decoding visits).
     RECENT = 32
 
     def __getstate__(self) -> dict:
