@@ -82,6 +82,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         "field); several (--variable u10 v10) are the channels of one function, normalised each on its own")
     arg("--select", action="append", default=[], metavar="DIM=LABEL", help="one entry of an extra dimension by "
         "label, e.g. --select pressure_level=500 --select number=0 (repeat for each)")
+    arg("--attribution", default=None, help="credit for the data on the figures, predictions.nc and metrics.json "
+        "(default: ERA5's licence text, which ERA5 data require; give other data's own)")
     arg("--time-dim", default=None, help="the dimension that counts time when it is not a CF time axis (e.g. month)")
     arg("--config", choices=sorted(CONFIGS), default="small", help="small (default), paper (Table 3) or tiny")
     arg("--steps", type=int, default=None,
@@ -129,6 +131,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     for flag in ("variable", "time_dim", "select"):
         if getattr(args, flag) and args.data is None:
             p.error(f"--{flag.replace('_', '-')} needs --data (the embedded sample has one variable, t2m)")
+    args.attribution = args.attribution or ERA5_ATTRIBUTION
     args.selection = {}
     for item in args.select:
         key, sep, label = item.partition("=")
@@ -248,7 +251,7 @@ def evaluate(model: VaMoH, field, coarse, n_train: int, norm: MinMaxNormalizer, 
     return res
 
 
-def write_predictions(f: Dict[str, Any], norm: MinMaxNormalizer, path: Path, field, when) -> str:
+def write_predictions(f: Dict[str, Any], norm: MinMaxNormalizer, path: Path, field, when, attribution: str) -> str:
     """The first test field's predictions in the data's units as NetCDF: the truth grid's (latitude, longitude)
     and the training grid's (latitude_train, longitude_train); several variables as ``<entry>_<variable>``."""
     import xarray as xr
@@ -257,7 +260,7 @@ def write_predictions(f: Dict[str, Any], norm: MinMaxNormalizer, path: Path, fie
 
     C = field.num_channels
     K = lambda t: norm.inverse(t.reshape(-1, C)).float()  # noqa: E731
-    common = dict(time=[when], units=field.units if C == 1 else field.channel_units, attribution=ERA5_ATTRIBUTION,
+    common = dict(time=[when], units=field.units if C == 1 else field.channel_units, attribution=attribution,
                   long_name=field.variable if C == 1 else None, channels=None if C == 1 else field.variables)
     fine = predictions_to_xarray(f["fine"], {
         "truth": f["truth_units"].reshape(-1, C).float(), "super_resolution": K(f["super_resolution"]),
@@ -276,7 +279,8 @@ def write_predictions(f: Dict[str, Any], norm: MinMaxNormalizer, path: Path, fie
     return path.name
 
 
-def render(model: VaMoH, f: Dict[str, Any], norm: MinMaxNormalizer, out: Path, size: int, field) -> List[str]:
+def render(model: VaMoH, f: Dict[str, Any], norm: MinMaxNormalizer, out: Path, size: int, field,
+           attribution: str) -> List[str]:
     """The maps, samples, spectra and globes of the first test field; one set per variable (``_<variable>`` in
     the file names) for several."""
     from pcfunc._compat import available
@@ -333,10 +337,10 @@ def render(model: VaMoH, f: Dict[str, Any], norm: MinMaxNormalizer, out: Path, s
         plot_task_maps(out / f"tasks{sfx}.png", g, fine, **kelvin, spread=spread, entropy=f["entropy"],
                        inpainted={t: (K(p), m) for t, (p, m) in f["inpainted"].items()},
                        segmentation=f["segmentation"], num_components=model.num_components, label=label, units=units,
-                       attribution=ERA5_ATTRIBUTION, title=f"VaMoH on {variable} (test field)")
+                       attribution=attribution, title=f"VaMoH on {variable} (test field)")
         plot_panels([Panel(fine.to_array(K(s)[:, None])[..., 0].numpy(), f"sample {i + 1}", label=label)
                      for i, s in enumerate(samples)], fine.lat, fine.lon, out / f"samples{sfx}.png", ncols=2,
-                    suptitle=f"VaMoH samples of {variable} from the flow prior ({fd})", attribution=ERA5_ATTRIBUTION)
+                    suptitle=f"VaMoH samples of {variable} from the flow prior ({fd})", attribution=attribution)
         figures += [f"tasks{sfx}.png", f"samples{sfx}.png"]
         if not globes_ok:
             continue
@@ -442,14 +446,15 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             indent=2))
         raise
     try:  # like the figures, not worth the numbers
-        written_nc = write_predictions(res["_fields"], norm, args.out / "predictions.nc", field, coarse.time[n_train])
+        written_nc = write_predictions(res["_fields"], norm, args.out / "predictions.nc", field, coarse.time[n_train],
+                                       args.attribution)
     except Exception as err:
         written_nc = f"not written: {type(err).__name__}: {err}"
         print(f"predictions.nc {written_nc}; metrics.json is written all the same", flush=True)
     phase(args, "render", "maps and globes")
     t_render, render_error = time.perf_counter(), None
     try:
-        written = render(model, res["_fields"], norm, args.out, args.globe_size, field)
+        written = render(model, res["_fields"], norm, args.out, args.globe_size, field, args.attribution)
     except Exception as err:  # figures are not worth the numbers: report and keep them
         written, render_error = [], f"{type(err).__name__}: {err}"
         print(f"rendering failed ({render_error}); metrics.json is written all the same", flush=True)
@@ -469,7 +474,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                    predictions=written_nc,
                    resumed_from=None if resumed is None else str(resumed),
                    model_checkpoint=str(args.out / "model.ckpt"),
-                   attribution=ERA5_ATTRIBUTION,
+                   attribution=args.attribution,
                    psnr_definition="VaMoH App. B.3 on data normalised to [0, 1]", quality=quality,
                    metrics={k: v for k, v in res.items() if not k.startswith("_")}, convergence=convergence,
                    phases=args.phases, threads=torch.get_num_threads(), cpu=torch.backends.cpu.get_cpu_capability())

@@ -238,9 +238,11 @@ def test_era5_sphere_trains_on_two_variables_as_one_function(tmp_path: Path) -> 
     summary = load_example("era5_sphere").main([
         "--data", str(tmp_path / "winds.nc"), "--variable", "u10", "v10", "--config", "tiny", "--resolution", "10",
         "--steps", "2", "--batch-size", "4", "--warmup-steps", "1", "--refine-steps", "1",
-        "--predictive-samples", "2", "--globe-size", "32", "--no-progress", "--out", str(out)])
+        "--predictive-samples", "2", "--globe-size", "32", "--no-progress", "--attribution", "synthetic winds",
+        "--out", str(out)])
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["status"] == "finished" and saved["variable"] == ["u10", "v10"]
+    assert saved["attribution"] == "synthetic winds"
     assert saved["units"] == ["m s**-1", "mm s**-1"] and saved == json.loads(json.dumps(summary))
     assert len(saved["normalisation_k"]["low"]) == 2
     low, high = (np.array(saved["normalisation_k"][k]) for k in ("low", "high"))
@@ -256,7 +258,7 @@ def test_era5_sphere_trains_on_two_variables_as_one_function(tmp_path: Path) -> 
         first = 12 - saved["test_fields"]
         np.testing.assert_allclose(ds["truth_u10"].values[0, 1:-1], u[first, 1:-1], rtol=1e-5)
         np.testing.assert_allclose(ds["truth_v10"].values[0, 1:-1], v[first, 1:-1], rtol=1e-5)
-        assert "reconstruction_v10" in ds and "entropy" in ds
+        assert "reconstruction_v10" in ds and "entropy" in ds and ds.attrs["attribution"] == "synthetic winds"
 
 
 @pytest.mark.slow
