@@ -355,7 +355,8 @@ class VaMoHInference:
     @_inference
     def predictive(self, batch: Any, pos: Optional[Tensor] = None, num_samples: int = 32,
                    include_noise: bool = True, generator: Optional[torch.Generator] = None,
-                   chunk_size: Optional[int] = None, refine_steps: int = 0, residual_neighbors: int = 0, std_scale: float = 1.0, residual_kernel: str = "idw") -> Predictive:
+                   chunk_size: Optional[int] = None, refine_steps: int = 0, residual_neighbors: int = 0,
+                   std_scale: float = 1.0, residual_kernel: str = "idw") -> Predictive:
         r"""Per-point predictive mean and standard deviation given the observed ``batch`` (uncertainty maps).
 
         Draws ``num_samples`` latents :math:`\mathbf z_s \sim q(\mathbf z \mid \mathbf X, \mathbf Y)`. The mean is
