@@ -1,6 +1,7 @@
 """Data: grids (images, voxels, lat/lon) to point clouds and back, and ERA5 files."""
 
-from ._era5 import ERA5_ATTRIBUTION, ERA5Field, MinMaxNormalizer, load_era5, load_era5_sample, split_by_time
+from ._era5 import ERA5_ATTRIBUTION, load_era5, load_era5_sample
+from ._field import ERA5Field, MinMaxNormalizer, split_by_time
 from ._era5_dataset import ERA5Dataset, pooled_points, target_points
 from ._grids import Grid, ImageGrid, LatLonGrid, VoxelGrid
 from ._latlon_axes import regular_axes

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ._cf import _same_times
-from ._era5 import ERA5Field, MinMaxNormalizer
+from ._field import ERA5Field, MinMaxNormalizer
 
 __all__ = ["ERA5Dataset", "target_points", "pooled_points"]
 

@@ -13,7 +13,7 @@ import torch
 
 from ._cf import (_choose_entries, _find_variable, _grid_axes, _in_degrees, _open, _time_axis, _time_kind,
                   _time_order)
-from ._era5 import ERA5Field, MinMaxNormalizer
+from ._field import ERA5Field, MinMaxNormalizer
 
 __all__ = ["LazyERA5Dataset"]
 
