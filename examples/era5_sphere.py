@@ -217,7 +217,7 @@ def train(args: argparse.Namespace, train_set, val_set, base_grid, coarse):
 
 
 def evaluate(model: VaMoH, field, coarse, n_train: int, norm: MinMaxNormalizer, refine_steps: int,
-             predictive_samples: int, progress=None) -> Dict[str, Any]:
+             predictive_samples: int, progress=None, on_task=None) -> Dict[str, Any]:
     """Every task on the test fields by the quality harness, next to its baselines; the first one's maps."""
     from pcfunc.render import grid_spacing
 
@@ -232,7 +232,7 @@ def evaluate(model: VaMoH, field, coarse, n_train: int, norm: MinMaxNormalizer, 
     quality = evaluate_vamoh(model, g, train_c, test_c, masks=masks, fine=(fine, test_f, train_f), scale=scale,
                              seed=0, refine_steps=refine_steps, calibration="leave_one_out",
                              predictive_samples=predictive_samples if len(test_c) >= 2 else 0,
-                             progress=progress, **RESIDUALS)
+                             progress=progress, on_task=on_task, **RESIDUALS)
     res: Dict[str, Any] = flat_report(quality, f"{grid_spacing(coarse.lat)}deg", f"{grid_spacing(field.lat)}deg")
     # The maps (first test field) show the spread of the inferred function (the intervals add observation noise).
     fields = task_predictions(model, g, test_c[0], fine, {"patch": masks["patch"], "western half": masks["half"]},
@@ -436,14 +436,20 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         return {}
     phase(args, "evaluate", f"the quality harness on {n - n_train} held-out fields, {args.refine_steps} refinement "
                             f"steps, {args.predictive_samples} predictive draws")
+    done: Dict[str, Any] = {}  # each task's rows as it ends, in metrics.json at once: a later failure keeps them
+
+    def keep(task: str, rows: Dict[str, Any], status: str = "evaluating", error: Optional[str] = None) -> None:
+        if task:
+            done[task] = rows
+        (args.out / "metrics.json").write_text(json.dumps(dict(
+            status=status, error=error, steps=int(trainer.global_step), checkpoint=str(args.out / "model.ckpt"),
+            tasks_done=done, convergence=convergence, phases=args.phases), indent=2, default=str))
+
     try:
         res = evaluate(model, field, coarse, n_train, norm, args.refine_steps, args.predictive_samples,
-                       progress=None if args.quiet else (lambda line: print(f"  {line}", flush=True)))
+                       progress=None if args.quiet else (lambda line: print(f"  {line}", flush=True)), on_task=keep)
     except Exception as err:  # the trained model is in OUT/model.ckpt: say so, with what is known
-        (args.out / "metrics.json").write_text(json.dumps(dict(
-            status="evaluation_failed", error=f"{type(err).__name__}: {err}", steps=int(trainer.global_step),
-            checkpoint=str(args.out / "model.ckpt"), convergence=convergence, phases=args.phases),
-            indent=2))
+        keep("", {}, "evaluation_failed", f"{type(err).__name__}: {err}")
         raise
     try:  # like the figures, not worth the numbers
         written_nc = write_predictions(res["_fields"], norm, args.out / "predictions.nc", field, coarse.time[n_train],

@@ -278,12 +278,15 @@ def test_era5_sphere_keeps_its_results_when_rendering_or_evaluation_fails(tmp_pa
     assert saved["status"] == "finished" and saved["render_error"] == "RuntimeError: boom" and saved["figures"] == []
     assert saved["quality"]["tasks"]["reconstruction"]["vamoh"]["psnr"] == summary["quality"]["tasks"][
         "reconstruction"]["vamoh"]["psnr"]
-    monkeypatch.setattr(era5, "evaluate", boom)
+    # A task that fails after others ended: their rows stay in metrics.json, beside the error.
+    monkeypatch.setattr(era5.VaMoH, "inpaint", boom)
     with pytest.raises(RuntimeError, match="boom"):
         era5.main(argv + ["--out", str(tmp_path / "e")])
     saved = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert saved["status"] == "evaluation_failed" and saved["error"] == "RuntimeError: boom" and saved["steps"] == 2
     assert (tmp_path / "e" / "checkpoints" / "last.ckpt").is_file() and "train" in saved["phases"]
+    assert set(saved["tasks_done"]) == {"reconstruction", "reconstruction_train"}
+    assert np.isfinite(saved["tasks_done"]["reconstruction"]["vamoh"]["psnr"])
 
 
 def test_era5_sphere_resume_without_a_checkpoint_is_refused(tmp_path: Path) -> None:

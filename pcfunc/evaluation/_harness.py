@@ -66,7 +66,8 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
                    num_prior_samples: int = 32, max_train_fields: int = 64, fields_per_call: int = 16,
                    seed: int = 0, refine_steps: int = 0, residual_neighbors: int = 4, residual_kernel: str = "idw",
                    calibration: Optional[Union[Tensor, Tuple[Tensor, Optional[Tensor]], str]] = None,
-                   predictive_samples: int = 0, progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
+                   predictive_samples: int = 0, progress: Optional[Callable[[str], None]] = None,
+                   on_task: Optional[Callable[[str, Dict[str, Any]], None]] = None) -> Dict[str, Any]:
     r"""Every task of a trained :class:`~pcfunc.models.VaMoH` on held-out fields, next to the baselines.
 
     Tasks (each scored by :func:`score` on the points it predicts):
@@ -129,6 +130,9 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
             (default: ``0``)
         progress (callable, optional): Called with one line as each task ends (``"reconstruction: 12.3 s"``),
             e.g. ``print``; the harness can take minutes with refinement. (default: silent)
+        on_task (callable, optional): Called with each task's name and its rows as the task ends (``"health"``
+            with the health figures, ``"uncertainty"`` with that report), e.g. to write them to a file, so that a
+            later failure does not lose them. (default: none)
 
     Returns:
         dict: ``{"tasks": {task: {method: {"psnr", "rmse", "points"[, "rmse_weighted", "bias_weighted",
@@ -164,10 +168,13 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
 
     clock = [time.perf_counter()]
 
-    def done(what: str) -> None:  # one line per finished task, with its time
+    def done(what: str, task: Optional[str] = None, rows: Optional[Dict[str, Any]] = None) -> None:
+        """One line per finished task, with its time; its rows to ``on_task``."""
         now = time.perf_counter()
         if progress is not None:
             progress(f"{what}: {now - clock[0]:.1f} s")
+        if on_task is not None and task is not None:
+            on_task(task, rows if rows is not None else tasks[task])
         clock[0] = now
 
     pca_name = f"pca_{pca.num_components}"
@@ -175,7 +182,7 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
         tasks[task] = {"vamoh": sc(run(rec, values), values),
                        "training_mean": sc(mean.expand_as(values), values),
                        pca_name: sc(pca.reconstruct(values), values)}
-        done(f"{task} ({values.size(0)} fields)")
+        done(f"{task} ({values.size(0)} fields)", task)
     for name, observed in (masks or {}).items():
         obs = observed_mask(observed, 1, N, f"masks[{name!r}]")[0]
         hidden = ~obs
@@ -191,7 +198,7 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
         if lat is not None:
             row["zonal_mean"] = sc(zonal_mean_fill(test, lat, obs), test, hidden)
         tasks[f"inpaint_{name}"] = row
-        done(f"inpaint_{name}")
+        done(f"inpaint_{name}", f"inpaint_{name}")
     report_spectra: Optional[Dict[str, Any]] = None
     if fine is not None:
         if not isinstance(fine, (tuple, list)) or len(fine) not in (2, 3, 4):
@@ -231,7 +238,7 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
             for name, distance in lsd.items():
                 row[name]["lsd"] = distance
         tasks["super_resolution"] = row
-        done("super_resolution")
+        done("super_resolution", "super_resolution")
 
     # Health figures.
     def means(values: Tensor) -> Tensor:
@@ -272,13 +279,13 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
               "fields": {"train": int(train.size(0)), "test": int(B), "points": int(N)}}
     if report_spectra is not None:
         report["spectra"] = report_spectra
-    done("health")
+    done("health", "health", health)
     if predictive_samples:
         report["uncertainty"] = evaluate_uncertainty(
             model, grid, train, test, masks=masks, fine=fine, calibration=calibration,
             num_samples=predictive_samples, scale=scale, fields_per_call=fields_per_call, seed=seed,
             refine_steps=refine_steps, residual_neighbors=residual_neighbors, residual_kernel=residual_kernel)
-        done(f"uncertainty ({predictive_samples} draws per field)")
+        done(f"uncertainty ({predictive_samples} draws per field)", "uncertainty", report["uncertainty"])
     return report
 
 

@@ -346,11 +346,14 @@ def test_evaluate_vamoh_reconstruction_is_the_models():
     torch.manual_seed(0)
     model = tiny_vamoh().eval()
     train, test = grid_fields(6), grid_fields(3, seed=2)
-    lines = []
-    rep = evaluate_vamoh(model, GRID, train, test, num_prior_samples=3, progress=lines.append)
-    # One line per finished task, with its time.
+    lines, ended = [], []
+    rep = evaluate_vamoh(model, GRID, train, test, num_prior_samples=3, progress=lines.append,
+                         on_task=lambda task, rows: ended.append((task, rows)))
+    # One line per finished task, with its time; each task's rows handed over as it ends.
     assert [line.split(":")[0] for line in lines] == ["reconstruction (3 fields)", "reconstruction_train (6 fields)",
                                                       "health"]
+    assert [t for t, _ in ended] == ["reconstruction", "reconstruction_train", "health"]
+    assert ended[0][1] == rep["tasks"]["reconstruction"] and ended[2][1] == rep["health"]
     assert all(line.endswith(" s") and float(line.split(": ")[1][:-2]) >= 0 for line in lines)
     rec = model.reconstruct(GRID.to_batch(GRID.to_array(test.reshape(-1, 1), torch.arange(3).repeat_interleave(
         GRID.num_points)))).view_as(test)
