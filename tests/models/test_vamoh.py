@@ -221,6 +221,18 @@ def test_predictive_matches_manual_monte_carlo():
     assert bool((both.std > both.spread).all())
 
 
+def test_a_predictive_that_would_run_for_hours_says_so_after_its_first_draw():
+    import warnings
+
+    m = tiny().eval()
+    b = batch(2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the warning stops the call here, after one draw
+        with pytest.raises(UserWarning, match=r"predictive: 1000000000 posterior draws of 2 field\(s\) .* minutes"):
+            m.predictive(b, num_samples=10**9)
+        m.predictive(b, num_samples=8)  # an ordinary call says nothing
+
+
 def test_predictive_noise_is_the_mixtures_variance_in_closed_form():
     # Law of total variance with the same latent draws: spread of the conditional means plus the mean of the
     # mixture's variance, the components' moments from torch's continuous Bernoulli (moderate logits).
