@@ -124,7 +124,8 @@ class VaMoH(VaMoHInference, nn.Module):
         categorical_hidden (sequence of int): Hidden widths of the categorical nets. (default: ``(32, 32)``)
         flow_layers (int): Planar-flow layers :math:`T` of the prior (0: always :math:`\mathcal N(0, I)`).
             (default: ``10``)
-        likelihood (str or Likelihood): (default: ``"continuous_bernoulli"``)
+        likelihood (str, Likelihood or pair): A name, a likelihood, or ``(name, options)`` such as ``("gaussian",
+            {"scale": "predicted"})`` (:func:`~pcfunc.nn.get_likelihood`). (default: ``"continuous_bernoulli"``)
         weight_hidden (sequence of int, optional): PointConv weight-network widths; by default those of the
             named Table 3 encoder, else ``(16, 16, 16, 16)``.
         max_dropout (float, optional): :math:`\alpha`; ``None`` for the largest the first encoder level

@@ -298,8 +298,10 @@ _REGISTRY: Dict[str, Callable[..., Likelihood]] = {
 }
 
 
-def get_likelihood(likelihood: Union[str, Likelihood], **kwargs: Any) -> Likelihood:
-    """Return ``likelihood`` itself, or build the likelihood of that name with ``kwargs``.
+def get_likelihood(likelihood: Union[str, Likelihood, Tuple[str, Dict[str, Any]]], **kwargs: Any) -> Likelihood:
+    """Return ``likelihood`` itself, or build the likelihood of that name with ``kwargs``; a pair ``(name,
+    options)`` (or a list, as a saved configuration has it) is the name with those options, e.g.
+    ``("gaussian", {"scale": "predicted"})``.
 
     Names (case-insensitive): ``"continuous_bernoulli"``, ``"bernoulli"``,
     ``"discretized_logistic"``, ``"gaussian"``.
@@ -312,8 +314,12 @@ def get_likelihood(likelihood: Union[str, Likelihood], **kwargs: Any) -> Likelih
         if kwargs:
             raise ValueError(f"keyword arguments {sorted(kwargs)} given with a Likelihood instance")
         return likelihood
+    if isinstance(likelihood, (tuple, list)):
+        if len(likelihood) != 2 or not isinstance(likelihood[0], str) or not isinstance(likelihood[1], dict):
+            raise TypeError(f"likelihood as a pair must be (name, dict of options), got {likelihood!r}")
+        return get_likelihood(likelihood[0], **{**likelihood[1], **kwargs})
     if not isinstance(likelihood, str):
-        raise TypeError(f"likelihood must be a Likelihood or a name, got {type(likelihood).__name__}")
+        raise TypeError(f"likelihood must be a Likelihood, a name or (name, options), got {type(likelihood).__name__}")
     try:
         factory = _REGISTRY[likelihood.lower()]
     except KeyError:

@@ -378,3 +378,14 @@ def test_analytic_gradients_match_finite_differences_across_branches():
     assert torch.autograd.gradcheck(lambda m, s: discretized_logistic_log_prob(y, m, s), (mu, log_s))
     dl = DiscretizedLogisticLikelihood(scale="predicted")
     assert torch.autograd.gradcheck(lambda m, s: dl.mean(torch.stack([m, s], -1)), (mu, log_s))
+
+
+
+def test_a_likelihood_by_name_and_options():
+    from pcfunc.nn import get_likelihood
+
+    lik = get_likelihood(("gaussian", {"scale": "predicted", "init_scale": 0.5}))
+    assert lik.scale == "predicted" and lik.init_scale == 0.5 and lik.num_params == 2
+    assert get_likelihood(["gaussian", {}]).scale == "learned"  # a saved configuration's list form
+    with pytest.raises(TypeError, match=r"\(name, dict of options\)"):
+        get_likelihood(("gaussian", "predicted"))
