@@ -61,8 +61,10 @@ class PointTable(torch.nn.Module):
                                                      device=anchors.device))
         self._recent: "OrderedDict[Tuple, Tuple[Tensor, Tensor, Tensor]]" = OrderedDict()  # key: (queries, index, w)
 
-    #: How many of the most recent query tensors keep their neighbours (every chunk of points a decoding visits).
+    #: How many of the most recent query tensors keep their neighbours (every chunk of points a decoding visits),
+    #: holding at most :attr:`RECENT_ROWS` queries in all (about 16 bytes per query and neighbour).
     RECENT = 32
+    RECENT_ROWS = 1 << 20
 
     def __getstate__(self) -> dict:
         return {**super().__getstate__(), "_recent": OrderedDict()}  # cached neighbours are not part of the model
@@ -75,7 +77,7 @@ class PointTable(torch.nn.Module):
     def interpolation(self, pos: Tensor) -> Tuple[Tensor, Tensor]:
         r"""The anchors each query reads and their weights, each :math:`(N, k)`, for coordinates :math:`(N, D)`.
 
-        The answers to the last :attr:`RECENT` query tensors are kept: the same query tensor again (the same
+        The answers to the last :attr:`RECENT` query tensors (at most :attr:`RECENT_ROWS` queries) are kept: the same query tensor again (the same
         memory, unchanged since: e.g. each chunk of the points every posterior draw of :meth:`VaMoH.predictive
         <pcfunc.models.VaMoH.predictive>` is decoded at) reuses its answer instead of searching the neighbours
         again. The queries are held while their answer is kept, so their memory cannot be reused by another
@@ -94,9 +96,9 @@ class PointTable(torch.nn.Module):
         index = knn(self.anchors, q, self.neighbors, p=2)[1].view(-1, self.neighbors)
         w = 1.0 / (q.unsqueeze(1) - self.anchors[index]).pow(2).sum(-1).clamp_min(1e-24)
         w = w / w.sum(-1, keepdim=True)
-        if key is not None:
+        if key is not None and pos.size(0) <= self.RECENT_ROWS:
             recent[key] = (pos, index, w)
-            while len(recent) > self.RECENT:
+            while len(recent) > self.RECENT or sum(v[1].size(0) for v in recent.values()) > self.RECENT_ROWS:
                 recent.popitem(last=False)
         return index, w
 

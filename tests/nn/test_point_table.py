@@ -106,3 +106,9 @@ def test_the_same_queries_reuse_their_neighbours_and_changed_ones_do_not(monkeyp
         inf = q.clone()
         torch.testing.assert_close(table(inf), table(inf))
     assert len(table._recent) == 3 and len(pickle.loads(pickle.dumps(table))._recent) == 0
+    table.RECENT_ROWS = 1200  # a bound on the queries kept: the oldest answers go first
+    table(q[:700].clone())
+    assert sum(v[1].size(0) for v in table._recent.values()) <= 1200 and len(table._recent) == 2
+    big = torch.nn.functional.normalize(torch.randn(1500, 3, generator=g, dtype=torch.float64), dim=-1)
+    torch.testing.assert_close(table(big), reference(big))  # larger than the bound: answered, not kept
+    assert all(v[0] is not big for v in table._recent.values())
