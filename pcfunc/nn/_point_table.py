@@ -61,9 +61,9 @@ class PointTable(torch.nn.Module):
                                                      device=anchors.device))
         self._recent: "OrderedDict[Tuple, Tuple[Tensor, Tensor, Tensor]]" = OrderedDict()  # key: (queries, index, w)
 
-    #: How many of the most recent query tensors keep their neighbours (every chunk of points a decoding visits),
-    #: holding at most :attr:`RECENT_ROWS` queries in all (about 16 bytes per query and neighbour).
+    #: How many of the most recent query tensors keep their neighbours (every chunk of points a decoding visits).
     RECENT = 32
+    #: The most queries whose neighbours are kept, all tensors together (about 16 bytes per query and neighbour).
     RECENT_ROWS = 1 << 20
 
     def __getstate__(self) -> dict:
