@@ -329,7 +329,7 @@ def render(model: VaMoH, f: Dict[str, Any], norm: MinMaxNormalizer, out: Path, s
     for c, (variable, units) in enumerate(zip(field.variables, field.channel_units)):
         sfx = "" if C == 1 else f"_{variable}"
         K = lambda t: norm.inverse(t.reshape(-1, C))[:, c].float()  # noqa: E731
-        span = torch.as_tensor(norm.range, dtype=torch.float64).reshape(-1)[c if C > 1 else 0]
+        span = torch.as_tensor(norm.range, dtype=torch.float64).reshape(-1)[c]
         spread = f["spread"].reshape(-1, C)[:, c] * span
         label = f"{variable} [{units}]" if units else variable
         kelvin = {k: K(f[k]) for k in ("observed", "reconstruction", "super_resolution", "baseline")}

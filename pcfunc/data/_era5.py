@@ -130,14 +130,14 @@ def _stack(fields: Sequence[ERA5Field], name: str) -> ERA5Field:
 
     first = fields[0]
     for f in fields[1:]:
-        what = ("latitudes" if f.lat.shape != first.lat.shape or not np.allclose(f.lat, first.lat, atol=1e-6) else
-                "longitudes" if f.lon.shape != first.lon.shape or not np.allclose(f.lon, first.lon, atol=1e-6) else
-                "time steps" if not _same_times(f.time, first.time) else None)
-        if what is not None:
-            raise ValueError(f"{first.variable!r} and {f.variable!r} in {name} have different {what} "
-                             f"({len(getattr(first, what[:3] if what != 'time steps' else 'time'))} against "
-                             f"{len(getattr(f, what[:3] if what != 'time steps' else 'time'))}, or other values): "
-                             "variables of one field must share the grid and the times; regrid or select first")
+        for what, a, b in (("latitudes", first.lat, f.lat), ("longitudes", first.lon, f.lon)):
+            if a.shape != b.shape or not np.allclose(a, b, atol=1e-6):
+                raise ValueError(f"{first.variable!r} and {f.variable!r} in {name} have different {what} ({a.size} "
+                                 f"against {b.size}, or other values): variables of one field must share the grid; "
+                                 "regrid first")
+        if not _same_times(f.time, first.time):
+            raise ValueError(f"{first.variable!r} and {f.variable!r} in {name} have different time steps "
+                             f"({first.time.size} against {f.time.size}, or other times): select the same times first")
     return ERA5Field(values=np.ascontiguousarray(np.stack([f.values for f in fields], axis=-1)), lat=first.lat,
                      lon=first.lon, time=first.time, variable=tuple(f.variable for f in fields),
                      units=tuple(f.units for f in fields))

@@ -200,10 +200,9 @@ class ERA5Field:
                   "latitude": ("latitude", self.lat, {"units": "degrees_north", "standard_name": "latitude"}),
                   "longitude": ("longitude", self.lon, {"units": "degrees_east", "standard_name": "longitude"})}
         dims = ("time", "latitude", "longitude")
-        values = self.values if isinstance(self.variable, str) else np.moveaxis(self.values, -1, 0)
-        arrays = [xr.DataArray(v, dims=dims, coords=coords, name=name, attrs={"units": u} if u else {})
-                  for v, name, u in zip(values[None] if isinstance(self.variable, str) else values, self.variables,
-                                        self.channel_units)]
+        channels = self.values[..., None] if isinstance(self.variable, str) else self.values
+        arrays = [xr.DataArray(channels[..., c], dims=dims, coords=coords, name=name, attrs={"units": u} if u else {})
+                  for c, (name, u) in enumerate(zip(self.variables, self.channel_units))]
         return arrays[0] if isinstance(self.variable, str) else xr.merge(arrays)
 
     def select_time(self, index: Union[slice, Sequence[int], np.ndarray]) -> "ERA5Field":

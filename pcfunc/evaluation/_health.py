@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_finite
+from ._scoring import channel_scale
 
 __all__ = ["active_units", "mixture_usage", "energy_distance", "nearest_neighbor_accuracy", "sample_statistics"]
 
@@ -148,8 +149,6 @@ def sample_statistics(samples: Tensor, reference: Tensor, scale: Any = 1.0) -> D
     if samples.shape[1:] != reference.shape[1:]:
         raise ValueError(f"samples and reference must share [N, C], got {tuple(samples.shape[1:])} and "
                          f"{tuple(reference.shape[1:])}")
-    from ._scoring import channel_scale
-
     s, r = samples.double(), reference.double()
     units = channel_scale(scale, s.size(-1)).to(s.device)
     su, ru = s * units, r * units  # data units
