@@ -33,7 +33,9 @@ from pcfunc.training import VaMoHModule
 #: (task, the model's row) per column, and the baselines printed under them.
 COLUMNS = (("reconstruction", "vamoh"), ("inpaint_patch", "vamoh"), ("inpaint_half", "vamoh"),
            ("super_resolution", "vamoh_residuals"))
-BASELINES = ("pca", "training_mean", "bilinear_mean_residual")
+#: The in-painting columns again with kriged residuals (:class:`pcfunc.evaluation.ResidualKriging`).
+KRIGED = (("inpaint_patch", "vamoh_kriged"), ("inpaint_half", "vamoh_kriged"))
+BASELINES = ("pca", "pca_kriged", "training_mean", "bilinear_mean_residual")
 RESIDUALS = dict(residual_neighbors=16, residual_kernel="linear")  # as examples/era5_sphere.py
 
 
@@ -41,7 +43,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", type=Path, help="a checkpoint of examples/era5_sphere.py")
     p.add_argument("--data", type=Path, default=None, help="the file it was trained on (default: embedded sample)")
-    p.add_argument("--variable", default=None)
+    p.add_argument("--variable", nargs="+", default=None, help="its variable(s), as the example's --variable")
     p.add_argument("--resolution", type=float, default=4.0, help="its training grid in degrees (default: 4)")
     p.add_argument("--steps", type=int, nargs="+", default=[0, 10, 30, 100], help="refinement step counts")
     p.add_argument("--seed", type=int, default=0)
@@ -55,7 +57,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     args = parse_args(argv)
-    field = load_era5_sample() if args.data is None else load_era5(args.data, args.variable)
+    variable = args.variable[0] if args.variable and len(args.variable) == 1 else args.variable
+    field = load_era5_sample() if args.data is None else load_era5(args.data, variable)
     coarse = field.regrid(*regular_axes(args.resolution, field.lat, field.lon))
     train, test = split_by_time(coarse, (0.75, 0.25))
     norm = MinMaxNormalizer.fit(train)
@@ -78,14 +81,20 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
         row: Dict[str, Any] = {"steps": steps, "seconds_per_field": seconds / test_x.size(0)}
         for task, methods in report["tasks"].items():
             for method, v in methods.items():
-                row[f"{task}/{'pca' if method.startswith('pca') else method}"] = v["psnr"]
+                name = ("pca_kriged" if method.endswith("_kriged") else "pca") if method.startswith("pca") else method
+                row[f"{task}/{name}"] = v["psnr"]
         rows.append(row)
     cols = [(t, m) for t, m in COLUMNS if f"{t}/{m}" in rows[0]]
+    kriged = any(f"{t}/{m}" in rows[0] for t, m in KRIGED)
     print(f"held-out PSNR (dB) of VaMoH, {test_x.size(0)} fields; baselines in the last lines")
     print(f"{'steps':>22} {'s/field':>8} " + " ".join(f"{t:>16}" for t, _ in cols))
     for r in rows:
         print(f"{r['steps']:>22} {r['seconds_per_field']:>8.2f} " + " ".join(f"{r[f'{t}/{m}']:>16.2f}"
                                                                           for t, m in cols))
+    for r in rows:  # the same model with its residuals at the observed points kriged (in-painting only)
+        if kriged:
+            print(f"{str(r['steps']) + ' + kriging':>22} {'':>8} " + " ".join(
+                f"{r[f'{t}/vamoh_kriged']:>16.2f}" if f"{t}/vamoh_kriged" in r else f"{'-':>16}" for t, _ in cols))
     for name in BASELINES:
         print(f"{name:>31} " + " ".join(f"{rows[0][f'{t}/{name}']:>16.2f}" if f"{t}/{name}" in rows[0]
                                         else f"{'-':>16}" for t, _ in cols))

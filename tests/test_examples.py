@@ -78,7 +78,8 @@ def test_era5_sphere_main_tiny(tmp_path: Path) -> None:
     q = saved["quality"]["tasks"]
     assert set(q["reconstruction"]) == {"vamoh", "training_mean", "pca_8"}
     assert q["reconstruction"]["vamoh"]["psnr"] == m["reconstruction_4deg"]["psnr_db"]
-    assert set(q["inpaint_half"]) == {"vamoh", "training_mean", "pca_8", "zonal_mean"}
+    assert set(q["inpaint_half"]) == {"vamoh", "vamoh_kriged", "training_mean", "pca_8", "pca_8_kriged",
+                                      "zonal_mean"}
     assert saved["quality"]["health"]["latent_dim"] == 8
     assert m["inpaint_half"]["points"] == m["baseline_zonal_mean_half"]["points"] > 1000
     # The bilinear baseline is an honest one: t2m at 1 degree from 4 degrees within a few kelvin; adding the

@@ -13,6 +13,7 @@ from ..manifolds import xyz_to_latlon
 from ._baselines import (BilinearDownscaling, PCABaseline, _check_fields, observed_mask, training_mean, valid_points,
                          zonal_mean_fill)
 from ._health import active_units, mixture_usage, sample_statistics
+from ._kriging import ResidualKriging
 from ._scoring import _spectra, score
 from ._uncertainty import evaluate_uncertainty
 
@@ -66,7 +67,8 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
                    num_prior_samples: int = 32, max_train_fields: int = 64, fields_per_call: int = 16,
                    seed: int = 0, refine_steps: int = 0, residual_neighbors: int = 4, residual_kernel: str = "idw",
                    calibration: Optional[Union[Tensor, Tuple[Tensor, Optional[Tensor]], str]] = None,
-                   predictive_samples: int = 0, progress: Optional[Callable[[str], None]] = None,
+                   predictive_samples: int = 0, kriging: Union[bool, ResidualKriging] = True,
+                   progress: Optional[Callable[[str], None]] = None,
                    on_task: Optional[Callable[[str, Dict[str, Any]], None]] = None) -> Dict[str, Any]:
     r"""Every task of a trained :class:`~pcfunc.models.VaMoH` on held-out fields, next to the baselines.
 
@@ -77,7 +79,9 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
       ``pca_components`` components (default: the latent dimension) fitted on the training fields;
     * ``inpaint_<name>`` for each observed mask of ``masks`` (bool :math:`(N,)`, ``True`` = observed), scored on
       the hidden points: VaMoH against the training mean, PCA fitted to the observed points, and on a
-      :class:`~pcfunc.data.LatLonGrid` the zonal mean of the observed points;
+      :class:`~pcfunc.data.LatLonGrid` the zonal mean of the observed points; with ``kriging``, VaMoH and PCA also
+      with their residuals at the observed points kriged into the hidden ones (``vamoh_kriged``,
+      ``pca_<k>_kriged``: :class:`~pcfunc.evaluation.ResidualKriging`, regression kriging);
     * ``super_resolution`` when ``fine`` = ``(fine_grid, fine_test)`` gives the same held-out fields on finer
       points: VaMoH evaluated there from the coarse fields against, on lat/lon grids, bilinear interpolation
       of the coarse field; with ``fine = (fine_grid, fine_test, fine_train)`` (the training fields on the
@@ -128,6 +132,9 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
             uncertainty figures, see :func:`~pcfunc.evaluation.evaluate_uncertainty`.
         predictive_samples (int): Posterior draws per field for the uncertainty figures; ``0``: none.
             (default: ``0``)
+        kriging (bool or ResidualKriging): The in-painting rows with kriged residuals: ``True`` with
+            :class:`~pcfunc.evaluation.ResidualKriging`'s defaults, or one configured; ``False``: none.
+            (default: ``True``)
         progress (callable, optional): Called with one line as each task ends (``"reconstruction: 12.3 s"``),
             e.g. ``print``; the harness can take minutes with refinement. (default: silent)
         on_task (callable, optional): Called with each task's name and its rows as the task ends (``"health"``
@@ -178,6 +185,9 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
         clock[0] = now
 
     pca_name = f"pca_{pca.num_components}"
+    krige = ResidualKriging() if kriging is True else (kriging or None)
+    if krige is not None and not isinstance(krige, ResidualKriging):
+        raise TypeError(f"kriging must be a bool or a ResidualKriging, got {type(kriging).__name__}")
     for task, values in (("reconstruction", test), ("reconstruction_train", train[:max_train_fields])):
         tasks[task] = {"vamoh": sc(run(rec, values), values),
                        "training_mean": sc(mean.expand_as(values), values),
@@ -192,9 +202,10 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
         def inp(values: Tensor, obs: Tensor = obs) -> Tensor:
             return model.inpaint(points_batch(grid, values, obs), grid.pos.to(values.dtype), **refine).to(values.dtype)
 
-        row = {"vamoh": sc(run(inp, test), test, hidden),
-               "training_mean": sc(mean.expand_as(test), test, hidden),
-               pca_name: sc(pca.reconstruct(test, obs), test, hidden)}
+        preds = {"vamoh": run(inp, test), "training_mean": mean.expand_as(test), pca_name: pca.reconstruct(test, obs)}
+        if krige is not None:  # each prediction plus its residuals at the observed points, kriged
+            preds.update({f"{m}_kriged": krige(grid.pos, preds[m], test, obs) for m in ("vamoh", pca_name)})
+        row = {m: sc(p, test, hidden) for m, p in preds.items()}
         if lat is not None:
             row["zonal_mean"] = sc(zonal_mean_fill(test, lat, obs), test, hidden)
         tasks[f"inpaint_{name}"] = row

@@ -138,7 +138,11 @@ def flat_report(report: Mapping[str, Any], coarse: str, fine: str) -> Dict[str, 
         if task.startswith("inpaint_"):
             name = task[len("inpaint_"):]
             out[task] = row(rows["vamoh"])
-            for method in ("zonal_mean", "training_mean"):
-                if method in rows:
-                    out[f"baseline_{method}_{name}"] = row(rows[method])
+            if "vamoh_kriged" in rows:  # with its residuals kriged (ResidualKriging)
+                out[f"{task}_kriged"] = row(rows["vamoh_kriged"])
+            for method, r in rows.items():
+                if method in ("zonal_mean", "training_mean"):
+                    out[f"baseline_{method}_{name}"] = row(r)
+                elif method.startswith("pca_"):  # pca_<k>, pca_<k>_kriged
+                    out[f"baseline_pca{'_kriged' if method.endswith('_kriged') else ''}_{name}"] = row(r)
     return out

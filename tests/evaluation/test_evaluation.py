@@ -212,6 +212,16 @@ def test_evaluate_vamoh_reports_the_baselines_it_claims():
     zm = zonal_mean_fill(test, lat, mask)
     # the area-weighted RMSE and bias ride along on a latitude/longitude grid
     assert t["inpaint_half"]["zonal_mean"] == score(zm, test, hidden, scale=100.0, weights=GRID.point_areas)
+    # PCA's and VaMoH's in-paintings with their residuals kriged: ResidualKriging applied to each by hand.
+    from pcfunc.evaluation import ResidualKriging
+
+    krige = ResidualKriging()
+    assert t["inpaint_half"]["pca_4_kriged"] == score(krige(GRID.pos, pca.reconstruct(test, mask), test, mask), test,
+                                                      hidden, scale=100.0, weights=GRID.point_areas)
+    inp = model.inpaint(points_batch(GRID, test, mask), GRID.pos)
+    assert t["inpaint_half"]["vamoh_kriged"] == pytest.approx(score(krige(GRID.pos, inp, test, mask), test, hidden,
+                                                                    scale=100.0, weights=GRID.point_areas), rel=1e-5)
+    assert t["inpaint_half"]["vamoh_kriged"]["psnr"] != t["inpaint_half"]["vamoh"]["psnr"]
     assert {"vamoh", "vamoh_residuals", "bilinear"} == set(t["super_resolution"])
     b = GRID.to_batch(GRID.to_array(test.reshape(-1, 1), torch.arange(4).repeat_interleave(GRID.num_points)))
     srr = model.reconstruct(b, fine_grid.pos, residual_neighbors=4)
@@ -234,7 +244,10 @@ def test_evaluate_vamoh_reports_the_baselines_it_claims():
     assert h["prior_samples"]["reference_spread"] > 0
     assert set(rep["elbo_per_point"]) == {"elbo", "log_likelihood", "kl_z", "kl_c"}
     assert "reconstruction" in format_report(rep, "K")
-    one = evaluate_vamoh(model, GRID, train, test[:1], num_prior_samples=2)
+    one = evaluate_vamoh(model, GRID, train, test[:1], num_prior_samples=2, masks={"half": mask}, kriging=False)
+    assert set(one["tasks"]["inpaint_half"]) == {"vamoh", "training_mean", "pca_4", "zonal_mean"}
+    with pytest.raises(TypeError, match="kriging"):
+        evaluate_vamoh(model, GRID, train, test, masks={"half": mask}, kriging="yes")
     assert one["health"]["active_units_test"] is None and one["health"]["prior_samples"] is None
     with pytest.raises(ValueError, match="points per field"):
         evaluate_vamoh(model, GRID, train[:, :-1], test)

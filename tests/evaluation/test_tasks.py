@@ -43,7 +43,9 @@ def test_flat_report_names_the_grids_and_keeps_the_figures():
     report = {"tasks": {"reconstruction": {"vamoh": row(30.0), "training_mean": row(20.0)},
                         "super_resolution": {"vamoh": row(31.0), "vamoh_residuals": row(39.0),
                                              "bilinear": row(35.0), "bilinear_mean_residual": row(39.7)},
-                        "inpaint_patch": {"vamoh": row(29.0), "zonal_mean": row(19.0), "training_mean": row(27.0)}},
+                        "inpaint_patch": {"vamoh": row(29.0), "vamoh_kriged": row(29.5), "zonal_mean": row(19.0),
+                                          "training_mean": row(27.0), "pca_17": row(29.2),
+                                          "pca_17_kriged": row(29.4)}},
               "uncertainty": {"super_resolution": {
                   "vamoh_calibrated": {"coverage_50": 0.5, "coverage_90": 0.9, "crps": 0.6, "psnr": 39.5,
                                        "rmse": 1.2},
@@ -55,6 +57,8 @@ def test_flat_report_names_the_grids_and_keeps_the_figures():
     assert flat["baseline_bilinear_mean_residual_1deg"]["psnr_db"] == 39.7
     assert flat["super_resolution_residuals_1deg"]["psnr_db"] == 39.0
     assert flat["baseline_zonal_mean_patch"]["psnr_db"] == 19.0 and flat["inpaint_patch"]["psnr_db"] == 29.0
+    assert flat["inpaint_patch_kriged"]["psnr_db"] == 29.5 and flat["baseline_pca_patch"]["psnr_db"] == 29.2
+    assert flat["baseline_pca_kriged_patch"]["psnr_db"] == 29.4
     assert flat["uncertainty_super_resolution_vamoh_calibrated"] == {"coverage_50": 0.5, "coverage_90": 0.9,
                                                                       "crps_k": 0.6, "psnr_db": 39.5, "rmse_k": 1.2}
     assert flat["uncertainty_super_resolution_vamoh_mos_calibrated"]["weight"] == 0.6
