@@ -1,3 +1,6 @@
+"""Grids that own a layout of points: images, voxels and latitude/longitude grids, with their dense <-> point
+converters."""
+
 from __future__ import annotations
 
 from typing import Optional, Sequence, Tuple, Union

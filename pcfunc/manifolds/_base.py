@@ -1,3 +1,5 @@
+"""The Manifold interface: embedding, distances, coordinates and validity checks of points."""
+
 from __future__ import annotations
 
 import abc

@@ -1,3 +1,5 @@
+"""Euclidean space (images, voxels): coordinates are the points themselves."""
+
 from __future__ import annotations
 
 import math

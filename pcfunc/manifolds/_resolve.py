@@ -1,3 +1,5 @@
+"""Manifolds by name: a registry of the built-in manifolds and users' own."""
+
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, Union

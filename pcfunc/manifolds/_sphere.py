@@ -1,3 +1,5 @@
+"""The unit sphere embedded in three dimensions, and conversions between latitude/longitude and xyz."""
+
 from __future__ import annotations
 
 from typing import Optional, Tuple, Union

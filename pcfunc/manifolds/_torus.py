@@ -1,3 +1,5 @@
+"""The flat torus, a product of circles embedded in the plane of each angle."""
+
 from __future__ import annotations
 
 from typing import Optional, Tuple, Union

@@ -1,3 +1,5 @@
+"""Reconstruction errors per function: RMSE and PSNR (VaMoH App. B.3), for dense or packed batches."""
+
 from __future__ import annotations
 
 from typing import Optional

@@ -1,3 +1,6 @@
+"""PointConv: a continuous convolution whose kernel weights an MLP computes from neighbour offsets; its norms and
+pooling."""
+
 from __future__ import annotations
 
 from typing import Optional, Sequence, Tuple, Union

@@ -1,3 +1,5 @@
+"""A stack of PointConv layers from layer specifications: the VaMoH encoder and the GASP discriminator."""
+
 from __future__ import annotations
 
 import math

@@ -1,3 +1,5 @@
+"""Farthest point sampling within each cloud of a batch (torch-cluster when installed, a reference loop otherwise)."""
+
 from __future__ import annotations
 
 from typing import Optional, Union

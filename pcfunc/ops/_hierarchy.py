@@ -1,3 +1,5 @@
+"""PointConv's neighbour hierarchy: the centroids and neighbours of every encoder level, sampled once and cached."""
+
 from __future__ import annotations
 
 import threading

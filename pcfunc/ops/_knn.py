@@ -1,3 +1,6 @@
+"""k nearest neighbours within each cloud of a batch, exact, in memory linear in the points (torch-cluster when
+installed)."""
+
 from __future__ import annotations
 
 from typing import Optional, Tuple, Union

@@ -1,3 +1,5 @@
+"""Fields on the sphere drawn as orthographic globes, with views chosen from the grid."""
+
 from __future__ import annotations
 
 import math

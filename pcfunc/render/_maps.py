@@ -1,3 +1,5 @@
+"""Fields on latitude/longitude grids drawn as maps, one or many panels per figure."""
+
 from __future__ import annotations
 
 import math

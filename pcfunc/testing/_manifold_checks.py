@@ -1,3 +1,5 @@
+"""check_manifold: the properties every Manifold must have, for tests of a user's own manifold."""
+
 from __future__ import annotations
 
 from typing import Optional
