@@ -7,7 +7,7 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
-from ._grids import ArrayLike
+from ._arrays import ArrayLike
 from ._latlon_axes import _axis, _lat_axis, _lon_circle
 
 __all__ = ["latlon_cell_area"]

@@ -3,9 +3,8 @@ converters."""
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Tuple
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch_geometric.data import Batch, Data
@@ -13,25 +12,11 @@ from torch_geometric.data import Batch, Data
 from .._validation import check_finite
 from ..manifolds import Euclidean, Manifold, Sphere
 from ..manifolds._sphere import latlon_to_xyz
+from ._arrays import ArrayLike, _as_tensor
+from ._cell_area import latlon_cell_area
+from ._latlon_axes import _lat_axis
 
 __all__ = ["Grid", "ImageGrid", "VoxelGrid", "LatLonGrid"]
-
-ArrayLike = Union[Tensor, np.ndarray, Sequence[float]]
-
-
-def _as_tensor(a: ArrayLike, dtype: Optional[torch.dtype] = None) -> Tensor:
-    if not isinstance(a, Tensor):
-        arr = np.asarray(a)
-        # Copy read-only or negatively strided arrays (e.g. lat[::-1]), which torch cannot wrap.
-        contiguous = arr.flags.writeable and all(s >= 0 for s in arr.strides)
-        t = torch.as_tensor(arr if contiguous else np.ascontiguousarray(arr).copy())
-    else:
-        t = a
-    if dtype is not None:
-        t = t.to(dtype)
-    elif not torch.is_floating_point(t):
-        t = t.to(torch.get_default_dtype())
-    return t
 
 
 class Grid:
@@ -226,7 +211,6 @@ class LatLonGrid(Grid):
             if a.numel() < 1:
                 raise ValueError(f"{name} must not be empty")
             check_finite(a, name)
-        from ._latlon_axes import _lat_axis  # the one latitude check (monotone, within [-90, 90])
 
         lat_t = _lat_axis(lat_t, "lat")
         wrapped = torch.remainder(lon_t, 360.0)
@@ -260,7 +244,6 @@ class LatLonGrid(Grid):
         :func:`~pcfunc.data.latlon_cell_area`, a collapsed pole the whole row's. The weights of area-weighted
         scores (:func:`pcfunc.metrics.weighted_scores`); a global grid's add up to :math:`4\pi`. Needs at least
         two latitudes and two longitudes."""
-        from ._cell_area import latlon_cell_area
 
         cells = latlon_cell_area(self.lat, self.lon).reshape(-1)
         return torch.zeros(self.num_points, dtype=torch.float64).index_add_(0, self._cell_to_point, cells)

@@ -9,8 +9,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_finite
-from ._grids import ArrayLike
-from ._grids import _as_tensor
+from ._arrays import ArrayLike, _as_tensor
 
 _INTERPOLATION_METHODS = ("bilinear", "nearest")
 _REGRID_METHODS = ("bilinear", "nearest", "conservative")

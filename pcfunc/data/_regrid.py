@@ -11,7 +11,7 @@ from torch import Tensor
 
 from .._validation import check_finite, check_points
 from ..manifolds import xyz_to_latlon
-from ._grids import ArrayLike
+from ._arrays import ArrayLike
 from ._cell_area import _conservative, latlon_cell_area
 from ._latlon_axes import (_EDGE_TOL, _INTERPOLATION_METHODS, _POLE_TOL, _REGRID_METHODS, _as_tensor, _axis,
                            _check_lat_range, _check_method, _lat_axis, _lon_circle, _values)

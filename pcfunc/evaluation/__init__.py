@@ -4,7 +4,8 @@ the calibration of predictive intervals, and a model's health figures (active la
 usage, sample spread, energy distance). Missing values (NaN) in the fields are never observed or scored."""
 
 from ._baselines import BilinearDownscaling, PCABaseline, observed_mask, training_mean, valid_points, zonal_mean_fill
-from ._harness import evaluate_gasp, evaluate_vamoh, points_batch
+from ._harness import evaluate_gasp, evaluate_vamoh
+from ._points import points_batch
 from ._scoring import format_report, score
 from ._health import active_units, energy_distance, mixture_usage, nearest_neighbor_accuracy, sample_statistics
 from ._kriging import Covariance, ResidualKriging, kriging_weights

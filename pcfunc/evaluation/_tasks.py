@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from ..manifolds import latlon_to_xyz, xyz_to_latlon
+from ._points import points_batch
 
 __all__ = ["inpainting_masks", "task_predictions", "flat_report", "NORTH_AMERICA"]
 
@@ -73,7 +74,6 @@ def task_predictions(model: Any, grid: Any, values: Tensor, fine_grid: Optional[
         num_samples (int): Posterior draws of the super-resolution.
         **residuals: ``residual_neighbors`` / ``residual_kernel`` of the super-resolution.
     """
-    from ._harness import points_batch
 
     model.eval()
     v = values.reshape(1, grid.num_points, -1)

@@ -12,6 +12,8 @@ from ..data import Grid, LatLonGrid
 from ..metrics import crps_gaussian, fit_std_scale, interval_coverage, pit_histogram
 from ._baselines import BilinearDownscaling, _check_fields, _nan_moments, observed_mask, valid_points
 from ._mos import OutputStatistics
+from ._points import _chunks, points_batch
+from ._scoring import channel_scale, score
 
 __all__ = ["evaluate_uncertainty"]
 
@@ -34,7 +36,6 @@ def _scores(mean: Tensor, std: Tensor, truth: Tensor, hidden: Optional[Tensor], 
     factor of ``std`` (``factors``: ``{"crps", "coverage_50", "coverage_90"}``, each a number or one per field;
     ``None``: the raw spread), over the hidden points that are not missing; with the CRPS's factor also the
     spread-skill ratio and the PIT histogram (10 bins)."""
-    from ._scoring import channel_scale, score
 
     B = truth.size(0)
     f = factors or {}
@@ -172,7 +173,6 @@ def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
         _check_fields(cal, "calibration")
         if cal.size(1) != N or cal.size(-1) != test.size(-1):
             raise ValueError(f"calibration must have shape [K, {N}, {test.size(-1)}], got {tuple(cal.shape)}")
-    from ._harness import points_batch, _chunks
 
     model.eval()
     g = torch.Generator().manual_seed(seed)
