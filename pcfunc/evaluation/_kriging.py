@@ -91,10 +91,10 @@ class ResidualKriging:
     def fit(self, pos: Tensor, residuals: Tensor, observed: Tensor) -> List[Covariance]:
         r"""The covariance of the residuals of each channel, fitted to the empirical semivariogram of every field's
         observed points (each field's residuals scaled by their standard deviation, so that every field counts
-        alike; distances binned up to half the largest): the exponential variogram
-        :math:`\gamma(h) = \tau^2 + s^2 (1 - e^{-h/\ell})` by least squares weighted by the pairs in each bin,
-        :math:`\tau^2, s^2 \geq 0` in closed form for each :math:`\ell` of a log-spaced set, the best kept;
-        :math:`\nu = \tau^2 / s^2`.
+        alike; distances binned up to a quarter of the largest, the short lags that kriging from the nearest points
+        uses): the exponential variogram :math:`\gamma(h) = \tau^2 + s^2 (1 - e^{-h/\ell})` by weighted least
+        squares with Cressie's weights (pairs in the bin over :math:`\gamma(h)^2`), :math:`\tau^2, s^2 \geq 0` in
+        closed form for each :math:`\ell` of a log-spaced set, the best kept; :math:`\nu = \tau^2 / s^2`.
 
         Args:
             pos (Tensor): :math:`(N, D)`.
@@ -111,9 +111,10 @@ class ResidualKriging:
         gamma = torch.zeros(C, self.num_bins, dtype=torch.float64)
         count = torch.zeros(self.num_bins, dtype=torch.float64)
         idx_all = [observed[b].nonzero().view(-1) for b in range(B)]
-        # Bins up to half the largest distance between observed points (the usual variogram range).
+        # Bins up to a quarter of the largest distance between observed points: the short lags, which kriging
+        # from the nearest points uses.
         sub = [i[torch.randperm(i.numel(), generator=g)[: self.max_points]] for i in idx_all]
-        h_max = max((float(torch.cdist(p[i], p[i]).max()) for i in sub if i.numel() > 1), default=0.0) / 2
+        h_max = max((float(torch.cdist(p[i], p[i]).max()) for i in sub if i.numel() > 1), default=0.0) / 4
         if h_max <= 0:
             return [Covariance(1.0, math.inf)] * C
         edges = torch.linspace(0, h_max, self.num_bins + 1, dtype=torch.float64)
@@ -186,14 +187,21 @@ def kriging_weights(query: Tensor, centres: Tensor, covariance: Covariance) -> T
     return out
 
 
-def _fit_variogram(h: Tensor, gamma: Tensor, weights: Tensor, h_max: float) -> Covariance:
-    """The exponential variogram of :meth:`ResidualKriging.fit` for one channel's binned semivariances."""
+def _fit_variogram(h: Tensor, gamma: Tensor, counts: Tensor, h_max: float) -> Covariance:
+    """The exponential variogram of :meth:`ResidualKriging.fit` for one channel's binned semivariances: for each
+    length, :math:`\tau^2, s^2 \geq 0` by least squares with Cressie's weights :math:`N_h / \gamma(h)^2` (the
+    model's :math:`\gamma`, three reweightings from the pair counts alone)."""
     best: Tuple[float, float, float] = (math.inf, 1.0, math.inf)
-    sw = weights.sqrt()
     for ell in (_LENGTHS * h_max).tolist():
         basis = torch.stack([torch.ones_like(h), 1 - torch.exp(-h / ell)], 1)  # tau^2, s^2
-        tau2, s2 = _nonnegative_lsq(basis * sw[:, None], gamma * sw).tolist()
-        err = float((sw * (basis @ torch.tensor([tau2, s2], dtype=basis.dtype) - gamma)).pow(2).sum())
+        weights = counts
+        for _ in range(3):
+            sw = weights.sqrt()
+            coef = _nonnegative_lsq(basis * sw[:, None], gamma * sw)
+            model = basis @ coef
+            weights = counts / model.clamp_min(1e-12).pow(2)
+        err = float((weights * (model - gamma).pow(2)).sum())
+        tau2, s2 = coef.tolist()
         if err < best[0]:
             best = (err, ell, tau2 / s2 if s2 > 0 else math.inf)
     return Covariance(best[1], best[2])
