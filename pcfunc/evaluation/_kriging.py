@@ -149,17 +149,20 @@ class ResidualKriging:
         models = [self.covariance] * C if self.covariance is not None else self.fit(pos, residuals, obs)
         out = prediction.clone()
         p = pos.double()
-        for b in range(B):
-            o, q = obs[b].nonzero().view(-1), (~obs[b]).nonzero().view(-1)
+        # Fields observed on the same points share their neighbours and weights: computed once per observed set.
+        sets, which = torch.unique(obs, dim=0, return_inverse=True)
+        for s, observed_set in enumerate(sets):
+            fields = (which == s).nonzero().view(-1)
+            o, q = observed_set.nonzero().view(-1), (~observed_set).nonzero().view(-1)
             k = min(self.num_neighbors, o.numel())
             if q.numel() == 0 or k == 0:
                 continue
             near = o[knn(p[o], p[q], k, p=2)[1].view(-1, k)]  # [Q, k] indices into the N points
-            r = residuals[b, near]  # [Q, k, C]
             for c, model in enumerate(models):
                 if math.isfinite(model.nugget):
-                    weights = kriging_weights(p[q], p[near], model)
-                    out[b, q, c] += (weights * r[..., c]).sum(1).to(out.dtype)
+                    weights = kriging_weights(p[q], p[near], model)  # [Q, k]
+                    shift = torch.einsum("qk,bqk->bq", weights, residuals[fields][:, near, c])
+                    out[fields[:, None], q[None, :], c] += shift.to(out.dtype)
         return out
 
 

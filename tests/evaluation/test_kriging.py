@@ -71,6 +71,12 @@ def test_kriging_a_pca_in_painting_lowers_its_error_near_the_observed_region():
     two = torch.cat([test, 2 * test.flip(0)], -1)
     both = ResidualKriging()(GRID.pos, torch.cat([ls, 2 * ls.flip(0)], -1), two, observed)
     torch.testing.assert_close(both[..., :1], kriged)
+    # Fields observed on different points in one call: each as when kriged alone.
+    per_field = torch.stack([observed, lat < 0, observed, lat > -30])
+    together = ResidualKriging(covariance=Covariance(0.3, 0.01))(GRID.pos, ls[:4], test[:4], per_field)
+    for b in range(4):
+        alone = ResidualKriging(covariance=Covariance(0.3, 0.01))(GRID.pos, ls[b:b + 1], test[b:b + 1], per_field[b])
+        torch.testing.assert_close(together[b:b + 1], alone)
     # Missing values are never used as observations.
     gap = test.clone()
     gap[:, observed.nonzero()[:5, 0]] = float("nan")
