@@ -30,8 +30,8 @@ import torch
 
 from pcfunc.data import (ERA5_ATTRIBUTION, ERA5Dataset, LatLonGrid, MinMaxNormalizer, load_era5, load_era5_sample,
                          pooled_points, regular_axes, split_by_time)
-from pcfunc.evaluation import (BilinearDownscaling, evaluate_vamoh, flat_report, format_report, inpainting_masks,
-                               points_batch, task_predictions)
+from pcfunc.evaluation import (BilinearDownscaling, choose_refine_steps, evaluate_vamoh, flat_report, format_report,
+                               inpainting_masks, points_batch, task_predictions)
 from pcfunc.models import VaMoH, vamoh_config
 from pcfunc.nn import vamoh_encoder_specs
 
@@ -99,9 +99,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         "bfloat16, densities and KL in float32; auto (default): bf16-mixed where bfloat16 is native, else 32-true")
     arg("--likelihood", default=None, choices=["gaussian", "continuous_bernoulli"],
         help="per-point likelihood (default: gaussian, learned scale; paper config: continuous_bernoulli)")
-    arg("--refine-steps", type=int, default=DEFAULT_REFINE,
+    arg("--refine-steps", type=int, default=None,
         help=f"L-BFGS iterations moving each field's latent to its posterior mode on the observed points at "
-             f"inference (default: {DEFAULT_REFINE}; 0: the encoder alone, the paper)")
+             f"inference (default: 0 or {DEFAULT_REFINE}, whichever in-paints the validation fields better; 0: the "
+             f"encoder alone, the paper)")
     arg("--fine-points", type=int, default=None,
         help=f"fine supervision: the likelihood at this many random points per field of the data's own grid "
              f"(default: {DEFAULT_FINE_POINTS} when the data are finer than the training grid; 0: the paper)")
@@ -207,6 +208,14 @@ def train(args: argparse.Namespace, train_set, val_set, base_grid, coarse):
             status="preempted", signal=stop.signal_name, steps=stop.step, checkpoint=str(stop.checkpoint),
             resume="the same command with --resume", convergence=watch.report, phases=args.phases), indent=2))
         raise
+    if args.refine_steps is None:  # chosen on the validation fields, before the factors are refitted to them
+        g, fitted, fields = coarse
+        args.refine_steps, scores = choose_refine_steps(module.model, g, fields[len(fitted):], inpainting_masks(g),
+                                                        (0, DEFAULT_REFINE))
+        args.refine_choice = {"chosen": args.refine_steps, "validation_inpainting_psnr": scores}
+        print(f"refinement at inference: {args.refine_steps} L-BFGS iterations, whichever in-paints the "
+              f"{len(fields) - len(fitted)} validation fields better (" +
+              ", ".join(f"{c}: {v:.2f} dB" for c, v in scores.items()) + ")", flush=True)
     if watch.restored_step == 0 and args.config != "paper":
         # Training never beat the start on validation: the model is that start, its closed-form linear part
         # refitted to every training field (validation's too), as a cross-validated method is refitted.
@@ -483,6 +492,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                    attribution=args.attribution,
                    psnr_definition="VaMoH App. B.3 on data normalised to [0, 1]", quality=quality,
                    metrics={k: v for k, v in res.items() if not k.startswith("_")}, convergence=convergence,
+                   refine_steps=args.refine_steps, refine_choice=getattr(args, "refine_choice", None),
                    phases=args.phases, threads=torch.get_num_threads(), cpu=torch.backends.cpu.get_cpu_capability())
     (args.out / "metrics.json").write_text(json.dumps(summary, indent=2))
     units = field.channel_units

@@ -56,6 +56,11 @@ def test_era5_sphere_main_tiny(tmp_path: Path) -> None:
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["metrics"] == summary["metrics"]
     assert saved["steps"] == 6 and saved["train_fields"] == 18 and saved["test_fields"] == 6
+    # No --refine-steps: 0 or 10 iterations, whichever in-painted the validation fields better, used by the harness.
+    choice = saved["refine_choice"]
+    scores = {int(c): v for c, v in choice["validation_inpainting_psnr"].items()}
+    assert set(scores) == {0, 10} and choice["chosen"] == max(sorted(scores), key=lambda c: (scores[c], -c))
+    assert saved["refine_steps"] == choice["chosen"] == saved["quality"]["refine_steps"]
     # Validated at the start (the PCA start) and every step of the 6 asked for (a 30th of the budget), never
     # stopped early (the budget was the user's), and the report says whether validation was still improving.
     conv = saved["convergence"]
@@ -206,6 +211,7 @@ def test_era5_sphere_runs_end_to_end_on_a_grib_file(tmp_path: Path) -> None:
     xr_open = pytest.importorskip("xarray").open_dataset
     saved_test_day = str(np.datetime64("2024-01-01") + np.timedelta64(12 - saved["test_fields"], "D"))
     assert saved["status"] == "finished" and saved["variable"] == "t2m" and saved["units"] == "K"
+    assert saved["refine_steps"] == 0 and saved["refine_choice"] is None  # the user's --refine-steps, not chosen
     assert saved["train_grid"] == [19, 36] and saved["truth_grid"] == [37, 72] and saved == json.loads(
         json.dumps(summary))
     assert saved["train_fields"] + saved["test_fields"] == 12

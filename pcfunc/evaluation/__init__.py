@@ -10,11 +10,11 @@ from ._scoring import format_report, score
 from ._health import active_units, energy_distance, mixture_usage, nearest_neighbor_accuracy, sample_statistics
 from ._kriging import Covariance, ResidualKriging, kriging_weights
 from ._mos import OutputStatistics
-from ._tasks import NORTH_AMERICA, flat_report, inpainting_masks, task_predictions
+from ._tasks import NORTH_AMERICA, choose_refine_steps, flat_report, inpainting_masks, task_predictions
 from ._uncertainty import evaluate_uncertainty
 
-__all__ = ["training_mean", "PCABaseline", "ResidualKriging", "Covariance", "kriging_weights", "zonal_mean_fill", "observed_mask", "active_units", "mixture_usage",
-           "energy_distance", "nearest_neighbor_accuracy", "sample_statistics", "score", "evaluate_vamoh",
-           "evaluate_gasp", "format_report",
-           "evaluate_uncertainty", "BilinearDownscaling", "valid_points", "points_batch", "inpainting_masks",
+__all__ = ["training_mean", "PCABaseline", "ResidualKriging", "Covariance", "kriging_weights", "zonal_mean_fill",
+           "observed_mask", "active_units", "mixture_usage", "energy_distance", "nearest_neighbor_accuracy",
+           "sample_statistics", "score", "evaluate_vamoh", "evaluate_gasp", "format_report", "evaluate_uncertainty",
+           "BilinearDownscaling", "valid_points", "points_batch", "inpainting_masks", "choose_refine_steps",
            "flat_report", "NORTH_AMERICA", "OutputStatistics", "task_predictions"]

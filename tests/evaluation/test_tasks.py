@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from pcfunc.data import LatLonGrid, pooled_points
@@ -109,3 +110,41 @@ def test_pooled_target_points_are_every_fine_point_not_a_training_subset():
     torch.testing.assert_close(item.x, ds[1].x)
     other = [ds[i] for i in range(3)]  # a plain list of items: their own (subset) targets
     assert pooled_points(other, target=True)[0].shape == (60, 3)
+
+
+class _RefineStandIn:
+    """In-paints the true fields plus an error whose size depends on the refinement, to check the choice."""
+
+    def __init__(self, truth, error):
+        self.truth, self.error, self.calls = truth, error, []
+
+    def eval(self):
+        return self
+
+    def inpaint(self, batch, pos, refine_steps=0):
+        self.calls.append((refine_steps, batch.num_graphs))
+        start = sum(n for _, n in self.calls[:-1]) % self.truth.size(0)
+        truth = self.truth[start:start + batch.num_graphs]
+        return truth + self.error[refine_steps] * torch.linspace(-1, 1, truth.size(1)).view(1, -1, 1)
+
+
+def test_choose_refine_steps_picks_the_best_validation_in_painting_and_the_fewest_on_a_tie():
+    from pcfunc.data import LatLonGrid
+    from pcfunc.evaluation import choose_refine_steps, score
+
+    grid = LatLonGrid.regular(9, 16)
+    truth = torch.rand(5, grid.num_points, 1, generator=torch.Generator().manual_seed(0))
+    masks = inpainting_masks(grid)
+    for error, expect in (({0: 0.1, 10: 0.05}, 10), ({0: 0.05, 10: 0.1}, 0), ({0: 0.05, 10: 0.05}, 0)):
+        model = _RefineStandIn(truth, error)
+        best, scores = choose_refine_steps(model, grid, truth, masks, candidates=(0, 10), fields_per_call=2)
+        assert best == expect
+        for c in (0, 10):  # each candidate's mean PSNR over the masks, scored on the hidden points
+            pred = truth + error[c] * torch.linspace(-1, 1, grid.num_points).view(1, -1, 1)
+            by_hand = sum(score(pred, truth, ~m)["psnr"] for m in masks.values()) / len(masks)
+            assert scores[c] == pytest.approx(by_hand, rel=1e-9)
+        assert {n for _, n in model.calls} == {2, 1}  # 5 fields in calls of at most 2
+    with pytest.raises(ValueError, match="masks"):
+        choose_refine_steps(model, grid, truth, {})
+    with pytest.raises(ValueError, match="candidates"):
+        choose_refine_steps(model, grid, truth, masks, candidates=(-1, 10))
