@@ -27,7 +27,7 @@ class Covariance(NamedTuple):
     nugget: float
 
     def correlation(self, distance: Tensor) -> Tensor:
-        """:math:`\rho(h)` at the distances ``distance`` (any shape), without the nugget."""
+        r""":math:`\rho(h)` at the distances ``distance`` (any shape), without the nugget."""
         return torch.exp(-distance / self.length)
 
 
@@ -99,13 +99,14 @@ class ResidualKriging:
         Args:
             pos (Tensor): :math:`(N, D)`.
             residuals (Tensor): :math:`(B, N, C)`, used where ``observed``.
-            observed (Tensor): Bool :math:`(B, N)`.
+            observed (Tensor): Bool :math:`(B, N)` or :math:`(N,)`.
 
         Returns:
             list of Covariance: One per channel (``nugget = inf`` where the residuals show no spatial correlation:
             nothing is kriged then).
         """
         B, N, C = residuals.shape
+        observed = observed_mask(observed, B, N)
         g = torch.Generator().manual_seed(self.seed)
         p = pos.double()
         gamma = torch.zeros(C, self.num_bins, dtype=torch.float64)
@@ -191,7 +192,7 @@ def kriging_weights(query: Tensor, centres: Tensor, covariance: Covariance) -> T
 
 
 def _fit_variogram(h: Tensor, gamma: Tensor, counts: Tensor, h_max: float) -> Covariance:
-    """The exponential variogram of :meth:`ResidualKriging.fit` for one channel's binned semivariances: for each
+    r"""The exponential variogram of :meth:`ResidualKriging.fit` for one channel's binned semivariances: for each
     length, :math:`\tau^2, s^2 \geq 0` by least squares with Cressie's weights :math:`N_h / \gamma(h)^2` (the
     model's :math:`\gamma`, three reweightings from the pair counts alone)."""
     best: Tuple[float, float, float] = (math.inf, 1.0, math.inf)
@@ -211,7 +212,7 @@ def _fit_variogram(h: Tensor, gamma: Tensor, counts: Tensor, h_max: float) -> Co
 
 
 def _nonnegative_lsq(A: Tensor, b: Tensor) -> Tensor:
-    """:math:`\arg\min_{x \geq 0} \lVert A x - b \rVert` for a few columns: the best feasible least-squares
+    r""":math:`\arg\min_{x \geq 0} \lVert A x - b \rVert` for a few columns: the best feasible least-squares
     solution over the subsets of free columns (the others at zero), exact for the handful of columns used here."""
     n = A.size(1)
     best, err = torch.zeros(n, dtype=A.dtype), float(b.pow(2).sum())
