@@ -46,6 +46,7 @@ def test_the_variogram_fit_recovers_the_length_and_nugget_of_known_fields():
     noise = torch.randn(8, GRID.num_points, 1, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     observed = torch.rand(GRID.num_points, generator=torch.Generator().manual_seed(4)) < 0.5
     (white,) = ResidualKriging().fit(GRID.pos, noise, observed.expand(8, -1))
+    assert ResidualKriging().fit(GRID.pos, noise, observed) == [white]  # one mask for every field, the same
     spacing = torch.cdist(GRID.pos.double(), GRID.pos.double()).fill_diagonal_(math.inf).min(1).values.median()
     assert float(white.correlation(spacing)) / (1 + white.nugget) < 0.1  # no correlation between neighbours
     out = ResidualKriging()(GRID.pos, torch.zeros_like(noise), noise, observed)
