@@ -159,10 +159,12 @@ class ResidualKriging:
             if q.numel() == 0 or k == 0:
                 continue
             near = o[knn(p[o], p[q], k, p=2)[1].view(-1, k)]  # [Q, k] indices into the N points
+            weights = {}  # per covariance: channels that share one share its weights
             for c, model in enumerate(models):
                 if math.isfinite(model.nugget):
-                    weights = kriging_weights(p[q], p[near], model)  # [Q, k]
-                    shift = torch.einsum("qk,bqk->bq", weights, residuals[fields][:, near, c])
+                    if model not in weights:
+                        weights[model] = kriging_weights(p[q], p[near], model)  # [Q, k]
+                    shift = torch.einsum("qk,bqk->bq", weights[model], residuals[fields][:, near, c])
                     out[fields[:, None], q[None, :], c] += shift.to(out.dtype)
         return out
 

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ..manifolds import latlon_to_xyz, xyz_to_latlon
-from ._points import points_batch
+from ._points import _chunks, points_batch
 from ._scoring import score
 
 __all__ = ["inpainting_masks", "task_predictions", "choose_refine_steps", "flat_report", "NORTH_AMERICA"]
@@ -127,9 +127,8 @@ def choose_refine_steps(model: Any, grid: Any, values: Tensor, masks: Mapping[st
     for c in steps:
         psnrs = []
         for m in masks.values():
-            pred = torch.cat([model.inpaint(points_batch(grid, values[s:s + fields_per_call], m), grid.pos,
-                                            refine_steps=c).detach().to(values.dtype)
-                              for s in range(0, values.size(0), fields_per_call)])
+            pred = torch.cat([model.inpaint(points_batch(grid, values[s], m), grid.pos, refine_steps=c).detach()
+                              for s in _chunks(values.size(0), fields_per_call)]).to(values.dtype)
             psnrs.append(score(pred, values, ~m)["psnr"])
         scores[c] = sum(psnrs) / len(psnrs)
     best = max(sorted(scores), key=lambda c: (scores[c], -c))
