@@ -56,10 +56,13 @@ def test_era5_sphere_main_tiny(tmp_path: Path) -> None:
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["metrics"] == summary["metrics"]
     assert saved["steps"] == 6 and saved["train_fields"] == 18 and saved["test_fields"] == 6
-    # No --refine-steps: 0 or 10 iterations, whichever in-painted the validation fields better, used by the harness.
+    # No --refine-steps: 0 or 10 iterations for reconstruction and for in-painting, each whichever predicted the
+    # validation fields better, used by the harness.
     choice = saved["refine_choice"]
-    scores = {int(c): v for c, v in choice["validation_inpainting_psnr"].items()}
-    assert set(scores) == {0, 10} and choice["chosen"] == max(sorted(scores), key=lambda c: (scores[c], -c))
+    assert set(choice["validation_psnr"]) == {"reconstruction", "inpainting"}
+    for task, task_scores in choice["validation_psnr"].items():
+        scores = {int(c): v for c, v in task_scores.items()}
+        assert set(scores) == {0, 10} and choice["chosen"][task] == max(sorted(scores), key=lambda c: (scores[c], -c))
     assert saved["refine_steps"] == choice["chosen"] == saved["quality"]["refine_steps"]
     # Validated at the start (the PCA start) and every step of the 6 asked for (a 30th of the budget), never
     # stopped early (the budget was the user's), and the report says whether validation was still improving.

@@ -14,7 +14,7 @@ from ._baselines import (BilinearDownscaling, PCABaseline, _check_fields, observ
                          zonal_mean_fill)
 from ._health import active_units, mixture_usage, sample_statistics
 from ._kriging import ResidualKriging
-from ._points import _chunks, points_batch
+from ._points import RefineSteps, _chunks, _refine_record, points_batch, refine_steps_for
 from ._scoring import _spectra, score
 from ._uncertainty import evaluate_uncertainty
 
@@ -33,7 +33,7 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
                    pca_components: Optional[int] = None, scale: Union[float, Sequence[float]] = 1.0,
                    data_range: float = 1.0,
                    num_prior_samples: int = 32, max_train_fields: int = 64, fields_per_call: int = 16,
-                   seed: int = 0, refine_steps: int = 0, residual_neighbors: int = 4, residual_kernel: str = "idw",
+                   seed: int = 0, refine_steps: RefineSteps = 0, residual_neighbors: int = 4, residual_kernel: str = "idw",
                    calibration: Optional[Union[Tensor, Tuple[Tensor, Optional[Tensor]], str]] = None,
                    predictive_samples: int = 0, kriging: Union[bool, ResidualKriging] = True,
                    progress: Optional[Callable[[str], None]] = None,
@@ -90,8 +90,9 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
         max_train_fields (int): Training fields reconstructed (the first ones).
         fields_per_call (int): Fields per forward pass (memory).
         seed (int): Seed of the prior samples and the ELBO's latent sample.
-        refine_steps (int): Passed to ``reconstruct`` and ``inpaint`` (semi-amortised inference); ``0``: the
-            encoder alone.
+        refine_steps (int or dict): Passed to ``reconstruct``, ``inpaint`` and ``predictive`` (semi-amortised
+            inference); ``0``: the encoder alone. ``{"reconstruction": n, "inpainting": m}``: ``n`` for the fields
+            observed everywhere (reconstruction, super-resolution), ``m`` for the in-painting masks.
         residual_neighbors (int): Super-resolution also with the model's residuals at the coarse points
             interpolated from this many neighbours (``reconstruct(..., residual_neighbors=k)``, row
             ``vamoh_residuals``); ``0``: not.
@@ -136,7 +137,9 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
     def run(fn: Callable[[Tensor], Tensor], values: Tensor) -> Tensor:
         return torch.cat([fn(values[s]) for s in _chunks(values.size(0), fields_per_call)])
 
-    refine = dict(refine_steps=refine_steps)
+    record = _refine_record(refine_steps)
+    refine = dict(refine_steps=refine_steps_for(refine_steps, partial=False))
+    refine_partial = dict(refine_steps=refine_steps_for(refine_steps, partial=True))
 
     def rec(values: Tensor) -> Tensor:
         return model.reconstruct(points_batch(grid, values), grid.pos.to(values.dtype), **refine).to(values.dtype)
@@ -168,7 +171,8 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
             raise ValueError(f"masks[{name!r}] must observe some points and hide some")
 
         def inp(values: Tensor, obs: Tensor = obs) -> Tensor:
-            return model.inpaint(points_batch(grid, values, obs), grid.pos.to(values.dtype), **refine).to(values.dtype)
+            return model.inpaint(points_batch(grid, values, obs), grid.pos.to(values.dtype),
+                                 **refine_partial).to(values.dtype)
 
         preds = {"vamoh": run(inp, test), "training_mean": mean.expand_as(test), pca_name: pca.reconstruct(test, obs)}
         if krige is not None:  # each prediction plus its residuals at the observed points, kriged
@@ -254,7 +258,7 @@ def evaluate_vamoh(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
     npts = torch.cat([t.num_points for t in terms]).double()
     per_point = lambda name: float((torch.cat([getattr(t, name) for t in terms]).double() / npts).mean())  # noqa: E731
     elbo = {name: per_point(name) for name in ("elbo", "log_likelihood", "kl_z", "kl_c")}
-    report = {"tasks": tasks, "health": health, "elbo_per_point": elbo, "refine_steps": int(refine_steps),
+    report = {"tasks": tasks, "health": health, "elbo_per_point": elbo, "refine_steps": record,
               "fields": {"train": int(train.size(0)), "test": int(B), "points": int(N)}}
     if report_spectra is not None:
         report["spectra"] = report_spectra

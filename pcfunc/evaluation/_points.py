@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional
+from typing import Any, Dict, Iterator, Mapping, Optional, Union
 
 import torch
 from torch import Tensor
@@ -11,6 +11,36 @@ from ..data import Grid
 from ._baselines import observed_mask, valid_points
 
 __all__ = ["points_batch"]
+
+
+#: Refinement iterations: one count for every task, or one for the fields observed everywhere (reconstruction,
+#: super-resolution) and one for the partly observed (in-painting).
+RefineSteps = Union[int, Mapping[str, int]]
+_REFINE_KEYS = ("reconstruction", "inpainting")
+
+
+def refine_steps_for(refine_steps: RefineSteps, partial: bool) -> int:
+    """The refinement of a task from ``refine_steps``: an int for every task, or ``{"reconstruction": n,
+    "inpainting": m}``, ``n`` for a field observed everywhere and ``m`` for one observed in part (``partial``).
+
+    Raises:
+        ValueError: if ``refine_steps`` is neither a non-negative int nor such a mapping.
+    """
+    if isinstance(refine_steps, Mapping):
+        if sorted(refine_steps) != sorted(_REFINE_KEYS):
+            raise ValueError(f"refine_steps as a mapping must have the keys {_REFINE_KEYS}, got {sorted(refine_steps)}")
+        return refine_steps_for(refine_steps[_REFINE_KEYS[int(bool(partial))]], partial)
+    if isinstance(refine_steps, bool) or not isinstance(refine_steps, int) or refine_steps < 0:
+        raise ValueError(f"refine_steps must be a non-negative int or a mapping {_REFINE_KEYS} -> int, got "
+                         f"{refine_steps!r}")
+    return refine_steps
+
+
+def _refine_record(refine_steps: RefineSteps) -> Union[int, Dict[str, int]]:
+    """``refine_steps`` as a report stores it (checked)."""
+    if isinstance(refine_steps, Mapping):
+        return {k: refine_steps_for(refine_steps, k == "inpainting") for k in _REFINE_KEYS}
+    return refine_steps_for(refine_steps, False)
 
 
 def _chunks(n: int, size: int) -> Iterator[slice]:

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ..manifolds import latlon_to_xyz, xyz_to_latlon
-from ._points import _chunks, points_batch
+from ._points import RefineSteps, _chunks, points_batch, refine_steps_for
 from ._scoring import score
 
 __all__ = ["inpainting_masks", "task_predictions", "choose_refine_steps", "flat_report", "NORTH_AMERICA"]
@@ -51,7 +51,7 @@ def inpainting_masks(grid: Any, patch: Tuple[float, float, float] = NORTH_AMERIC
 
 
 def task_predictions(model: Any, grid: Any, values: Tensor, fine_grid: Optional[Any] = None,
-                     masks: Optional[Mapping[str, Tensor]] = None, *, refine_steps: int = 0, seed: int = 0,
+                     masks: Optional[Mapping[str, Tensor]] = None, *, refine_steps: RefineSteps = 0, seed: int = 0,
                      num_samples: int = 32, **residuals: Any) -> Dict[str, Any]:
     r"""A VaMoH's prediction of every task on one field, for maps (:func:`pcfunc.render.plot_task_maps`), each call
     seeded with ``seed`` afresh:
@@ -70,7 +70,8 @@ def task_predictions(model: Any, grid: Any, values: Tensor, fine_grid: Optional[
         values (Tensor): One field, :math:`(N, C)` or :math:`(1, N, C)`; NaN where missing.
         fine_grid (Grid, optional): Points to super-resolve at.
         masks (dict, optional): Name to observed mask (bool :math:`(N,)`) for in-painting.
-        refine_steps (int): Refinement of the posterior (see :meth:`~pcfunc.models.VaMoH.reconstruct`).
+        refine_steps (int or dict): Refinement of the posterior (see :meth:`~pcfunc.models.VaMoH.reconstruct`), one
+            count or ``{"reconstruction": n, "inpainting": m}`` as in :func:`~pcfunc.evaluation.evaluate_vamoh`.
         seed (int): Seed of every call's draws.
         num_samples (int): Posterior draws of the super-resolution.
         **residuals: ``residual_neighbors`` / ``residual_kernel`` of the super-resolution.
@@ -80,14 +81,15 @@ def task_predictions(model: Any, grid: Any, values: Tensor, fine_grid: Optional[
     v = values.reshape(1, grid.num_points, -1)
     gen = lambda: torch.Generator().manual_seed(seed)  # noqa: E731
     one = points_batch(grid, v)
-    out: Dict[str, Any] = {"reconstruction": model.reconstruct(one, grid.pos, refine_steps=refine_steps)[0]}
+    whole, part = refine_steps_for(refine_steps, False), refine_steps_for(refine_steps, True)
+    out: Dict[str, Any] = {"reconstruction": model.reconstruct(one, grid.pos, refine_steps=whole)[0]}
     if fine_grid is not None:
         sr = model.predictive(one, fine_grid.pos, num_samples=num_samples, include_noise=False,
-                              refine_steps=refine_steps, generator=gen(), **residuals)
+                              refine_steps=whole, generator=gen(), **residuals)
         out["super_resolution"], out["spread"] = sr.mean[0], sr.std[0]
     out["inpainted"] = {}
     for name, m in (masks or {}).items():
-        out["inpainted"][name] = (model.inpaint(points_batch(grid, v, m), grid.pos, refine_steps=refine_steps)[0], m)
+        out["inpainted"][name] = (model.inpaint(points_batch(grid, v, m), grid.pos, refine_steps=part)[0], m)
     maps = model.component_maps(one, posterior=True)  # at the observed (not missing) points
     valid = ~torch.isnan(v[0]).any(-1)
     entropy, seg = torch.full((2, grid.num_points), float("nan"), dtype=torch.float64)
@@ -98,13 +100,16 @@ def task_predictions(model: Any, grid: Any, values: Tensor, fine_grid: Optional[
 
 def choose_refine_steps(model: Any, grid: Any, values: Tensor, masks: Mapping[str, Tensor],
                         candidates: Sequence[int] = (0, 10), fields_per_call: int = 16) -> Tuple[int, Dict[int, float]]:
-    r"""The refinement (:meth:`~pcfunc.models.VaMoH.inpaint`'s ``refine_steps``) that in-paints the validation
-    fields ``values`` best: the mean PSNR over ``masks`` (each scored on its hidden points, as the harness scores)
-    for each of ``candidates``, and the one with the highest (the fewest iterations on a tie).
+    r"""The refinement (:meth:`~pcfunc.models.VaMoH.inpaint`'s ``refine_steps``) that predicts the validation
+    fields ``values`` best from the points of ``masks``: the mean PSNR over the masks (each scored on its hidden
+    points, as the harness scores; a mask that hides no point, a reconstruction, on all its points) for each of
+    ``candidates``, and the one with the highest (the fewest iterations on a tie).
 
-    Semi-amortised refinement moves each latent to its posterior mode; whether that mode in-paints better than the
-    encoder's single pass depends on the data and the model (on a model that is PCA through the sigmoid link it can
-    be worse), so a recipe chooses it on fields that neither training nor the test saw.
+    Semi-amortised refinement moves each latent to its posterior mode; whether that mode predicts better than the
+    encoder's single pass depends on the data, the model and the task (on a model that is still its linear factors'
+    PCA start, the mode is a ridge fit: it in-paints a hidden region better than least squares and reconstructs a
+    whole field a little worse), so a recipe chooses it per task on fields that neither training nor the test saw:
+    ``{"all": torch.ones(N, dtype=torch.bool)}`` for reconstruction, :func:`inpainting_masks` for in-painting.
 
     Args:
         model (VaMoH): The trained model (put in eval mode).
@@ -129,7 +134,7 @@ def choose_refine_steps(model: Any, grid: Any, values: Tensor, masks: Mapping[st
         for m in masks.values():
             pred = torch.cat([model.inpaint(points_batch(grid, values[s], m), grid.pos, refine_steps=c).detach()
                               for s in _chunks(values.size(0), fields_per_call)]).to(values.dtype)
-            psnrs.append(score(pred, values, ~m)["psnr"])
+            psnrs.append(score(pred, values, ~m if not bool(m.all()) else None)["psnr"])
         scores[c] = sum(psnrs) / len(psnrs)
     best = max(sorted(scores), key=lambda c: (scores[c], -c))
     return best, scores

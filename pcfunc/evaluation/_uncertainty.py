@@ -12,7 +12,7 @@ from ..data import Grid, LatLonGrid
 from ..metrics import crps_gaussian, fit_std_scale, interval_coverage, pit_histogram
 from ._baselines import BilinearDownscaling, _check_fields, _nan_moments, observed_mask, valid_points
 from ._mos import OutputStatistics
-from ._points import _chunks, points_batch
+from ._points import RefineSteps, _chunks, points_batch, refine_steps_for
 from ._scoring import channel_scale, score
 
 __all__ = ["evaluate_uncertainty"]
@@ -91,7 +91,7 @@ def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
                          calibration: Optional[Union[Tensor, Tuple[Tensor, Optional[Tensor]]]] = None,
                          num_samples: int = 16, scale: Union[float, Sequence[float]] = 1.0, fields_per_call: int = 8,
                          seed: int = 0,
-                         refine_steps: int = 0, residual_neighbors: int = 4,
+                         refine_steps: RefineSteps = 0, residual_neighbors: int = 4,
                          residual_kernel: str = "idw") -> Dict[str, Any]:
     r"""Calibration of :meth:`VaMoH.predictive <pcfunc.models.VaMoH.predictive>` on hidden points: the coverage of
     its central 50% and 90% Gaussian intervals :math:`\mu \pm \Phi^{-1}(\tfrac{1 + p}{2})\,\sigma` and its mean
@@ -142,7 +142,8 @@ def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
         scale (float or sequence of float): CRPS multiplied by it (data units; one per channel for several).
         fields_per_call (int): Fields per forward pass (memory).
         seed (int): Seed of the draws.
-        refine_steps (int): Refinement of the posterior (``predictive(refine_steps=...)``).
+        refine_steps (int or dict): Refinement of the posterior (``predictive(refine_steps=...)``), one count or
+            ``{"reconstruction": n, "inpainting": m}`` (see :func:`~pcfunc.evaluation.evaluate_vamoh`).
         residual_neighbors (int): For super-resolution (``predictive(residual_neighbors=...)``).
         residual_kernel (str): Likewise (``predictive(residual_kernel=...)``: ``"idw"`` or ``"linear"``).
 
@@ -181,7 +182,8 @@ def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
         """The predictive ``(mean, std, spread)`` of every field: one pass gives the intervals (noise included) and
         the inferred function's spread (model output statistics)."""
         parts = [model.predictive(points_batch(grid, values[s], observed), pos.to(values.dtype),
-                                  num_samples=num_samples, generator=g, refine_steps=refine_steps,
+                                  num_samples=num_samples, generator=g,
+                                  refine_steps=refine_steps_for(refine_steps, observed is not None),
                                   residual_neighbors=k, residual_kernel=residual_kernel)
                  for s in _chunks(values.size(0), fields_per_call)]
         return tuple(torch.cat([getattr(p, a) for p in parts]).to(values.dtype)  # type: ignore[return-value]
@@ -191,7 +193,8 @@ def evaluate_uncertainty(model: Any, grid: Grid, train: Tensor, test: Tensor, *,
         """The model's reconstruction of training fields (one decoding at the posterior mean, no draws): model
         output statistics learn its errors there."""
         return torch.cat([model.reconstruct(points_batch(grid, values[s], observed), pos.to(values.dtype),
-                                            refine_steps=refine_steps, residual_neighbors=k,
+                                            refine_steps=refine_steps_for(refine_steps, observed is not None),
+                                            residual_neighbors=k,
                                             residual_kernel=residual_kernel).to(values.dtype)
                           for s in _chunks(values.size(0), fields_per_call)])
 

@@ -257,6 +257,7 @@ class VaMoH(VaMoHInference, nn.Module):
         # Saved with the weights, so a resumed run knows which stage of Algorithm 1 it is in.
         self.register_buffer("_warmup", torch.tensor(True))
         self._location_link = bool(self.likelihood.sigmoid_location)
+        self._identity_link = not self._location_link and self.likelihood.support is None
         read_renamed_keys(self, {"fourier": "encoding"})  # checkpoints before the rename call it `fourier`
 
     # ------------------------------------------------------------------ construction

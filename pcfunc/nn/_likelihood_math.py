@@ -23,6 +23,7 @@ _LN2 = math.log(2.0)
 # Below this |logit| continuous Bernoulli sampling uses the first-order expansion of its inverse CDF.
 _CB_SAMPLE_TAYLOR = 1e-6
 _SCALE_MODES = ("learned", "predicted", "fixed")
+_LINKS = ("sigmoid", "identity")
 
 
 # --------------------------------------------------------------------------- math

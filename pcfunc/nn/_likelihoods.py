@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from ._likelihood_base import Likelihood
 from ._likelihood_math import (
+    _LINKS,
     _SCALE_MODES,
     _check_num_bins,
     _clamp_log_scale,
@@ -270,10 +271,33 @@ class GaussianLikelihood(_LocationScaleLikelihood):
         validate_args (bool): Check ``y`` (finite) on every call (default: ``True``).
         dtype (torch.dtype, optional): dtype of the log-scale parameter.
         device (torch.device, optional): Device of the log-scale parameter.
+        link (str): How a model's raw output becomes :math:`\mu`: ``"sigmoid"`` (into :math:`(0, 1)`, for data
+            scaled to :math:`[0, 1]`, as the paper's generators end) or ``"identity"`` (the raw output is
+            :math:`\mu`: a model linear in its output, e.g. VaMoH's linear factors, is then exactly linear in the
+            data). (default: ``"sigmoid"``)
     """
 
     name = "gaussian"
     support = None
+
+    def __init__(
+        self,
+        num_channels: Optional[int] = None,
+        scale: str = "learned",
+        init_scale: float = 1.0,
+        validate_args: bool = True,
+        dtype: Optional[torch.dtype] = None,
+        device: Optional[Union[torch.device, str]] = None,
+        link: str = "sigmoid",
+    ) -> None:
+        if link not in _LINKS:
+            raise ValueError(f"link must be one of {_LINKS}, got {link!r}")
+        super().__init__(num_channels, scale, init_scale, validate_args, dtype, device)
+        self.link = link
+        self.sigmoid_location = link == "sigmoid"
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, link={self.link!r}"
 
     def _dist(self, parts: Tuple[Tensor, ...]) -> torch.distributions.Normal:
         loc, log_scale = self._loc_log_scale(parts)

@@ -373,6 +373,25 @@ def test_evaluate_vamoh_reconstruction_is_the_models():
     assert rep["tasks"]["reconstruction"]["vamoh"] == score(rec, test, weights=GRID.point_areas)
 
 
+def test_evaluate_vamoh_refines_each_task_as_asked():
+    torch.manual_seed(0)
+    model = tiny_vamoh().eval()
+    train, test = grid_fields(6), grid_fields(2, seed=2)
+    mask = torch.arange(GRID.num_points) % 3 != 0
+    steps = {"reconstruction": 0, "inpainting": 2}
+    rep = evaluate_vamoh(model, GRID, train, test, masks={"thirds": mask}, num_prior_samples=3, refine_steps=steps,
+                         kriging=False)
+    assert rep["refine_steps"] == steps
+    rec = model.reconstruct(points_batch(GRID, test), GRID.pos, refine_steps=0)
+    inp = model.inpaint(points_batch(GRID, test, mask), GRID.pos, refine_steps=2)
+    assert rep["tasks"]["reconstruction"]["vamoh"] == score(rec, test, weights=GRID.point_areas)
+    assert rep["tasks"]["inpaint_thirds"]["vamoh"] == score(inp, test, ~mask, weights=GRID.point_areas)
+    assert rep["tasks"]["inpaint_thirds"]["vamoh"] != score(
+        model.inpaint(points_batch(GRID, test, mask), GRID.pos), test, ~mask, weights=GRID.point_areas)
+    with pytest.raises(ValueError, match="refine_steps"):
+        evaluate_vamoh(model, GRID, train, test, refine_steps={"inpainting": 2})
+
+
 def test_evaluate_gasp_reports_the_ideal_sampler_of_the_training_fields():
     class Train:  # samples that are exactly the training fields: the ideal sampler of the training distribution
         def sample(self, num, pos, generator=None):
@@ -469,8 +488,8 @@ def test_task_predictions_are_the_models_own_calls():
     mask = torch.zeros(GRID.num_points, dtype=torch.bool)
     mask[::2] = True
     torch.manual_seed(1)
-    out = task_predictions(model, GRID, v, fine_grid, {"even": mask}, refine_steps=2, seed=5, num_samples=3,
-                           residual_neighbors=2)
+    out = task_predictions(model, GRID, v, fine_grid, {"even": mask}, seed=5, num_samples=3, residual_neighbors=2,
+                           refine_steps={"reconstruction": 2, "inpainting": 3})  # in-painting refined longer
     g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
     torch.manual_seed(1)
     one = points_batch(GRID, v[None])
@@ -482,7 +501,7 @@ def test_task_predictions_are_the_models_own_calls():
     pred, m = out["inpainted"]["even"]
     assert m is mask
     torch.testing.assert_close(pred, model.inpaint(points_batch(GRID, v[None], mask), GRID.pos,
-                                                   refine_steps=2)[0])
+                                                   refine_steps=3)[0])
     maps = model.component_maps(one, posterior=True)
     assert torch.isnan(out["entropy"][3]) and torch.isnan(out["segmentation"][3])
     keep = torch.arange(GRID.num_points) != 3

@@ -144,7 +144,25 @@ def test_choose_refine_steps_picks_the_best_validation_in_painting_and_the_fewes
             by_hand = sum(score(pred, truth, ~m)["psnr"] for m in masks.values()) / len(masks)
             assert scores[c] == pytest.approx(by_hand, rel=1e-9)
         assert {n for _, n in model.calls} == {2, 1}  # 5 fields in calls of at most 2
+    # A mask that hides nothing is a reconstruction: scored on every point.
+    full = {"all": torch.ones(grid.num_points, dtype=torch.bool)}
+    model = _RefineStandIn(truth, {0: 0.05, 10: 0.1})
+    best, scores = choose_refine_steps(model, grid, truth, full, candidates=(0, 10))
+    pred = truth + 0.1 * torch.linspace(-1, 1, grid.num_points).view(1, -1, 1)
+    assert best == 0 and scores[10] == pytest.approx(score(pred, truth)["psnr"], rel=1e-9)
     with pytest.raises(ValueError, match="masks"):
         choose_refine_steps(model, grid, truth, {})
     with pytest.raises(ValueError, match="candidates"):
         choose_refine_steps(model, grid, truth, masks, candidates=(-1, 10))
+
+
+def test_refine_steps_for_fields_observed_everywhere_and_in_part():
+    from pcfunc.evaluation import refine_steps_for
+
+    assert refine_steps_for(7, partial=False) == refine_steps_for(7, partial=True) == 7
+    both = {"reconstruction": 0, "inpainting": 10}
+    assert refine_steps_for(both, partial=False) == 0 and refine_steps_for(both, partial=True) == 10
+    for bad in (-1, 2.5, True, {"reconstruction": 0}, {"reconstruction": 0, "inpainting": -3},
+                {"reconstruction": 0, "inpainting": 1, "other": 2}):
+        with pytest.raises(ValueError, match="refine_steps"):
+            refine_steps_for(bad, partial=True)

@@ -253,6 +253,12 @@ def test_gaussian_against_scipy():
     learned.sample(loc).sum().backward()  # reparameterised
     torch.testing.assert_close(loc.grad, torch.ones_like(loc))
     assert learned.log_scale.shape == (3,) and float(learned.log_scale.detach()[0]) == pytest.approx(math.log(2.0))
+    # The link tells a model whether to put a sigmoid on its raw output; the likelihood reads the location as given.
+    assert GaussianLikelihood().sigmoid_location and not GaussianLikelihood(link="identity").sigmoid_location
+    assert get_likelihood("gaussian", link="identity").link == "identity"
+    assert "link='identity'" in repr(GaussianLikelihood(link="identity"))
+    with pytest.raises(ValueError, match="link"):
+        GaussianLikelihood(link="exp")
 
 
 # ----------------------------------------------------------------- mixture

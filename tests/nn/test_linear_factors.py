@@ -155,6 +155,21 @@ def test_vamoh_with_factors_starts_at_pca():
         ref = torch.sigmoid(torch.logit(mean) + (PCABaseline(train, 8).reconstruct(v).double() - mean)
                             / (mean * (1 - mean)))
         torch.testing.assert_close(rec.double(), ref, atol=2e-5, rtol=0)
+    # With the identity link the start is PCA itself: the model's reconstruction equals PCA's, held-out fields too
+    # (fields of full rank, so that every one of the 8 components is defined by the data, not by round-off; the
+    # tolerance is float32 round-off through the whitened components).
+    noise = 0.04 * torch.randn(values.shape, generator=torch.Generator().manual_seed(2))
+    train, test = values[:18] + noise[:18], values[18:] + noise[18:]
+    linear = VaMoH("sphere", 1, encoder=[dict(out_channels=8, num_neighbors=9, num_centroids=64)], latent_dim=8,
+                   hypernet_hidden=[16], generator_hidden=[16], num_frequencies=16, categorical_hidden=[8],
+                   flow_layers=2, likelihood=("gaussian", {"link": "identity"}), factor_grid=grid.shape)
+    linear.initialize_generators(grid.pos.repeat(18, 1), train.reshape(-1, 1), steps=200,
+                                 generator=torch.Generator().manual_seed(0))
+    linear.initialize_factors(train, grid.pos)
+    linear.eval()
+    for v in (train, test):
+        rec = linear.reconstruct(points_batch(grid, v), grid.pos)
+        torch.testing.assert_close(rec.double(), PCABaseline(train, 8).reconstruct(v).double(), atol=2e-4, rtol=0)
     with pytest.raises(ValueError, match="factor_grid"):
         VaMoH("sphere", 1, encoder=[dict(out_channels=8, num_neighbors=9, num_centroids=64)], latent_dim=8,
               likelihood="gaussian").initialize_factors(train, grid.pos)
