@@ -4,8 +4,8 @@ the training mean and PCA with as many components as the latent dimension.
 Each point of the curve is one run of ``examples/era5_sphere.py`` with its default recipe (the budget follows the
 data, early stopping on the held-out PSNR) on the **last N** training steps of a file, scored on the same held-out
 steps (the last quarter of the file) by the quality harness (:func:`pcfunc.evaluation.evaluate_vamoh`) with the
-paper's single forward pass (``--refine-steps 0``; pass ``--refine-steps 100`` for semi-amortised inference). The
-baselines are fitted on the same N fields. Runs one after the other in this process; prints one table and writes
+example's refinement, chosen per task on its validation fields (``--refine-steps 0``: the paper's single forward
+pass for every task). The baselines are fitted on the same N fields. Runs one after the other in this process; prints one table and writes
 ``--out/learning_curve.json``.
 
 Examples::
@@ -48,7 +48,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--variable", default=None, help="with --dataset file: its variable")
     p.add_argument("--resolution", type=float, default=None, help="with --dataset file: training grid (degrees)")
     p.add_argument("--sizes", type=int, nargs="+", required=True, help="training fields of each run")
-    p.add_argument("--refine-steps", type=int, default=0, help="refinement steps at inference (default: 0)")
+    p.add_argument("--refine-steps", type=int, default=None,
+                   help="refinement steps at inference for every task (default: the example's choice per task on "
+                        "its validation fields)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="further arguments of the example")
     p.add_argument("--out", type=Path, default=Path("outputs/learning_curve"))
@@ -57,7 +59,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         p.error("--dataset file needs --data")
     if any(n < 1 for n in args.sizes):
         p.error(f"--sizes must be positive, got {args.sizes}")
-    if args.refine_steps < 0:
+    if args.refine_steps is not None and args.refine_steps < 0:
         p.error(f"--refine-steps must be >= 0, got {args.refine_steps}")
     return args
 
@@ -90,8 +92,8 @@ def run(args: argparse.Namespace) -> List[Dict[str, Any]]:
     results = []
     for n in args.sizes:
         out = args.out / f"{args.dataset}_n{n}"
-        argv = [*data_arguments(args), "--train-fields", str(n), "--refine-steps", str(args.refine_steps),
-                "--predictive-samples", "0", "--globe-size", "64", "--no-progress", "--seed", str(args.seed),
+        refine = [] if args.refine_steps is None else ["--refine-steps", str(args.refine_steps)]
+        argv = [*data_arguments(args), "--train-fields", str(n), *refine, "--predictive-samples", "0", "--globe-size", "64", "--no-progress", "--seed", str(args.seed),
                 "--out", str(out), *args.extra]
         if (out / "checkpoints").is_dir():
             argv.append("--resume")
