@@ -102,7 +102,8 @@ class VaMoH(VaMoHInference, nn.Module):
     **Generator output.** The INR output is linear; its role depends on the likelihood. For the
     (continuous) Bernoulli it is the logit :math:`\eta`, i.e. the paper's final sigmoid gives the
     probability :math:`\sigma(\eta)`, evaluated stably from the logit. For the discretized logistic
-    and the Gaussian a sigmoid maps it to the location in :math:`[0, 1]`.
+    and the Gaussian a sigmoid maps it to the location in :math:`[0, 1]`, unless the likelihood says
+    otherwise (``GaussianLikelihood(link="identity")``: the output is the mean).
 
     Args:
         manifold (Manifold or str): Where the coordinates live (``"sphere"`` for ERA5).

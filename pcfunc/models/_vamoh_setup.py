@@ -149,15 +149,18 @@ def initialize_factors(self, fields: Tensor, pos: Tensor, posterior_std: float =
     r"""Start the linear factor model (``VaMoH(factor_grid=...)``) at the training fields' principal components.
 
     Each anchor of ``factors`` takes the values of the nearest of the points ``pos``; then
-    :meth:`~pcfunc.nn.LinearFactors.fit_pca_` sets the synthesis to the whitened principal components, divided by
-    the link's slope :math:`\mu(1 - \mu)` at the fields' mean :math:`\mu` (the synthesis is added to the
-    location before its sigmoid), and the analysis to PCA's projection. The encoder's own output then starts at
-    zero mean and standard deviation ``posterior_std``, so that :math:`q(\mathbf z)` starts at the PCA
-    coefficients and the decoder at the PCA reconstruction (to first order in the link), and training learns
-    what that leaves. The hypergenerators' dependence on :math:`\mathbf z` starts at zero (their last weights; each
-    then generates :math:`\theta_0`) and the synthesis' offset :math:`\mathbf b` at what :math:`\theta_0` and
-    the base terms leave of the mean at the anchors, so that at the PCA coefficients the decoder is PCA's
-    reconstruction through the link, exactly at the mean. Call it after :meth:`initialize_generators`.
+    :meth:`~pcfunc.nn.LinearFactors.fit_pca_` sets the synthesis to the whitened principal components and the
+    analysis to PCA's projection. Where the synthesis is added before a sigmoid (a location-scale likelihood with
+    the sigmoid link, or a Bernoulli's logits), the components are divided by the link's slope
+    :math:`\mu(1 - \mu)` at the fields' mean :math:`\mu`; where the location is the generators' output
+    (``GaussianLikelihood(link="identity")``) they are taken as they are. The encoder's own output then starts at
+    zero mean and standard deviation ``posterior_std``, so that :math:`q(\mathbf z)` starts at the PCA coefficients
+    and the decoder at the PCA reconstruction (exactly with the identity link, to first order through a sigmoid),
+    and training learns what that leaves. The hypergenerators' dependence on :math:`\mathbf z` starts at zero
+    (their last weights; each then generates :math:`\theta_0`) and the synthesis' offset :math:`\mathbf b` at what
+    :math:`\theta_0` and the base terms leave of the mean at the anchors, so that at the PCA coefficients the
+    decoder is PCA's reconstruction through the link, exactly at the mean. Call it after
+    :meth:`initialize_generators`.
 
     Args:
         fields (Tensor): Training fields :math:`(T, N, C)` at the points ``pos``, in the likelihood's support;
