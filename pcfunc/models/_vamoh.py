@@ -345,6 +345,11 @@ class VaMoH(VaMoHInference, nn.Module):
         c = self.in_channels
         return torch.cat([torch.sigmoid(raw[..., :c]), raw[..., c:]], dim=-1)
 
+    def _raw_location(self, mean: Tensor, eps: float) -> Tensor:
+        """The raw output (before the link) whose location is ``mean``: itself with the identity link, else its logit
+        (the sigmoid link, or the Bernoullis' logits), ``mean`` clamped into ``[eps, 1 - eps]`` first."""
+        return mean if self._identity_link else torch.logit(mean.clamp(eps, 1 - eps))
+
     def _prior_logits(self, coords: Tensor, z: Tensor, n: int) -> Tensor:
         if self.warmup:
             return z.new_zeros(z.size(0), n, self.num_components, dtype=self.dtype)

@@ -134,9 +134,7 @@ def _fit_base(self: Any, theta: Tensor, pos: Tensor, y: Tensor, nll: Any, steps:
             anchors = table.anchors.to(pos.dtype)
             rest = torch.cat([shared(anchors[s:s + m])[:, :c] for s in range(0, anchors.size(0), m)])
             eps = 1e-4
-            mean = table.values[:, :c].to(pos.dtype)
-            mean = mean if self._identity_link else torch.logit(mean.clamp(eps, 1 - eps))
-            before[hit, :c] = (mean - rest)[hit].to(before.dtype)
+            before[hit, :c] = (self._raw_location(table.values[:, :c].to(pos.dtype), eps) - rest)[hit].to(before.dtype)
             table.values.copy_(before)
         adam(list(self.likelihood.parameters()))
     with torch.no_grad():
@@ -187,10 +185,10 @@ def initialize_factors(self, fields: Tensor, pos: Tensor, posterior_std: float =
     nearest = knn(pos.to(anchors.dtype), anchors, 1, p=2)[1].view(-1)
     values = fields[:, nearest].to(torch.float64)
     valid = torch.isfinite(values)
-    mean = (torch.where(valid, values, 0.0).sum(0) / valid.sum(0).clamp_min(1))
-    if not self._identity_link:
-        mean = mean.clamp(1e-3, 1 - 1e-3)
-    explained = self.factors.fit_pca_(values, gain=torch.ones_like(mean) if self._identity_link else mean * (1 - mean))
+    mean = torch.where(valid, values, 0.0).sum(0) / valid.sum(0).clamp_min(1)
+    inner = mean.clamp(1e-3, 1 - 1e-3)
+    slope = None if self._identity_link else inner * (1 - inner)  # the sigmoid's slope at the mean
+    explained = self.factors.fit_pca_(values, gain=slope)
     # The generators start at theta_0 exactly (no z-dependent part: it would add noise to the PCA start), and the
     # synthesis' offset at what their location at z = 0 leaves of the fields' mean, so that the decoder at the
     # PCA coefficients is PCA's reconstruction through the link.
@@ -199,7 +197,7 @@ def initialize_factors(self, fields: Tensor, pos: Tensor, posterior_std: float =
     c = self.in_channels
     raw = self.component_params(anchors.new_zeros(1, self.latent_dim).to(self.dtype), anchors.to(self.dtype))[0]
     raw = raw[..., :c].mean(1)  # [M, C], the K components are equal here
-    target = mean.to(raw.dtype) if self._identity_link else torch.logit(mean.to(raw.dtype))
+    target = self._raw_location(mean.to(raw.dtype), 1e-3)  # the location's link, or the Bernoullis' logits
     if self._location_link:
         raw = torch.logit(raw.clamp(1e-6, 1 - 1e-6))
     self.factors.offset.values.copy_((target - raw).to(self.factors.offset.values.dtype))
